@@ -1,0 +1,45 @@
+# EVCharging Network — the two commands a newcomer needs: `make demo` and `make test`.
+# Everything is installed by these targets from a fresh clone: the venv, the Python packages and
+# the Apache Kafka jars (Maven Central, into kafka/lib, git-ignored).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+STAMP  := $(VENV)/.installed
+
+.PHONY: install kafka-jars test test-fast lint demo bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+kafka/lib/.fetched: kafka/pom.xml
+	mvn -q -B -f kafka/pom.xml dependency:copy-dependencies
+	touch kafka/lib/.fetched
+
+kafka-jars: kafka/lib/.fetched
+
+lint: install
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+test: install kafka-jars
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+test-fast: install
+	$(VENV)/bin/pytest -q tests/unit
+
+demo: install kafka-jars
+	$(VENV)/bin/evcharging demo
+
+bench: install kafka-jars
+	$(VENV)/bin/python -m bench
+
+clean:
+	rm -rf .run .pytest_cache

@@ -1,0 +1,256 @@
+"""The Repository port over an embedded SQLite file (or :memory: for unit tests)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+from evcharging.adapters.db.migrations import migrate
+from evcharging.domain.money import euros, from_cents, kwh, to_cents
+from evcharging.domain.records import CPRecord, DriverRecord
+from evcharging.domain.session import EndReason, Session, SessionStatus
+
+_SESSION_COLUMNS = (
+    "session_id, driver_id, cp_id, price_eur_per_kwh, status, started_at, ended_at, "
+    "energy_wh, amount_cents, end_reason"
+)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _wh(energy: Decimal) -> int:
+    return int(kwh(energy) * 1000)
+
+
+def _ts(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+class SqliteRepository:
+    """One connection, used from one event loop thread; every write is its own transaction."""
+
+    def __init__(self, path: str | Path = ":memory:") -> None:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute("PRAGMA foreign_keys = ON")
+        self._conn.execute("PRAGMA busy_timeout = 5000")
+        if str(path) != ":memory:":
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+        self.schema_version = migrate(self._conn)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    # --- charging points ---------------------------------------------------------------
+
+    def register_cp(self, cp_id: str, location: str, price: Decimal) -> CPRecord:
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO charging_points (cp_id, location, price_eur_per_kwh, registered_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (cp_id) DO UPDATE SET "
+                "location = excluded.location, price_eur_per_kwh = excluded.price_eur_per_kwh",
+                (cp_id, location, str(price), _now()),
+            )
+        record = self.get_cp(cp_id)
+        assert record is not None
+        return record
+
+    def get_cp(self, cp_id: str) -> CPRecord | None:
+        row = self._conn.execute("SELECT * FROM charging_points WHERE cp_id = ?", (cp_id,)).fetchone()
+        return None if row is None else self._cp(row)
+
+    def list_cps(self) -> list[CPRecord]:
+        rows = self._conn.execute("SELECT * FROM charging_points ORDER BY cp_id").fetchall()
+        return [self._cp(r) for r in rows]
+
+    def set_cp_stopped(self, cp_id: str, stopped: bool) -> None:
+        self._conn.execute(
+            "UPDATE charging_points SET admin_state = ? WHERE cp_id = ?",
+            ("stopped" if stopped else "active", cp_id),
+        )
+
+    def set_cp_error_simulated(self, cp_id: str, on: bool) -> None:
+        self._conn.execute(
+            "UPDATE charging_points SET error_simulated = ? WHERE cp_id = ?", (int(on), cp_id)
+        )
+
+    @staticmethod
+    def _cp(row: sqlite3.Row) -> CPRecord:
+        return CPRecord(
+            cp_id=row["cp_id"],
+            location=row["location"],
+            price_eur_per_kwh=Decimal(row["price_eur_per_kwh"]),
+            admin_stopped=row["admin_state"] == "stopped",
+            error_simulated=bool(row["error_simulated"]),
+        )
+
+    # --- drivers -----------------------------------------------------------------------
+
+    def upsert_driver(self, driver_id: str, name: str, balance: Decimal) -> None:
+        """Seeding twice keeps one row and the balance it has earned since."""
+        self._conn.execute(
+            "INSERT INTO drivers (driver_id, name, balance_cents) VALUES (?, ?, ?) "
+            "ON CONFLICT (driver_id) DO UPDATE SET name = excluded.name",
+            (driver_id, name, to_cents(balance)),
+        )
+
+    def get_driver(self, driver_id: str) -> DriverRecord | None:
+        row = self._conn.execute("SELECT * FROM drivers WHERE driver_id = ?", (driver_id,)).fetchone()
+        if row is None:
+            return None
+        return DriverRecord(row["driver_id"], row["name"], from_cents(row["balance_cents"]))
+
+    def list_drivers(self) -> list[DriverRecord]:
+        rows = self._conn.execute("SELECT * FROM drivers ORDER BY driver_id").fetchall()
+        return [DriverRecord(r["driver_id"], r["name"], from_cents(r["balance_cents"])) for r in rows]
+
+    # --- sessions ----------------------------------------------------------------------
+
+    def create_session(self, session: Session, request_id: str | None) -> bool:
+        """False when the CP or the driver already has an open session, or the request was seen."""
+        try:
+            self._conn.execute(
+                "INSERT INTO sessions (session_id, request_id, driver_id, cp_id, price_eur_per_kwh, "
+                "status, started_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    session.session_id,
+                    request_id,
+                    session.driver_id,
+                    session.cp_id,
+                    str(session.price_eur_per_kwh),
+                    session.status.value,
+                    session.started_at.isoformat(),
+                ),
+            )
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
+    def session_by_request(self, request_id: str) -> Session | None:
+        return self._one_session("request_id = ?", request_id)
+
+    def get_session(self, session_id: str) -> Session | None:
+        return self._one_session("session_id = ?", session_id)
+
+    def open_sessions(self) -> list[Session]:
+        return self._sessions("status != 'ended'", ())
+
+    def mark_supplying(self, session_id: str) -> None:
+        self._conn.execute(
+            "UPDATE sessions SET status = 'supplying' WHERE session_id = ? AND status = 'authorised'",
+            (session_id,),
+        )
+
+    def record_energy(self, session_id: str, energy_kwh: Decimal, amount: Decimal) -> None:
+        """Persist the running figures so a Central crash loses no supplied energy."""
+        self._conn.execute(
+            "UPDATE sessions SET energy_wh = MAX(energy_wh, ?), amount_cents = ? "
+            "WHERE session_id = ? AND status != 'ended'",
+            (_wh(energy_kwh), to_cents(amount), session_id),
+        )
+
+    def close_session(self, ended: Session) -> Decimal | None:
+        """End the session and debit the driver in one transaction; None if it had ended already."""
+        assert ended.status is SessionStatus.ENDED
+        assert ended.ended_at
+        assert ended.end_reason
+        with self._tx() as c:
+            cur = c.execute(
+                "UPDATE sessions SET status = 'ended', ended_at = ?, energy_wh = ?, amount_cents = ?, "
+                "end_reason = ? WHERE session_id = ? AND status != 'ended'",
+                (
+                    ended.ended_at.isoformat(),
+                    _wh(ended.energy_kwh),
+                    to_cents(ended.amount_eur),
+                    ended.end_reason.value,
+                    ended.session_id,
+                ),
+            )
+            if cur.rowcount != 1:
+                return None
+            c.execute(
+                "UPDATE drivers SET balance_cents = balance_cents - ? WHERE driver_id = ?",
+                (to_cents(ended.amount_eur), ended.driver_id),
+            )
+            row = c.execute(
+                "SELECT balance_cents FROM drivers WHERE driver_id = ?", (ended.driver_id,)
+            ).fetchone()
+        return from_cents(row["balance_cents"])
+
+    def unsent_tickets(self) -> list[Session]:
+        return self._sessions("status = 'ended' AND ticket_sent = 0", ())
+
+    def mark_ticket_sent(self, session_id: str) -> None:
+        self._conn.execute("UPDATE sessions SET ticket_sent = 1 WHERE session_id = ?", (session_id,))
+
+    def find_sessions(
+        self,
+        driver_id: str | None = None,
+        cp_id: str | None = None,
+        status: str | None = None,
+        limit: int = 200,
+    ) -> Sequence[Session]:
+        clauses, args = [], []
+        for column, value in (("driver_id", driver_id), ("cp_id", cp_id), ("status", status)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        where = " AND ".join(clauses) or "1 = 1"
+        return self._sessions(f"{where} ORDER BY started_at DESC LIMIT {int(limit)}", tuple(args))
+
+    def _one_session(self, where: str, arg: str) -> Session | None:
+        found = self._sessions(where, (arg,))
+        return found[0] if found else None
+
+    def _sessions(self, where: str, args: tuple[object, ...]) -> list[Session]:
+        rows = self._conn.execute(
+            f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE {where}", args
+        ).fetchall()
+        return [self._session(r) for r in rows]
+
+    @staticmethod
+    def _session(row: sqlite3.Row) -> Session:
+        started = _ts(row["started_at"])
+        assert started is not None
+        return Session(
+            session_id=row["session_id"],
+            driver_id=row["driver_id"],
+            cp_id=row["cp_id"],
+            price_eur_per_kwh=Decimal(row["price_eur_per_kwh"]),
+            status=SessionStatus(row["status"]),
+            started_at=started,
+            energy_kwh=kwh(Decimal(row["energy_wh"]) / 1000),
+            amount_eur=euros(from_cents(row["amount_cents"])),
+            ended_at=_ts(row["ended_at"]),
+            end_reason=None if row["end_reason"] is None else EndReason(row["end_reason"]),
+        )
+
+    # --- idempotency -------------------------------------------------------------------
+
+    def remember_event(self, event_id: str, event_type: str) -> bool:
+        """True the first time an event id is seen; False for a redelivery."""
+        cur = self._conn.execute(
+            "INSERT INTO processed_events (event_id, event_type, processed_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (event_id) DO NOTHING",
+            (event_id, event_type, _now()),
+        )
+        return cur.rowcount == 1

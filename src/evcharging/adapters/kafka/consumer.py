@@ -1,0 +1,193 @@
+"""Consumes events at least once: offsets are committed only after the handler returned.
+
+Two ways to read: a group subscription to whole topics (Central), or only the partition one key
+hashes to (an Engine reads its CP's commands, a Driver its own messages) so no client reads
+everybody's traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
+
+from evcharging.adapters.kafka.retry import start_with_retry
+from evcharging.adapters.kafka.router import EventRouter
+from evcharging.contracts.events import BadEvent, Event, parse_event
+from evcharging.contracts.topics import Topic
+
+log = logging.getLogger(__name__)
+
+_partitioner = DefaultPartitioner()
+
+
+def partition_for(key: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2) puts `key` in."""
+    all_partitions = list(range(partitions))
+    return int(_partitioner(key.encode(), all_partitions, all_partitions))
+
+
+@dataclass
+class ConsumerStats:
+    handled: int = 0
+    skipped_bad: int = 0
+    handler_errors: int = 0
+    bad_reasons: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class KeyedRead:
+    """Read only the partition of `topic` that `key` hashes to, and only messages with that key."""
+
+    topic: Topic
+    key: str
+
+
+class EventConsumer:
+    def __init__(
+        self,
+        bootstrap: str,
+        group_id: str | None,
+        router: EventRouter,
+        *,
+        topics: Sequence[Topic] = (),
+        keyed: Sequence[KeyedRead] = (),
+        offset_reset: str = "earliest",
+        on_error: Callable[[Event, Exception], Awaitable[None]] | None = None,
+    ) -> None:
+        if bool(topics) == bool(keyed):
+            raise ValueError("give either topics (subscription) or keyed reads, not both")
+        self.bootstrap = bootstrap
+        self.group_id = group_id
+        self.router = router
+        self._topics = list(topics)
+        self._keyed = list(keyed)
+        self._offset_reset = offset_reset
+        self._on_error_cb = on_error
+        self._consumer: AIOKafkaConsumer | None = None
+        self._keys: dict[TopicPartition, set[bytes]] = {}
+        self.stats = ConsumerStats()
+        self.ready = asyncio.Event()
+
+    def _new_consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=self.group_id,
+            client_id=self.group_id or "evcharging-reader",
+            enable_auto_commit=False,
+            auto_offset_reset=self._offset_reset,
+            fetch_max_wait_ms=20,
+            fetch_min_bytes=1,
+            max_poll_records=500,
+            session_timeout_ms=10000,
+            heartbeat_interval_ms=1000,
+            retry_backoff_ms=100,
+            metadata_max_age_ms=30000,
+        )
+
+    async def start(self) -> None:
+        async def attempt() -> None:
+            consumer = self._new_consumer()
+            try:
+                await consumer.start()
+                await self._attach(consumer)
+            except BaseException:
+                await consumer.stop()
+                raise
+            self._consumer = consumer
+
+        await start_with_retry(attempt, self.bootstrap, f"consumer {self.group_id}")
+        log.info("consumer %s reading from Kafka at %s", self.group_id, self.bootstrap)
+
+    async def _attach(self, consumer: AIOKafkaConsumer) -> None:
+        if self._topics:
+            consumer.subscribe([t.name for t in self._topics])
+            return
+        self._keys.clear()
+        for read in self._keyed:
+            tp = TopicPartition(read.topic.name, partition_for(read.key, read.topic.partitions))
+            self._keys.setdefault(tp, set()).add(read.key.encode())
+        consumer.assign(list(self._keys))
+        for tp in self._keys:
+            if self.group_id is None or await consumer.committed(tp) is None:
+                if self._offset_reset == "latest":
+                    await consumer.seek_to_end(tp)
+                else:
+                    await consumer.seek_to_beginning(tp)
+
+    async def run(self) -> None:
+        """Start (with retries), then handle messages until cancelled."""
+        if self._consumer is None:
+            await self.start()
+        assert self._consumer is not None
+        try:
+            while True:
+                batches = await self._consumer.getmany(timeout_ms=200)
+                if not self.ready.is_set() and self._consumer.assignment():
+                    self.ready.set()
+                for tp, records in batches.items():
+                    for record in records:
+                        await self._handle(tp, record)
+                    await self._commit(tp, records[-1].offset + 1)
+        finally:
+            await self._consumer.stop()
+
+    async def _handle(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
+        wanted = self._keys.get(tp)
+        if wanted is not None and record.key not in wanted:
+            return
+        try:
+            event = parse_event(record.value)
+        except BadEvent as exc:
+            self.stats.skipped_bad += 1
+            self.stats.bad_reasons.append(exc.reason)
+            log.warning(
+                "%s | %s | offset %s: skipped bad message: %s",
+                tp.topic,
+                self.group_id,
+                record.offset,
+                exc.reason,
+            )
+            return
+        try:
+            await self.router.dispatch(event)
+        except Exception as exc:  # a handler bug must not stop the consumer or lose the log
+            self.stats.handler_errors += 1
+            log.exception(
+                "%s | %s | %s id=%s: handler failed",
+                tp.topic,
+                self.group_id,
+                event.event_type,
+                event.event_id,
+            )
+            await self._on_error(event, exc)
+            return
+        self.stats.handled += 1
+
+    async def _on_error(self, event: Event, exc: Exception) -> None:
+        if self._on_error_cb is not None:
+            await self._on_error_cb(event, exc)
+
+    async def _commit(self, tp: TopicPartition, offset: int) -> None:
+        assert self._consumer is not None
+        if self.group_id is None:
+            return
+        try:
+            await self._consumer.commit({tp: offset})
+        except KafkaError as exc:
+            log.warning(
+                "%s: commit of %s@%s failed (%s); events may be redelivered",
+                self.group_id,
+                tp,
+                offset,
+                exc,
+            )
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()

@@ -1,0 +1,184 @@
+"""EV_Central: arguments -> settings -> adapters (DB, Kafka, Monitor sockets, HTTP, panel) -> run."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import secrets
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from evcharging.adapters.db.seed import load_seed_file, seed
+from evcharging.adapters.db.sqlite_repository import SqliteRepository
+from evcharging.adapters.kafka.consumer import EventConsumer
+from evcharging.adapters.kafka.publisher import EventPublisher
+from evcharging.adapters.kafka.router import EventRouter
+from evcharging.adapters.sockets.central_server import MonitorServer
+from evcharging.adapters.web.central_api import create_app
+from evcharging.apps.common import env, host_port, positional, run, setup_logging
+from evcharging.contracts.events import (
+    AuthorizationRequest,
+    ChargingStopped,
+    CpTelemetry,
+    SupplyEnded,
+    SupplyStarted,
+)
+from evcharging.contracts.topics import CP_EVENTS, DRIVER_EVENTS
+from evcharging.services.central import CentralService
+
+log = logging.getLogger("evcharging.central")
+
+
+@dataclass(frozen=True)
+class CentralSettings:
+    port: int
+    kafka: str
+    db: str
+    listen_host: str
+    http_host: str
+    http_port: int
+    admin_token: str
+    token_generated: bool
+    heartbeat_timeout: float
+    group_id: str
+    seed_file: Path | None
+    ui: str
+
+
+def parse_args(argv: list[str] | None = None) -> CentralSettings:
+    p = argparse.ArgumentParser(
+        prog="EV_Central", description="Control centre of the EVCharging Network"
+    )
+    positional(p, "port", "EV_CENTRAL_PORT", type=int, help="TCP port where Monitors connect")
+    positional(p, "kafka", "EV_KAFKA", help="Kafka bootstrap HOST:PORT")
+    p.add_argument("--db", default=env("EV_DB", ".run/central.db"), help="SQLite file (env EV_DB)")
+    p.add_argument(
+        "--listen-host", default=env("EV_CENTRAL_HOST", "0.0.0.0"), help="bind address for Monitors"
+    )
+    p.add_argument("--http-host", default=env("EV_HTTP_HOST", "0.0.0.0"))
+    p.add_argument("--http-port", type=int, default=int(env("EV_HTTP_PORT", "8000") or 8000))
+    p.add_argument("--admin-token", default=env("EV_ADMIN_TOKEN"), help="token for admin actions")
+    p.add_argument(
+        "--heartbeat-timeout", type=float, default=float(env("EV_HEARTBEAT_TIMEOUT", "3") or 3)
+    )
+    p.add_argument(
+        "--group-id", default=env("EV_CENTRAL_GROUP", "ev-central"), help="Kafka consumer group"
+    )
+    p.add_argument(
+        "--seed", type=Path, default=env("EV_SEED"), help="YAML/JSON of CPs and drivers to load"
+    )
+    p.add_argument(
+        "--ui",
+        choices=("auto", "panel", "plain"),
+        default=env("EV_UI", "auto"),
+        help="live panel, or plain log lines (auto: panel on a terminal)",
+    )
+    a = p.parse_args(argv)
+    if a.port is None or a.kafka is None:
+        p.error("PORT and KAFKA_HOST:PORT are required (or EV_CENTRAL_PORT / EV_KAFKA)")
+    host_port(a.kafka)
+    token = a.admin_token or secrets.token_urlsafe(16)
+    return CentralSettings(
+        port=a.port,
+        kafka=a.kafka,
+        db=a.db,
+        listen_host=a.listen_host,
+        http_host=a.http_host,
+        http_port=a.http_port,
+        admin_token=token,
+        token_generated=a.admin_token is None,
+        heartbeat_timeout=a.heartbeat_timeout,
+        group_id=a.group_id,
+        seed_file=a.seed,
+        ui=a.ui,
+    )
+
+
+def build_router(service: CentralService) -> EventRouter:
+    router = EventRouter("central")
+    router.add(AuthorizationRequest, service.on_authorization_request)
+    router.add(ChargingStopped, service.on_charging_stopped)
+    router.add(SupplyStarted, service.on_supply_started)
+    router.add(CpTelemetry, service.on_telemetry)
+    router.add(SupplyEnded, service.on_supply_ended)
+    return router
+
+
+async def watch_heartbeats(service: CentralService) -> None:
+    while True:
+        await asyncio.sleep(min(0.5, service.heartbeat_timeout / 4))
+        await service.check_heartbeats()
+
+
+async def serve(cfg: CentralSettings) -> int:
+    repo = SqliteRepository(cfg.db)
+    if cfg.seed_file is not None:
+        result = seed(repo, load_seed_file(cfg.seed_file))
+        log.info("seeded %d CPs and %d drivers from %s", result.cps, result.drivers, cfg.seed_file)
+    publisher = EventPublisher(cfg.kafka, "central")
+    publisher.start_in_background()
+    service = CentralService(repo, publisher, heartbeat_timeout=cfg.heartbeat_timeout)
+    consumer = EventConsumer(
+        cfg.kafka, cfg.group_id, build_router(service), topics=[DRIVER_EVENTS, CP_EVENTS]
+    )
+    monitors = MonitorServer(service, cfg.listen_host, cfg.port)
+    await monitors.start()
+    http = uvicorn.Server(
+        uvicorn.Config(
+            create_app(service, cfg.admin_token),
+            host=cfg.http_host,
+            port=cfg.http_port,
+            log_level="warning",
+            lifespan="off",
+        )
+    )
+    http.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    log.info("HTTP API on http://%s:%s (OpenAPI at /docs)", cfg.http_host, cfg.http_port)
+    if cfg.token_generated:
+        log.info("admin token (generated): %s", cfg.admin_token)
+    tasks = [
+        asyncio.create_task(service.load(), name="load"),
+        asyncio.create_task(consumer.run(), name="kafka-consumer"),
+        asyncio.create_task(watch_heartbeats(service), name="heartbeats"),
+        asyncio.create_task(http.serve(), name="http"),
+    ]
+    panel = _panel(service, cfg.ui)
+    try:
+        with panel if panel is not None else contextlib.nullcontext():
+            done, _ = await asyncio.wait(
+                [t for t in tasks if t.get_name() != "load"], return_when=asyncio.FIRST_EXCEPTION
+            )
+            for task in done:
+                task.result()
+    finally:
+        http.should_exit = True
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await monitors.close()
+        await publisher.stop()
+        repo.close()
+    return 0
+
+
+def _panel(service: CentralService, ui: str) -> contextlib.AbstractContextManager[object] | None:
+    if ui == "plain" or (ui == "auto" and not sys.stdout.isatty()):
+        return None
+    from evcharging.adapters.tui.central_panel import live_panel
+
+    return live_panel(service)
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    setup_logging("EV_Central")
+    return run(serve(cfg))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

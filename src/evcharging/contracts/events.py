@@ -1,0 +1,362 @@
+"""Every Kafka event of the network: one pydantic model each, inside a common envelope.
+
+The envelope (`event_id`, `event_type`, `ts`, `source`, `v`) lets every handler be idempotent
+(`event_id`) and every log line say where a message came from.  Each model names its topic and
+the field that keys it, so per-entity order holds (one CP, one driver -> one partition).
+Names follow the user's seed where it gives them (AUTHORIZATION_REQUEST, charging_stopped, ...).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, ClassVar, Literal
+from uuid import UUID, uuid4
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from evcharging.contracts.topics import (
+    CENTRAL_EVENTS,
+    CP_COMMANDS,
+    CP_EVENTS,
+    CP_STATUS,
+    DRIVER_EVENTS,
+    Topic,
+)
+
+Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+Energy = Annotated[Decimal, Field(ge=0, le=1000, decimal_places=3)]
+Power = Annotated[Decimal, Field(ge=0, le=1000)]
+Euros = Annotated[Decimal, Field(ge=0, le=100000)]
+Price = Annotated[Decimal, Field(gt=0, le=100)]
+Text = Annotated[str, Field(max_length=500)]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Event(BaseModel):
+    """The envelope every event carries."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    TOPIC: ClassVar[Topic]
+    KEY_FIELD: ClassVar[str]
+
+    event_id: UUID = Field(default_factory=uuid4)
+    event_type: str
+    ts: datetime = Field(default_factory=_now)
+    source: Annotated[str, Field(max_length=100)] = "unknown"
+    v: Literal[1] = 1
+
+    def key(self) -> str:
+        return str(getattr(self, self.KEY_FIELD))
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+# --- driver-events: Driver (or a CP's menu) -> Central, keyed by driver id -------------------
+
+
+class AuthorizationRequest(Event):
+    """A driver asks to charge at a CP; `origin` says whether from the Driver app or the CP's menu."""
+
+    TOPIC = DRIVER_EVENTS
+    KEY_FIELD = "driver_id"
+    event_type: Literal["AUTHORIZATION_REQUEST"] = "AUTHORIZATION_REQUEST"
+    request_id: UUID = Field(default_factory=uuid4)
+    driver_id: Id
+    cp_id: Id
+    origin: Literal["driver", "cp"] = "driver"
+
+
+class ChargingStopped(Event):
+    """The driver stops its own supply (seed flow 1)."""
+
+    TOPIC = DRIVER_EVENTS
+    KEY_FIELD = "driver_id"
+    event_type: Literal["charging_stopped"] = "charging_stopped"
+    driver_id: Id
+    cp_id: Id | None = None
+    session_id: UUID | None = None
+
+
+# --- central-events: Central -> Drivers, keyed by driver id --------------------------------
+
+
+class AuthorizationResponse(Event):
+    TOPIC = CENTRAL_EVENTS
+    KEY_FIELD = "driver_id"
+    event_type: Literal["AUTHORIZATION_RESPONSE"] = "AUTHORIZATION_RESPONSE"
+    request_id: UUID
+    driver_id: Id
+    cp_id: Id
+    authorised: bool
+    reason: Text | None = None
+    session_id: UUID | None = None
+    price_eur_per_kwh: Price | None = None
+
+
+class ChargingStarted(Event):
+    """The vehicle is plugged in and energy flows."""
+
+    TOPIC = CENTRAL_EVENTS
+    KEY_FIELD = "driver_id"
+    event_type: Literal["CHARGING_STARTED"] = "CHARGING_STARTED"
+    driver_id: Id
+    cp_id: Id
+    session_id: UUID
+
+
+class ChargingProgress(Event):
+    """Central relays each telemetry reading to the driver being served."""
+
+    TOPIC = CENTRAL_EVENTS
+    KEY_FIELD = "driver_id"
+    event_type: Literal["CHARGING_PROGRESS"] = "CHARGING_PROGRESS"
+    driver_id: Id
+    cp_id: Id
+    session_id: UUID
+    kw: Power
+    energy_kwh: Energy
+    amount_eur: Euros
+
+
+class ChargingTicket(Event):
+    TOPIC = CENTRAL_EVENTS
+    KEY_FIELD = "driver_id"
+    event_type: Literal["CHARGING_TICKET"] = "CHARGING_TICKET"
+    driver_id: Id
+    cp_id: Id
+    session_id: UUID
+    energy_kwh: Energy
+    price_eur_per_kwh: Price
+    amount_eur: Euros
+    end_reason: Text
+    started_at: datetime
+    ended_at: datetime
+    balance_eur: Decimal
+
+
+class CpErrorSimulated(Event):
+    """A CP faulted (seed flow 2); sent to each driver it concerns, else keyed by the CP."""
+
+    TOPIC = CENTRAL_EVENTS
+    KEY_FIELD = "driver_id"
+    event_type: Literal["CP_ERROR_SIMULATED"] = "CP_ERROR_SIMULATED"
+    cp_id: Id
+    driver_id: Id | None = None
+    error_type: Text = "fault"
+    new_status: Text = "Averiado"
+    message: Text
+
+    def key(self) -> str:
+        return self.driver_id or self.cp_id
+
+
+class CpErrorFixed(Event):
+    TOPIC = CENTRAL_EVENTS
+    KEY_FIELD = "driver_id"
+    event_type: Literal["CP_ERROR_FIXED"] = "CP_ERROR_FIXED"
+    cp_id: Id
+    driver_id: Id | None = None
+    new_status: Text = "Activado"
+    message: Text
+
+    def key(self) -> str:
+        return self.driver_id or self.cp_id
+
+
+class DriverNotice(Event):
+    """Anything else Central tells one driver (e.g. a refused stop)."""
+
+    TOPIC = CENTRAL_EVENTS
+    KEY_FIELD = "driver_id"
+    event_type: Literal["DRIVER_NOTICE"] = "DRIVER_NOTICE"
+    driver_id: Id
+    cp_id: Id | None = None
+    level: Literal["info", "warning", "error"] = "info"
+    message: Text
+
+
+# --- cp-status: the public board, compacted, keyed by CP id --------------------------------
+
+
+class CpStatus(Event):
+    """Latest public state of a CP: lets drivers list available CPs without reading anyone's traffic."""
+
+    TOPIC = CP_STATUS
+    KEY_FIELD = "cp_id"
+    event_type: Literal["CP_STATUS"] = "CP_STATUS"
+    cp_id: Id
+    location: Text
+    price_eur_per_kwh: Price
+    state: Literal["Activado", "Suministrando", "Parado", "Averiado", "Desconectado"]
+    available: bool
+
+
+# --- cp-commands: Central -> Engine, keyed by CP id ----------------------------------------
+
+
+class SupplyAuthorised(Event):
+    """Central's go-ahead: the Engine may supply this driver once the vehicle is plugged in."""
+
+    TOPIC = CP_COMMANDS
+    KEY_FIELD = "cp_id"
+    event_type: Literal["SUPPLY_AUTHORISED"] = "SUPPLY_AUTHORISED"
+    cp_id: Id
+    session_id: UUID
+    driver_id: Id
+    price_eur_per_kwh: Price
+
+
+class StopSupply(Event):
+    TOPIC = CP_COMMANDS
+    KEY_FIELD = "cp_id"
+    event_type: Literal["STOP_SUPPLY"] = "STOP_SUPPLY"
+    cp_id: Id
+    session_id: UUID
+    reason: Text
+
+
+class CpStop(Event):
+    """Central blocks the CP (Parado, "Out of Order")."""
+
+    TOPIC = CP_COMMANDS
+    KEY_FIELD = "cp_id"
+    event_type: Literal["CP_STOP"] = "CP_STOP"
+    cp_id: Id
+
+
+class CpResume(Event):
+    TOPIC = CP_COMMANDS
+    KEY_FIELD = "cp_id"
+    event_type: Literal["CP_RESUME"] = "CP_RESUME"
+    cp_id: Id
+
+
+# --- cp-events: Engine -> Central, keyed by CP id ------------------------------------------
+
+
+class SupplyStarted(Event):
+    TOPIC = CP_EVENTS
+    KEY_FIELD = "cp_id"
+    event_type: Literal["SUPPLY_STARTED"] = "SUPPLY_STARTED"
+    cp_id: Id
+    session_id: UUID
+    driver_id: Id
+
+
+class CpTelemetry(Event):
+    """One reading a second while supplying; energy is cumulative for the session."""
+
+    TOPIC = CP_EVENTS
+    KEY_FIELD = "cp_id"
+    event_type: Literal["CP_TELEMETRY"] = "CP_TELEMETRY"
+    cp_id: Id
+    session_id: UUID
+    driver_id: Id
+    seq: Annotated[int, Field(ge=0)]
+    kw: Power
+    energy_kwh: Energy
+    amount_eur: Euros
+
+
+class SupplyEnded(Event):
+    """The Engine's final reading of a supply (unplug, stop, or replayed after an Engine restart)."""
+
+    TOPIC = CP_EVENTS
+    KEY_FIELD = "cp_id"
+    event_type: Literal["SUPPLY_ENDED"] = "SUPPLY_ENDED"
+    cp_id: Id
+    session_id: UUID
+    driver_id: Id
+    energy_kwh: Energy
+    reason: Text
+
+
+EVENT_TYPES: tuple[type[Event], ...] = (
+    AuthorizationRequest,
+    ChargingStopped,
+    AuthorizationResponse,
+    ChargingStarted,
+    ChargingProgress,
+    ChargingTicket,
+    CpErrorSimulated,
+    CpErrorFixed,
+    DriverNotice,
+    CpStatus,
+    SupplyAuthorised,
+    StopSupply,
+    CpStop,
+    CpResume,
+    SupplyStarted,
+    CpTelemetry,
+    SupplyEnded,
+)
+
+BY_TYPE: dict[str, type[Event]] = {
+    cls.model_fields["event_type"].default: cls for cls in EVENT_TYPES
+}
+
+_ANY = TypeAdapter(
+    Annotated[
+        AuthorizationRequest
+        | ChargingStopped
+        | AuthorizationResponse
+        | ChargingStarted
+        | ChargingProgress
+        | ChargingTicket
+        | CpErrorSimulated
+        | CpErrorFixed
+        | DriverNotice
+        | CpStatus
+        | SupplyAuthorised
+        | StopSupply
+        | CpStop
+        | CpResume
+        | SupplyStarted
+        | CpTelemetry
+        | SupplyEnded,
+        Field(discriminator="event_type"),
+    ]
+)
+
+
+class BadEvent(ValueError):
+    """A message that is not one of our events; `reason` says why, for the log."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def parse_event(raw: bytes | str | None) -> Event:
+    """Bytes from Kafka -> the event model, or BadEvent with a reason a human can act on."""
+    if raw is None:
+        raise BadEvent("empty message")
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadEvent(f"not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadEvent("not a JSON object")
+    event_type = data.get("event_type")
+    if event_type not in BY_TYPE:
+        raise BadEvent(f"unknown event_type {event_type!r}")
+    try:
+        event: Event = _ANY.validate_python(data)
+    except ValidationError as exc:
+        raise BadEvent(f"invalid {event_type}: {_summarise(exc)}") from None
+    return event
+
+
+def _summarise(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err["loc"][1:]) or "?"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)

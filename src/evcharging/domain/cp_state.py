@@ -1,0 +1,69 @@
+"""The state of a charging point, derived from what Central knows about it.
+
+The state is never stored as such: it follows from the Monitor link, the Engine's health (as the
+Monitor reports it), an administrative stop, a simulated error and a running session.  Deriving it
+keeps the five states consistent whatever order the facts arrive in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+
+class CPState(StrEnum):
+    DESCONECTADO = "Desconectado"
+    ACTIVADO = "Activado"
+    SUMINISTRANDO = "Suministrando"
+    PARADO = "Parado"
+    AVERIADO = "Averiado"
+
+    @property
+    def colour(self) -> str:
+        return _COLOURS[self]
+
+    @property
+    def caption(self) -> str:
+        return "Out of Order" if self is CPState.PARADO else self.value
+
+
+_COLOURS = {
+    CPState.DESCONECTADO: "grey",
+    CPState.ACTIVADO: "green",
+    CPState.SUMINISTRANDO: "green",
+    CPState.PARADO: "orange",
+    CPState.AVERIADO: "red",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CPFacts:
+    """What Central knows about one CP; each field is set by exactly one kind of input."""
+
+    monitor_connected: bool = False
+    engine_ok: bool = True
+    admin_stopped: bool = False
+    error_simulated: bool = False
+    reserved: bool = False  # an authorised session waits for the plug
+    supplying: bool = False
+
+    def with_(self, **changes: bool) -> CPFacts:
+        return replace(self, **changes)
+
+
+def derive_state(facts: CPFacts) -> CPState:
+    """Monitor down wins over everything; a fault over an admin stop; a stop over a supply."""
+    if not facts.monitor_connected:
+        return CPState.DESCONECTADO
+    if not facts.engine_ok or facts.error_simulated:
+        return CPState.AVERIADO
+    if facts.admin_stopped:
+        return CPState.PARADO
+    if facts.supplying:
+        return CPState.SUMINISTRANDO
+    return CPState.ACTIVADO
+
+
+def can_supply(facts: CPFacts) -> bool:
+    """A supply may continue only while the CP is connected, healthy and not stopped."""
+    return derive_state(facts) in (CPState.ACTIVADO, CPState.SUMINISTRANDO)

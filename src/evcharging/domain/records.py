@@ -1,0 +1,22 @@
+"""What the network stores about CPs and drivers (plain values, no I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class CPRecord:
+    cp_id: str
+    location: str
+    price_eur_per_kwh: Decimal
+    admin_stopped: bool = False
+    error_simulated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DriverRecord:
+    driver_id: str
+    name: str
+    balance_eur: Decimal

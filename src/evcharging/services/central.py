@@ -1,0 +1,589 @@
+"""EV_Central's use cases: authorise supplies, follow them, end them, bill them, govern CPs.
+
+Inputs arrive from three adapters (Monitor sockets, Kafka, the admin HTTP API) and all land here;
+every way a supply ends goes through `_end`, which goes through the domain's `end_session`.
+Handlers are idempotent: a redelivered event finds its effect already done and changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Protocol
+from uuid import UUID, uuid4
+
+from evcharging.contracts.events import (
+    AuthorizationRequest,
+    AuthorizationResponse,
+    ChargingProgress,
+    ChargingStarted,
+    ChargingStopped,
+    ChargingTicket,
+    CpErrorFixed,
+    CpErrorSimulated,
+    CpResume,
+    CpStatus,
+    CpStop,
+    CpTelemetry,
+    DriverNotice,
+    Event,
+    StopSupply,
+    SupplyAuthorised,
+    SupplyEnded,
+    SupplyStarted,
+)
+from evcharging.domain.authorization import Denied, authorise
+from evcharging.domain.cp_state import CPFacts
+from evcharging.domain.session import (
+    EndReason,
+    Session,
+    end_session,
+    open_session,
+    record_reading,
+    start_supply,
+)
+from evcharging.services.central_view import LiveCP
+from evcharging.services.ports import Repository
+
+log = logging.getLogger(__name__)
+
+# How the Engine names the end of a supply -> the domain's reason.
+_ENGINE_REASONS = {
+    "unplugged": EndReason.UNPLUGGED,
+    "cp_fault": EndReason.CP_FAULT,
+    "engine_restarted": EndReason.CP_FAULT,
+    "stopped_by_central": EndReason.STOPPED_BY_CENTRAL,
+    "stopped_by_driver": EndReason.STOPPED_BY_DRIVER,
+    "monitor_lost": EndReason.MONITOR_LOST,
+}
+
+
+class Publisher(Protocol):
+    async def publish(self, event: Event) -> None: ...
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The result of a Monitor request: ok, or refused with a reason."""
+
+    ok: bool
+    reason: str = ""
+
+
+@dataclass
+class RequestRow:
+    """A line of the panel's table of ongoing driver requests."""
+
+    at: datetime
+    driver_id: str
+    cp_id: str
+    status: str
+    session_id: str | None = None
+
+
+class CentralService:
+    def __init__(
+        self,
+        repo: Repository,
+        publisher: Publisher,
+        *,
+        heartbeat_timeout: float = 3.0,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.repo = repo
+        self.publisher = publisher
+        self.heartbeat_timeout = heartbeat_timeout
+        self._now = now
+        self._monotonic = monotonic
+        self.cps: dict[str, LiveCP] = {}
+        self.requests: dict[str, RequestRow] = {}
+        self.messages: deque[tuple[datetime, str, str]] = deque(maxlen=300)
+        self._listeners: list[Callable[[str, dict[str, Any]], None]] = []
+        self._stop_sent: dict[str, float] = {}
+
+    # --- observers (panel, WebSocket) ----------------------------------------------------
+
+    def subscribe(self, listener: Callable[[str, dict[str, Any]], None]) -> None:
+        self._listeners.append(listener)
+
+    def _emit(self, kind: str, payload: dict[str, Any]) -> None:
+        for listener in self._listeners:
+            listener(kind, payload)
+
+    def _say(self, text: str, level: str = "info") -> None:
+        """An application message: logged, kept for the panel, pushed to dashboards."""
+        at = self._now()
+        self.messages.append((at, level, text))
+        log.log(logging.WARNING if level == "warning" else logging.INFO, "%s", text)
+        self._emit("message", {"at": at.isoformat(), "level": level, "text": text})
+
+    async def _changed(self, cp: LiveCP) -> None:
+        self._emit("cp", cp.view())
+        public = (cp.state.value, cp.available)
+        if public != cp.published:
+            cp.published = public
+            await self.publisher.publish(
+                CpStatus(
+                    cp_id=cp.cp_id,
+                    location=cp.record.location,
+                    price_eur_per_kwh=cp.record.price_eur_per_kwh,
+                    state=cp.state.value,
+                    available=cp.available,
+                )
+            )
+
+    def _request(self, driver_id: str, cp_id: str, status: str, session_id: str | None) -> None:
+        key = session_id or f"{driver_id}@{cp_id}"
+        if status in ("ended", "denied"):
+            self.requests.pop(key, None)
+        else:
+            self.requests[key] = RequestRow(self._now(), driver_id, cp_id, status, session_id)
+        self._emit("requests", {"requests": self.request_rows()})
+
+    def request_rows(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "date": r.at.date().isoformat(),
+                "start": r.at.strftime("%H:%M:%S"),
+                "driver_id": r.driver_id,
+                "cp_id": r.cp_id,
+                "status": r.status,
+            }
+            for r in self.requests.values()
+        ]
+
+    # --- start-up ---------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Every CP from the DB, Desconectado until its Monitor connects; open sessions re-attached."""
+        for record in self.repo.list_cps():
+            facts = CPFacts(
+                admin_stopped=record.admin_stopped, error_simulated=record.error_simulated
+            )
+            self.cps[record.cp_id] = LiveCP(record, facts)
+        for session in self.repo.open_sessions():
+            cp = self.cps.get(session.cp_id)
+            if cp is not None:
+                cp.attach(session)
+                self._request(
+                    session.driver_id, session.cp_id, session.status.value, session.session_id
+                )
+        for session in self.repo.unsent_tickets():
+            driver = self.repo.get_driver(session.driver_id)
+            await self._send_ticket(session, driver.balance_eur if driver else Decimal("0"))
+        for cp in self.cps.values():
+            await self._changed(cp)
+        self._say(
+            f"Central started: {len(self.cps)} CPs loaded, all Desconectado until their Monitor connects"
+        )
+
+    # --- Monitor (sockets) ------------------------------------------------------------
+
+    async def monitor_auth(self, cp_id: str, token: object) -> Answer:
+        cp = self.cps.get(cp_id)
+        if cp is None:
+            self._say(
+                f"CP {cp_id} refused: unknown CP (register it through the admin API first)",
+                "warning",
+            )
+            return Answer(False, "unknown CP: not registered at Central")
+        if cp.monitor is not None and cp.monitor is not token:
+            self._say(f"CP {cp_id} refused: already connected from another Monitor", "warning")
+            return Answer(False, "CP already connected from another Monitor")
+        cp.monitor = token
+        cp.last_heartbeat = self._monotonic()
+        cp.facts = cp.facts.with_(monitor_connected=True, engine_ok=True)
+        cp.fault_reason = None
+        self._say(f"CP {cp_id} authenticated ({cp.record.location}) -> {cp.state.value}")
+        await self._changed(cp)
+        return Answer(True)
+
+    def _own(self, cp_id: str, token: object) -> LiveCP | None:
+        cp = self.cps.get(cp_id)
+        return cp if cp is not None and cp.monitor is token else None
+
+    async def heartbeat(self, cp_id: str, token: object, engine_ok: bool) -> Answer:
+        cp = self._own(cp_id, token)
+        if cp is None:
+            return Answer(False, "not_authenticated")
+        cp.last_heartbeat = self._monotonic()
+        if engine_ok != cp.facts.engine_ok:
+            if engine_ok:
+                await self.monitor_recovered(cp_id, token)
+            else:
+                await self.monitor_fault(cp_id, token, "Engine KO")
+        return Answer(True)
+
+    async def monitor_fault(self, cp_id: str, token: object, reason: str) -> Answer:
+        cp = self._own(cp_id, token)
+        if cp is None:
+            return Answer(False, "not_authenticated")
+        cp.last_heartbeat = self._monotonic()
+        if not cp.facts.engine_ok:
+            return Answer(True)
+        cp.facts = cp.facts.with_(engine_ok=False)
+        cp.fault_reason = reason
+        self._say(f"CP {cp_id} FAULT: {reason} -> Averiado", "warning")
+        driver = cp.session.driver_id if cp.session else None
+        if driver is not None:
+            cp.affected_driver = driver
+            await self.publisher.publish(
+                DriverNotice(
+                    driver_id=driver,
+                    cp_id=cp_id,
+                    level="error",
+                    message=f"ERROR EN CP {cp_id}: {reason}",
+                )
+            )
+        await self._end(cp, EndReason.CP_FAULT)
+        await self._changed(cp)
+        return Answer(True)
+
+    async def monitor_recovered(self, cp_id: str, token: object) -> Answer:
+        cp = self._own(cp_id, token)
+        if cp is None:
+            return Answer(False, "not_authenticated")
+        cp.last_heartbeat = self._monotonic()
+        if cp.facts.engine_ok:
+            return Answer(True)
+        cp.facts = cp.facts.with_(engine_ok=True)
+        cp.fault_reason = None
+        self._say(f"CP {cp_id} recovered -> {cp.state.value}")
+        if cp.affected_driver is not None:
+            await self.publisher.publish(
+                DriverNotice(
+                    driver_id=cp.affected_driver, cp_id=cp_id, message=f"CP {cp_id} recovered"
+                )
+            )
+            cp.affected_driver = None
+        await self._changed(cp)
+        return Answer(True)
+
+    async def monitor_lost(self, cp_id: str, token: object, why: str) -> None:
+        cp = self._own(cp_id, token)
+        if cp is None:
+            return
+        cp.monitor = None
+        cp.facts = cp.facts.with_(monitor_connected=False)
+        self._say(f"CP {cp_id} Desconectado: {why}", "warning")
+        await self._end(cp, EndReason.MONITOR_LOST)
+        await self._changed(cp)
+
+    async def check_heartbeats(self) -> None:
+        """Called periodically: a Monitor silent for longer than the timeout is lost."""
+        limit = self._monotonic() - self.heartbeat_timeout
+        for cp in list(self.cps.values()):
+            if cp.monitor is not None and cp.last_heartbeat < limit:
+                await self.monitor_lost(
+                    cp.cp_id, cp.monitor, f"no heartbeat for {self.heartbeat_timeout:g}s"
+                )
+
+    # --- drivers (Kafka) --------------------------------------------------------------
+
+    async def on_authorization_request(self, ev: AuthorizationRequest) -> None:
+        seen = self.repo.session_by_request(str(ev.request_id))
+        if seen is not None:  # redelivery: answer again, change nothing
+            await self._answer(ev, None, seen)
+            return
+        who = f"driver {ev.driver_id} at CP {ev.cp_id}" + (
+            " (CP menu)" if ev.origin == "cp" else ""
+        )
+        self._say(f"Request from {who}: checking")
+        cp = self.cps.get(ev.cp_id)
+        driver = self.repo.get_driver(ev.driver_id)
+        busy = any(c.session and c.session.driver_id == ev.driver_id for c in self.cps.values())
+        decision = authorise(cp.facts if cp else None, driver.balance_eur if driver else None, busy)
+        if isinstance(decision, Denied):
+            await self._answer(ev, decision.reason, None)
+            return
+        assert cp is not None
+        session = open_session(
+            str(uuid4()), ev.driver_id, ev.cp_id, cp.record.price_eur_per_kwh, self._now()
+        )
+        if not self.repo.create_session(session, str(ev.request_id)):
+            await self._answer(ev, "CP busy (another supply is open)", None)
+            return
+        cp.attach(session)
+        await self.publisher.publish(
+            SupplyAuthorised(
+                cp_id=cp.cp_id,
+                session_id=UUID(session.session_id),
+                driver_id=ev.driver_id,
+                price_eur_per_kwh=cp.record.price_eur_per_kwh,
+            )
+        )
+        await self._answer(ev, None, session)
+        await self._changed(cp)
+
+    async def _answer(
+        self, ev: AuthorizationRequest, denied: str | None, session: Session | None
+    ) -> None:
+        if denied is not None:
+            self._say(f"DENIED driver {ev.driver_id} at CP {ev.cp_id}: {denied}", "warning")
+            self._request(ev.driver_id, ev.cp_id, "denied", None)
+        else:
+            assert session is not None
+            self._say(f"AUTHORISED driver {ev.driver_id} at CP {ev.cp_id}: plug in to start")
+            self._request(ev.driver_id, ev.cp_id, "authorised", session.session_id)
+        await self.publisher.publish(
+            AuthorizationResponse(
+                request_id=ev.request_id,
+                driver_id=ev.driver_id,
+                cp_id=ev.cp_id,
+                authorised=denied is None,
+                reason=denied,
+                session_id=UUID(session.session_id) if session else None,
+                price_eur_per_kwh=session.price_eur_per_kwh if session else None,
+            )
+        )
+
+    async def on_charging_stopped(self, ev: ChargingStopped) -> None:
+        """Seed flow 1: a driver stops its own supply; nobody else's."""
+        cp = next(
+            (c for c in self.cps.values() if c.session and c.session.driver_id == ev.driver_id),
+            None,
+        )
+        if (
+            cp is None
+            or cp.session is None
+            or (ev.cp_id and ev.cp_id != cp.cp_id)
+            or (ev.session_id and str(ev.session_id) != cp.session.session_id)
+        ):
+            self._say(
+                f"Stop from driver {ev.driver_id} ignored: no supply of theirs in progress",
+                "warning",
+            )
+            await self.publisher.publish(
+                DriverNotice(
+                    driver_id=ev.driver_id,
+                    cp_id=ev.cp_id,
+                    level="warning",
+                    message="No supply of yours in progress to stop",
+                )
+            )
+            return
+        self._say(f"Driver {ev.driver_id} stops charging at CP {cp.cp_id}")
+        await self._end(cp, EndReason.STOPPED_BY_DRIVER)
+        await self._changed(cp)
+
+    # --- Engines (Kafka) --------------------------------------------------------------
+
+    def _session_of(self, cp_id: str, session_id: UUID) -> LiveCP | None:
+        cp = self.cps.get(cp_id)
+        if cp is not None and cp.session is not None and cp.session.session_id == str(session_id):
+            return cp
+        return None
+
+    async def on_supply_started(self, ev: SupplyStarted) -> None:
+        cp = self._session_of(ev.cp_id, ev.session_id)
+        if cp is None or cp.session is None:
+            await self._stray(ev.cp_id, ev.session_id, "SUPPLY_STARTED")
+            return
+        was = cp.session.status
+        cp.attach(start_supply(cp.session))
+        if cp.session.status != was:
+            self.repo.mark_supplying(cp.session.session_id)
+            self._say(f"CP {ev.cp_id} supplying driver {cp.session.driver_id}")
+            self._request(cp.session.driver_id, cp.cp_id, "supplying", cp.session.session_id)
+            await self.publisher.publish(
+                ChargingStarted(
+                    driver_id=cp.session.driver_id, cp_id=cp.cp_id, session_id=ev.session_id
+                )
+            )
+        await self._changed(cp)
+
+    async def on_telemetry(self, ev: CpTelemetry) -> None:
+        cp = self._session_of(ev.cp_id, ev.session_id)
+        if cp is None or cp.session is None:
+            await self._stray(ev.cp_id, ev.session_id, "CP_TELEMETRY")
+            return
+        if cp.session.status.value == "authorised":
+            await self.on_supply_started(
+                SupplyStarted(
+                    cp_id=ev.cp_id, session_id=ev.session_id, driver_id=cp.session.driver_id
+                )
+            )
+        session = record_reading(cp.session, ev.energy_kwh)
+        cp.attach(session)
+        cp.kw = ev.kw
+        self.repo.record_energy(session.session_id, session.energy_kwh, session.amount_eur)
+        self._emit("cp", cp.view())
+        await self.publisher.publish(
+            ChargingProgress(
+                driver_id=session.driver_id,
+                cp_id=cp.cp_id,
+                session_id=ev.session_id,
+                kw=ev.kw,
+                energy_kwh=session.energy_kwh,
+                amount_eur=session.amount_eur,
+            )
+        )
+
+    async def on_supply_ended(self, ev: SupplyEnded) -> None:
+        cp = self._session_of(ev.cp_id, ev.session_id)
+        if cp is None:
+            log.info(
+                "cp=%s session=%s: SUPPLY_ENDED for a session already closed",
+                ev.cp_id,
+                ev.session_id,
+            )
+            return
+        reason = _ENGINE_REASONS.get(ev.reason, EndReason.UNPLUGGED)
+        self._say(f"CP {ev.cp_id} reports end of supply ({ev.reason}), {ev.energy_kwh} kWh")
+        await self._end(cp, reason, final_kwh=ev.energy_kwh, tell_engine=False)
+        await self._changed(cp)
+
+    async def _stray(self, cp_id: str, session_id: UUID, what: str) -> None:
+        """An Engine supplying a session Central has closed is told to stop (at most every 2 s)."""
+        if cp_id not in self.cps:
+            log.warning("cp=%s: %s for an unknown CP ignored", cp_id, what)
+            return
+        known = self.repo.get_session(str(session_id))
+        if known is None or known.is_open:
+            log.warning(
+                "cp=%s session=%s: %s for an unknown session ignored", cp_id, session_id, what
+            )
+            return
+        last = self._stop_sent.get(str(session_id), 0.0)
+        if self._monotonic() - last > 2.0:
+            self._stop_sent[str(session_id)] = self._monotonic()
+            await self.publisher.publish(
+                StopSupply(cp_id=cp_id, session_id=session_id, reason="session closed")
+            )
+
+    # --- the one way a supply ends ----------------------------------------------------
+
+    async def _end(
+        self,
+        cp: LiveCP,
+        reason: EndReason,
+        final_kwh: Decimal | None = None,
+        *,
+        tell_engine: bool = True,
+    ) -> None:
+        session = cp.session
+        if session is None:
+            return
+        ended = end_session(session, reason, self._now(), final_kwh)
+        cp.attach(None)
+        if ended is None:
+            return
+        balance = self.repo.close_session(ended)
+        if balance is None:
+            log.info(
+                "cp=%s session=%s: already closed, not billed again", cp.cp_id, session.session_id
+            )
+            return
+        self._request(ended.driver_id, ended.cp_id, "ended", ended.session_id)
+        if tell_engine:
+            await self.publisher.publish(
+                StopSupply(cp_id=cp.cp_id, session_id=UUID(ended.session_id), reason=reason.value)
+            )
+        await self._send_ticket(ended, balance)
+
+    async def _send_ticket(self, ended: Session, balance: Decimal) -> None:
+        assert ended.ended_at is not None
+        assert ended.end_reason is not None
+        self._say(
+            f"TICKET driver {ended.driver_id} CP {ended.cp_id}: {ended.energy_kwh} kWh, "
+            f"{ended.amount_eur} EUR ({ended.end_reason.value}); balance {balance} EUR"
+        )
+        await self.publisher.publish(
+            ChargingTicket(
+                driver_id=ended.driver_id,
+                cp_id=ended.cp_id,
+                session_id=UUID(ended.session_id),
+                energy_kwh=ended.energy_kwh,
+                price_eur_per_kwh=ended.price_eur_per_kwh,
+                amount_eur=ended.amount_eur,
+                end_reason=ended.end_reason.value,
+                started_at=ended.started_at,
+                ended_at=ended.ended_at,
+                balance_eur=balance,
+            )
+        )
+        self.repo.mark_ticket_sent(ended.session_id)
+
+    # --- administration (HTTP API, dashboards) --------------------------------------------
+
+    def _cp(self, cp_id: str) -> LiveCP:
+        cp = self.cps.get(cp_id)
+        if cp is None:
+            raise KeyError(cp_id)
+        return cp
+
+    async def stop_cp(self, cp_id: str) -> dict[str, Any]:
+        cp = self._cp(cp_id)
+        self.repo.set_cp_stopped(cp_id, True)
+        cp.record = self.repo.get_cp(cp_id) or cp.record
+        cp.facts = cp.facts.with_(admin_stopped=True)
+        self._say(f"CP {cp_id} stopped by Central -> Parado (Out of Order)")
+        await self._end(cp, EndReason.STOPPED_BY_CENTRAL, tell_engine=False)
+        await self.publisher.publish(CpStop(cp_id=cp_id))
+        await self._changed(cp)
+        return cp.view()
+
+    async def resume_cp(self, cp_id: str) -> dict[str, Any]:
+        cp = self._cp(cp_id)
+        self.repo.set_cp_stopped(cp_id, False)
+        cp.facts = cp.facts.with_(admin_stopped=False)
+        self._say(f"CP {cp_id} resumed by Central -> {cp.state.value}")
+        await self.publisher.publish(CpResume(cp_id=cp_id))
+        await self._changed(cp)
+        return cp.view()
+
+    async def stop_all(self) -> list[dict[str, Any]]:
+        return [await self.stop_cp(cp_id) for cp_id in list(self.cps)]
+
+    async def resume_all(self) -> list[dict[str, Any]]:
+        return [await self.resume_cp(cp_id) for cp_id in list(self.cps)]
+
+    async def simulate_error(self, cp_id: str, error_type: str = "fault") -> dict[str, Any]:
+        """Seed flow 2: faulted CP, CP_ERROR_SIMULATED to the driver charging there, supply ended."""
+        cp = self._cp(cp_id)
+        self.repo.set_cp_error_simulated(cp_id, True)
+        cp.facts = cp.facts.with_(error_simulated=True)
+        message = f'Error "{error_type}" simulado en {cp_id}'
+        driver = cp.session.driver_id if cp.session else None
+        cp.affected_driver = driver or cp.affected_driver
+        self._say(f"CP {cp_id} error simulated ({error_type}) -> Averiado", "warning")
+        await self.publisher.publish(
+            CpErrorSimulated(cp_id=cp_id, driver_id=driver, error_type=error_type, message=message)
+        )
+        await self._end(cp, EndReason.CP_FAULT)
+        await self._changed(cp)
+        return cp.view()
+
+    async def fix_error(self, cp_id: str) -> dict[str, Any]:
+        cp = self._cp(cp_id)
+        self.repo.set_cp_error_simulated(cp_id, False)
+        cp.facts = cp.facts.with_(error_simulated=False)
+        self._say(f"CP {cp_id} error fixed -> {cp.state.value}")
+        await self.publisher.publish(
+            CpErrorFixed(
+                cp_id=cp_id,
+                driver_id=cp.affected_driver,
+                new_status=cp.state.value,
+                message=f"Error corregido en {cp_id}",
+            )
+        )
+        cp.affected_driver = None
+        await self._changed(cp)
+        return cp.view()
+
+    async def register_cp(self, cp_id: str, location: str, price: Decimal) -> dict[str, Any]:
+        record = self.repo.register_cp(cp_id, location, price)
+        cp = self.cps.get(cp_id)
+        if cp is None:
+            cp = self.cps[cp_id] = LiveCP(record, CPFacts())
+            self._say(f"CP {cp_id} registered ({location}, {price} EUR/kWh)")
+        else:
+            cp.record = record
+        await self._changed(cp)
+        return cp.view()

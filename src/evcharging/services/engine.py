@@ -1,0 +1,553 @@
+"""The CP Engine's use cases: the simulated charger's state machine, with no sockets and no Kafka.
+
+Why a service: the same code runs in EV_CP_E (real Kafka publisher, JSON state file, monotonic
+clock) and in unit tests (fakes), so every rule below is tested without a broker.
+
+Rules, in one place:
+
+* Every session the Engine takes (an authorisation it holds, or a supply) ends through `_end`,
+  which emits exactly one `SupplyEnded`, whatever the cause (unplug, StopSupply, CpStop, KO).
+* Events leave through an ordered outbox (`flush` / `run_outbox`): a transition never waits for
+  Kafka, so the KO key and health answers stay instant while the broker is away, and Kafka
+  receives the events of a CP in the order they happened.
+* A supply's running figures are saved at plug-in and on every tick; once it ends, the record is
+  kept (marked ended) until its `SupplyEnded` has been delivered.  An Engine that starts again
+  reports whatever is left once, so what was supplied is never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from enum import StrEnum
+from typing import Protocol
+from uuid import UUID
+
+from pydantic import ValidationError
+
+from evcharging.contracts.events import (
+    AuthorizationRequest,
+    CpResume,
+    CpStop,
+    CpTelemetry,
+    Event,
+    StopSupply,
+    SupplyAuthorised,
+    SupplyEnded,
+    SupplyStarted,
+)
+from evcharging.domain.money import cost, kwh
+
+log = logging.getLogger(__name__)
+
+MAX_ENERGY_KWH = Decimal(1000)  # the contracts' ceiling for one supply (events.Energy)
+_REMEMBERED_SESSIONS = 200  # ended sessions kept to recognise redelivered commands
+
+Clock = Callable[[], float]
+"""Monotonic seconds (time.monotonic in the program, a settable fake in tests)."""
+
+
+class Publisher(Protocol):
+    async def publish(self, event: Event) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SupplyRecord:
+    """What survives an Engine crash: the running figures of one supply."""
+
+    session_id: str
+    driver_id: str
+    price_eur_per_kwh: Decimal
+    energy_kwh: Decimal = Decimal("0.000")
+    seq: int = 0
+    ended_reason: str | None = None  # set once ended, until its SupplyEnded is delivered
+
+
+class SupplyStore(Protocol):
+    """Where supply records of one CP live between runs (a JSON file in the program)."""
+
+    def load(self, cp_id: str) -> list[SupplyRecord]: ...
+    def save(self, cp_id: str, records: Sequence[SupplyRecord]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    kw: Decimal = Decimal(22)
+    speedup: Decimal = Decimal(60)
+    supply_seconds: float | None = None  # unplug on its own after this many real seconds
+    auto_plug: bool = False
+    monitor_timeout: float = 3.0  # the Monitor link is alive if a HEALTH came this recently
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    reason: str
+
+
+Outcome = Accepted | Refused
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    ko_reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.ko_reason is None
+
+
+class Phase(StrEnum):
+    WAITING_CP_ID = "Waiting for CP id"
+    ACTIVADO = "Activado"
+    AUTHORISED = "Authorised"
+    SUMINISTRANDO = "Suministrando"
+    PARADO = "Parado"
+    KO = "KO"
+
+
+@dataclass(frozen=True, slots=True)
+class _Session:
+    """A session this Engine holds: authorised, and supplying once `started_at` is set."""
+
+    session_id: UUID
+    driver_id: str
+    price: Decimal
+    started_at: float | None = None
+    seq: int = 0
+    energy: Decimal = Decimal("0.000")
+
+
+def energy_after(kw: Decimal, seconds: float, speedup: Decimal) -> Decimal:
+    """kW x elapsed x speedup / 3600, to the watt-hour, capped at the contracts' ceiling."""
+    raw = kw * Decimal(max(seconds, 0.0)) * speedup / 3600
+    return min(kwh(raw), MAX_ENERGY_KWH)
+
+
+@dataclass
+class _Outgoing:
+    event: Event
+    delivered: Callable[[], None] | None = None
+
+
+class EngineService:
+    """One CP's Engine: health, CP id, Central's commands, the menu's actions, the ticks."""
+
+    def __init__(
+        self,
+        publisher: Publisher,
+        store: SupplyStore,
+        clock: Clock,
+        config: EngineConfig | None = None,
+    ) -> None:
+        self._publisher = publisher
+        self._store = store
+        self._clock = clock
+        self.config = config or EngineConfig()
+        self._cp_id: str | None = None
+        self._ko_reason: str | None = None
+        self._stopped = False
+        self._central_up: bool | None = None  # None: the Monitor has not said yet
+        self._monitor_seen: float | None = None
+        self._session: _Session | None = None
+        self._records: dict[str, SupplyRecord] = {}
+        self._ended: deque[UUID] = deque(maxlen=_REMEMBERED_SESSIONS)
+        self._outbox: deque[_Outgoing] = deque()
+        self._flushing = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._last_phase: Phase | None = None
+        self.cp_known = asyncio.Event()
+        self._changed()
+
+    # --- what others read -------------------------------------------------------------
+
+    @property
+    def cp_id(self) -> str | None:
+        return self._cp_id
+
+    @property
+    def pending_events(self) -> int:
+        return len(self._outbox)
+
+    def phase(self) -> Phase:
+        if self._ko_reason is not None:
+            return Phase.KO
+        if self._cp_id is None:
+            return Phase.WAITING_CP_ID
+        if self._stopped:
+            return Phase.PARADO
+        if self._session is None:
+            return Phase.ACTIVADO
+        if self._session.started_at is None:
+            return Phase.AUTHORISED
+        return Phase.SUMINISTRANDO
+
+    def monitor_alive(self) -> bool:
+        seen = self._monitor_seen
+        return seen is not None and self._clock() - seen <= self.config.monitor_timeout
+
+    def status_line(self) -> str:
+        """What the CP's screen says now."""
+        text = self._phase_text()
+        if self._central_up is False:
+            text += " | Cannot connect to CENTRAL"
+        if self._cp_id is not None and not self.monitor_alive():
+            text += " | no Monitor link"
+        return text
+
+    def _phase_text(self) -> str:
+        phase, s = self.phase(), self._session
+        if phase is Phase.KO:
+            return f"KO ({self._ko_reason})"
+        if phase is Phase.WAITING_CP_ID:
+            return "Waiting for CP id (from the Monitor)"
+        if phase is Phase.PARADO:
+            return "Parado - Out of Order"
+        if s is None:
+            return "Activado (idle)"
+        if phase is Phase.AUTHORISED:
+            return f"Authorised: waiting for plug-in, driver {s.driver_id}"
+        amount = cost(s.energy, s.price)
+        return (
+            f"Suministrando {self.config.kw} kW, {s.energy} kWh, {amount} EUR, driver {s.driver_id}"
+        )
+
+    # --- the Monitor link -------------------------------------------------------------
+
+    def health_check(self) -> Health:
+        """A HEALTH from the Monitor: answers it and proves the link alive."""
+        self._monitor_seen = self._clock()
+        return Health(self._ko_reason)
+
+    def monitor_disconnected(self) -> None:
+        self._monitor_seen = None
+
+    def set_cp_id(self, cp_id: str) -> Outcome:
+        """SET_CP: the id Central accepted; learnt once, then leftovers of a crash are reported."""
+        if self._cp_id == cp_id:
+            return Accepted()
+        if self._cp_id is not None:
+            log.warning(
+                "cp=%s: SET_CP#%s refused: this Engine is already CP %s", self._cp_id, cp_id, self._cp_id
+            )
+            return Refused(f"this Engine is already CP {self._cp_id}")
+        self._cp_id = cp_id
+        log.info("cp=%s: CP id set by the Monitor (Central accepted the CP)", cp_id)
+        self._report_leftovers(cp_id)
+        self.cp_known.set()
+        self._changed()
+        return Accepted()
+
+    def set_central(self, up: bool) -> None:
+        """CENTRAL#UP/DOWN from the Monitor."""
+        if self._central_up == up:
+            return
+        self._central_up = up
+        if up:
+            log.info("cp=%s: CENTRAL reachable (per the Monitor)", self._cp_id)
+        else:
+            log.warning(
+                "cp=%s: Cannot connect to CENTRAL (per the Monitor): a running supply goes on, "
+                "no new requests",
+                self._cp_id,
+            )
+
+    # --- the menu ---------------------------------------------------------------------
+
+    def plug(self) -> Outcome:
+        s = self._session
+        if s is None or self.phase() is not Phase.AUTHORISED:
+            return self._refuse("plug in", "no authorised supply waiting for a vehicle")
+        assert self._cp_id is not None
+        self._session = s = replace(s, started_at=self._clock())
+        self._save_record(s)
+        self._emit(
+            SupplyStarted(cp_id=self._cp_id, session_id=s.session_id, driver_id=s.driver_id)
+        )
+        log.info(
+            "cp=%s driver=%s session=%s: vehicle plugged in, supply started",
+            self._cp_id,
+            s.driver_id,
+            s.session_id,
+        )
+        self._changed()
+        return Accepted()
+
+    def unplug(self) -> Outcome:
+        if self.phase() is not Phase.SUMINISTRANDO:
+            return self._refuse("unplug", "no vehicle is plugged in")
+        self._end("unplugged")
+        self._changed()
+        return Accepted()
+
+    def report_ko(self, reason: str = "KO reported at the CP") -> None:
+        """The KO key: health turns KO and a running supply ends at once."""
+        if self._ko_reason is not None:
+            log.info("cp=%s: already KO (%s)", self._cp_id, self._ko_reason)
+            return
+        self._ko_reason = reason
+        log.warning("cp=%s: KO (%s): the Monitor is told at its next health check", self._cp_id, reason)
+        self._end("cp_fault")
+        self._changed()
+
+    def recover(self) -> None:
+        if self._ko_reason is None:
+            log.info("cp=%s: not KO, nothing to recover", self._cp_id)
+            return
+        self._ko_reason = None
+        log.info("cp=%s: recovered, health OK", self._cp_id)
+        self._changed()
+
+    def request_supply(self, driver_id: str) -> Outcome:
+        """The CP menu's manual request: sent to Central only when it can possibly be served."""
+        refusal = self._why_no_request()
+        if refusal is not None:
+            return self._refuse(f"request for driver {driver_id}", refusal)
+        assert self._cp_id is not None
+        try:
+            request = AuthorizationRequest(driver_id=driver_id, cp_id=self._cp_id, origin="cp")
+        except ValidationError:
+            return self._refuse(f"request for driver {driver_id!r}", "invalid driver id")
+        self._emit(request)
+        log.info(
+            "cp=%s driver=%s: supply requested at the CP, waiting for Central (request=%s)",
+            self._cp_id,
+            driver_id,
+            request.request_id,
+        )
+        return Accepted()
+
+    def _why_no_request(self) -> str | None:
+        if self._cp_id is None:
+            return "CP id not known yet (waiting for the Monitor)"
+        if not self.monitor_alive():
+            return "no Monitor link: the CP accepts no supplies"
+        if self._central_up is None:
+            return "Central not confirmed by the Monitor yet"
+        if not self._central_up:
+            return "Cannot connect to CENTRAL"
+        phase = self.phase()
+        if phase is not Phase.ACTIVADO:
+            return f"CP not available ({self._phase_text()})"
+        return None
+
+    # --- Central's commands (cp-commands) ---------------------------------------------
+
+    def on_supply_authorised(self, ev: SupplyAuthorised) -> None:
+        who = f"cp={ev.cp_id} driver={ev.driver_id} session={ev.session_id}"
+        if not self._mine(ev.cp_id, ev.session_id, "SUPPLY_AUTHORISED"):
+            return
+        if self._session is not None and self._session.session_id == ev.session_id:
+            log.info("%s: authorisation already held (redelivered), ignored", who)
+            return
+        if self.phase() is not Phase.ACTIVADO:
+            log.warning("%s: authorisation ignored: %s", who, self._phase_text())
+            return
+        self._session = _Session(ev.session_id, ev.driver_id, ev.price_eur_per_kwh)
+        log.info("%s: authorised at %s EUR/kWh, waiting for plug-in", who, ev.price_eur_per_kwh)
+        self._changed()
+        if self.config.auto_plug:
+            self.plug()
+
+    def on_stop_supply(self, ev: StopSupply) -> None:
+        who = f"cp={ev.cp_id} session={ev.session_id}"
+        if not self._mine(ev.cp_id, ev.session_id, "STOP_SUPPLY"):
+            return
+        if self._session is None or self._session.session_id != ev.session_id:
+            log.info("%s: STOP_SUPPLY (%s) for a session not running here, ignored", who, ev.reason)
+            return
+        log.info("%s: Central stops the supply (%s)", who, ev.reason)
+        self._end(ev.reason)
+        self._changed()
+
+    def on_cp_stop(self, ev: CpStop) -> None:
+        if not self._mine(ev.cp_id, None, "CP_STOP"):
+            return
+        self._stopped = True
+        log.warning("cp=%s: stopped by Central: Parado - Out of Order", ev.cp_id)
+        self._end("stopped_by_central")
+        self._changed()
+
+    def on_cp_resume(self, ev: CpResume) -> None:
+        if not self._mine(ev.cp_id, None, "CP_RESUME"):
+            return
+        if self._stopped:
+            self._stopped = False
+            log.info("cp=%s: resumed by Central", ev.cp_id)
+        self._changed()
+
+    def _mine(self, cp_id: str, session_id: UUID | None, what: str) -> bool:
+        if cp_id != self._cp_id:
+            log.warning("cp=%s: %s for cp=%s ignored", self._cp_id, what, cp_id)
+            return False
+        if session_id is not None and session_id in self._ended:
+            log.info("cp=%s session=%s: %s for an ended session ignored", cp_id, session_id, what)
+            return False
+        return True
+
+    # --- time -------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Once a tick: the running supply's reading, saved and sent; ends it when it is due."""
+        s = self._session
+        if s is None or s.started_at is None or self._cp_id is None:
+            return
+        elapsed = self._clock() - s.started_at
+        energy = max(s.energy, energy_after(self.config.kw, elapsed, self.config.speedup))
+        self._session = s = replace(s, seq=s.seq + 1, energy=energy)
+        self._save_record(s)
+        amount = cost(energy, s.price)
+        self._emit(
+            CpTelemetry(
+                cp_id=self._cp_id,
+                session_id=s.session_id,
+                driver_id=s.driver_id,
+                seq=s.seq,
+                kw=self.config.kw,
+                energy_kwh=energy,
+                amount_eur=amount,
+            )
+        )
+        log.info(
+            "cp=%s driver=%s session=%s: Suministrando %s kW, %s kWh, %s EUR",
+            self._cp_id,
+            s.driver_id,
+            s.session_id,
+            self.config.kw,
+            energy,
+            amount,
+        )
+        self._end_if_due(elapsed, energy)
+
+    def _end_if_due(self, elapsed: float, energy: Decimal) -> None:
+        if energy >= MAX_ENERGY_KWH:
+            log.info("cp=%s: energy ceiling reached, ending the supply", self._cp_id)
+            self._end("energy_limit_reached")
+        elif self.config.supply_seconds is not None and elapsed >= self.config.supply_seconds:
+            log.info("cp=%s: %ss of supply done, unplugging", self._cp_id, self.config.supply_seconds)
+            self._end("unplugged")
+        else:
+            return
+        self._changed()
+
+    # --- ending, and surviving a crash ------------------------------------------------
+
+    def _end(self, reason: str) -> None:
+        """The one way a session held here ends: exactly one SupplyEnded."""
+        s, cp_id = self._session, self._cp_id
+        if s is None or cp_id is None:
+            return
+        energy = s.energy
+        if s.started_at is not None:
+            elapsed = self._clock() - s.started_at
+            energy = max(energy, energy_after(self.config.kw, elapsed, self.config.speedup))
+            self._save_record(replace(s, energy=energy), ended_reason=reason)
+        self._session = None
+        self._ended.append(s.session_id)
+        key = str(s.session_id)
+        self._emit(
+            SupplyEnded(
+                cp_id=cp_id,
+                session_id=s.session_id,
+                driver_id=s.driver_id,
+                energy_kwh=energy,
+                reason=reason,
+            ),
+            delivered=lambda: self._forget(key),
+        )
+        log.info(
+            "cp=%s driver=%s session=%s: supply ended (%s): %s kWh, %s EUR",
+            cp_id,
+            s.driver_id,
+            s.session_id,
+            reason,
+            energy,
+            cost(energy, s.price),
+        )
+
+    def _report_leftovers(self, cp_id: str) -> None:
+        for rec in self._store.load(cp_id):
+            reason = rec.ended_reason or "engine_restarted"
+            self._records[rec.session_id] = replace(rec, ended_reason=reason)
+            session_id = UUID(rec.session_id)
+            self._ended.append(session_id)
+            log.warning(
+                "cp=%s driver=%s session=%s: supply left over from an earlier run, reporting its "
+                "end (%s): %s kWh",
+                cp_id,
+                rec.driver_id,
+                rec.session_id,
+                reason,
+                rec.energy_kwh,
+            )
+            self._emit(
+                SupplyEnded(
+                    cp_id=cp_id,
+                    session_id=session_id,
+                    driver_id=rec.driver_id,
+                    energy_kwh=rec.energy_kwh,
+                    reason=reason,
+                ),
+                delivered=lambda key=rec.session_id: self._forget(key),
+            )
+        self._persist()
+
+    def _save_record(self, s: _Session, ended_reason: str | None = None) -> None:
+        key = str(s.session_id)
+        self._records[key] = SupplyRecord(
+            key, s.driver_id, s.price, s.energy, s.seq, ended_reason
+        )
+        self._persist()
+
+    def _forget(self, session_id: str) -> None:
+        if self._records.pop(session_id, None) is not None:
+            self._persist()
+
+    def _persist(self) -> None:
+        if self._cp_id is not None:
+            self._store.save(self._cp_id, list(self._records.values()))
+
+    # --- the outbox -------------------------------------------------------------------
+
+    def _emit(self, event: Event, delivered: Callable[[], None] | None = None) -> None:
+        event = event.model_copy(update={"source": f"EV_CP_E/{self._cp_id}"})
+        self._outbox.append(_Outgoing(event, delivered))
+        self._wake.set()
+
+    async def flush(self) -> None:
+        """Publish everything pending, in order; an event leaves the queue once delivered."""
+        async with self._flushing:
+            while self._outbox:
+                item = self._outbox[0]
+                await self._publisher.publish(item.event)
+                self._outbox.popleft()
+                if item.delivered is not None:
+                    item.delivered()
+
+    async def run_outbox(self) -> None:
+        """Background task of the program: deliver events as soon as they are emitted."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self.flush()
+
+    # --- helpers ----------------------------------------------------------------------
+
+    def _refuse(self, what: str, reason: str) -> Refused:
+        log.warning("cp=%s: %s refused: %s", self._cp_id, what, reason)
+        return Refused(reason)
+
+    def _changed(self) -> None:
+        phase = self.phase()
+        if phase is self._last_phase:
+            return
+        self._last_phase = phase
+        log.info("cp=%s: state: %s", self._cp_id, self.status_line())

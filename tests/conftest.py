@@ -1,0 +1,46 @@
+"""Shared fixtures: one real Kafka broker per test session (and fresh ones where a test needs it)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from evcharging.ops.kafka_broker import BrokerConfig
+from tests.support.broker import running_broker
+
+
+@pytest.fixture(scope="session")
+def kafka_broker_cfg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerConfig]:
+    with running_broker(tmp_path_factory.mktemp("kafka")) as cfg:
+        yield cfg
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_broker_cfg: BrokerConfig) -> str:
+    """host:port of a real broker whose topics (contracts.topics.ALL_TOPICS) exist."""
+    return kafka_broker_cfg.bootstrap
+
+
+def _transient_kafka(record: logging.LogRecord) -> bool:
+    """aiokafka logs ERROR while a broker is down or electing its coordinator; our layer retries."""
+    text = record.getMessage()
+    return record.name.startswith("aiokafka") and any(
+        known in text for known in ("CoordinatorNotAvailable", "Unable connect", "Unable to update metadata")
+    )
+
+
+@pytest.fixture(autouse=True)
+def _no_unexpected_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Fail a test when an ERROR or an unretrieved task exception shows up in the logs."""
+    caplog.set_level(logging.INFO)
+    yield
+    bad = [
+        r
+        for r in caplog.get_records("call")
+        if r.levelno >= logging.ERROR and not _transient_kafka(r)
+    ]
+    bad += [r for r in caplog.get_records("call") if "Task exception was never retrieved" in r.getMessage()]
+    if bad:
+        pytest.fail("unexpected errors in the log:\n" + "\n".join(r.getMessage() for r in bad))
