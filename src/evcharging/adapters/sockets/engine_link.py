@@ -1,0 +1,106 @@
+"""The Engine's side of the Monitor link: a TCP server speaking the framed protocol.
+
+Why it replaces rather than refuses: one Monitor at a time, and a Monitor that connects while a
+link is still open takes over (the old link is closed).  A Monitor killed abruptly can leave a
+half-open connection behind that nobody would ever close; refusing the newcomer would lock the
+restarted Monitor out of its own Engine.
+
+Frames (see docs/socket-protocol.md): ``HEALTH`` -> ``OK`` | ``KO#reason``; ``SET_CP#cp_id`` ->
+``OK`` | ``ERR#reason``; ``CENTRAL#UP`` / ``CENTRAL#DOWN`` -> ``OK``; anything else -> ``ERR#...``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Protocol
+
+from evcharging.adapters.sockets.framing import FramedConnection, LinkError
+from evcharging.contracts.frames import Frame
+from evcharging.services.engine import Health, Outcome, Refused
+
+log = logging.getLogger(__name__)
+
+ANSWER_TIMEOUT = 2.0  # seconds for the Monitor to ACK our answer
+
+
+class EnginePort(Protocol):
+    """What the link needs from the Engine service."""
+
+    def health_check(self) -> Health: ...
+    def set_cp_id(self, cp_id: str) -> Outcome: ...
+    def set_central(self, up: bool) -> None: ...
+    def monitor_disconnected(self) -> None: ...
+
+
+def wire_text(text: str) -> str:
+    """A free text made safe for a frame field (no separator or framing bytes)."""
+    return text.replace("#", " ").replace("\x02", " ").replace("\x03", " ")[:200]
+
+
+def answer(engine: EnginePort, frame: Frame) -> tuple[str, ...]:
+    """One Monitor request -> the answer frame's parts."""
+    op, fields = frame.opcode, frame.fields
+    if op == "HEALTH":
+        health = engine.health_check()
+        return ("OK",) if health.ok else ("KO", wire_text(health.ko_reason or "KO"))
+    if op == "SET_CP" and len(fields) == 1 and fields[0]:
+        outcome = engine.set_cp_id(fields[0])
+        return ("ERR", wire_text(outcome.reason)) if isinstance(outcome, Refused) else ("OK",)
+    if op == "CENTRAL" and len(fields) == 1 and fields[0] in ("UP", "DOWN"):
+        engine.set_central(fields[0] == "UP")
+        return ("OK",)
+    log.warning("Monitor link: unexpected frame %r", str(frame)[:80])
+    return ("ERR", f"unexpected {wire_text(op)}")
+
+
+class EngineLinkServer:
+    def __init__(self, engine: EnginePort, host: str, port: int) -> None:
+        self._engine = engine
+        self.host = host
+        self.port = port
+        self._server: asyncio.Server | None = None
+        self._current: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Bind and listen (port 0 picks a free port, then `self.port` tells which)."""
+        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("waiting for the Monitor on %s:%s", self.host, self.port)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        current, self._current = self._current, None
+        if current is not None and not current.done():
+            current.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await current
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = FramedConnection(reader, writer)
+        me = asyncio.current_task()
+        previous, self._current = self._current, me
+        if previous is not None and not previous.done():
+            log.warning("Monitor connected from %s: it replaces the previous link", conn.peer)
+            previous.cancel()
+        else:
+            log.info("Monitor connected from %s", conn.peer)
+        try:
+            await self._converse(conn)
+        except LinkError as exc:
+            log.warning("Monitor link from %s lost: %s", conn.peer, exc)
+        finally:
+            await conn.close()
+            if self._current is me:
+                self._current = None
+                self._engine.monitor_disconnected()
+
+    async def _converse(self, conn: FramedConnection) -> None:
+        while True:
+            frame = await conn.recv_frame(timeout=None)
+            opcode, *fields = answer(self._engine, frame)
+            await conn.send_frame(opcode, *fields, timeout=ANSWER_TIMEOUT)

@@ -1,0 +1,213 @@
+"""The Monitor's two client links, one task each (a FramedConnection is never shared).
+
+`CentralLinkLoop`: connect with backoff, AUTH, then every interval (or at once when the Engine's
+health changes) FAULT/RECOVER if due and HB.  `EngineLinkLoop`: connect with backoff, HEALTH every
+interval, SET_CP once Central accepted the CP (again after every reconnect), CENTRAL#UP/DOWN on
+changes.  What to send is decided by `services.monitor.MonitorService`; these loops move frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from evcharging.adapters.sockets.framing import FramedConnection, LinkError, open_framed
+from evcharging.contracts.frames import Frame
+from evcharging.services.monitor import Backoff, Fault, MonitorService, Report
+
+log = logging.getLogger(__name__)
+
+
+class Refusal(Exception):
+    """The peer answered, but not OK (ERR#..., or an opcode we did not expect)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    interval: float = 1.0  # between heartbeats / health checks
+    timeout: float = 1.0  # for connecting and for each request/answer exchange
+    max_backoff: float = 5.0  # longest wait between reconnection attempts to Central
+    denied_retry: float = 10.0  # wait after AUTH_DENIED before trying again
+
+
+async def pause(wake: asyncio.Event, seconds: float) -> None:
+    """Sleep up to `seconds`, or less if something changed that a loop must act on."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await wake.wait()
+    wake.clear()
+
+
+async def expect_ok(conn: FramedConnection, timeout: float, opcode: str, *fields: str) -> None:
+    reply = await conn.request(opcode, *fields, timeout=timeout)
+    if reply.opcode != "OK":
+        raise Refusal(f"{opcode} answered {_short(reply)}")
+
+
+def _short(frame: Frame) -> str:
+    return str(frame)[:120]
+
+
+class CentralLinkLoop:
+    def __init__(
+        self,
+        service: MonitorService,
+        address: tuple[str, int],
+        *,
+        location: str = "",
+        price: str = "",
+        timing: Timing | None = None,
+        wake: asyncio.Event | None = None,
+    ) -> None:
+        self.svc = service
+        self.host, self.port = address
+        self.location = location
+        self.price = price
+        self.timing = timing or Timing()
+        self.wake = wake or asyncio.Event()
+        self.backoff = Backoff(min(0.5, self.timing.max_backoff), self.timing.max_backoff)
+
+    async def run(self) -> None:
+        await self._first_engine_verdict()
+        while True:
+            await asyncio.sleep(await self._attempt())
+
+    async def _first_engine_verdict(self) -> None:
+        """Authenticate with the Engine's health known, so the first HB tells the truth."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timing.timeout + self.timing.interval
+        while not self.svc.has_verdict and loop.time() < deadline:
+            await pause(self.wake, deadline - loop.time())
+
+    async def _attempt(self) -> float:
+        """One connection's life; returns how long to wait before the next one."""
+        try:
+            conn = await open_framed(self.host, self.port, self.timing.timeout)
+        except LinkError as exc:
+            return self._unreachable(exc)
+        try:
+            return await self._converse(conn)
+        except LinkError as exc:
+            return self._unreachable(exc)
+        except Refusal as exc:
+            self.svc.central_lost()
+            delay = self.backoff.next()
+            log.warning(
+                "cp=%s: Central %s; authenticating again in %.1fs", self.svc.cp_id, exc, delay
+            )
+            return delay
+        finally:
+            await conn.close()
+
+    def _unreachable(self, exc: Exception) -> float:
+        self.svc.central_lost()
+        delay = self.backoff.next()
+        log.warning(
+            "Cannot connect to CENTRAL at %s:%s (%s); cp=%s retrying in %.1fs",
+            self.host,
+            self.port,
+            exc,
+            self.svc.cp_id,
+            delay,
+        )
+        return delay
+
+    async def _converse(self, conn: FramedConnection) -> float:
+        cp_id, timeout = self.svc.cp_id, self.timing.timeout
+        log.info("cp=%s: connected to CENTRAL at %s, authenticating", cp_id, conn.peer)
+        reply = await conn.request("AUTH", cp_id, self.location, self.price, timeout=timeout)
+        if reply.opcode == "AUTH_DENIED":
+            self.svc.central_denied(reply.fields[0] if reply.fields else "no reason given")
+            log.info("cp=%s: asking Central again in %.1fs", cp_id, self.timing.denied_retry)
+            return self.timing.denied_retry
+        if reply.opcode != "AUTH_OK":
+            raise Refusal(f"AUTH answered {_short(reply)}")
+        self.svc.central_accepted()
+        self.backoff.reset()
+        while True:
+            report = self.svc.pending_report()
+            if report is not None:
+                await self._tell(conn, report)
+            await expect_ok(conn, timeout, "HB", cp_id, self.svc.heartbeat_status)
+            await pause(self.wake, self.timing.interval)
+
+    async def _tell(self, conn: FramedConnection, report: Report) -> None:
+        cp_id, timeout = self.svc.cp_id, self.timing.timeout
+        if isinstance(report, Fault):
+            await expect_ok(conn, timeout, "FAULT", cp_id, _field(report.reason))
+        else:
+            await expect_ok(conn, timeout, "RECOVER", cp_id)
+        self.svc.reported(report)
+
+
+class EngineLinkLoop:
+    def __init__(
+        self,
+        service: MonitorService,
+        address: tuple[str, int],
+        *,
+        timing: Timing | None = None,
+        wake: asyncio.Event | None = None,
+    ) -> None:
+        self.svc = service
+        self.host, self.port = address
+        self.timing = timing or Timing()
+        self.wake = wake or asyncio.Event()
+        self.backoff = Backoff(min(0.5, self.timing.interval), self.timing.interval)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                conn = await open_framed(self.host, self.port, self.timing.timeout)
+            except LinkError as exc:
+                self.svc.engine_unreachable(str(exc))
+            else:
+                await self._connected(conn)
+            await asyncio.sleep(self.backoff.next())
+
+    async def _connected(self, conn: FramedConnection) -> None:
+        log.info("cp=%s: connected to the Engine at %s", self.svc.cp_id, conn.peer)
+        try:
+            await self._converse(conn)
+        except (LinkError, Refusal) as exc:
+            self.svc.engine_unreachable(str(exc))
+        finally:
+            await conn.close()
+
+    async def _converse(self, conn: FramedConnection) -> None:
+        told_cp, told_central = False, None
+        while True:
+            await self._check_health(conn)
+            self.backoff.reset()
+            if self.svc.cp_accepted and not told_cp:
+                await self._set_cp(conn)
+                told_cp = True
+            central = self.svc.central_to_tell_engine()
+            if central is not None and central != told_central:
+                await expect_ok(conn, self.timing.timeout, "CENTRAL", "UP" if central else "DOWN")
+                told_central = central
+            await pause(self.wake, self.timing.interval)
+
+    async def _check_health(self, conn: FramedConnection) -> None:
+        reply = await conn.request("HEALTH", timeout=self.timing.timeout)
+        if reply.opcode == "OK":
+            self.svc.engine_ok()
+        elif reply.opcode == "KO":
+            self.svc.engine_ko(reply.fields[0] if reply.fields else "")
+        else:
+            raise Refusal(f"HEALTH answered {_short(reply)}")
+
+    async def _set_cp(self, conn: FramedConnection) -> None:
+        cp_id = self.svc.cp_id
+        try:
+            await expect_ok(conn, self.timing.timeout, "SET_CP", cp_id)
+        except Refusal as exc:
+            log.warning("cp=%s: the Engine did not take its CP id: %s", cp_id, exc)
+            return
+        log.info("cp=%s: Engine told its CP id", cp_id)
+
+
+def _field(text: str) -> str:
+    return text.replace("#", " ").replace("\x02", " ").replace("\x03", " ")[:200]

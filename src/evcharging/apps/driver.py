@@ -1,0 +1,337 @@
+"""EV_Driver: the driver's terminal app.
+
+Thin adapter: arguments -> settings -> Kafka consumers and publisher -> `DriverService`.  Every
+change the service reports becomes one log line carrying the markers operators and tests follow
+(REQUEST sent, AUTHORISED, PROGRESS, TICKET, ERROR EN CP, ...).  A menu on stdin (`r CP_ID`, `s`,
+`l`, `q`, `h`) works from a terminal or a pipe; end of input only disables the menu.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import threading
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from evcharging.adapters.kafka.consumer import EventConsumer, KeyedRead
+from evcharging.adapters.kafka.publisher import EventPublisher
+from evcharging.adapters.kafka.router import EventRouter
+from evcharging.apps.common import env, host_port, positional, run, setup_logging
+from evcharging.contracts.events import CpStatus
+from evcharging.contracts.topics import CENTRAL_EVENTS, CP_STATUS
+from evcharging.services.driver import (
+    DriverService,
+    Kind,
+    Update,
+    describe,
+    is_valid_id,
+    parse_services,
+)
+
+log = logging.getLogger(__name__)
+
+PROGRAM = "EV_Driver"
+HELP = "menu: r CP_ID = request a supply | s = stop my supply | l = list available CPs | q = quit | h = help"
+
+_WARN = {Kind.DENIED, Kind.NO_ANSWER, Kind.CP_ERROR, Kind.SERVICE_FAILED, Kind.REFUSED}
+
+
+@dataclass(frozen=True)
+class DriverSettings:
+    bootstrap: str
+    driver_id: str
+    services: tuple[str, ...]
+    pause: float
+    answer_timeout: float
+    menu: bool
+
+
+# --- settings ------------------------------------------------------------------------------
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {value!r}") from None
+    if seconds < 0:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {value!r}")
+    return seconds
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROGRAM, description="The driver's app: asks CENTRAL for supplies and follows them."
+    )
+    positional(parser, "kafka", "EV_KAFKA", help="Kafka bootstrap HOST:PORT")
+    positional(parser, "driver_id", "EV_DRIVER_ID", help="this driver's id")
+    parser.add_argument(
+        "--file",
+        default=env("EV_DRIVER_FILE"),
+        help="services file: one CP id per line (env EV_DRIVER_FILE)",
+    )
+    parser.add_argument(
+        "--cp", default=env("EV_DRIVER_CP"), help="request one supply at this CP (env EV_DRIVER_CP)"
+    )
+    parser.add_argument(
+        "--pause",
+        type=_seconds,
+        default=env("EV_DRIVER_PAUSE", "4"),
+        help="seconds between services (env EV_DRIVER_PAUSE, default 4)",
+    )
+    parser.add_argument(
+        "--answer-timeout",
+        type=_seconds,
+        default=env("EV_DRIVER_ANSWER_TIMEOUT", "10"),
+        help="seconds to wait for CENTRAL's answer (env EV_DRIVER_ANSWER_TIMEOUT, default 10)",
+    )
+    parser.add_argument(
+        "--no-menu",
+        action="store_true",
+        default=(env("EV_DRIVER_NO_MENU", "") or "").lower() in {"1", "true", "yes"},
+        help="do not read commands from stdin (env EV_DRIVER_NO_MENU=1)",
+    )
+    return parser
+
+
+def parse_settings(argv: Sequence[str] | None = None) -> DriverSettings:
+    """Command line > environment > defaults; bad input exits with a message naming it."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        host_port(args.kafka)
+    except argparse.ArgumentTypeError as exc:
+        parser.error(f"KAFKA: {exc}")
+    if not is_valid_id(args.driver_id):
+        parser.error(f"DRIVER_ID: {args.driver_id!r} is not a valid id")
+    services: list[str] = []
+    if args.cp is not None:
+        if not is_valid_id(args.cp):
+            parser.error(f"--cp: {args.cp!r} is not a valid CP id")
+        services.append(args.cp)
+    if args.file is not None:
+        services += _read_services(parser, Path(args.file))
+    return DriverSettings(
+        args.kafka,
+        args.driver_id,
+        tuple(services),
+        args.pause,
+        args.answer_timeout,
+        not args.no_menu,
+    )
+
+
+def _read_services(parser: argparse.ArgumentParser, path: Path) -> list[str]:
+    try:
+        return parse_services(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        parser.error(f"--file: cannot read {path}: {exc.strerror}")
+    except ValueError as exc:
+        parser.error(f"--file {path}: {exc}")
+
+
+# --- Kafka wiring (also for a process serving several drivers, e.g. a web dashboard) --------
+
+
+def driver_router(service: DriverService) -> EventRouter:
+    """central-events -> the service; what it does not act on is declared ignored."""
+    router = EventRouter(f"{PROGRAM}-central-events")
+    for cls in service.handled_events:
+        if cls.TOPIC == CENTRAL_EVENTS:
+            router.add(cls, service.handle)
+    return router
+
+
+def board_router(service: DriverService) -> EventRouter:
+    router = EventRouter(f"{PROGRAM}-cp-status")
+    router.add(CpStatus, service.handle)
+    return router
+
+
+def driver_consumers(
+    bootstrap: str,
+    service: DriverService,
+    driver_ids: Sequence[str],
+    group_id: str | None = None,
+) -> tuple[EventConsumer, EventConsumer]:
+    """The drivers' own messages (keyed reads, offsets kept by the group) and the CP board.
+
+    One driver: group `driver-<id>`, so a restarted driver resumes where it stopped and sees the
+    ticket of a supply that ended while it was down.  Several drivers need an explicit group id.
+    """
+    if group_id is None:
+        if len(driver_ids) != 1:
+            raise ValueError("several driver ids need an explicit group id")
+        group_id = f"driver-{driver_ids[0]}"
+    own = EventConsumer(
+        bootstrap,
+        group_id,
+        driver_router(service),
+        keyed=[KeyedRead(CENTRAL_EVENTS, d) for d in driver_ids],
+        offset_reset="latest",
+    )
+    board = EventConsumer(
+        bootstrap, None, board_router(service), topics=[CP_STATUS], offset_reset="earliest"
+    )
+    return own, board
+
+
+# --- terminal ------------------------------------------------------------------------------
+
+
+def show(update: Update) -> None:
+    """One log line per update; the board's churn only at DEBUG."""
+    if update.kind is Kind.BOARD:
+        log.debug("%s", describe(update))
+        return
+    level = logging.WARNING if update.kind in _WARN or update.level != "info" else logging.INFO
+    log.log(level, "%s", describe(update))
+
+
+def list_available(service: DriverService) -> None:
+    if not service.board:
+        log.info("AVAILABLE n=0: no CP known yet (nothing on cp-status: is CENTRAL running?)")
+        return
+    cps = service.available_cps()
+    log.info("AVAILABLE n=%d of %d CPs", len(cps), len(service.board))
+    for cp in cps:
+        log.info("  %s %s EUR/kWh %s", cp.cp_id, cp.price_eur_per_kwh, cp.location)
+
+
+def _stdin_lines(loop: asyncio.AbstractEventLoop) -> asyncio.Queue[str | None]:
+    """Lines of stdin (None at its end), read by a daemon thread so that exit never waits on it."""
+    queue: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def put(item: str | None) -> bool:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+        except RuntimeError:  # the loop is closed: the program is exiting
+            return False
+        return True
+
+    def pump() -> None:
+        while line := sys.stdin.readline():
+            if not put(line):
+                return
+        put(None)
+
+    threading.Thread(target=pump, name=f"{PROGRAM}-stdin", daemon=True).start()
+    return queue
+
+
+class Menu:
+    """The stdin commands of one driver."""
+
+    def __init__(
+        self, service: DriverService, driver_id: str, ready: asyncio.Event, quit_: asyncio.Event
+    ) -> None:
+        self.service = service
+        self.driver_id = driver_id
+        self.ready = ready
+        self.quit = quit_
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> None:
+        lines = _stdin_lines(asyncio.get_running_loop())
+        log.info("%s", HELP)
+        try:
+            while (line := await lines.get()) is not None:
+                self.command(line.split())
+            log.info("stdin closed: menu off; notifications go on (Ctrl+C to quit)")
+        finally:
+            for task in self._tasks:
+                task.cancel()
+
+    def command(self, words: list[str]) -> None:
+        if not words:
+            return
+        cmd, args = words[0].lower(), words[1:]
+        if cmd == "r" and len(args) == 1:
+            self._spawn(self._request(args[0]))
+        elif cmd == "s":
+            self._spawn(self._stop())
+        elif cmd == "l":
+            list_available(self.service)
+        elif cmd == "q":
+            log.info("quit requested")
+            self.quit.set()
+        elif cmd == "h":
+            log.info("%s", HELP)
+        else:
+            log.warning("unknown command %r (h for help)", " ".join(words))
+
+    async def _request(self, cp_id: str) -> None:
+        await wait_ready(self.ready, self.driver_id)
+        await self.service.request(self.driver_id, cp_id)
+
+    async def _stop(self) -> None:
+        await self.service.stop(self.driver_id)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+async def wait_ready(ready: asyncio.Event, driver_id: str) -> None:
+    """Requests go out only once our partition is read, so no answer slips past us."""
+    if not ready.is_set():
+        log.info("driver=%s: waiting for Kafka before sending requests", driver_id)
+        await ready.wait()
+
+
+async def _run_file(service: DriverService, s: DriverSettings, ready: asyncio.Event) -> None:
+    await wait_ready(ready, s.driver_id)
+    log.info("driver=%s: %d service(s) to run", s.driver_id, len(s.services))
+    await service.run_services(s.driver_id, s.services, s.pause)
+
+
+async def _announce_ready(ready: asyncio.Event, s: DriverSettings) -> None:
+    await ready.wait()
+    log.info("driver=%s: listening to its messages on %s", s.driver_id, CENTRAL_EVENTS.name)
+
+
+async def drive(s: DriverSettings) -> int:
+    publisher = EventPublisher(s.bootstrap, source=f"{PROGRAM}:{s.driver_id}")
+    publisher.start_in_background()
+    service = DriverService(publisher, answer_timeout=s.answer_timeout)
+    service.add_driver(s.driver_id)
+    service.observe(show)
+    own, board = driver_consumers(s.bootstrap, service, [s.driver_id])
+    log.info("driver=%s starting, Kafka at %s", s.driver_id, s.bootstrap)
+    quit_ = asyncio.Event()
+    readers = [asyncio.create_task(own.run()), asyncio.create_task(board.run())]
+    helpers = [asyncio.create_task(_announce_ready(own.ready, s))]
+    if s.services:
+        helpers.append(asyncio.create_task(_run_file(service, s, own.ready)))
+    if s.menu:
+        helpers.append(asyncio.create_task(Menu(service, s.driver_id, own.ready, quit_).run()))
+    quitting = asyncio.create_task(quit_.wait())
+    try:
+        await asyncio.wait([quitting, *readers], return_when=asyncio.FIRST_COMPLETED)
+        failed = [t for t in readers if t.done() and not t.cancelled() and t.exception()]
+        for task in failed:
+            log.error("Kafka reader stopped: %s", task.exception())
+        return 1 if failed else 0
+    finally:
+        for task in [quitting, *readers, *helpers]:
+            task.cancel()
+        await asyncio.gather(quitting, *readers, *helpers, return_exceptions=True)
+        await service.close()
+        await publisher.stop()
+        log.info("driver=%s stopped", s.driver_id)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = parse_settings(argv)
+    setup_logging(PROGRAM)
+    return run(drive(settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,335 @@
+"""CentralService with an in-memory SQLite repository and a recording publisher (no Kafka)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from uuid import UUID
+
+import pytest
+
+from evcharging.contracts import events as ev
+from evcharging.domain.money import cost
+from evcharging.services.central import CentralService
+from tests.support.builders import a_cp, a_driver, a_repo
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+class RecordingPublisher:
+    def __init__(self) -> None:
+        self.sent: list[ev.Event] = []
+
+    async def publish(self, event: ev.Event) -> None:
+        self.sent.append(event)
+
+    def of(self, cls: type[ev.Event]) -> list:
+        return [e for e in self.sent if isinstance(e, cls)]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def repo():
+    r = a_repo()
+    a_cp(r, "CP1", price="0.40")
+    a_cp(r, "CP2", price="0.50")
+    a_driver(r, "D1", balance="100.00")
+    a_driver(r, "D2", balance="50.00")
+    a_driver(r, "BROKE", balance="0.00")
+    return r
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def central(repo, clock) -> CentralService:
+    service = CentralService(repo, RecordingPublisher(), now=lambda: NOW, monotonic=clock)
+    await service.load()
+    return service
+
+
+def pub(central: CentralService) -> RecordingPublisher:
+    assert isinstance(central.publisher, RecordingPublisher)
+    return central.publisher
+
+
+async def connect(central: CentralService, cp_id: str) -> object:
+    token = object()
+    assert (await central.monitor_auth(cp_id, token)).ok
+    return token
+
+
+async def authorised_session(central: CentralService, driver: str = "D1", cp: str = "CP1") -> UUID:
+    await central.on_authorization_request(ev.AuthorizationRequest(driver_id=driver, cp_id=cp))
+    answer = pub(central).of(ev.AuthorizationResponse)[-1]
+    assert answer.authorised, answer.reason
+    assert answer.session_id is not None
+    return answer.session_id
+
+
+async def supplying(
+    central: CentralService, driver: str = "D1", cp: str = "CP1", kwh: str = "2.500"
+) -> UUID:
+    sid = await authorised_session(central, driver, cp)
+    await central.on_supply_started(ev.SupplyStarted(cp_id=cp, session_id=sid, driver_id=driver))
+    for i, e in enumerate(("0.800", "1.700", kwh), start=1):
+        await central.on_telemetry(
+            ev.CpTelemetry(
+                cp_id=cp,
+                session_id=sid,
+                driver_id=driver,
+                seq=i,
+                kw=Decimal("22"),
+                energy_kwh=Decimal(e),
+                amount_eur=Decimal("0"),
+            )
+        )
+    return sid
+
+
+def state(central: CentralService, cp: str) -> str:
+    return central.cps[cp].view()["state"]
+
+
+async def test_every_cp_starts_desconectado(central: CentralService) -> None:
+    assert {state(central, c) for c in central.cps} == {"Desconectado"}
+    assert {e.state for e in pub(central).of(ev.CpStatus)} == {"Desconectado"}
+
+
+async def test_unknown_cp_and_second_monitor_are_refused(central: CentralService) -> None:
+    assert (await central.monitor_auth("NOPE", object())).reason.startswith("unknown CP")
+    await connect(central, "CP1")
+    answer = await central.monitor_auth("CP1", object())
+    assert not answer.ok
+    assert "another Monitor" in answer.reason
+
+
+async def test_happy_path_bills_energy_times_price_exactly_once(
+    central: CentralService, repo
+) -> None:
+    await connect(central, "CP1")
+    sid = await supplying(central, kwh="2.500")
+    assert state(central, "CP1") == "Suministrando"
+    assert central.cps["CP1"].view()["amount_eur"] == "1.00"
+    assert [e.energy_kwh for e in pub(central).of(ev.ChargingProgress)] == [
+        Decimal("0.800"),
+        Decimal("1.700"),
+        Decimal("2.500"),
+    ]
+    end = ev.SupplyEnded(
+        cp_id="CP1", session_id=sid, driver_id="D1", energy_kwh=Decimal("2.600"), reason="unplugged"
+    )
+    await central.on_supply_ended(end)
+    await central.on_supply_ended(end)  # redelivered
+    await central.on_supply_ended(
+        end.model_copy(update={"event_id": UUID(int=7)})
+    )  # the same unplug sent twice
+    tickets = pub(central).of(ev.ChargingTicket)
+    assert len(tickets) == 1
+    assert tickets[0].energy_kwh == Decimal("2.600")
+    assert tickets[0].amount_eur == cost(Decimal("2.6"), Decimal("0.40")) == Decimal("1.04")
+    assert tickets[0].balance_eur == Decimal("98.96")
+    assert repo.get_driver("D1").balance_eur == Decimal("98.96")
+    assert state(central, "CP1") == "Activado"
+    assert repo.get_session(str(sid)).end_reason.value == "unplugged"
+
+
+async def test_a_redelivered_request_is_answered_again_without_a_second_session(
+    central: CentralService, repo
+) -> None:
+    await connect(central, "CP1")
+    request = ev.AuthorizationRequest(driver_id="D1", cp_id="CP1")
+    await central.on_authorization_request(request)
+    await central.on_authorization_request(request)
+    answers = pub(central).of(ev.AuthorizationResponse)
+    assert [a.authorised for a in answers] == [True, True]
+    assert answers[0].session_id == answers[1].session_id
+    assert len(repo.find_sessions(cp_id="CP1")) == 1
+    assert len(pub(central).of(ev.SupplyAuthorised)) == 1
+
+
+async def test_two_drivers_racing_for_one_cp_exactly_one_wins(central: CentralService) -> None:
+    await connect(central, "CP1")
+    await central.on_authorization_request(ev.AuthorizationRequest(driver_id="D1", cp_id="CP1"))
+    await central.on_authorization_request(ev.AuthorizationRequest(driver_id="D2", cp_id="CP1"))
+    answers = pub(central).of(ev.AuthorizationResponse)
+    assert [a.authorised for a in answers] == [True, False]
+    assert "busy" in (answers[1].reason or "")
+
+
+@pytest.mark.parametrize(
+    ("setup", "driver", "cp", "reason"),
+    [
+        ("none", "D1", "NOPE", "unknown CP"),
+        ("connect", "GHOST", "CP1", "unknown driver"),
+        ("none", "D1", "CP1", "Desconectado"),
+        ("stop", "D1", "CP1", "Parado"),
+        ("error", "D1", "CP1", "Averiado"),
+        ("connect", "BROKE", "CP1", "insufficient balance"),
+    ],
+)
+async def test_denials_carry_a_clear_reason(
+    central: CentralService, setup: str, driver: str, cp: str, reason: str
+) -> None:
+    if setup != "none":
+        await connect(central, "CP1")
+    if setup == "stop":
+        await central.stop_cp("CP1")
+    if setup == "error":
+        await central.simulate_error("CP1")
+    await central.on_authorization_request(ev.AuthorizationRequest(driver_id=driver, cp_id=cp))
+    answer = pub(central).of(ev.AuthorizationResponse)[-1]
+    assert not answer.authorised
+    assert reason in (answer.reason or "")
+
+
+async def test_seed_flow_1_driver_stop_closes_bills_releases_and_stops_the_engine(
+    central: CentralService, repo
+) -> None:
+    await connect(central, "CP1")
+    sid = await supplying(central, kwh="3.000")
+    stop = ev.ChargingStopped(driver_id="D1", cp_id="CP1")
+    await central.on_charging_stopped(stop)
+    await central.on_charging_stopped(stop)  # redelivered: nothing of D1's left to stop
+    session = repo.get_session(str(sid))
+    assert session.status.value == "ended"
+    assert session.end_reason.value == "stopped_by_driver"
+    assert session.amount_eur == Decimal("1.20")
+    assert repo.get_driver("D1").balance_eur == Decimal("98.80")
+    assert [s.session_id for s in pub(central).of(ev.StopSupply)] == [sid]
+    assert len(pub(central).of(ev.ChargingTicket)) == 1
+    assert state(central, "CP1") == "Activado"
+
+
+async def test_a_driver_cannot_stop_someone_elses_supply(central: CentralService, repo) -> None:
+    await connect(central, "CP1")
+    sid = await supplying(central, driver="D1")
+    await central.on_charging_stopped(
+        ev.ChargingStopped(driver_id="D2", cp_id="CP1", session_id=sid)
+    )
+    assert repo.get_session(str(sid)).is_open
+    notice = pub(central).of(ev.DriverNotice)[-1]
+    assert notice.driver_id == "D2"
+    assert state(central, "CP1") == "Suministrando"
+
+
+async def test_seed_flow_2_simulated_error_tells_the_driver_ends_the_supply_and_fix_restores(
+    central: CentralService, repo
+) -> None:
+    await connect(central, "CP1")
+    sid = await supplying(central, kwh="2.000")
+    await central.simulate_error("CP1")
+    error = pub(central).of(ev.CpErrorSimulated)[-1]
+    assert (error.cp_id, error.driver_id, error.key()) == ("CP1", "D1", "D1")
+    ticket = pub(central).of(ev.ChargingTicket)[-1]
+    assert (ticket.session_id, ticket.end_reason, ticket.amount_eur) == (
+        sid,
+        "cp_fault",
+        Decimal("0.80"),
+    )
+    assert state(central, "CP1") == "Averiado"
+    assert repo.get_cp("CP1").error_simulated
+    await central.fix_error("CP1")
+    fixed = pub(central).of(ev.CpErrorFixed)[-1]
+    assert (fixed.cp_id, fixed.driver_id) == ("CP1", "D1")
+    assert state(central, "CP1") == "Activado"
+
+
+async def test_stop_all_ends_every_supply_with_a_ticket_and_resume_all_restores(
+    central: CentralService,
+) -> None:
+    await connect(central, "CP1")
+    await connect(central, "CP2")
+    await supplying(central, "D1", "CP1")
+    await supplying(central, "D2", "CP2")
+    await central.stop_all()
+    assert {state(central, c) for c in ("CP1", "CP2")} == {"Parado"}
+    assert central.cps["CP1"].view()["caption"] == "Out of Order"
+    assert sorted(t.driver_id for t in pub(central).of(ev.ChargingTicket)) == ["D1", "D2"]
+    assert {t.end_reason for t in pub(central).of(ev.ChargingTicket)} == {"stopped_by_central"}
+    assert len(pub(central).of(ev.CpStop)) == 2
+    await central.resume_all()
+    assert {state(central, c) for c in ("CP1", "CP2")} == {"Activado"}
+
+
+async def test_engine_ko_reported_by_the_monitor_faults_the_cp_and_ends_the_supply(
+    central: CentralService,
+) -> None:
+    token = await connect(central, "CP1")
+    await supplying(central)
+    await central.heartbeat("CP1", token, engine_ok=False)
+    assert state(central, "CP1") == "Averiado"
+    assert pub(central).of(ev.ChargingTicket)[-1].end_reason == "cp_fault"
+    assert "ERROR EN CP" in pub(central).of(ev.DriverNotice)[-1].message
+    await central.monitor_recovered("CP1", token)
+    assert state(central, "CP1") == "Activado"
+
+
+async def test_a_silent_monitor_makes_the_cp_desconectado_and_ends_its_supply(
+    central: CentralService, clock: Clock
+) -> None:
+    token = await connect(central, "CP1")
+    await supplying(central)
+    clock.t += 2.0
+    await central.check_heartbeats()
+    assert state(central, "CP1") == "Suministrando"
+    await central.heartbeat("CP1", token, engine_ok=True)
+    clock.t += 3.5
+    await central.check_heartbeats()
+    assert state(central, "CP1") == "Desconectado"
+    assert pub(central).of(ev.ChargingTicket)[-1].end_reason == "monitor_lost"
+    assert not (await central.heartbeat("CP1", token, engine_ok=True)).ok
+
+
+async def test_telemetry_for_a_closed_session_tells_the_engine_to_stop(
+    central: CentralService, clock: Clock
+) -> None:
+    await connect(central, "CP1")
+    sid = await supplying(central)
+    await central.on_charging_stopped(ev.ChargingStopped(driver_id="D1"))
+    stops = len(pub(central).of(ev.StopSupply))
+    late = ev.CpTelemetry(
+        cp_id="CP1",
+        session_id=sid,
+        driver_id="D1",
+        seq=9,
+        kw=Decimal("22"),
+        energy_kwh=Decimal("9"),
+        amount_eur=Decimal("3.6"),
+    )
+    await central.on_telemetry(late)
+    await central.on_telemetry(late)  # rate-limited
+    assert len(pub(central).of(ev.StopSupply)) == stops + 1
+    assert len(pub(central).of(ev.ChargingTicket)) == 1
+
+
+async def test_a_restarted_central_reattaches_open_sessions_and_resends_unsent_tickets(
+    central: CentralService, repo, clock: Clock
+) -> None:
+    await connect(central, "CP1")
+    await connect(central, "CP2")
+    open_sid = await supplying(central, "D1", "CP1", kwh="1.900")
+    ended_sid = await supplying(central, "D2", "CP2")
+    await central.on_charging_stopped(ev.ChargingStopped(driver_id="D2"))
+    with repo._conn:  # simulate a crash between closing the session and sending its ticket
+        repo._conn.execute(
+            "UPDATE sessions SET ticket_sent = 0 WHERE session_id = ?", (str(ended_sid),)
+        )
+    again = CentralService(repo, RecordingPublisher(), now=lambda: NOW, monotonic=clock)
+    await again.load()
+    assert again.cps["CP1"].session is not None
+    assert again.cps["CP1"].session.session_id == str(open_sid)
+    assert again.cps["CP1"].session.energy_kwh == Decimal("1.900")
+    assert [t.session_id for t in pub(again).of(ev.ChargingTicket)] == [ended_sid]
+    assert repo.get_driver("D2").balance_eur == Decimal("48.75")  # debited once, not again
+    assert state(again, "CP1") == "Desconectado"
