@@ -315,13 +315,14 @@ async def drive(s: DriverSettings) -> int:
     try:
         await asyncio.wait([quitting, *readers], return_when=asyncio.FIRST_COMPLETED)
         failed = [t for t in readers if t.done() and not t.cancelled() and t.exception()]
-        for task in failed:
-            log.error("Kafka reader stopped: %s", task.exception())
+        for reader in failed:
+            log.error("Kafka reader stopped: %s", reader.exception())
         return 1 if failed else 0
     finally:
-        for task in [quitting, *readers, *helpers]:
+        everything: list[asyncio.Future[Any]] = [quitting, *readers, *helpers]
+        for task in everything:
             task.cancel()
-        await asyncio.gather(quitting, *readers, *helpers, return_exceptions=True)
+        await asyncio.gather(*everything, return_exceptions=True)
         await service.close()
         await publisher.stop()
         log.info("driver=%s stopped", s.driver_id)

@@ -13,14 +13,20 @@ CENT = Decimal("0.01")
 WATT_HOUR = Decimal("0.001")
 
 
+def _exact(value: Decimal | str | int) -> Decimal:
+    if isinstance(value, float):
+        raise TypeError("money and energy are never binary floats; pass a str or Decimal")
+    return Decimal(value)
+
+
 def euros(value: Decimal | str | int) -> Decimal:
     """Euros to the cent; strings and ints go through Decimal, never float."""
-    return Decimal(value).quantize(CENT, rounding=ROUND_HALF_UP)
+    return _exact(value).quantize(CENT, rounding=ROUND_HALF_UP)
 
 
 def kwh(value: Decimal | str | int) -> Decimal:
     """Energy to the watt-hour."""
-    return Decimal(value).quantize(WATT_HOUR, rounding=ROUND_HALF_UP)
+    return _exact(value).quantize(WATT_HOUR, rounding=ROUND_HALF_UP)
 
 
 def cost(energy_kwh: Decimal, price_eur_per_kwh: Decimal) -> Decimal:

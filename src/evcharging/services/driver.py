@@ -42,6 +42,7 @@ from evcharging.contracts.events import (
     Event,
     Id,
 )
+from evcharging.domain.money import euros, kwh
 
 log = logging.getLogger(__name__)
 
@@ -320,7 +321,8 @@ class DriverService:
         started = self._begin(driver_id, cp_id)
         if isinstance(started, Refused):
             return started
-        await asyncio.wait({started.sending, started.done}, return_when=asyncio.FIRST_COMPLETED)
+        either: list[asyncio.Future[Any]] = [started.sending, started.done]
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         return started.request_id
 
     async def serve(self, driver_id: str, cp_id: str) -> ServiceResult:
@@ -448,7 +450,9 @@ class DriverService:
         """Apply one event from Central (central-events, or the cp-status board)."""
         handler = self._handlers.get(type(event))
         if handler is None:
-            log.debug("%s id=%s is not for the driver app, ignored", event.event_type, event.event_id)
+            log.debug(
+                "%s id=%s is not for the driver app, ignored", event.event_type, event.event_id
+            )
             return
         await handler(event)
 
@@ -502,13 +506,17 @@ class DriverService:
         """An answer to a request given up on: a late authorisation is cancelled, not left open."""
         track = self._tracks[st.driver_id]
         if not (ev.authorised and ev.request_id in track.abandoned):
-            log.debug("driver=%s: answer to request %s is stale, ignored", st.driver_id, ev.request_id)
+            log.debug(
+                "driver=%s: answer to request %s is stale, ignored", st.driver_id, ev.request_id
+            )
             return
         track.abandoned.remove(ev.request_id)
         await self._publisher.publish(
             ChargingStopped(driver_id=st.driver_id, cp_id=ev.cp_id, session_id=ev.session_id)
         )
-        message = f"late authorisation at {ev.cp_id} after giving up on it: asked CENTRAL to cancel it"
+        message = (
+            f"late authorisation at {ev.cp_id} after giving up on it: asked CENTRAL to cancel it"
+        )
         self._emit(Update(Kind.NOTICE, st.driver_id, ev.cp_id, ev.session_id, message, "warning"))
 
     async def _on_started(self, ev: ChargingStarted) -> None:
@@ -534,9 +542,7 @@ class DriverService:
             return
         self._supplying(st)
         st.figures = Figures(ev.kw, ev.energy_kwh, ev.amount_eur)
-        self._emit(
-            Update(Kind.PROGRESS, st.driver_id, ev.cp_id, ev.session_id, figures=st.figures)
-        )
+        self._emit(Update(Kind.PROGRESS, st.driver_id, ev.cp_id, ev.session_id, figures=st.figures))
 
     async def _on_ticket(self, ev: ChargingTicket) -> None:
         st = self._mine(ev, ev.driver_id)
@@ -558,7 +564,9 @@ class DriverService:
         """Seed flow 2: "ERROR EN CP" for each of our drivers with a service at that CP."""
         for st in self._concerned(ev, ev.driver_id, ev.cp_id):
             if not st.busy or st.cp_id != ev.cp_id:
-                log.debug("driver=%s: error of CP %s is not its CP, ignored", st.driver_id, ev.cp_id)
+                log.debug(
+                    "driver=%s: error of CP %s is not its CP, ignored", st.driver_id, ev.cp_id
+                )
                 continue
             st.cp_error = ev.message
             self._emit(
@@ -586,7 +594,9 @@ class DriverService:
     async def _on_notice(self, ev: DriverNotice) -> None:
         st = self._mine(ev, ev.driver_id)
         if st is not None:
-            self._emit(Update(Kind.NOTICE, st.driver_id, ev.cp_id, message=ev.message, level=ev.level))
+            self._emit(
+                Update(Kind.NOTICE, st.driver_id, ev.cp_id, message=ev.message, level=ev.level)
+            )
 
     async def _on_status(self, ev: CpStatus) -> None:
         before = self._board.get(ev.cp_id)
@@ -600,7 +610,12 @@ class DriverService:
 
 
 def _money(value: Decimal) -> str:
-    return f"{value:.2f}"
+    """Shown with the network's one rounding rule (cents, half up)."""
+    return str(euros(value))
+
+
+def _energy(value: Decimal) -> str:
+    return str(kwh(value))
 
 
 def describe(update: Update) -> str:
@@ -609,7 +624,9 @@ def describe(update: Update) -> str:
     who = f"driver={u.driver_id} cp={u.cp_id}"
     if u.kind is Kind.PROGRESS and u.figures is not None:
         f = u.figures
-        return f"PROGRESS {who} kw={f.kw:.2f} kwh={f.energy_kwh:.3f} eur={_money(f.amount_eur)}"
+        return (
+            f"PROGRESS {who} kw={f.kw:.2f} kwh={_energy(f.energy_kwh)} eur={_money(f.amount_eur)}"
+        )
     if u.kind is Kind.TICKET and u.ticket is not None:
         return _describe_ticket(u, u.ticket)
     simple: dict[Kind, str] = {
@@ -634,7 +651,7 @@ def describe(update: Update) -> str:
 
 def _describe_ticket(u: Update, t: Ticket) -> str:
     line = (
-        f"TICKET driver={u.driver_id} cp={t.cp_id} kwh={t.energy_kwh:.3f} "
+        f"TICKET driver={u.driver_id} cp={t.cp_id} kwh={_energy(t.energy_kwh)} "
         f"eur={_money(t.amount_eur)} reason={t.end_reason} balance={_money(t.balance_eur)} "
         "charging completed"
     )

@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from enum import StrEnum
+from functools import partial
 from typing import Protocol
 from uuid import UUID
 
@@ -174,6 +175,11 @@ class EngineService:
         return self._cp_id
 
     @property
+    def central_up(self) -> bool | None:
+        """As the Monitor last said (None: not said yet)."""
+        return self._central_up
+
+    @property
     def pending_events(self) -> int:
         return len(self._outbox)
 
@@ -236,7 +242,10 @@ class EngineService:
             return Accepted()
         if self._cp_id is not None:
             log.warning(
-                "cp=%s: SET_CP#%s refused: this Engine is already CP %s", self._cp_id, cp_id, self._cp_id
+                "cp=%s: SET_CP#%s refused: this Engine is already CP %s",
+                self._cp_id,
+                cp_id,
+                self._cp_id,
             )
             return Refused(f"this Engine is already CP {self._cp_id}")
         self._cp_id = cp_id
@@ -269,9 +278,7 @@ class EngineService:
         assert self._cp_id is not None
         self._session = s = replace(s, started_at=self._clock())
         self._save_record(s)
-        self._emit(
-            SupplyStarted(cp_id=self._cp_id, session_id=s.session_id, driver_id=s.driver_id)
-        )
+        self._emit(SupplyStarted(cp_id=self._cp_id, session_id=s.session_id, driver_id=s.driver_id))
         log.info(
             "cp=%s driver=%s session=%s: vehicle plugged in, supply started",
             self._cp_id,
@@ -294,7 +301,9 @@ class EngineService:
             log.info("cp=%s: already KO (%s)", self._cp_id, self._ko_reason)
             return
         self._ko_reason = reason
-        log.warning("cp=%s: KO (%s): the Monitor is told at its next health check", self._cp_id, reason)
+        log.warning(
+            "cp=%s: KO (%s): the Monitor is told at its next health check", self._cp_id, reason
+        )
         self._end("cp_fault")
         self._changed()
 
@@ -432,7 +441,9 @@ class EngineService:
             log.info("cp=%s: energy ceiling reached, ending the supply", self._cp_id)
             self._end("energy_limit_reached")
         elif self.config.supply_seconds is not None and elapsed >= self.config.supply_seconds:
-            log.info("cp=%s: %ss of supply done, unplugging", self._cp_id, self.config.supply_seconds)
+            log.info(
+                "cp=%s: %ss of supply done, unplugging", self._cp_id, self.config.supply_seconds
+            )
             self._end("unplugged")
         else:
             return
@@ -461,7 +472,7 @@ class EngineService:
                 energy_kwh=energy,
                 reason=reason,
             ),
-            delivered=lambda: self._forget(key),
+            delivered=partial(self._forget, key),
         )
         log.info(
             "cp=%s driver=%s session=%s: supply ended (%s): %s kWh, %s EUR",
@@ -496,15 +507,13 @@ class EngineService:
                     energy_kwh=rec.energy_kwh,
                     reason=reason,
                 ),
-                delivered=lambda key=rec.session_id: self._forget(key),
+                delivered=partial(self._forget, rec.session_id),
             )
         self._persist()
 
     def _save_record(self, s: _Session, ended_reason: str | None = None) -> None:
         key = str(s.session_id)
-        self._records[key] = SupplyRecord(
-            key, s.driver_id, s.price, s.energy, s.seq, ended_reason
-        )
+        self._records[key] = SupplyRecord(key, s.driver_id, s.price, s.energy, s.seq, ended_reason)
         self._persist()
 
     def _forget(self, session_id: str) -> None:

@@ -163,9 +163,9 @@ class SqliteRepository:
     def record_energy(self, session_id: str, energy_kwh: Decimal, amount: Decimal) -> None:
         """Persist the running figures so a Central crash loses no supplied energy."""
         self._conn.execute(
-            "UPDATE sessions SET energy_wh = MAX(energy_wh, ?), amount_cents = ? "
-            "WHERE session_id = ? AND status != 'ended'",
-            (_wh(energy_kwh), to_cents(amount), session_id),
+            "UPDATE sessions SET amount_cents = CASE WHEN ? >= energy_wh THEN ? ELSE amount_cents END, "
+            "energy_wh = MAX(energy_wh, ?) WHERE session_id = ? AND status != 'ended'",
+            (_wh(energy_kwh), to_cents(amount), _wh(energy_kwh), session_id),
         )
 
     def close_session(self, ended: Session) -> Decimal | None:

@@ -40,8 +40,9 @@ async def pause(wake: asyncio.Event, seconds: float) -> None:
     wake.clear()
 
 
-async def expect_ok(conn: FramedConnection, timeout: float, opcode: str, *fields: str) -> None:
-    reply = await conn.request(opcode, *fields, timeout=timeout)
+async def expect_ok(conn: FramedConnection, seconds: float, opcode: str, *fields: str) -> None:
+    """One request that must be answered OK within `seconds`; `Refusal` otherwise."""
+    reply = await conn.request(opcode, *fields, timeout=seconds)
     if reply.opcode != "OK":
         raise Refusal(f"{opcode} answered {_short(reply)}")
 
@@ -72,7 +73,8 @@ class CentralLinkLoop:
     async def run(self) -> None:
         await self._first_engine_verdict()
         while True:
-            await asyncio.sleep(await self._attempt())
+            delay = await self._attempt()
+            await asyncio.sleep(delay)
 
     async def _first_engine_verdict(self) -> None:
         """Authenticate with the Engine's health known, so the first HB tells the truth."""

@@ -1,0 +1,334 @@
+"""EV_CP_E: the charging point's Engine (simulated charger hardware, supply, telemetry).
+
+    EV_CP_E KAFKA_HOST:PORT MONITOR_LINK_HOST:PORT [--kw 22] [--speedup 60] [--tick 1.0]
+            [--auto-plug] [--supply-seconds N] [--state-dir DIR] [--monitor-timeout 3]
+            [--no-menu]
+
+Thin main: arguments -> settings -> wire the Engine service to Kafka, the Monitor link server, the
+state file and the stdin menu, then run.  The Kafka consumer of cp-commands starts only once the
+Monitor has told the Engine its CP id (SET_CP).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from evcharging.adapters.engine_state_file import JsonSupplyStore
+from evcharging.adapters.kafka.consumer import EventConsumer, KeyedRead
+from evcharging.adapters.kafka.publisher import EventPublisher
+from evcharging.adapters.kafka.router import EventRouter
+from evcharging.adapters.sockets.engine_link import EngineLinkServer
+from evcharging.apps.common import env, host_port, positional, run, setup_logging
+from evcharging.contracts.events import CpResume, CpStop, StopSupply, SupplyAuthorised
+from evcharging.contracts.topics import CP_COMMANDS
+from evcharging.services.engine import EngineConfig, EngineService
+
+log = logging.getLogger(__name__)
+
+HELP = (
+    "keys: p plug in | u unplug | k [reason] report KO | r recover | "
+    "s DRIVER_ID request a supply here | i status | h help"
+)
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    kafka: str
+    link: tuple[str, int]
+    kw: Decimal = Decimal(22)
+    speedup: Decimal = Decimal(60)
+    tick: float = 1.0
+    auto_plug: bool = False
+    supply_seconds: float | None = None
+    state_dir: Path = Path(".run/engine")
+    monitor_timeout: float = 3.0
+    menu: bool = True
+
+    def engine_config(self) -> EngineConfig:
+        return EngineConfig(
+            kw=self.kw,
+            speedup=self.speedup,
+            supply_seconds=self.supply_seconds,
+            auto_plug=self.auto_plug,
+            monitor_timeout=self.monitor_timeout,
+        )
+
+
+def build_router(service: EngineService) -> EventRouter:
+    """One handler per cp-commands event; each hands the command to the service."""
+    router = EventRouter("EV_CP_E")
+
+    @router.on(SupplyAuthorised)
+    async def authorised(ev: SupplyAuthorised) -> None:
+        service.on_supply_authorised(ev)
+
+    @router.on(StopSupply)
+    async def stop_supply(ev: StopSupply) -> None:
+        service.on_stop_supply(ev)
+
+    @router.on(CpStop)
+    async def cp_stop(ev: CpStop) -> None:
+        service.on_cp_stop(ev)
+
+    @router.on(CpResume)
+    async def cp_resume(ev: CpResume) -> None:
+        service.on_cp_resume(ev)
+
+    return router
+
+
+class EngineMenu:
+    """The CP's keys, one command a line (works with a terminal or a pipe)."""
+
+    def __init__(self, service: EngineService) -> None:
+        self.service = service
+
+    def handle(self, line: str) -> None:
+        key, _, arg = line.strip().partition(" ")
+        arg = arg.strip()
+        svc = self.service
+        actions: dict[str, Callable[[], object]] = {
+            "p": svc.plug,
+            "u": svc.unplug,
+            "k": lambda: svc.report_ko(arg or "KO key pressed"),
+            "r": svc.recover,
+            "s": lambda: self._request(arg),
+            "i": lambda: log.info("status: %s", svc.status_line()),
+            "h": lambda: log.info(HELP),
+            "?": lambda: log.info(HELP),
+        }
+        if not key:
+            return
+        action = actions.get(key.lower())
+        if action is None:
+            log.warning("unknown key %r; %s", key, HELP)
+            return
+        action()
+
+    def _request(self, driver_id: str) -> None:
+        if not driver_id:
+            log.warning("usage: s DRIVER_ID")
+            return
+        self.service.request_supply(driver_id)
+
+    async def run(self, lines: AsyncIterator[str]) -> None:
+        log.info(HELP)
+        async for line in lines:
+            self.handle(line)
+        log.info("stdin closed: menu disabled, the Engine keeps running")
+
+
+async def stdin_lines() -> AsyncIterator[str]:
+    """Lines of stdin without blocking the loop: a daemon thread reads, so exit never waits."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def post(item: str | None) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed first: we are exiting anyway
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+    def reader() -> None:
+        for line in sys.stdin:
+            post(line)
+        post(None)
+
+    threading.Thread(target=reader, name="stdin-menu", daemon=True).start()
+    while (line := await queue.get()) is not None:
+        yield line
+
+
+class EngineApp:
+    """Everything EV_CP_E runs, startable and stoppable in-process (tests use it directly)."""
+
+    def __init__(self, settings: EngineSettings, *, clock: Callable[[], float] = time.monotonic):
+        self.settings = settings
+        self.publisher = EventPublisher(settings.kafka, source="EV_CP_E")
+        self.store = JsonSupplyStore(settings.state_dir)
+        self.service = EngineService(self.publisher, self.store, clock, settings.engine_config())
+        self.link = EngineLinkServer(self.service, *settings.link)
+        self.menu = EngineMenu(self.service)
+        self.consumer: EventConsumer | None = None
+        self.consumer_ready = asyncio.Event()
+        self.failed = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self, lines: AsyncIterator[str] | None = None) -> None:
+        await self.link.start()
+        self.publisher.start_in_background()
+        self._spawn(self.service.run_outbox(), "outbox")
+        self._spawn(self._ticks(), "ticks")
+        self._spawn(self._consume(), "consumer")
+        if lines is not None:
+            self._spawn(self.menu.run(lines), "menu")
+
+    async def run(self, lines: AsyncIterator[str] | None = None) -> int:
+        await self.start(lines)
+        try:
+            await self.failed.wait()
+            return 1
+        finally:
+            await self.stop()
+
+    async def stop(self, flush_timeout: float = 2.0) -> None:
+        """Stop without ending a running supply (that is what a killed Engine does)."""
+        await self.link.close()
+        for task in self._tasks:
+            if task.get_name() != "EV_CP_E outbox":
+                task.cancel()
+        await self._flush(flush_timeout)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.publisher.stop()
+
+    async def _flush(self, seconds: float) -> None:
+        if not self.publisher.connected:
+            return
+        try:
+            async with asyncio.timeout(seconds):
+                await self.service.flush()
+        except TimeoutError:
+            log.warning(
+                "cp=%s: %s events not delivered at exit; an unfinished supply stays in %s",
+                self.service.cp_id,
+                self.service.pending_events,
+                self.settings.state_dir,
+            )
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=f"EV_CP_E {name}")
+        task.add_done_callback(self._task_done)
+        self._tasks.append(task)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("%s failed", task.get_name(), exc_info=task.exception())
+        self.failed.set()
+
+    async def _ticks(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        while True:
+            due += self.settings.tick
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            self.service.tick()
+
+    async def _consume(self) -> None:
+        await self.service.cp_known.wait()
+        cp_id = self.service.cp_id
+        assert cp_id is not None
+        self.consumer = EventConsumer(
+            self.settings.kafka,
+            f"engine-{cp_id}",
+            build_router(self.service),
+            keyed=[KeyedRead(CP_COMMANDS, cp_id)],
+            offset_reset="latest",
+        )
+        waiter = asyncio.create_task(self._mark_ready(self.consumer))
+        try:
+            await self.consumer.run()
+        finally:
+            waiter.cancel()
+
+    async def _mark_ready(self, consumer: EventConsumer) -> None:
+        await consumer.ready.wait()
+        log.info("cp=%s: listening to Central's commands", self.service.cp_id)
+        self.consumer_ready.set()
+
+
+# --- command line -------------------------------------------------------------------------
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except (ValueError, InvalidOperation):
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+        return value
+
+    return parse
+
+
+def parse_args(argv: list[str] | None = None) -> EngineSettings:
+    p = argparse.ArgumentParser(prog="EV_CP_E", description="Charging point Engine.")
+    positional(p, "kafka", "EV_KAFKA", help="Kafka bootstrap HOST:PORT")
+    positional(
+        p, "link", "EV_ENGINE_LINK", type=host_port, help="HOST:PORT to listen on for the Monitor"
+    )
+    p.add_argument("--kw", type=_positive(Decimal), default=env("EV_ENGINE_KW", "22"))
+    p.add_argument(
+        "--speedup",
+        type=_positive(Decimal),
+        default=env("EV_ENGINE_SPEEDUP", "60"),
+        help="simulated seconds per real second (energy only)",
+    )
+    p.add_argument("--tick", type=_positive(float), default=env("EV_ENGINE_TICK", "1.0"))
+    p.add_argument(
+        "--auto-plug",
+        action="store_true",
+        default=_truthy(env("EV_ENGINE_AUTO_PLUG")),
+        help="plug in as soon as Central authorises",
+    )
+    p.add_argument(
+        "--supply-seconds",
+        type=_positive(float),
+        default=env("EV_ENGINE_SUPPLY_SECONDS"),
+        help="unplug on its own after N real seconds",
+    )
+    p.add_argument("--state-dir", type=Path, default=env("EV_ENGINE_STATE_DIR", ".run/engine"))
+    p.add_argument(
+        "--monitor-timeout",
+        type=_positive(float),
+        default=env("EV_ENGINE_MONITOR_TIMEOUT", "3.0"),
+        help="the Monitor link counts as alive this long after its last HEALTH",
+    )
+    p.add_argument("--no-menu", action="store_true", default=_truthy(env("EV_ENGINE_NO_MENU")))
+    args = p.parse_args(argv)
+    if args.kafka is None or args.link is None:
+        p.error("KAFKA_HOST:PORT and MONITOR_LINK_HOST:PORT are required")
+    return EngineSettings(
+        kafka=args.kafka,
+        link=args.link,
+        kw=args.kw,
+        speedup=args.speedup,
+        tick=args.tick,
+        auto_plug=args.auto_plug,
+        supply_seconds=args.supply_seconds,
+        state_dir=args.state_dir,
+        monitor_timeout=args.monitor_timeout,
+        menu=not args.no_menu,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = parse_args(argv)
+    setup_logging("EV_CP_E")
+    log.info(
+        "Engine starting: Kafka %s, Monitor link %s:%s, %s kW, speedup x%s, state in %s",
+        settings.kafka,
+        *settings.link,
+        settings.kw,
+        settings.speedup,
+        settings.state_dir,
+    )
+    app = EngineApp(settings)
+    return run(app.run(stdin_lines() if settings.menu else None))

@@ -1,0 +1,216 @@
+"""Runs the network's programs as real OS processes for end-to-end tests, and kills them for real."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.support.ports import free_port
+from tests.support.waiting import eventually_sync
+
+BIN = Path(sys.executable).parent
+SAMPLE = Path(__file__).resolve().parents[2] / "src" / "evcharging" / "data" / "sample_network.yaml"
+
+
+@dataclass
+class Proc:
+    """One program: its process, its merged output file, and a way to talk to its menu."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+    def wait_for(self, text: str, timeout: float = 20.0, after: int = 0) -> int:
+        """Wait until `text` appears in the output (past offset `after`); returns the offset after it."""
+
+        def seen() -> int:
+            out = self.output()
+            at = out.find(text, after)
+            return at + len(text) if at >= 0 else 0
+
+        return eventually_sync(
+            seen,
+            timeout,
+            what=f"{self.name} to print {text!r}\n--- output ---\n{self.output()[-3000:]}",
+        )
+
+    def count(self, text: str) -> int:
+        return self.output().count(text)
+
+    def send(self, line: str) -> None:
+        assert self.popen.stdin is not None
+        self.popen.stdin.write(f"{line}\n".encode())
+        self.popen.stdin.flush()
+
+    @property
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up code runs, as when a terminal is closed or a machine dies."""
+        if self.alive:
+            self.popen.send_signal(signal.SIGKILL)
+            self.popen.wait(timeout=10)
+
+    def terminate(self) -> None:
+        if self.alive:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@dataclass
+class Network:
+    """A whole network on loopback: the broker is given; programs are started on demand."""
+
+    kafka: str
+    workdir: Path
+    admin_token: str = "test-admin-token"
+    procs: list[Proc] = field(default_factory=list)
+    central_port: int = 0
+    http_port: int = 0
+    engine_ports: dict[str, int] = field(default_factory=dict)
+
+    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> Proc:
+        log = self.workdir / f"{name}.log"
+        handle = log.open("ab")
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "EV_LOG_LEVEL": "INFO", **(env or {})}
+        popen = subprocess.Popen(
+            [str(BIN / args[0]), *args[1:]],
+            stdin=subprocess.PIPE,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+            env=full_env,
+            start_new_session=True,
+        )
+        handle.close()
+        proc = Proc(name, popen, log)
+        self.procs.append(proc)
+        return proc
+
+    # --- the four programs ---------------------------------------------------------------
+
+    def central(self, *extra: str, seed: Path = SAMPLE, db: str = "central.db") -> Proc:
+        self.central_port = self.central_port or free_port()
+        self.http_port = self.http_port or free_port()
+        proc = self.start(
+            "central",
+            "EV_Central",
+            str(self.central_port),
+            self.kafka,
+            "--db",
+            str(self.workdir / db),
+            "--http-port",
+            str(self.http_port),
+            "--http-host",
+            "127.0.0.1",
+            "--admin-token",
+            self.admin_token,
+            "--ui",
+            "plain",
+            "--seed",
+            str(seed),
+            "--group-id",
+            f"central-{self.workdir.name}",
+            *extra,
+        )
+        eventually_sync(lambda: self._api_up(), 30, what=f"Central's API\n{proc.output()[-2000:]}")
+        return proc
+
+    def engine(self, cp_id: str, *extra: str) -> Proc:
+        port = self.engine_ports.setdefault(cp_id, free_port())
+        return self.start(
+            f"engine-{cp_id}",
+            "EV_CP_E",
+            self.kafka,
+            f"127.0.0.1:{port}",
+            "--state-dir",
+            str(self.workdir / "engine-state"),
+            *extra,
+        )
+
+    def monitor(self, cp_id: str, *extra: str) -> Proc:
+        port = self.engine_ports.setdefault(cp_id, free_port())
+        return self.start(
+            f"monitor-{cp_id}",
+            "EV_CP_M",
+            f"127.0.0.1:{port}",
+            f"127.0.0.1:{self.central_port}",
+            cp_id,
+            *extra,
+        )
+
+    def charging_point(self, cp_id: str, *engine_flags: str) -> tuple[Proc, Proc]:
+        engine = self.engine(cp_id, *engine_flags)
+        monitor = self.monitor(cp_id)
+        self.wait_state(cp_id, "Activado")
+        return engine, monitor
+
+    def driver(self, driver_id: str, *extra: str, name: str | None = None) -> Proc:
+        return self.start(name or f"driver-{driver_id}", "EV_Driver", self.kafka, driver_id, *extra)
+
+    # --- Central's API ------------------------------------------------------------------
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def _api_up(self) -> bool:
+        try:
+            return httpx.get(f"{self.api}/api/cps", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def get(self, path: str) -> Any:
+        response = httpx.get(f"{self.api}{path}", timeout=5)
+        response.raise_for_status()
+        return response.json()
+
+    def admin(self, path: str, token: str | None = None) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token or self.admin_token}"}
+        return httpx.post(f"{self.api}{path}", headers=headers, timeout=10)
+
+    def cp(self, cp_id: str) -> dict[str, Any]:
+        return dict(self.get(f"/api/cps/{cp_id}"))
+
+    def wait_state(self, cp_id: str, state: str, timeout: float = 20.0) -> dict[str, Any]:
+        return eventually_sync(
+            lambda: (view := self.cp(cp_id))["state"] == state and view,
+            timeout,
+            what=f"{cp_id} {state}; procs:\n" + self.tails(),
+        )
+
+    def sessions(self, **query: str) -> list[dict[str, Any]]:
+        return list(self.get("/api/sessions?" + "&".join(f"{k}={v}" for k, v in query.items())))
+
+    def balance(self, driver_id: str) -> str:
+        return str(self.get(f"/api/drivers/{driver_id}")["balance_eur"])
+
+    def tails(self, chars: int = 1500) -> str:
+        return "\n".join(f"--- {p.name} ---\n{p.output()[-chars:]}" for p in self.procs)
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.procs):
+            proc.terminate()
+
+
+def wait_until(check: Any, timeout: float = 20.0, what: str = "") -> Any:
+    return eventually_sync(check, timeout, what=what)
+
+
+def now() -> float:
+    return time.monotonic()

@@ -1,0 +1,204 @@
+"""The Monitor's rules: heartbeat status, FAULT/RECOVER once, what the Engine must be told."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from evcharging.apps.cp_monitor import parse_args
+from evcharging.services.monitor import (
+    Backoff,
+    CentralLink,
+    Fault,
+    MonitorService,
+    Recover,
+    Report,
+)
+
+
+class Calls:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> None:
+        self.count += 1
+
+
+def a_monitor() -> tuple[MonitorService, Calls]:
+    calls = Calls()
+    return MonitorService("CP01", on_change=calls), calls
+
+
+def tell(svc: MonitorService) -> Report | None:
+    """What the Central loop does each cycle: send what is pending (Central answers OK)."""
+    report = svc.pending_report()
+    if report is not None:
+        svc.reported(report)
+    return report
+
+
+def test_heartbeat_says_ok_only_after_the_engine_answered_ok() -> None:
+    svc, _ = a_monitor()
+    assert svc.heartbeat_status == "KO"
+    assert not svc.has_verdict
+    svc.engine_ok()
+    assert svc.heartbeat_status == "OK"
+    svc.engine_ko("fan")
+    assert svc.heartbeat_status == "KO"
+    svc.engine_unreachable("refused")
+    assert svc.heartbeat_status == "KO"
+
+
+def test_nothing_to_report_while_the_engine_is_fine_or_not_yet_checked() -> None:
+    svc, _ = a_monitor()
+    svc.central_accepted()
+    assert tell(svc) is None
+    svc.engine_ok()
+    assert tell(svc) is None
+
+
+def test_fault_is_sent_once_then_recover_once() -> None:
+    svc, _ = a_monitor()
+    svc.central_accepted()
+    svc.engine_ok()
+    svc.engine_ko("KO key pressed")
+    assert tell(svc) == Fault("KO key pressed")
+    svc.engine_ko("KO key pressed")
+    assert tell(svc) is None
+    svc.engine_unreachable("connection refused")  # still a fault: not told twice
+    assert tell(svc) is None
+    svc.engine_ok()
+    assert tell(svc) == Recover()
+    assert tell(svc) is None
+
+
+def test_an_engine_that_stops_answering_is_a_fault_with_the_reason() -> None:
+    svc, _ = a_monitor()
+    svc.central_accepted()
+    svc.engine_unreachable("nothing within 1.0s")
+    report = tell(svc)
+    assert isinstance(report, Fault)
+    assert "not answering" in report.reason
+    assert "1.0s" in report.reason
+
+
+def test_a_fault_is_told_again_on_each_new_central_link_while_it_lasts() -> None:
+    svc, _ = a_monitor()
+    svc.central_accepted()
+    svc.engine_ko("x")
+    assert tell(svc) == Fault("x")
+    svc.central_lost()
+    svc.central_accepted()  # Central resets a CP's health when it authenticates
+    assert tell(svc) == Fault("x")
+    assert tell(svc) is None
+
+
+def test_a_recovery_while_central_was_away_is_told_on_the_next_link() -> None:
+    svc, _ = a_monitor()
+    svc.central_accepted()
+    svc.engine_ko("x")
+    assert tell(svc) == Fault("x")
+    svc.central_lost()
+    svc.engine_ok()
+    svc.central_accepted()
+    assert tell(svc) == Recover()
+    assert tell(svc) is None
+
+
+@given(st.lists(st.sampled_from(["ok", "ko", "gone", "relink"]), max_size=30))
+def test_reports_alternate_fault_recover_and_follow_the_health(events: list[str]) -> None:
+    svc, _ = a_monitor()
+    svc.central_accepted()
+    sent: list[Report] = []
+    for event in events:
+        if event == "ok":
+            svc.engine_ok()
+        elif event == "ko":
+            svc.engine_ko("ko")
+        elif event == "gone":
+            svc.engine_unreachable("gone")
+        else:
+            svc.central_lost()
+            svc.central_accepted()
+        if (report := tell(svc)) is not None:
+            sent.append(report)
+    recovers = [i for i, r in enumerate(sent) if isinstance(r, Recover)]
+    for i in recovers:  # every RECOVER follows a FAULT
+        assert i > 0
+        assert isinstance(sent[i - 1], Fault)
+    if svc.heartbeat_status == "KO" and svc.has_verdict:
+        assert sent
+        assert isinstance(sent[-1], Fault)
+    if sent and isinstance(sent[-1], Fault) and svc.heartbeat_status == "OK":
+        pytest.fail("a recovered Engine left Central believing it faulted")
+
+
+def test_the_engine_learns_its_cp_id_only_once_central_accepted_it() -> None:
+    svc, _ = a_monitor()
+    assert not svc.cp_accepted
+    assert svc.central_to_tell_engine() is None
+    svc.central_lost()
+    assert svc.central_to_tell_engine() is False
+    svc.central_accepted()
+    assert svc.cp_accepted
+    assert svc.central_to_tell_engine() is True
+    svc.central_denied("unknown CP")
+    assert svc.central is CentralLink.DENIED
+    assert not svc.cp_accepted
+    assert svc.central_to_tell_engine() is False
+
+
+def test_loops_are_woken_only_by_changes() -> None:
+    svc, calls = a_monitor()
+    svc.engine_ok()
+    svc.engine_ok()
+    assert calls.count == 1
+    svc.engine_ko("a")
+    svc.engine_ko("b")
+    assert calls.count == 2
+    svc.central_accepted()
+    svc.central_accepted()
+    assert calls.count == 3
+    svc.central_lost()
+    assert calls.count == 4
+
+
+def test_backoff_doubles_up_to_the_cap_and_resets() -> None:
+    backoff = Backoff(0.5, 5.0)
+    assert [backoff.next() for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0]
+    backoff.reset()
+    assert backoff.next() == 0.5
+
+
+def test_command_line_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = parse_args(["e:7001", "c:7000", "CP01", "--price", "0.40", "--interval", "0.5"])
+    assert (s.engine, s.central, s.cp_id, s.price, s.location) == (
+        ("e", 7001),
+        ("c", 7000),
+        "CP01",
+        "0.40",
+        "",
+    )
+    assert s.timing.interval == 0.5
+    monkeypatch.setenv("EV_ENGINE", "e2:1")
+    monkeypatch.setenv("EV_CENTRAL", "c2:2")
+    monkeypatch.setenv("EV_CP_ID", "CP02")
+    monkeypatch.setenv("EV_CP_LOCATION", "Calle Mayor 1")
+    s = parse_args([])
+    assert (s.engine, s.central, s.cp_id, s.location) == (("e2", 1), ("c2", 2), "CP02", "Calle Mayor 1")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["e:1", "c:2", "bad id"],
+        ["e:1", "c:2", "CP01", "--price", "-1"],
+        ["e:1", "c:2", "CP01", "--location", "a#b"],
+        ["e:1", "c:2", "CP01", "--interval", "0"],
+        ["e", "c:2", "CP01"],
+    ],
+)
+def test_bad_arguments_fail_with_a_message(argv: list[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(argv)

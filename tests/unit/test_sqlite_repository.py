@@ -1,0 +1,553 @@
+"""The SQLite repository, its migrations and the seed loader, on :memory: and tmp files only."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import evcharging
+from evcharging.adapters.db import migrations
+from evcharging.adapters.db.migrations import available, migrate
+from evcharging.adapters.db.seed import SeedError, load_seed_file, seed
+from evcharging.adapters.db.sqlite_repository import SqliteRepository
+from evcharging.domain.money import cost, euros, kwh
+from evcharging.domain.session import (
+    EndReason,
+    Session,
+    SessionStatus,
+    end_session,
+    open_session,
+    record_reading,
+)
+from tests.support.builders import a_cp, a_driver, a_repo, unique
+
+SAMPLE = Path(evcharging.__file__).resolve().parent / "data" / "sample_network.yaml"
+LATEST = max(version for version, _ in available())
+TABLES = {"drivers", "charging_points", "sessions", "processed_events"}
+T0 = datetime(2025, 3, 1, 10, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def repo() -> Iterator[SqliteRepository]:
+    r = a_repo()
+    yield r
+    r.close()
+
+
+def a_session(
+    repo: SqliteRepository,
+    cp_id: str = "CP01",
+    driver_id: str = "D001",
+    started_at: datetime = T0,
+) -> Session:
+    """An authorised session stored in repo (its CP and driver are created if missing)."""
+    if repo.get_cp(cp_id) is None:
+        a_cp(repo, cp_id)
+    if repo.get_driver(driver_id) is None:
+        a_driver(repo, driver_id)
+    cp = repo.get_cp(cp_id)
+    assert cp is not None
+    session = open_session(unique("S"), driver_id, cp_id, cp.price_eur_per_kwh, now=started_at)
+    assert repo.create_session(session, request_id=unique("R"))
+    return session
+
+
+def ended(session: Session, energy: str, reason: EndReason = EndReason.UNPLUGGED) -> Session:
+    done = end_session(
+        record_reading(session, Decimal(energy)), reason, now=T0 + timedelta(hours=1)
+    )
+    assert done is not None
+    return done
+
+
+def table_names(conn: sqlite3.Connection) -> set[str]:
+    rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    return {name for (name,) in rows}
+
+
+# --- migrations ----------------------------------------------------------------------------------
+
+
+def test_migrations_are_numbered_from_one_without_gaps() -> None:
+    versions = [version for version, _ in available()]
+    assert versions == list(range(1, LATEST + 1))
+
+
+def test_migrate_creates_the_schema_on_an_empty_database() -> None:
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        assert migrate(conn) == LATEST
+        assert table_names(conn) >= TABLES
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == LATEST
+    finally:
+        conn.close()
+
+
+def test_migrate_twice_applies_nothing_the_second_time(caplog: pytest.LogCaptureFixture) -> None:
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        migrate(conn)
+        caplog.clear()
+        assert migrate(conn) == LATEST
+        assert not [r for r in caplog.records if "applying migration" in r.getMessage()]
+    finally:
+        conn.close()
+
+
+def test_a_failing_migration_leaves_no_trace_and_the_version_unchanged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    good = (1, "CREATE TABLE t1 (x INTEGER);")
+    bad = (2, "CREATE TABLE t2 (x INTEGER);\nINSERT INTO no_such_table VALUES (1);")
+    monkeypatch.setattr(migrations, "available", lambda: [good, bad])
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        with pytest.raises(sqlite3.OperationalError):
+            migrate(conn)
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert "t1" in table_names(conn)
+        assert "t2" not in table_names(conn)
+    finally:
+        conn.close()
+
+
+def test_repository_on_memory_is_at_the_latest_version(repo: SqliteRepository) -> None:
+    assert repo.schema_version == LATEST
+
+
+def test_file_database_is_migrated_once_and_reopens_with_its_data(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "nested" / "central.db"
+    first = SqliteRepository(path)
+    a_cp(first, "CP01")
+    a_driver(first, "D001", balance="45.50")
+    first.close()
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="evcharging.adapters.db.migrations"):
+        second = SqliteRepository(path)
+    try:
+        assert second.schema_version == LATEST
+        assert not [r for r in caplog.records if "applying migration" in r.getMessage()]
+        assert [cp.cp_id for cp in second.list_cps()] == ["CP01"]
+        driver = second.get_driver("D001")
+        assert driver is not None
+        assert driver.balance_eur == Decimal("45.50")
+    finally:
+        second.close()
+
+    conn = sqlite3.connect(path)
+    try:
+        assert table_names(conn) >= TABLES
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == LATEST
+    finally:
+        conn.close()
+
+
+# --- seeding -------------------------------------------------------------------------------------
+
+
+def table_counts(repo: SqliteRepository) -> tuple[int, int]:
+    return len(repo.list_cps()), len(repo.list_drivers())
+
+
+def test_the_sample_network_is_large_enough() -> None:
+    data = load_seed_file(SAMPLE)
+    cps = data["charging_points"]
+    cities = {str(cp["location"]).split(" - ")[0] for cp in cps}
+    assert len(cps) >= 10
+    assert len(cities) >= 3
+    assert len(data["drivers"]) >= 5
+
+
+def test_seeding_the_sample_loads_every_cp_and_driver(repo: SqliteRepository) -> None:
+    result = seed(repo, load_seed_file(SAMPLE))
+    assert table_counts(repo) == (result.cps, result.drivers)
+    assert result.cps >= 10
+    assert result.drivers >= 5
+
+
+def test_seeding_the_sample_twice_adds_no_rows(repo: SqliteRepository) -> None:
+    data = load_seed_file(SAMPLE)
+    seed(repo, data)
+    counts = table_counts(repo)
+    seed(repo, data)
+    assert table_counts(repo) == counts
+
+
+def test_seeding_again_keeps_a_balance_earned_since(repo: SqliteRepository) -> None:
+    data = load_seed_file(SAMPLE)
+    seed(repo, data)
+    session = a_session(repo, cp_id="ALC01", driver_id="D001")  # 0.35 EUR/kWh, 150.00 EUR
+    assert repo.close_session(ended(session, "10")) == Decimal("146.50")
+
+    seed(repo, data)
+
+    driver = repo.get_driver("D001")
+    assert driver is not None
+    assert driver.balance_eur == Decimal("146.50")
+
+
+def test_sample_money_is_stored_exactly(repo: SqliteRepository) -> None:
+    seed(repo, load_seed_file(SAMPLE))
+    driver = repo.get_driver("D004")
+    cp = repo.get_cp("ALC01")
+    assert driver is not None
+    assert cp is not None
+    assert str(driver.balance_eur) == "45.50"
+    assert isinstance(cp.price_eur_per_kwh, Decimal)
+    assert str(cp.price_eur_per_kwh) == "0.35"
+
+
+def test_seed_accepts_json(tmp_path: Path, repo: SqliteRepository) -> None:
+    path = tmp_path / "net.json"
+    path.write_text(
+        json.dumps(
+            {
+                "charging_points": [{"id": "J1", "location": "Elche", "price_eur_per_kwh": "0.31"}],
+                "drivers": [{"id": "DJ", "name": "Jo", "balance_eur": "9.99"}],
+            }
+        ),
+        encoding="utf-8",
+    )
+    result = seed(repo, load_seed_file(path))
+    assert (result.cps, result.drivers) == (1, 1)
+    cp = repo.get_cp("J1")
+    assert cp is not None
+    assert cp.price_eur_per_kwh == Decimal("0.31")
+
+
+def test_seed_file_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "list.yaml"
+    path.write_text("- just\n- a list\n", encoding="utf-8")
+    with pytest.raises(SeedError, match="expected a mapping"):
+        load_seed_file(path)
+
+
+def test_seed_entry_missing_a_field_is_refused(repo: SqliteRepository) -> None:
+    with pytest.raises(SeedError, match="price_eur_per_kwh"):
+        seed(repo, {"charging_points": [{"id": "X", "location": "Nowhere"}]})
+
+
+def test_empty_seed_loads_nothing(repo: SqliteRepository) -> None:
+    result = seed(repo, {})
+    assert (result.cps, result.drivers) == (0, 0)
+
+
+# --- charging points and drivers -----------------------------------------------------------------
+
+
+def test_price_round_trips_as_decimal(repo: SqliteRepository) -> None:
+    record = repo.register_cp("CP01", "Alicante", Decimal("0.35"))
+    assert record.price_eur_per_kwh == Decimal("0.35")
+    assert isinstance(record.price_eur_per_kwh, Decimal)
+    stored = repo.get_cp("CP01")
+    assert stored == record
+
+
+def test_registering_again_updates_the_cp_in_place(repo: SqliteRepository) -> None:
+    a_cp(repo, "CP01", price="0.40", location="Alicante")
+    a_cp(repo, "CP01", price="0.45", location="Elche")
+    assert [(c.cp_id, c.location, c.price_eur_per_kwh) for c in repo.list_cps()] == [
+        ("CP01", "Elche", Decimal("0.45"))
+    ]
+
+
+def test_a_new_cp_is_neither_stopped_nor_in_error(repo: SqliteRepository) -> None:
+    cp = repo.get_cp(a_cp(repo))
+    assert cp is not None
+    assert not cp.admin_stopped
+    assert not cp.error_simulated
+
+
+def test_stop_and_error_flags_round_trip(repo: SqliteRepository) -> None:
+    cp_id = a_cp(repo)
+    repo.set_cp_stopped(cp_id, True)
+    repo.set_cp_error_simulated(cp_id, True)
+    cp = repo.get_cp(cp_id)
+    assert cp is not None
+    assert (cp.admin_stopped, cp.error_simulated) == (True, True)
+
+    repo.set_cp_stopped(cp_id, False)
+    repo.set_cp_error_simulated(cp_id, False)
+    cp = repo.get_cp(cp_id)
+    assert cp is not None
+    assert (cp.admin_stopped, cp.error_simulated) == (False, False)
+
+
+def test_unknown_cp_and_driver_are_none(repo: SqliteRepository) -> None:
+    assert repo.get_cp("nope") is None
+    assert repo.get_driver("nope") is None
+
+
+def test_balance_is_stored_exactly(repo: SqliteRepository) -> None:
+    a_driver(repo, "D001", balance="45.50")
+    driver = repo.get_driver("D001")
+    assert driver is not None
+    assert driver.balance_eur == Decimal("45.50")
+    assert str(driver.balance_eur) == "45.50"
+
+
+def test_list_cps_and_drivers_are_sorted_by_id(repo: SqliteRepository) -> None:
+    for cp_id in ("CP03", "CP01", "CP02"):
+        a_cp(repo, cp_id)
+    for driver_id in ("D2", "D1"):
+        a_driver(repo, driver_id)
+    assert [c.cp_id for c in repo.list_cps()] == ["CP01", "CP02", "CP03"]
+    assert [d.driver_id for d in repo.list_drivers()] == ["D1", "D2"]
+
+
+money = st.decimals(
+    min_value=Decimal("-1000"), max_value=Decimal("100000"), places=2, allow_nan=False
+)
+unit_prices = st.decimals(min_value=Decimal("0"), max_value=Decimal("5"), places=4, allow_nan=False)
+energies = st.decimals(
+    min_value=Decimal("0"), max_value=Decimal("10000"), places=4, allow_nan=False
+)
+
+
+@given(money, unit_prices)
+def test_any_balance_and_price_round_trip_exactly(balance: Decimal, price: Decimal) -> None:
+    repo = a_repo()
+    try:
+        a_driver(repo, "D001", balance=str(balance))
+        repo.register_cp("CP01", "Alicante", price)
+        driver, cp = repo.get_driver("D001"), repo.get_cp("CP01")
+        assert driver is not None
+        assert cp is not None
+        assert driver.balance_eur == euros(balance)
+        assert cp.price_eur_per_kwh == price
+    finally:
+        repo.close()
+
+
+@given(energies)
+def test_any_energy_round_trips_to_the_watt_hour(energy: Decimal) -> None:
+    repo = a_repo()
+    try:
+        session = a_session(repo)
+        repo.record_energy(session.session_id, energy, cost(energy, session.price_eur_per_kwh))
+        stored = repo.get_session(session.session_id)
+        assert stored is not None
+        assert stored.energy_kwh == kwh(energy)
+        assert stored.amount_eur == cost(energy, session.price_eur_per_kwh)
+    finally:
+        repo.close()
+
+
+# --- sessions ------------------------------------------------------------------------------------
+
+
+def test_created_session_reads_back_unchanged(repo: SqliteRepository) -> None:
+    a_cp(repo, "CP01", price="0.35")
+    a_driver(repo, "D001")
+    session = open_session(unique("S"), "D001", "CP01", Decimal("0.35"), now=T0)
+    request_id = unique("R")
+
+    assert repo.create_session(session, request_id)
+
+    assert repo.get_session(session.session_id) == session
+    assert repo.session_by_request(request_id) == session
+    assert repo.open_sessions() == [session]
+
+
+def test_unknown_session_and_request_are_none(repo: SqliteRepository) -> None:
+    assert repo.get_session("nope") is None
+    assert repo.session_by_request("nope") is None
+
+
+def test_second_open_session_on_the_same_cp_is_refused(repo: SqliteRepository) -> None:
+    a_session(repo, cp_id="CP01", driver_id="D001")
+    a_driver(repo, "D002")
+    other = open_session(unique("S"), "D002", "CP01", Decimal("0.40"), now=T0)
+    assert repo.create_session(other, unique("R")) is False
+    assert repo.get_session(other.session_id) is None
+
+
+def test_second_open_session_for_the_same_driver_is_refused(repo: SqliteRepository) -> None:
+    a_session(repo, cp_id="CP01", driver_id="D001")
+    a_cp(repo, "CP02")
+    other = open_session(unique("S"), "D001", "CP02", Decimal("0.40"), now=T0)
+    assert repo.create_session(other, unique("R")) is False
+
+
+def test_the_same_request_twice_is_refused(repo: SqliteRepository) -> None:
+    a_cp(repo, "CP01")
+    a_cp(repo, "CP02")
+    a_driver(repo, "D001")
+    a_driver(repo, "D002")
+    request_id = unique("R")
+    first = open_session(unique("S"), "D001", "CP01", Decimal("0.40"), now=T0)
+    again = open_session(unique("S"), "D002", "CP02", Decimal("0.40"), now=T0)
+    assert repo.create_session(first, request_id) is True
+    assert repo.create_session(again, request_id) is False
+    assert repo.session_by_request(request_id) == first
+
+
+def test_sessions_without_a_request_id_do_not_collide(repo: SqliteRepository) -> None:
+    a_cp(repo, "CP01")
+    a_cp(repo, "CP02")
+    a_driver(repo, "D001")
+    a_driver(repo, "D002")
+    one = open_session(unique("S"), "D001", "CP01", Decimal("0.40"), now=T0)
+    two = open_session(unique("S"), "D002", "CP02", Decimal("0.40"), now=T0)
+    assert repo.create_session(one, None)
+    assert repo.create_session(two, None)
+
+
+def test_a_closed_session_frees_the_cp_and_the_driver(repo: SqliteRepository) -> None:
+    first = a_session(repo, cp_id="CP01", driver_id="D001")
+    repo.close_session(ended(first, "1"))
+    again = open_session(unique("S"), "D001", "CP01", Decimal("0.40"), now=T0)
+    assert repo.create_session(again, unique("R"))
+
+
+def test_mark_supplying_moves_an_authorised_session_only(repo: SqliteRepository) -> None:
+    session = a_session(repo)
+    repo.mark_supplying(session.session_id)
+    stored = repo.get_session(session.session_id)
+    assert stored is not None
+    assert stored.status is SessionStatus.SUPPLYING
+
+    repo.close_session(ended(session, "1"))
+    repo.mark_supplying(session.session_id)
+    stored = repo.get_session(session.session_id)
+    assert stored is not None
+    assert stored.status is SessionStatus.ENDED
+
+
+def test_record_energy_stores_energy_and_amount_exactly(repo: SqliteRepository) -> None:
+    session = a_session(repo)
+    repo.record_energy(session.session_id, Decimal("12.345"), Decimal("4.94"))
+    stored = repo.get_session(session.session_id)
+    assert stored is not None
+    assert stored.energy_kwh == Decimal("12.345")
+    assert stored.amount_eur == Decimal("4.94")
+
+
+def test_record_energy_never_lowers_energy(repo: SqliteRepository) -> None:
+    session = a_session(repo)
+    repo.record_energy(session.session_id, Decimal("5.000"), Decimal("2.00"))
+    repo.record_energy(session.session_id, Decimal("3.000"), Decimal("1.20"))
+    stored = repo.get_session(session.session_id)
+    assert stored is not None
+    assert stored.energy_kwh == Decimal("5.000")
+
+
+def test_a_stale_reading_does_not_lower_the_stored_amount(repo: SqliteRepository) -> None:
+    session = a_session(repo)  # 0.40 EUR/kWh
+    repo.record_energy(
+        session.session_id, Decimal("5.000"), cost(Decimal("5.000"), Decimal("0.40"))
+    )
+    repo.record_energy(
+        session.session_id, Decimal("3.000"), cost(Decimal("3.000"), Decimal("0.40"))
+    )
+    stored = repo.get_session(session.session_id)
+    assert stored is not None
+    assert stored.amount_eur == cost(stored.energy_kwh, stored.price_eur_per_kwh) == Decimal("2.00")
+
+
+def test_record_energy_after_the_end_changes_nothing(repo: SqliteRepository) -> None:
+    session = a_session(repo)
+    repo.close_session(ended(session, "2"))
+    repo.record_energy(session.session_id, Decimal("9"), Decimal("3.60"))
+    stored = repo.get_session(session.session_id)
+    assert stored is not None
+    assert stored.energy_kwh == Decimal("2.000")
+    assert stored.amount_eur == Decimal("0.80")
+
+
+def test_close_session_debits_the_driver_and_stores_the_ticket(repo: SqliteRepository) -> None:
+    a_driver(repo, "D001", balance="45.50")
+    session = a_session(repo, cp_id="CP01", driver_id="D001")  # 0.40 EUR/kWh
+    done = ended(session, "12.345", EndReason.STOPPED_BY_DRIVER)  # 4.94 EUR
+
+    assert repo.close_session(done) == Decimal("40.56")
+
+    stored = repo.get_session(session.session_id)
+    assert stored == done
+    driver = repo.get_driver("D001")
+    assert driver is not None
+    assert driver.balance_eur == Decimal("40.56")
+    assert repo.open_sessions() == []
+
+
+def test_close_session_debits_exactly_once(repo: SqliteRepository) -> None:
+    a_driver(repo, "D001", balance="100.00")
+    done = ended(a_session(repo, driver_id="D001"), "10")  # 4.00 EUR
+
+    assert repo.close_session(done) == Decimal("96.00")
+    assert repo.close_session(done) is None
+
+    driver = repo.get_driver("D001")
+    assert driver is not None
+    assert driver.balance_eur == Decimal("96.00")
+
+
+def test_close_session_of_an_unknown_session_is_none(repo: SqliteRepository) -> None:
+    a_cp(repo)
+    a_driver(repo, balance="10.00")
+    stray = ended(open_session(unique("S"), "D001", "CP01", Decimal("0.40"), now=T0), "1")
+    assert repo.close_session(stray) is None
+    driver = repo.get_driver("D001")
+    assert driver is not None
+    assert driver.balance_eur == Decimal("10.00")
+
+
+@pytest.mark.parametrize("reason", list(EndReason))
+def test_every_end_reason_round_trips(repo: SqliteRepository, reason: EndReason) -> None:
+    done = ended(a_session(repo), "1", reason)
+    repo.close_session(done)
+    stored = repo.get_session(done.session_id)
+    assert stored is not None
+    assert stored.end_reason is reason
+
+
+def test_find_sessions_filters_by_driver_cp_and_status(repo: SqliteRepository) -> None:
+    old = a_session(repo, cp_id="CP01", driver_id="D001", started_at=T0)
+    repo.close_session(ended(old, "1"))
+    mine_now = a_session(repo, cp_id="CP02", driver_id="D001", started_at=T0 + timedelta(hours=2))
+    theirs = a_session(repo, cp_id="CP01", driver_id="D002", started_at=T0 + timedelta(hours=3))
+
+    def ids(found: Sequence[Session]) -> list[str]:
+        return [s.session_id for s in found]
+
+    assert ids(repo.find_sessions(driver_id="D001")) == [mine_now.session_id, old.session_id]
+    assert ids(repo.find_sessions(cp_id="CP01")) == [theirs.session_id, old.session_id]
+    assert ids(repo.find_sessions(status="ended")) == [old.session_id]
+    assert ids(repo.find_sessions(driver_id="D001", status="authorised")) == [mine_now.session_id]
+    assert ids(repo.find_sessions(driver_id="D002", cp_id="CP02")) == []
+    assert len(repo.find_sessions()) == 3
+    assert ids(repo.find_sessions(limit=1)) == [theirs.session_id]
+
+
+def test_unsent_tickets_until_marked_sent(repo: SqliteRepository) -> None:
+    still_open = a_session(repo, cp_id="CP01", driver_id="D001")
+    done = ended(a_session(repo, cp_id="CP02", driver_id="D002"), "3")
+    repo.close_session(done)
+
+    assert [s.session_id for s in repo.unsent_tickets()] == [done.session_id]
+    assert still_open.session_id not in {s.session_id for s in repo.unsent_tickets()}
+
+    repo.mark_ticket_sent(done.session_id)
+    assert repo.unsent_tickets() == []
+
+
+# --- idempotency ---------------------------------------------------------------------------------
+
+
+def test_remember_event_is_true_once_then_false(repo: SqliteRepository) -> None:
+    event_id = unique("E")
+    assert repo.remember_event(event_id, "CHARGING_TICKET") is True
+    assert repo.remember_event(event_id, "CHARGING_TICKET") is False
+    assert repo.remember_event(unique("E"), "CHARGING_TICKET") is True
