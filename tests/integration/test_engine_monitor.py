@@ -14,7 +14,8 @@ import pytest
 from evcharging.adapters.kafka.consumer import EventConsumer, KeyedRead
 from evcharging.adapters.kafka.publisher import EventPublisher
 from evcharging.adapters.kafka.router import EventRouter
-from evcharging.adapters.sockets.framing import FramedConnection, LinkError
+from evcharging.adapters.sockets.engine_link import EngineLinkServer
+from evcharging.adapters.sockets.framing import FramedConnection, LinkError, open_framed
 from evcharging.adapters.sockets.monitor_links import Timing
 from evcharging.apps.cp_engine import EngineApp, EngineSettings
 from evcharging.apps.cp_monitor import MonitorApp, MonitorSettings
@@ -27,7 +28,7 @@ from evcharging.contracts.events import (
 )
 from evcharging.contracts.frames import Frame
 from evcharging.contracts.topics import CP_EVENTS
-from evcharging.services.engine import Accepted, Phase
+from evcharging.services.engine import Accepted, Health, Outcome, Phase, Refused
 from tests.support.builders import unique
 from tests.support.ports import free_port
 from tests.support.waiting import eventually
@@ -43,14 +44,15 @@ FAST = Timing(interval=0.2, timeout=1.0, max_backoff=0.5, denied_retry=0.5)
 class FakeCentral:
     """Answers AUTH with AUTH_OK and everything else with OK, and keeps every frame it got."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, deny: str | None = None) -> None:
         self.port = port
+        self.deny = deny
         self.frames: list[Frame] = []
         self._server: asyncio.Server | None = None
         self._links: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, LOCAL, self.port)
+        self._server = await asyncio.start_server(self._accept, LOCAL, self.port)
 
     async def close(self) -> None:
         """Central goes away: listening socket and every open link."""
@@ -65,21 +67,27 @@ class FakeCentral:
     def of(self, opcode: str) -> list[Frame]:
         return [f for f in self.frames if f.opcode == opcode]
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+    def _reply(self, frame: Frame) -> tuple[str, ...]:
+        if frame.opcode != "AUTH":
+            return ("OK",)
+        return ("AUTH_DENIED", self.deny) if self.deny else ("AUTH_OK", frame.fields[0])
+
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # a task of ours, so close() may cancel it (asyncio's callback task must not be)
+        task = asyncio.create_task(self._serve(FramedConnection(reader, writer)))
         self._links.add(task)
-        conn = FramedConnection(reader, writer)
+        task.add_done_callback(self._links.discard)
+
+    async def _serve(self, conn: FramedConnection) -> None:
         try:
             while True:
                 frame = await conn.recv_frame(timeout=None)
                 self.frames.append(frame)
-                reply = ("AUTH_OK", frame.fields[0]) if frame.opcode == "AUTH" else ("OK",)
+                reply = self._reply(frame)
                 await conn.send_frame(*reply, timeout=2.0)
         except LinkError as exc:
             log.info("fake Central: link ended: %s", exc)
         finally:
-            self._links.discard(task)
             await conn.close()
 
 
@@ -280,3 +288,100 @@ async def test_central_lost_and_back(rig: Rig, caplog: pytest.LogCaptureFixture)
     await rig.central.start()
     await eventually(lambda: len(rig.central.of("AUTH")) > auths, what="AUTH again")
     await eventually(lambda: rig.engine.service.central_up, what="CENTRAL#UP again")
+
+
+# --- the links on their own (no Kafka needed) -----------------------------------------------
+
+
+class StubEngine:
+    def __init__(self) -> None:
+        self.ko: str | None = None
+        self.cp_id: str | None = None
+        self.central: bool | None = None
+        self.disconnects = 0
+
+    def health_check(self) -> Health:
+        return Health(self.ko)
+
+    def set_cp_id(self, cp_id: str) -> Outcome:
+        if self.cp_id not in (None, cp_id):
+            return Refused(f"this Engine is already CP {self.cp_id}")
+        self.cp_id = cp_id
+        return Accepted()
+
+    def set_central(self, up: bool) -> None:
+        self.central = up
+
+    def monitor_disconnected(self) -> None:
+        self.disconnects += 1
+
+
+@pytest.fixture
+async def engine_link() -> AsyncIterator[tuple[EngineLinkServer, StubEngine]]:
+    stub = StubEngine()
+    server = EngineLinkServer(stub, LOCAL, 0)
+    await server.start()
+    try:
+        yield server, stub
+    finally:
+        await server.close()
+
+
+async def test_engine_link_answers_the_monitor_protocol(
+    engine_link: tuple[EngineLinkServer, StubEngine],
+) -> None:
+    server, stub = engine_link
+    conn = await open_framed(LOCAL, server.port, 2.0)
+    try:
+        assert await conn.request("HEALTH", timeout=2) == Frame("OK")
+        stub.ko = "fan#broken"
+        assert await conn.request("HEALTH", timeout=2) == Frame("KO", ("fan broken",))
+        assert await conn.request("SET_CP", "CP01", timeout=2) == Frame("OK")
+        refused = await conn.request("SET_CP", "CP02", timeout=2)
+        assert refused.opcode == "ERR"
+        assert "CP01" in refused.fields[0]
+        assert await conn.request("CENTRAL", "DOWN", timeout=2) == Frame("OK")
+        assert stub.central is False
+        assert (await conn.request("NONSENSE", timeout=2)).opcode == "ERR"
+        assert (await conn.request("CENTRAL", "MAYBE", timeout=2)).opcode == "ERR"
+    finally:
+        await conn.close()
+    await eventually(lambda: stub.disconnects == 1, what="link loss noticed")
+
+
+async def test_a_second_monitor_replaces_the_first(
+    engine_link: tuple[EngineLinkServer, StubEngine],
+) -> None:
+    server, stub = engine_link
+    first = await open_framed(LOCAL, server.port, 2.0)
+    second = await open_framed(LOCAL, server.port, 2.0)
+    try:
+        assert await second.request("HEALTH", timeout=2) == Frame("OK")
+        with pytest.raises(LinkError):
+            await first.request("HEALTH", timeout=2)
+        assert await second.request("HEALTH", timeout=2) == Frame("OK")
+        assert stub.disconnects == 0  # the newcomer holds the link
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_a_denied_cp_is_retried_slowly_and_the_engine_never_learns_its_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    central = FakeCentral(free_port(), deny="unknown CP: not registered at Central")
+    await central.start()
+    monitor = MonitorApp(
+        MonitorSettings(
+            engine=(LOCAL, free_port()), central=(LOCAL, central.port), cp_id="CP77", timing=FAST
+        )
+    )
+    monitor.start()
+    try:
+        await eventually(lambda: len(central.of("AUTH")) >= 2, what="AUTH retried")
+        assert "Central refused the CP: unknown CP: not registered at Central" in caplog.text
+        assert not central.of("HB")
+        assert not monitor.service.cp_accepted
+    finally:
+        await monitor.stop()
+        await central.close()

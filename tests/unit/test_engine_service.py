@@ -26,7 +26,6 @@ from evcharging.contracts.events import (
     StopSupply,
     SupplyAuthorised,
     SupplyEnded,
-    SupplyStarted,
 )
 from evcharging.contracts.topics import CP_COMMANDS
 from evcharging.domain.money import cost
@@ -40,6 +39,7 @@ from evcharging.services.engine import (
     SupplyRecord,
     energy_after,
 )
+from tests.support.waiting import eventually
 
 CP = "CP01"
 PRICE = Decimal("0.35")
@@ -91,7 +91,10 @@ class Rig:
         self.store = store or FakeStore()
         self.clock = FakeClock()
         self.engine = EngineService(
-            self.publisher, self.store, self.clock, EngineConfig(**config)  # type: ignore[arg-type]
+            self.publisher,
+            self.store,
+            self.clock,
+            EngineConfig(**config),  # type: ignore[arg-type]
         )
 
     def ready(self) -> Rig:
@@ -500,8 +503,7 @@ async def test_transitions_never_wait_for_kafka_and_events_keep_their_order() ->
     assert not engine.health_check().ok
     assert engine.pending_events == 3
     publisher.open.set()
-    while engine.pending_events:
-        await asyncio.sleep(0.01)
+    await eventually(lambda: engine.pending_events == 0, timeout=2, what="outbox drained")
     outbox.cancel()
     await asyncio.gather(outbox, return_exceptions=True)
     assert types(publisher.events) == ["SUPPLY_STARTED", "CP_TELEMETRY", "SUPPLY_ENDED"]

@@ -186,7 +186,12 @@ def test_command_line_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EV_CP_ID", "CP02")
     monkeypatch.setenv("EV_CP_LOCATION", "Calle Mayor 1")
     s = parse_args([])
-    assert (s.engine, s.central, s.cp_id, s.location) == (("e2", 1), ("c2", 2), "CP02", "Calle Mayor 1")
+    assert (s.engine, s.central, s.cp_id, s.location) == (
+        ("e2", 1),
+        ("c2", 2),
+        "CP02",
+        "Calle Mayor 1",
+    )
 
 
 @pytest.mark.parametrize(

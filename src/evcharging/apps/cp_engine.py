@@ -268,40 +268,56 @@ def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse
 
 
+def _flag(
+    p: argparse.ArgumentParser, name: str, env_name: str, default: str | None, text: str, **kw: Any
+) -> None:
+    shown = f"; default {default}" if default is not None else ""
+    p.add_argument(
+        name, default=env(env_name, default), help=f"{text} (env {env_name}{shown})", **kw
+    )
+
+
+def _switch(p: argparse.ArgumentParser, name: str, env_name: str, text: str) -> None:
+    p.add_argument(
+        name, action="store_true", default=_truthy(env(env_name)), help=f"{text} (env {env_name})"
+    )
+
+
 def parse_args(argv: list[str] | None = None) -> EngineSettings:
     p = argparse.ArgumentParser(prog="EV_CP_E", description="Charging point Engine.")
     positional(p, "kafka", "EV_KAFKA", help="Kafka bootstrap HOST:PORT")
     positional(
         p, "link", "EV_ENGINE_LINK", type=host_port, help="HOST:PORT to listen on for the Monitor"
     )
-    p.add_argument("--kw", type=_positive(Decimal), default=env("EV_ENGINE_KW", "22"))
-    p.add_argument(
+    _flag(p, "--kw", "EV_ENGINE_KW", "22", "power while supplying", type=_positive(Decimal))
+    _flag(
+        p,
         "--speedup",
+        "EV_ENGINE_SPEEDUP",
+        "60",
+        "simulated seconds per real second (energy only)",
         type=_positive(Decimal),
-        default=env("EV_ENGINE_SPEEDUP", "60"),
-        help="simulated seconds per real second (energy only)",
     )
-    p.add_argument("--tick", type=_positive(float), default=env("EV_ENGINE_TICK", "1.0"))
-    p.add_argument(
-        "--auto-plug",
-        action="store_true",
-        default=_truthy(env("EV_ENGINE_AUTO_PLUG")),
-        help="plug in as soon as Central authorises",
-    )
-    p.add_argument(
+    _flag(p, "--tick", "EV_ENGINE_TICK", "1.0", "seconds between readings", type=_positive(float))
+    _switch(p, "--auto-plug", "EV_ENGINE_AUTO_PLUG", "plug in as soon as Central authorises")
+    _flag(
+        p,
         "--supply-seconds",
+        "EV_ENGINE_SUPPLY_SECONDS",
+        None,
+        "unplug on its own after N real seconds",
         type=_positive(float),
-        default=env("EV_ENGINE_SUPPLY_SECONDS"),
-        help="unplug on its own after N real seconds",
     )
-    p.add_argument("--state-dir", type=Path, default=env("EV_ENGINE_STATE_DIR", ".run/engine"))
-    p.add_argument(
+    _flag(p, "--state-dir", "EV_ENGINE_STATE_DIR", ".run/engine", "supply state files", type=Path)
+    _flag(
+        p,
         "--monitor-timeout",
+        "EV_ENGINE_MONITOR_TIMEOUT",
+        "3.0",
+        "the Monitor link is alive this long after its last HEALTH",
         type=_positive(float),
-        default=env("EV_ENGINE_MONITOR_TIMEOUT", "3.0"),
-        help="the Monitor link counts as alive this long after its last HEALTH",
     )
-    p.add_argument("--no-menu", action="store_true", default=_truthy(env("EV_ENGINE_NO_MENU")))
+    _switch(p, "--no-menu", "EV_ENGINE_NO_MENU", "no keys from stdin (unattended runs)")
     args = p.parse_args(argv)
     if args.kafka is None or args.link is None:
         p.error("KAFKA_HOST:PORT and MONITOR_LINK_HOST:PORT are required")

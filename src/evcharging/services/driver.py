@@ -192,7 +192,7 @@ class DriverState:
 
     driver_id: str
     phase: Phase = Phase.IDLE
-    cp_id: str | None = None
+    cp_id: str | None = None  # the CP of the current service, or of the last one when idle
     request_id: UUID | None = None
     session_id: UUID | None = None
     price_eur_per_kwh: Decimal | None = None
@@ -621,7 +621,7 @@ def _energy(value: Decimal) -> str:
 def describe(update: Update) -> str:
     """One line per update, with the markers operators and tests follow (same on every screen)."""
     u = update
-    who = f"driver={u.driver_id} cp={u.cp_id}"
+    who = f"driver={u.driver_id}" + ("" if u.cp_id is None else f" cp={u.cp_id}")
     if u.kind is Kind.PROGRESS and u.figures is not None:
         f = u.figures
         return (

@@ -69,6 +69,7 @@ class EventConsumer:
         self._keyed = list(keyed)
         self._offset_reset = offset_reset
         self._on_error_cb = on_error
+        self._committing: asyncio.Future[None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._keys: dict[TopicPartition, set[bytes]] = {}
         self.stats = ConsumerStats()
@@ -135,7 +136,20 @@ class EventConsumer:
                         await self._handle(tp, record)
                     await self._commit(tp, records[-1].offset + 1)
         finally:
+            await self._settle_commit()
             await self._consumer.stop()
+
+    async def _settle_commit(self) -> None:
+        """Let a commit cut short by cancellation finish, so its result is not lost in the void."""
+        pending = self._committing
+        if pending is None:
+            return
+        if not pending.done():
+            await asyncio.wait([pending], timeout=2.0)
+        if pending.done() and not pending.cancelled() and (exc := pending.exception()) is not None:
+            log.warning(
+                "%s: last commit failed (%s); events may be redelivered", self.group_id, exc
+            )
 
     async def _handle(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
         wanted = self._keys.get(tp)
@@ -177,8 +191,9 @@ class EventConsumer:
         assert self._consumer is not None
         if self.group_id is None:
             return
+        self._committing = asyncio.ensure_future(self._consumer.commit({tp: offset}))
         try:
-            await self._consumer.commit({tp: offset})
+            await asyncio.shield(self._committing)
         except KafkaError as exc:
             log.warning(
                 "%s: commit of %s@%s failed (%s); events may be redelivered",

@@ -12,7 +12,6 @@ Frames (see docs/socket-protocol.md): ``HEALTH`` -> ``OK`` | ``KO#reason``; ``SE
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Protocol
 
@@ -62,33 +61,40 @@ class EngineLinkServer:
         self.port = port
         self._server: asyncio.Server | None = None
         self._current: asyncio.Task[None] | None = None
+        self._links: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Bind and listen (port 0 picks a free port, then `self.port` tells which)."""
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self._server = await asyncio.start_server(self._accept, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("waiting for the Monitor on %s:%s", self.host, self.port)
 
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-        current, self._current = self._current, None
-        if current is not None and not current.done():
-            current.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await current
+        self._current = None
+        links = list(self._links)
+        for task in links:
+            task.cancel()
+        await asyncio.gather(*links, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Each link runs in a task of ours: asyncio's own callback task must never be cancelled."""
         conn = FramedConnection(reader, writer)
-        me = asyncio.current_task()
-        previous, self._current = self._current, me
+        task = asyncio.create_task(self._serve(conn), name=f"EV_CP_E monitor-link {conn.peer}")
+        self._links.add(task)
+        task.add_done_callback(self._links.discard)
+        previous, self._current = self._current, task
         if previous is not None and not previous.done():
             log.warning("Monitor connected from %s: it replaces the previous link", conn.peer)
             previous.cancel()
         else:
             log.info("Monitor connected from %s", conn.peer)
+
+    async def _serve(self, conn: FramedConnection) -> None:
+        me = asyncio.current_task()
         try:
             await self._converse(conn)
         except LinkError as exc:
