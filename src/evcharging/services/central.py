@@ -60,6 +60,7 @@ _ENGINE_REASONS = {
     "stopped_by_central": EndReason.STOPPED_BY_CENTRAL,
     "stopped_by_driver": EndReason.STOPPED_BY_DRIVER,
     "monitor_lost": EndReason.MONITOR_LOST,
+    "energy_limit_reached": EndReason.UNPLUGGED,
 }
 
 

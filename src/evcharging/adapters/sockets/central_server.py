@@ -39,15 +39,12 @@ class MonitorServer:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
+    def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Each link runs in a task of ours: asyncio's own callback task must never be cancelled."""
         link = MonitorLink(self.service, FramedConnection(reader, writer))
-        try:
-            await link.run()
-        finally:
-            self._tasks.discard(task)
+        task = asyncio.create_task(link.run(), name=f"monitor-link {link.conn.peer}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
 
 class MonitorLink:
