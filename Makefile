@@ -25,11 +25,11 @@ kafka/lib/.fetched: kafka/pom.xml
 kafka-jars: kafka/lib/.fetched
 
 lint: install
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
 
 test: install kafka-jars
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
 test-fast: install

@@ -27,7 +27,8 @@ def _transient_kafka(record: logging.LogRecord) -> bool:
     """aiokafka logs ERROR while a broker is down or electing its coordinator; our layer retries."""
     text = record.getMessage()
     return record.name.startswith("aiokafka") and any(
-        known in text for known in ("CoordinatorNotAvailable", "Unable connect", "Unable to update metadata")
+        known in text
+        for known in ("CoordinatorNotAvailable", "Unable connect", "Unable to update metadata")
     )
 
 
@@ -41,6 +42,10 @@ def _no_unexpected_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
         for r in caplog.get_records("call")
         if r.levelno >= logging.ERROR and not _transient_kafka(r)
     ]
-    bad += [r for r in caplog.get_records("call") if "Task exception was never retrieved" in r.getMessage()]
+    bad += [
+        r
+        for r in caplog.get_records("call")
+        if "Task exception was never retrieved" in r.getMessage()
+    ]
     if bad:
         pytest.fail("unexpected errors in the log:\n" + "\n".join(r.getMessage() for r in bad))

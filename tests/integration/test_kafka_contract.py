@@ -161,15 +161,9 @@ async def test_malformed_messages_are_skipped_and_the_next_valid_one_is_handled(
     assert received == [valid]
     assert consumer.stats.skipped_bad == 4
     reasons = " | ".join(consumer.stats.bad_reasons)
-    assert (
-        "not valid JSON" in reasons
-    )
-    assert (
-        "unknown event_type" in reasons
-    )
-    assert (
-        "Field required" in reasons
-    )
+    assert "not valid JSON" in reasons
+    assert "unknown event_type" in reasons
+    assert "Field required" in reasons
     assert "greater than or equal to 0" in reasons
     assert "skipped bad message" in caplog.text
 

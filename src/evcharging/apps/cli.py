@@ -63,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "seed":
             cmd.add_argument("file", nargs="?", help=f"YAML or JSON file (default: {SAMPLE.name})")
         cmd.set_defaults(func=func)
-    docs = sub.add_parser("docs", help="generated documentation").add_subparsers(dest="docs_command", required=True)
+    docs = sub.add_parser("docs", help="generated documentation").add_subparsers(
+        dest="docs_command", required=True
+    )
     events = docs.add_parser("events", help="write the Kafka event contract (docs/events.md)")
     events.add_argument("--out", default="docs/events.md")
     events.set_defaults(func=_docs_events)

@@ -29,7 +29,11 @@ def _fields(cls: type[Event]) -> list[str]:
         if name in ENVELOPE:
             continue
         need = "yes" if name in required else "no"
-        limits = ", ".join(f"{k}={info[k]}" for k in ("minimum", "maximum", "exclusiveMinimum", "pattern") if k in info)
+        limits = ", ".join(
+            f"{k}={info[k]}"
+            for k in ("minimum", "maximum", "exclusiveMinimum", "pattern")
+            if k in info
+        )
         rows.append(f"| `{name}` | {_type_name(info)} | {need} | {limits} |")
     return rows
 
@@ -51,7 +55,7 @@ def render() -> str:
         "| `source` | string | who sent it (`central`, `driver:D001`, `engine:ALC01`, ...) |",
         "| `v` | 1 | contract version |",
         "",
-        "Money and energy travel as decimal strings (`\"0.35\"`), never binary floats.",
+        'Money and energy travel as decimal strings (`"0.35"`), never binary floats.',
         "A message that is not JSON, has an unknown `event_type` or fails validation is logged with",
         "its reason and skipped; the consumer goes on with the next one.",
         "",
@@ -60,7 +64,10 @@ def render() -> str:
         "| topic | partitions | compacted | carries |",
         "|---|---|---|---|",
     ]
-    out += [f"| `{t.name}` | {t.partitions} | {'yes' if t.compacted else 'no'} | {t.doc} |" for t in ALL_TOPICS]
+    out += [
+        f"| `{t.name}` | {t.partitions} | {'yes' if t.compacted else 'no'} | {t.doc} |"
+        for t in ALL_TOPICS
+    ]
     out += ["", "## Events", ""]
     for cls in EVENT_TYPES:
         event_type = cls.model_fields["event_type"].default

@@ -524,7 +524,7 @@ class CentralService:
         self.repo.set_cp_stopped(cp_id, True)
         cp.record = self.repo.get_cp(cp_id) or cp.record
         cp.facts = cp.facts.with_(admin_stopped=True)
-        self._say(f"CP {cp_id} stopped by Central -> Parado (Out of Order)")
+        self._say(f"CP {cp_id} stopped by Central -> {cp.state.caption}")
         await self._end(cp, EndReason.STOPPED_BY_CENTRAL, tell_engine=False)
         await self.publisher.publish(CpStop(cp_id=cp_id))
         await self._changed(cp)

@@ -55,6 +55,7 @@ class LiveCP:
             "caption": state.caption,
             "colour": state.colour,
             "available": self.available,
+            "admin_stopped": self.facts.admin_stopped,
             "fault_reason": self.fault_reason if state is CPState.AVERIADO else None,
             "driver_id": s.driver_id if s else None,
             "session_id": s.session_id if s else None,

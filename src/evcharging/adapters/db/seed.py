@@ -36,7 +36,9 @@ def seed(repo: Repository, data: dict[str, Any]) -> SeedResult:
     drivers = data.get("drivers") or []
     try:
         for cp in cps:
-            repo.register_cp(str(cp["id"]), str(cp["location"]), Decimal(str(cp["price_eur_per_kwh"])))
+            repo.register_cp(
+                str(cp["id"]), str(cp["location"]), Decimal(str(cp["price_eur_per_kwh"]))
+            )
         for d in drivers:
             repo.upsert_driver(str(d["id"]), str(d["name"]), Decimal(str(d["balance_eur"])))
     except KeyError as exc:

@@ -75,7 +75,9 @@ class SqliteRepository:
         return record
 
     def get_cp(self, cp_id: str) -> CPRecord | None:
-        row = self._conn.execute("SELECT * FROM charging_points WHERE cp_id = ?", (cp_id,)).fetchone()
+        row = self._conn.execute(
+            "SELECT * FROM charging_points WHERE cp_id = ?", (cp_id,)
+        ).fetchone()
         return None if row is None else self._cp(row)
 
     def list_cps(self) -> list[CPRecord]:
@@ -114,14 +116,18 @@ class SqliteRepository:
         )
 
     def get_driver(self, driver_id: str) -> DriverRecord | None:
-        row = self._conn.execute("SELECT * FROM drivers WHERE driver_id = ?", (driver_id,)).fetchone()
+        row = self._conn.execute(
+            "SELECT * FROM drivers WHERE driver_id = ?", (driver_id,)
+        ).fetchone()
         if row is None:
             return None
         return DriverRecord(row["driver_id"], row["name"], from_cents(row["balance_cents"]))
 
     def list_drivers(self) -> list[DriverRecord]:
         rows = self._conn.execute("SELECT * FROM drivers ORDER BY driver_id").fetchall()
-        return [DriverRecord(r["driver_id"], r["name"], from_cents(r["balance_cents"])) for r in rows]
+        return [
+            DriverRecord(r["driver_id"], r["name"], from_cents(r["balance_cents"])) for r in rows
+        ]
 
     # --- sessions ----------------------------------------------------------------------
 
@@ -200,7 +206,9 @@ class SqliteRepository:
         return self._sessions("status = 'ended' AND ticket_sent = 0", ())
 
     def mark_ticket_sent(self, session_id: str) -> None:
-        self._conn.execute("UPDATE sessions SET ticket_sent = 1 WHERE session_id = ?", (session_id,))
+        self._conn.execute(
+            "UPDATE sessions SET ticket_sent = 1 WHERE session_id = ?", (session_id,)
+        )
 
     def find_sessions(
         self,
