@@ -23,3 +23,40 @@ def network(tmp_path: Path) -> Iterator[Network]:
             artifacts.mkdir(parents=True, exist_ok=True)
             for proc in net.procs:
                 (artifacts / proc.log.name).write_text(proc.output(), encoding="utf-8")
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium driven by Playwright (never a downloaded browser)."""
+    if not CHROMIUM.exists():
+        pytest.fail("Debian's chromium is missing: .ci/run installs it (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=[
+                "--headless",
+                "--no-sandbox",
+                "--disable-background-networking",
+                "--disable-gpu",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def screenshots(request: pytest.FixtureRequest) -> Path:
+    """Where a test saves its screenshots (test artifacts, git-ignored)."""
+    folder = Path("test-artifacts") / "screenshots" / request.node.name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

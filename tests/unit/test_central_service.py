@@ -333,3 +333,32 @@ async def test_a_restarted_central_reattaches_open_sessions_and_resends_unsent_t
     assert [t.session_id for t in pub(again).of(ev.ChargingTicket)] == [ended_sid]
     assert repo.get_driver("D2").balance_eur == Decimal("48.75")  # debited once, not again
     assert state(again, "CP1") == "Desconectado"
+
+
+async def test_a_final_reading_after_close_bills_the_difference_exactly_once(
+    central: CentralService, repo
+) -> None:
+    await connect(central, "CP1")
+    sid = await supplying(central, kwh="2.000")  # 0.80 EUR billed at 0.40 EUR/kWh
+    await central.simulate_error("CP1")
+    assert repo.get_driver("D1").balance_eur == Decimal("99.20")
+    final = ev.SupplyEnded(
+        cp_id="CP1",
+        session_id=sid,
+        driver_id="D1",
+        energy_kwh=Decimal("2.500"),
+        reason="engine_restarted",
+    )
+    await central.on_supply_ended(final)
+    await central.on_supply_ended(final)  # redelivered
+    await central.on_supply_ended(final.model_copy(update={"event_id": UUID(int=9)}))  # sent twice
+    lower = final.model_copy(update={"event_id": UUID(int=10), "energy_kwh": Decimal("2.100")})
+    await central.on_supply_ended(lower)
+    session = repo.get_session(str(sid))
+    assert (session.energy_kwh, session.amount_eur) == (Decimal("2.500"), Decimal("1.00"))
+    assert repo.get_driver("D1").balance_eur == Decimal("99.00")
+    tickets = pub(central).of(ev.ChargingTicket)
+    assert [(t.energy_kwh, t.amount_eur, t.balance_eur) for t in tickets] == [
+        (Decimal("2.000"), Decimal("0.80"), Decimal("99.20")),
+        (Decimal("2.500"), Decimal("1.00"), Decimal("99.00")),
+    ]

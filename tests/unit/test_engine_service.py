@@ -312,6 +312,8 @@ async def test_ko_ends_a_running_supply_at_once_and_recover_brings_health_back()
     rig = Rig(auto_plug=True).ready()
     rig.authorise()
     rig.clock.advance(1)
+    rig.engine.tick()  # the meter's reading at 1 s: 22 kW x 60 / 3600 = 0.367 kWh
+    rig.clock.advance(0.5)  # a fault between ticks halts the meter at its last reading
     rig.engine.report_ko("KO key pressed")
     health = rig.engine.health_check()
     assert not health.ok

@@ -11,7 +11,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
@@ -39,6 +39,7 @@ from evcharging.contracts.events import (
 )
 from evcharging.domain.authorization import Denied, authorise
 from evcharging.domain.cp_state import CPFacts
+from evcharging.domain.money import cost, kwh
 from evcharging.domain.session import (
     EndReason,
     Session,
@@ -429,16 +430,37 @@ class CentralService:
     async def on_supply_ended(self, ev: SupplyEnded) -> None:
         cp = self._session_of(ev.cp_id, ev.session_id)
         if cp is None:
-            log.info(
-                "cp=%s session=%s: SUPPLY_ENDED for a session already closed",
-                ev.cp_id,
-                ev.session_id,
-            )
+            await self._late_final_reading(ev)
             return
         reason = _ENGINE_REASONS.get(ev.reason, EndReason.UNPLUGGED)
         self._say(f"CP {ev.cp_id} reports end of supply ({ev.reason}), {ev.energy_kwh} kWh")
         await self._end(cp, reason, final_kwh=ev.energy_kwh, tell_engine=False)
         await self._changed(cp)
+
+    async def _late_final_reading(self, ev: SupplyEnded) -> None:
+        """The Engine's final reading after Central closed the session (fault, crash, a reading in
+        flight): if it is larger, the difference is billed once and a corrected ticket sent."""
+        closed = self.repo.get_session(str(ev.session_id))
+        if closed is None or closed.is_open or closed.cp_id != ev.cp_id:
+            log.warning(
+                "cp=%s session=%s: SUPPLY_ENDED for an unknown session ignored",
+                ev.cp_id,
+                ev.session_id,
+            )
+            return
+        energy = kwh(ev.energy_kwh)
+        if energy <= closed.energy_kwh:
+            log.info("cp=%s session=%s: final reading already billed", ev.cp_id, ev.session_id)
+            return
+        amount = cost(energy, closed.price_eur_per_kwh)
+        balance = self.repo.amend_energy(closed.session_id, energy, amount)
+        if balance is None:
+            return
+        self._say(
+            f"CP {ev.cp_id} final reading after close ({ev.reason}): {closed.energy_kwh} -> {energy} kWh, "
+            f"corrected ticket for driver {closed.driver_id}"
+        )
+        await self._send_ticket(replace(closed, energy_kwh=energy, amount_eur=amount), balance)
 
     async def _stray(self, cp_id: str, session_id: UUID, what: str) -> None:
         """An Engine supplying a session Central has closed is told to stop (at most every 2 s)."""

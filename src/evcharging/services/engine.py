@@ -458,8 +458,10 @@ class EngineService:
             return
         energy = s.energy
         if s.started_at is not None:
-            elapsed = self._clock() - s.started_at
-            energy = max(energy, energy_after(self.config.kw, elapsed, self.config.speedup))
+            if reason == "unplugged":  # the meter's last reading is taken at the unplug itself
+                elapsed = self._clock() - s.started_at
+                energy = max(energy, energy_after(self.config.kw, elapsed, self.config.speedup))
+            # Any other end (stop, fault) halts the meter at its last tick, the reading Central has.
             self._save_record(replace(s, energy=energy), ended_reason=reason)
         self._session = None
         self._ended.append(s.session_id)

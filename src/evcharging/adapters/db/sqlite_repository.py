@@ -202,6 +202,34 @@ class SqliteRepository:
             ).fetchone()
         return from_cents(row["balance_cents"])
 
+    def amend_energy(self, session_id: str, energy_kwh: Decimal, amount: Decimal) -> Decimal | None:
+        """A closed session's meter read more than was billed: bill the difference, exactly once.
+
+        Only a larger reading changes anything, so a repeated correction debits nothing.
+        Returns the driver's new balance, or None if nothing changed."""
+        with self._tx() as c:
+            row = c.execute(
+                "SELECT driver_id, amount_cents FROM sessions WHERE session_id = ? "
+                "AND status = 'ended' AND energy_wh < ?",
+                (session_id, _wh(energy_kwh)),
+            ).fetchone()
+            if row is None:
+                return None
+            extra = to_cents(amount) - row["amount_cents"]
+            c.execute(
+                "UPDATE sessions SET energy_wh = ?, amount_cents = ?, ticket_sent = 0 "
+                "WHERE session_id = ?",
+                (_wh(energy_kwh), to_cents(amount), session_id),
+            )
+            c.execute(
+                "UPDATE drivers SET balance_cents = balance_cents - ? WHERE driver_id = ?",
+                (extra, row["driver_id"]),
+            )
+            balance = c.execute(
+                "SELECT balance_cents FROM drivers WHERE driver_id = ?", (row["driver_id"],)
+            ).fetchone()
+        return from_cents(balance["balance_cents"])
+
     def unsent_tickets(self) -> list[Session]:
         return self._sessions("status = 'ended' AND ticket_sent = 0", ())
 
