@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+import time
 from pathlib import Path
 
 import pytest
@@ -14,12 +15,12 @@ from tests.support.processes import Network
 @pytest.fixture
 def network(tmp_path: Path) -> Iterator[Network]:
     with running_broker(tmp_path / "kafka") as cfg:
-        net = Network(kafka=cfg.bootstrap, workdir=tmp_path)
+        net = Network(kafka=cfg.bootstrap, workdir=tmp_path, broker=cfg)
         try:
             yield net
         finally:
             net.stop_all()
-            artifacts = Path("test-artifacts") / tmp_path.name
+            artifacts = Path("test-artifacts") / f"{tmp_path.name}-{int(time.time())}"
             artifacts.mkdir(parents=True, exist_ok=True)
             for proc in net.procs:
                 (artifacts / proc.log.name).write_text(proc.output(), encoding="utf-8")

@@ -83,6 +83,7 @@ class Network:
     central_port: int = 0
     http_port: int = 0
     engine_ports: dict[str, int] = field(default_factory=dict)
+    broker: Any = None  # the BrokerConfig, for tests that stop and restart Kafka
 
     def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> Proc:
         log = self.workdir / f"{name}.log"

@@ -4,6 +4,10 @@ Thin adapter: arguments -> settings -> Kafka consumers and publisher -> `DriverS
 change the service reports becomes one log line carrying the markers operators and tests follow
 (REQUEST sent, AUTHORISED, PROGRESS, TICKET, ERROR EN CP, ...).  A menu on stdin (`r CP_ID`, `s`,
 `l`, `q`, `h`) works from a terminal or a pipe; end of input only disables the menu.
+
+With `--web-port` the same process also serves the driver dashboard (FastAPI + uvicorn in the same
+loop, `adapters/web/driver_web.py`); a page may follow any driver id, and the first time an id is
+followed its own Kafka reader starts (keyed reads of central-events, group `driver-<id>`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from evcharging.contracts.topics import CENTRAL_EVENTS, CP_STATUS
 from evcharging.services.driver import (
     DriverService,
     Kind,
+    Refused,
     Update,
     describe,
     is_valid_id,
@@ -49,6 +54,9 @@ class DriverSettings:
     pause: float
     answer_timeout: float
     menu: bool
+    web_port: int | None = None
+    web_host: str = "127.0.0.1"
+    web_max_drivers: int = 20
 
 
 # --- settings ------------------------------------------------------------------------------
@@ -62,6 +70,18 @@ def _seconds(value: str) -> float:
     if seconds < 0:
         raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {value!r}")
     return seconds
+
+
+def _port(value: str) -> int:
+    if not value.isdigit() or not 0 <= int(value) < 65536:
+        raise argparse.ArgumentTypeError(f"expected a TCP port (0-65535), got {value!r}")
+    return int(value)
+
+
+def _count(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value!r}")
+    return int(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,6 +116,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=(env("EV_DRIVER_NO_MENU", "") or "").lower() in {"1", "true", "yes"},
         help="do not read commands from stdin (env EV_DRIVER_NO_MENU=1)",
     )
+    web = parser.add_argument_group("web dashboard (off unless --web-port is given)")
+    web.add_argument(
+        "--web-port",
+        type=_port,
+        default=env("EV_DRIVER_WEB_PORT"),
+        help="serve the driver dashboard on this port (env EV_DRIVER_WEB_PORT; 0 = any free port)",
+    )
+    web.add_argument(
+        "--web-host",
+        default=env("EV_DRIVER_WEB_HOST", "127.0.0.1"),
+        help="address the dashboard listens on (env EV_DRIVER_WEB_HOST, default 127.0.0.1; "
+        "0.0.0.0 for every interface: the page has no login, anyone who reaches it acts as any driver)",
+    )
+    web.add_argument(
+        "--web-max-drivers",
+        type=_count,
+        default=env("EV_DRIVER_WEB_MAX_DRIVERS", "20"),
+        help="driver ids this process serves at most, one Kafka reader each "
+        "(env EV_DRIVER_WEB_MAX_DRIVERS, default 20)",
+    )
     return parser
 
 
@@ -123,6 +163,9 @@ def parse_settings(argv: Sequence[str] | None = None) -> DriverSettings:
         args.pause,
         args.answer_timeout,
         not args.no_menu,
+        args.web_port,
+        args.web_host,
+        args.web_max_drivers,
     )
 
 
@@ -153,13 +196,13 @@ def board_router(service: DriverService) -> EventRouter:
     return router
 
 
-def driver_consumers(
+def own_consumer(
     bootstrap: str,
     service: DriverService,
     driver_ids: Sequence[str],
     group_id: str | None = None,
-) -> tuple[EventConsumer, EventConsumer]:
-    """The drivers' own messages (keyed reads, offsets kept by the group) and the CP board.
+) -> EventConsumer:
+    """The drivers' own messages: keyed reads of central-events, offsets kept by the group.
 
     One driver: group `driver-<id>`, so a restarted driver resumes where it stopped and sees the
     ticket of a supply that ended while it was down.  Several drivers need an explicit group id.
@@ -168,17 +211,90 @@ def driver_consumers(
         if len(driver_ids) != 1:
             raise ValueError("several driver ids need an explicit group id")
         group_id = f"driver-{driver_ids[0]}"
-    own = EventConsumer(
+    return EventConsumer(
         bootstrap,
         group_id,
         driver_router(service),
         keyed=[KeyedRead(CENTRAL_EVENTS, d) for d in driver_ids],
         offset_reset="latest",
     )
-    board = EventConsumer(
+
+
+def board_consumer(bootstrap: str, service: DriverService) -> EventConsumer:
+    """The public board (cp-status, compacted), read whole from the start, no group."""
+    return EventConsumer(
         bootstrap, None, board_router(service), topics=[CP_STATUS], offset_reset="earliest"
     )
-    return own, board
+
+
+def driver_consumers(
+    bootstrap: str,
+    service: DriverService,
+    driver_ids: Sequence[str],
+    group_id: str | None = None,
+) -> tuple[EventConsumer, EventConsumer]:
+    """The drivers' own messages and the CP board."""
+    return own_consumer(bootstrap, service, driver_ids, group_id), board_consumer(
+        bootstrap, service
+    )
+
+
+class DriverFeeds:
+    """The Kafka readers of one process: the board, and one reader per driver id it serves.
+
+    A driver id's reader (group `driver-<id>`) starts the first time the id is followed (the
+    command line's id at start, others when a web page selects them), at most `max_drivers`.
+    `broken` is set when a reader stops by itself (it only should when cancelled).
+    """
+
+    def __init__(self, bootstrap: str, service: DriverService, max_drivers: int = 20) -> None:
+        self.bootstrap = bootstrap
+        self.service = service
+        self.max_drivers = max_drivers
+        self._own: dict[str, EventConsumer] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self.failures: list[BaseException] = []
+        self.broken = asyncio.Event()
+
+    def start(self) -> None:
+        self._run(board_consumer(self.bootstrap, self.service), "kafka-board")
+
+    def follow(self, driver_id: str) -> Refused | None:
+        if driver_id in self._own:
+            return None
+        if len(self._own) >= self.max_drivers:
+            reason = f"this Driver process serves at most {self.max_drivers} driver ids"
+            return Refused(reason)
+        self.service.add_driver(driver_id)
+        self._own[driver_id] = own_consumer(self.bootstrap, self.service, [driver_id])
+        self._run(self._own[driver_id], f"kafka-driver-{driver_id}")
+        log.info("driver=%s: reading its messages (group driver-%s)", driver_id, driver_id)
+        return None
+
+    def ready_event(self, driver_id: str) -> asyncio.Event:
+        return self._own[driver_id].ready
+
+    def is_ready(self, driver_id: str) -> bool:
+        return driver_id in self._own and self._own[driver_id].ready.is_set()
+
+    async def ready(self, driver_id: str) -> None:
+        await wait_ready(self.ready_event(driver_id), driver_id)
+
+    def _run(self, consumer: EventConsumer, name: str) -> None:
+        task = asyncio.create_task(consumer.run(), name=name)
+        task.add_done_callback(self._ended)
+        self._tasks.append(task)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        self.failures.append(task.exception() or RuntimeError(f"{task.get_name()} ended"))
+        self.broken.set()
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 # --- terminal ------------------------------------------------------------------------------
@@ -296,33 +412,94 @@ async def _announce_ready(ready: asyncio.Event, s: DriverSettings) -> None:
     log.info("driver=%s: listening to its messages on %s", s.driver_id, CENTRAL_EVENTS.name)
 
 
+class _Web:
+    """The dashboard of a process started with --web-port: its hub and its HTTP server."""
+
+    def __init__(self, service: DriverService, feeds: DriverFeeds, s: DriverSettings) -> None:
+        from evcharging.adapters.web import driver_web as web
+
+        assert s.web_port is not None
+        self.socket = web.bind(s.web_host, s.web_port)  # OSError: reported by the caller
+        runs = web.ServiceRuns(service, s.pause, feeds.ready)
+        self.hub = web.DriverHub(service, feeds, runs, default_driver_id=s.driver_id)
+        self.server = web.web_server(self.hub)
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> asyncio.Task[None]:
+        host, port = self.socket.getsockname()[:2]
+        log.info("driver dashboard on http://%s:%s/", host, port)
+        self.task = asyncio.create_task(self.server.serve([self.socket]), name="web")
+        return self.task
+
+    def run_file(self, s: DriverSettings) -> None:
+        """The command line's services file, run like one from a page (so pages show it)."""
+        self.hub.runs.start(s.driver_id, list(s.services))
+
+    async def close(self) -> None:
+        self.server.should_exit = True
+        if self.task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self.task), 5.0)
+            except TimeoutError:
+                self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        await self.hub.close()
+        self.socket.close()
+
+
+def _open_web(service: DriverService, feeds: DriverFeeds, s: DriverSettings) -> _Web | None:
+    try:
+        return _Web(service, feeds, s)
+    except OSError as exc:
+        log.error(
+            "Cannot serve the dashboard on %s:%s: %s", s.web_host, s.web_port, exc.strerror or exc
+        )
+        return None
+
+
 async def drive(s: DriverSettings) -> int:
     publisher = EventPublisher(s.bootstrap, source=f"{PROGRAM}:{s.driver_id}")
-    publisher.start_in_background()
     service = DriverService(publisher, answer_timeout=s.answer_timeout)
-    service.add_driver(s.driver_id)
     service.observe(show)
-    own, board = driver_consumers(s.bootstrap, service, [s.driver_id])
+    feeds = DriverFeeds(s.bootstrap, service, max(s.web_max_drivers, 1))
+    web = _open_web(service, feeds, s) if s.web_port is not None else None
+    if s.web_port is not None and web is None:
+        return 1
+    publisher.start_in_background()
     log.info("driver=%s starting, Kafka at %s", s.driver_id, s.bootstrap)
+    feeds.start()
+    feeds.follow(s.driver_id)
+    ready = feeds.ready_event(s.driver_id)
     quit_ = asyncio.Event()
-    readers = [asyncio.create_task(own.run()), asyncio.create_task(board.run())]
-    helpers = [asyncio.create_task(_announce_ready(own.ready, s))]
-    if s.services:
-        helpers.append(asyncio.create_task(_run_file(service, s, own.ready)))
+    helpers = [asyncio.create_task(_announce_ready(ready, s))]
+    if s.services and web is not None:
+        web.run_file(s)
+    elif s.services:
+        helpers.append(asyncio.create_task(_run_file(service, s, ready)))
     if s.menu:
-        helpers.append(asyncio.create_task(Menu(service, s.driver_id, own.ready, quit_).run()))
-    quitting = asyncio.create_task(quit_.wait())
+        helpers.append(asyncio.create_task(Menu(service, s.driver_id, ready, quit_).run()))
+    watched: list[asyncio.Task[Any]] = [
+        asyncio.create_task(quit_.wait()),
+        asyncio.create_task(feeds.broken.wait()),
+    ]
+    if web is not None:
+        watched.append(web.start())
     try:
-        await asyncio.wait([quitting, *readers], return_when=asyncio.FIRST_COMPLETED)
-        failed = [t for t in readers if t.done() and not t.cancelled() and t.exception()]
-        for reader in failed:
-            log.error("Kafka reader stopped: %s", reader.exception())
-        return 1 if failed else 0
+        await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        for failure in feeds.failures:
+            log.error("Kafka reader stopped: %s", failure)
+        if web is not None and web.task is not None and web.task.done():
+            log.error("the dashboard's web server stopped")
+            return 1
+        return 1 if feeds.failures else 0
     finally:
-        everything: list[asyncio.Future[Any]] = [quitting, *readers, *helpers]
+        everything: list[asyncio.Future[Any]] = [*watched[:2], *helpers]
         for task in everything:
             task.cancel()
         await asyncio.gather(*everything, return_exceptions=True)
+        if web is not None:
+            await web.close()
+        await feeds.close()
         await service.close()
         await publisher.stop()
         log.info("driver=%s stopped", s.driver_id)

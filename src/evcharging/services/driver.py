@@ -214,7 +214,8 @@ class _Track:
     done: asyncio.Future[ServiceResult] | None = None
     timer: asyncio.Task[None] | None = None
     sending: asyncio.Task[None] | None = None
-    ticketed: deque[UUID] = field(default_factory=lambda: deque(maxlen=200))
+    # (session, energy): a corrected ticket (a final reading after close) is shown; a repeat is not.
+    ticketed: deque[tuple[UUID, Decimal]] = field(default_factory=lambda: deque(maxlen=200))
     abandoned: deque[UUID] = field(default_factory=lambda: deque(maxlen=20))
 
 
@@ -549,10 +550,10 @@ class DriverService:
         if st is None:
             return
         track = self._tracks[st.driver_id]
-        if ev.session_id in track.ticketed:
+        if (ev.session_id, ev.energy_kwh) in track.ticketed:
             log.debug("driver=%s: ticket of session %s again, ignored", st.driver_id, ev.session_id)
             return
-        track.ticketed.append(ev.session_id)
+        track.ticketed.append((ev.session_id, ev.energy_kwh))
         current = self._current(st, ev.session_id, ev.cp_id)
         ticket = Ticket.of(ev, earlier=not current)
         st.last_ticket, st.balance_eur = ticket, ev.balance_eur

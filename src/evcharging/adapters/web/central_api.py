@@ -1,4 +1,6 @@
-"""EV_Central's HTTP API (FastAPI): read the network, and act on it with the admin token."""
+"""EV_Central's HTTP server (FastAPI): the REST API (reads, and admin actions with the admin
+token), the admin dashboard page at `/` with its assets under `/static/admin/`, and its live
+WebSocket feed at `/ws` (see central_ws.py and docs/dashboards.md)."""
 
 from __future__ import annotations
 
@@ -6,15 +8,21 @@ import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
+from evcharging.adapters.web.central_ws import DashboardHub, message_rows
 from evcharging.domain.session import Session
 from evcharging.services.central import CentralService
 
 log = logging.getLogger(__name__)
+
+ADMIN_STATIC = Path(__file__).parent / "static" / "admin"
 
 
 class NewCP(BaseModel):
@@ -100,9 +108,7 @@ def create_app(service: CentralService, admin_token: str) -> FastAPI:
 
     @app.get("/api/messages")
     async def messages() -> list[dict[str, str]]:
-        return [
-            {"at": at.isoformat(), "level": lvl, "text": text} for at, lvl, text in service.messages
-        ]
+        return message_rows(service)
 
     @app.post("/api/cps", dependencies=admin, status_code=201)
     async def register_cp(body: NewCP) -> dict[str, Any]:
@@ -133,4 +139,17 @@ def create_app(service: CentralService, admin_token: str) -> FastAPI:
     async def fix_error(cp_id: str) -> dict[str, Any]:
         return await on_cp(service.fix_error, cp_id)
 
+    mount_dashboard(app, DashboardHub(service, admin_token))
     return app
+
+
+def mount_dashboard(app: FastAPI, hub: DashboardHub) -> None:
+    """The admin page at `/`, its assets under `/static/admin/`, its live feed at `/ws`."""
+    app.state.dashboard_hub = hub
+    app.add_api_websocket_route("/ws", hub.serve)
+
+    @app.get("/", include_in_schema=False)
+    async def admin_page() -> FileResponse:
+        return FileResponse(ADMIN_STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static/admin", StaticFiles(directory=ADMIN_STATIC), name="admin-static")

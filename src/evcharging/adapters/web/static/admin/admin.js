@@ -1,0 +1,292 @@
+// EV_Central admin dashboard: renders what Central pushes over /ws and sends admin actions.
+// Plain JS, no framework. Protocol: docs/dashboards.md. Nothing lives only in the page: every
+// figure comes from Central (a reload or a reconnect gets the full state again).
+"use strict";
+
+(() => {
+  const TOKEN_KEY = "evcharging.adminToken";
+  const MAX_LOG = 300;
+  const MAX_DELAYS = 10000;
+  const STATE_CLASS = {
+    Activado: "ok", Suministrando: "ok", Parado: "stopped", Averiado: "fault", Desconectado: "off",
+  };
+
+  const $ = (sel) => document.querySelector(sel);
+  const tiles = new Map(); // cp id -> tile element
+  window.evDelays = []; // ms from Central's stamp (msg.ts) to the page having applied the message
+
+  let socket = null;
+  let attempt = 0;
+  let retryTimer = null;
+  let noticeTimer = null;
+
+  // --- connection ---------------------------------------------------------------------
+
+  function wsUrl() {
+    return `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/ws`;
+  }
+
+  function connect() {
+    clearTimeout(retryTimer);
+    setStatus("connecting", "Connecting to Central…");
+    const ws = new WebSocket(wsUrl());
+    socket = ws;
+    ws.onopen = () => {
+      attempt = 0;
+      setStatus("connected", "Live: connected to Central");
+      if (token()) send({ type: "login" });
+    };
+    ws.onmessage = (event) => onMessage(event.data);
+    ws.onclose = () => {
+      if (socket !== ws) return;
+      socket = null;
+      scheduleReconnect();
+    };
+    ws.onerror = () => ws.close();
+  }
+
+  function scheduleReconnect() {
+    const delay = Math.min(10000, 500 * 2 ** attempt) + Math.floor(Math.random() * 250);
+    attempt += 1;
+    const secs = Math.max(1, Math.round(delay / 1000));
+    setStatus("disconnected", `Disconnected from Central: reconnecting in ${secs} s…`);
+    retryTimer = setTimeout(connect, delay);
+  }
+
+  function setStatus(status, text) {
+    const el = $("#ws-status");
+    el.dataset.status = status;
+    el.textContent = text;
+    document.body.dataset.ws = status;
+    $("#stale-note").hidden = status !== "disconnected" || tiles.size === 0;
+  }
+
+  function send(action) {
+    if (!socket || socket.readyState !== WebSocket.OPEN) {
+      notify("Not connected to Central: the action was not sent.", true);
+      return false;
+    }
+    socket.send(JSON.stringify({ ...action, token: token() }));
+    return true;
+  }
+
+  // --- messages from Central ------------------------------------------------------------
+
+  const handlers = {
+    all_cps: (m) => replaceTiles(m.charging_points),
+    cps: (m) => m.charging_points.forEach(renderTile),
+    requests: (m) => renderRequests(m.requests),
+    messages: (m) => replaceLog(m.messages),
+    message: (m) => addLog(m),
+    logged_in: () => setLogin(true, "Logged in"),
+    cp_registered: (m) => {
+      onReply(m);
+      $("#register").reset();
+    },
+    error: (m) => onError(m),
+  };
+
+  function onMessage(data) {
+    let msg;
+    try {
+      msg = JSON.parse(data);
+    } catch {
+      return;
+    }
+    const handler = handlers[msg.type] || onReply;
+    handler(msg);
+    if (typeof msg.ts === "number") {
+      window.evDelays.push(Date.now() - msg.ts);
+      if (window.evDelays.length > MAX_DELAYS) window.evDelays.shift();
+    }
+  }
+
+  function onReply(msg) {
+    // error_simulated, error_fixed, cp_stopped, cp_resumed, all_stopped, all_resumed, cp_registered
+    if (msg.cp) renderTile(msg.cp);
+    if (msg.message) notify(msg.message, false);
+    setLogin(true, "Logged in");
+  }
+
+  function onError(msg) {
+    const reason = msg.reason || "refused";
+    if (/admin token/.test(reason)) {
+      sessionStorage.removeItem(TOKEN_KEY);
+      setLogin(false, reason === "wrong admin token" ? "Wrong token" : "Not logged in");
+    }
+    notify(`Refused${msg.action ? ` (${msg.action})` : ""}: ${reason}`, true);
+  }
+
+  // --- tiles ----------------------------------------------------------------------------
+
+  function replaceTiles(views) {
+    const seen = new Set(views.map((v) => v.id));
+    for (const [id, el] of tiles) {
+      if (!seen.has(id)) {
+        el.remove();
+        tiles.delete(id);
+      }
+    }
+    views.forEach(renderTile);
+  }
+
+  function renderTile(cp) {
+    const el = tiles.get(cp.id) || createTile(cp.id);
+    const part = (name) => el.querySelector(`[data-part="${name}"]`);
+    el.dataset.state = cp.state;
+    el.className = `tile ${STATE_CLASS[cp.state] || "off"}`;
+    part("state").textContent = cp.caption === cp.state ? cp.state : `${cp.caption} · ${cp.state}`;
+    part("location").textContent = cp.location;
+    part("price").textContent = cp.price_eur_per_kwh;
+    const fault = part("fault");
+    fault.hidden = !cp.fault_reason;
+    fault.textContent = cp.fault_reason ? `Fault: ${cp.fault_reason}` : "";
+    part("supply").hidden = !cp.session_id;
+    const waiting = cp.session_status === "authorised";
+    part("session").hidden = !waiting;
+    part("session").textContent = waiting ? `Authorised for ${cp.driver_id}: waiting for plug-in` : "";
+    part("driver").textContent = cp.driver_id || "—";
+    part("kw").textContent = cp.kw ?? "0";
+    part("kwh").textContent = cp.energy_kwh ?? "0";
+    part("eur").textContent = cp.amount_eur ?? "0.00";
+    el.querySelector('[data-action="stop_cp"]').disabled = cp.admin_stopped;
+    el.querySelector('[data-action="resume_cp"]').disabled = !cp.admin_stopped;
+    summarise();
+  }
+
+  function createTile(id) {
+    const el = $("#tile-template").content.firstElementChild.cloneNode(true);
+    el.dataset.testid = `tile-${id}`;
+    el.dataset.cpId = id;
+    el.querySelector(".cp-id").textContent = id;
+    for (const name of ["state", "kwh", "kw", "eur", "driver"]) {
+      el.querySelector(`[data-part="${name}"]`).dataset.testid = `tile-${id}-${name}`;
+    }
+    const ids = { stop_cp: "stop", resume_cp: "resume", simulate_error: "error", fix_error: "fix" };
+    for (const button of el.querySelectorAll("[data-action]")) {
+      button.dataset.testid = `${ids[button.dataset.action]}-${id}`;
+      button.setAttribute("aria-label", `${button.textContent} ${id}`);
+    }
+    const after = [...tiles.keys()].sort().find((other) => other > id);
+    $("#tiles").insertBefore(el, after ? tiles.get(after) : null);
+    tiles.set(id, el);
+    return el;
+  }
+
+  function summarise() {
+    const counts = {};
+    for (const el of tiles.values()) counts[el.dataset.state] = (counts[el.dataset.state] || 0) + 1;
+    const parts = Object.keys(counts).sort().map((s) => `${counts[s]} ${s}`);
+    $("#summary").textContent = `${tiles.size} CPs: ${parts.join(" · ")}`;
+  }
+
+  // --- requests and messages --------------------------------------------------------------
+
+  function renderRequests(rows) {
+    const body = $("#requests-body");
+    body.replaceChildren(...rows.map((r) => {
+      const tr = document.createElement("tr");
+      const cells = { Date: r.date, Start: r.start, Driver: r.driver_id, CP: r.cp_id, Status: r.status };
+      for (const [label, value] of Object.entries(cells)) {
+        const td = document.createElement("td");
+        td.dataset.label = label; // shown before the value when the table is stacked (narrow)
+        td.textContent = value;
+        tr.append(td);
+      }
+      return tr;
+    }));
+    $("#requests-empty").hidden = rows.length > 0;
+  }
+
+  function logItem(m) {
+    const li = document.createElement("li");
+    li.className = `level-${m.level}`;
+    const time = document.createElement("time");
+    time.dateTime = m.at;
+    time.textContent = new Date(m.at).toLocaleTimeString([], { hour12: false });
+    const text = document.createElement("span");
+    text.textContent = m.text;
+    li.append(time, " ", text);
+    if (m.level === "warning") li.prepend(Object.assign(document.createElement("b"), { textContent: "! " }));
+    return li;
+  }
+
+  function replaceLog(items) {
+    $("#messages").replaceChildren(...items.slice(-MAX_LOG).reverse().map(logItem));
+  }
+
+  function addLog(m) {
+    const log = $("#messages");
+    log.prepend(logItem(m));
+    while (log.children.length > MAX_LOG) log.lastElementChild.remove();
+  }
+
+  // --- login, notices, actions -----------------------------------------------------------
+
+  function token() {
+    return sessionStorage.getItem(TOKEN_KEY) || "";
+  }
+
+  function setLogin(ok, text) {
+    const el = $("#login-state");
+    el.dataset.logged = ok ? "yes" : "no";
+    el.textContent = text;
+  }
+
+  function notify(text, isError) {
+    const el = $("#notice");
+    clearTimeout(noticeTimer);
+    el.textContent = text;
+    el.dataset.kind = isError ? "error" : "ok";
+    el.setAttribute("role", isError ? "alert" : "status");
+    el.hidden = false;
+    if (!isError) noticeTimer = setTimeout(() => { el.hidden = true; }, 8000);
+  }
+
+  function bind() {
+    $("#login").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const value = $("#token-input").value.trim();
+      if (!value) {
+        notify("Enter the admin token first.", true);
+        return;
+      }
+      sessionStorage.setItem(TOKEN_KEY, value);
+      $("#token-input").value = "";
+      setLogin(false, "Checking…");
+      send({ type: "login" });
+    });
+    $("#token-clear").addEventListener("click", () => {
+      sessionStorage.removeItem(TOKEN_KEY);
+      setLogin(false, "Not logged in");
+    });
+    $("#stop-all").addEventListener("click", () => send({ type: "stop_all" }));
+    $("#resume-all").addEventListener("click", () => send({ type: "resume_all" }));
+    $("#tiles").addEventListener("click", (event) => {
+      const button = event.target.closest("button[data-action]");
+      if (!button) return;
+      const action = { type: button.dataset.action, cp_id: button.closest(".tile").dataset.cpId };
+      if (action.type === "simulate_error") action.error_type = "fault";
+      send(action);
+    });
+    $("#register").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const form = new FormData(event.target);
+      send({
+        type: "register_cp",
+        cp_id: form.get("cp_id").trim(),
+        location: form.get("location").trim(),
+        price_eur_per_kwh: form.get("price_eur_per_kwh").trim().replace(",", "."),
+      });
+    });
+  }
+
+  function start() {
+    bind();
+    if (token()) setLogin(false, "Token saved: checking…");
+    connect();
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+})();

@@ -1,0 +1,436 @@
+"""EV_Central's WebSocket hub (/ws) driven through its ASGI interface, with an in-memory
+repository: full state first, pushes, coalescing, admin actions and their refusals, slow clients.
+
+Starlette's TestClient is not used: it runs the app on another thread and now warns about httpx.
+`Dashboard` speaks the ASGI WebSocket messages directly on the test's own event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from starlette.websockets import WebSocketState
+
+from evcharging.adapters.web.central_api import create_app, mount_dashboard
+from evcharging.adapters.web.central_ws import DashboardHub, coalesce
+from evcharging.contracts import events as ev
+from evcharging.services.central import CentralService
+from tests.support.builders import a_cp, a_driver, a_repo
+
+pytestmark = pytest.mark.timeout(60)
+
+TOKEN = "s3cret-admin-token"
+WRONG = "not-the-token-123"
+PUSHED = {"all_cps", "cps", "requests", "messages", "message"}
+MONITOR = object()  # stands for the Monitor connection that authenticated a CP
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.sent: list[ev.Event] = []
+
+    async def publish(self, event: ev.Event) -> None:
+        self.sent.append(event)
+
+
+class Dashboard:
+    """A WebSocket client speaking ASGI to the app: what a browser tab does, minus the network."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.to_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.from_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.task: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        scope = {
+            "type": "websocket",
+            "asgi": {"version": "3.0"},
+            "scheme": "ws",
+            "path": "/ws",
+            "raw_path": b"/ws",
+            "root_path": "",
+            "query_string": b"",
+            "headers": [(b"host", b"central")],
+            "client": ("127.0.0.1", 50000),
+            "server": ("central", 80),
+            "subprotocols": [],
+        }
+        self.task = asyncio.create_task(self.app(scope, self.to_app.get, self.from_app.put))
+        await self.to_app.put({"type": "websocket.connect"})
+        assert (await self.next())["type"] == "websocket.accept"
+
+    async def next(self, timeout: float = 5.0) -> dict[str, Any]:
+        return await asyncio.wait_for(self.from_app.get(), timeout)
+
+    async def receive_json(self) -> dict[str, Any]:
+        message = await self.next()
+        assert message["type"] == "websocket.send", message
+        return dict(json.loads(message["text"]))
+
+    async def send_text(self, text: str) -> None:
+        await self.to_app.put({"type": "websocket.receive", "text": text})
+
+    async def send_bytes(self, data: bytes) -> None:
+        await self.to_app.put({"type": "websocket.receive", "bytes": data})
+
+    async def close(self) -> None:
+        await self.to_app.put({"type": "websocket.disconnect", "code": 1000})
+        assert self.task is not None
+        await asyncio.wait_for(self.task, 5)
+
+
+@pytest.fixture
+async def central() -> CentralService:
+    repo = a_repo()
+    a_cp(repo, "CP1", price="0.35", location="Alicante")
+    a_cp(repo, "CP2", price="0.40", location="Valencia")
+    a_driver(repo, "D1")
+    service = CentralService(repo, Sink())
+    await service.load()
+    await service.monitor_auth("CP1", MONITOR)
+    return service
+
+
+@pytest.fixture
+def app(central: CentralService) -> FastAPI:
+    return create_app(central, TOKEN)
+
+
+@asynccontextmanager
+async def dashboard(app: Any) -> AsyncIterator[Dashboard]:
+    """An open /ws whose three full-state frames have been read."""
+    ws = Dashboard(app)
+    await ws.open()
+    first = [await ws.receive_json() for _ in range(3)]
+    assert [f["type"] for f in first] == ["all_cps", "requests", "messages"]
+    try:
+        yield ws
+    finally:
+        await ws.close()
+
+
+async def reply_to(ws: Dashboard, action: dict[str, Any]) -> dict[str, Any]:
+    """Send an action; the first frame that is not a push is its reply."""
+    await ws.send_text(json.dumps(action))
+    while (frame := await ws.receive_json())["type"] in PUSHED:
+        pass
+    return frame
+
+
+async def pushed(ws: Dashboard, until: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+    """Frames received until `until(frame)` is true (that one included)."""
+    frames = [await ws.receive_json()]
+    while not until(frames[-1]):
+        frames.append(await ws.receive_json())
+    return frames
+
+
+def state_of(central: CentralService) -> tuple[Any, ...]:
+    views = tuple(tuple(sorted(cp.view().items())) for cp in central.cps.values())
+    sink = central.publisher
+    assert isinstance(sink, Sink)
+    return views, len(sink.sent)
+
+
+# --- the feed -----------------------------------------------------------------------------
+
+
+async def test_a_new_socket_gets_the_full_state_first(app: FastAPI) -> None:
+    ws = Dashboard(app)
+    await ws.open()
+    cps, requests, messages = [await ws.receive_json() for _ in range(3)]
+    await ws.close()
+    assert cps["type"] == "all_cps"
+    assert {v["id"]: v["state"] for v in cps["charging_points"]} == {
+        "CP1": "Activado",
+        "CP2": "Desconectado",
+    }
+    assert requests == {"type": "requests", "requests": [], "ts": requests["ts"]}
+    assert messages["type"] == "messages"
+    assert any("Central started" in m["text"] for m in messages["messages"])
+    assert all(isinstance(f["ts"], int) and f["ts"] > 1_600_000_000_000 for f in (cps, messages))
+
+
+async def test_a_change_at_central_is_pushed_as_it_happens(
+    app: FastAPI, central: CentralService
+) -> None:
+    async with dashboard(app) as ws:
+        await central.monitor_auth("CP2", MONITOR)
+        frames = await pushed(ws, lambda f: f["type"] == "cps")
+        assert frames[-1]["charging_points"] == [central.cps["CP2"].view()]
+        assert frames[-1]["charging_points"][0]["state"] == "Activado"
+        frames += await pushed(ws, lambda f: f["type"] == "message")
+        assert any("CP CP2 authenticated" in f.get("text", "") for f in frames)
+
+
+async def test_changes_of_one_cp_are_coalesced_and_only_changed_cps_are_sent(
+    app: FastAPI, central: CentralService
+) -> None:
+    async with dashboard(app) as ws:
+        # Nothing below yields to the event loop, so the sender finds all of it pending at once.
+        await central.stop_cp("CP1")
+        await central.resume_cp("CP1")
+        await central.simulate_error("CP1")
+        await central.fix_error("CP1")
+        await central.stop_cp("CP1")
+        first = await ws.receive_json()
+        assert first["type"] == "cps"
+        assert [(v["id"], v["state"], v["caption"]) for v in first["charging_points"]] == [
+            ("CP1", "Parado", "Out of Order")
+        ]
+        texts = [(await ws.receive_json())["text"] for _ in range(5)]
+        assert "stopped by Central" in texts[0]
+        assert "stopped by Central" in texts[-1]
+
+
+async def test_a_change_made_on_another_thread_is_handed_to_the_hub_loop(
+    app: FastAPI, central: CentralService
+) -> None:
+    async with dashboard(app) as ws:
+        await asyncio.to_thread(asyncio.run, central.stop_cp("CP2"))
+        frames = await pushed(ws, lambda f: f["type"] == "cps")
+        assert frames[-1]["charging_points"][0]["id"] == "CP2"
+        assert frames[-1]["charging_points"][0]["admin_stopped"] is True
+
+
+def test_coalesce_keeps_the_latest_view_per_cp_and_the_oldest_stamp() -> None:
+    batch = [
+        ("cp", {"id": "A", "state": "Activado"}, 10),
+        ("message", {"at": "t", "level": "info", "text": "one"}, 11),
+        ("cp", {"id": "B", "state": "Parado"}, 12),
+        ("requests", {"requests": [1]}, 13),
+        ("cp", {"id": "A", "state": "Averiado"}, 14),
+        ("requests", {"requests": [1, 2]}, 15),
+    ]
+    assert coalesce(batch) == [
+        {
+            "type": "cps",
+            "charging_points": [{"id": "B", "state": "Parado"}, {"id": "A", "state": "Averiado"}],
+            "ts": 10,
+        },
+        {"type": "requests", "requests": [1, 2], "ts": 13},
+        {"type": "message", "at": "t", "level": "info", "text": "one", "ts": 11},
+    ]
+
+
+# --- admin actions --------------------------------------------------------------------------
+
+ACTIONS = [
+    ({"type": "login"}, "logged_in"),
+    ({"type": "simulate_error", "cp_id": "CP1", "error_type": "fault"}, "error_simulated"),
+    ({"type": "fix_error", "cp_id": "CP1"}, "error_fixed"),
+    ({"type": "stop_cp", "cp_id": "CP1"}, "cp_stopped"),
+    ({"type": "resume_cp", "cp_id": "CP1"}, "cp_resumed"),
+    ({"type": "stop_all"}, "all_stopped"),
+    ({"type": "resume_all"}, "all_resumed"),
+    (
+        {"type": "register_cp", "cp_id": "CP9", "location": "Murcia", "price_eur_per_kwh": "0.31"},
+        "cp_registered",
+    ),
+]
+ACTION_IDS = [a["type"] for a, _ in ACTIONS]
+
+
+@pytest.mark.parametrize(("action", "answer"), ACTIONS, ids=ACTION_IDS)
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [(None, "admin token required"), ("", "admin token required"), (WRONG, "wrong admin token")],
+    ids=["missing", "empty", "wrong"],
+)
+async def test_every_action_needs_the_admin_token(
+    app: FastAPI,
+    central: CentralService,
+    caplog: pytest.LogCaptureFixture,
+    action: dict[str, Any],
+    answer: str,
+    token: str | None,
+    reason: str,
+) -> None:
+    before = state_of(central)
+    async with dashboard(app) as ws:
+        sent = action if token is None else {**action, "token": token}
+        reply = await reply_to(ws, sent)
+    assert {k: v for k, v in reply.items() if k != "ts"} == {
+        "type": "error",
+        "action": action["type"],
+        "reason": reason,
+    }
+    assert state_of(central) == before
+    assert f"action {action['type']} refused: {reason}" in caplog.text
+    assert WRONG not in caplog.text
+
+
+@pytest.mark.parametrize(("action", "answer"), ACTIONS, ids=ACTION_IDS)
+async def test_every_action_with_the_token_is_done_and_answered(
+    app: FastAPI,
+    caplog: pytest.LogCaptureFixture,
+    action: dict[str, Any],
+    answer: str,
+) -> None:
+    async with dashboard(app) as ws:
+        reply = await reply_to(ws, {**action, "token": TOKEN})
+    assert reply["type"] == answer
+    assert isinstance(reply["ts"], int)
+    assert reply["message"]
+    if "cp_id" in action:
+        assert reply["cp_id"] == action["cp_id"]
+        assert reply["cp"]["id"] == action["cp_id"]
+    assert TOKEN not in caplog.text
+
+
+async def test_seed_flow_2_simulate_and_fix_error_replies_and_events(
+    app: FastAPI, central: CentralService
+) -> None:
+    sink = central.publisher
+    assert isinstance(sink, Sink)
+    async with dashboard(app) as ws:
+        simulated = await reply_to(ws, {"type": "simulate_error", "cp_id": "CP1", "token": TOKEN})
+        assert simulated["message"] == 'Error "fault" simulado en CP1'
+        assert simulated["cp"]["state"] == "Averiado"
+        fixed = await reply_to(ws, {"type": "fix_error", "cp_id": "CP1", "token": TOKEN})
+        assert fixed["message"] == "Error corregido en CP1"
+        assert fixed["cp"]["state"] == "Activado"
+        stopped = await reply_to(ws, {"type": "stop_all", "token": TOKEN})
+    assert stopped["cp_ids"] == ["CP1", "CP2"]
+    errors = [e for e in sink.sent if isinstance(e, ev.CpErrorSimulated | ev.CpErrorFixed)]
+    assert [type(e) for e in errors] == [ev.CpErrorSimulated, ev.CpErrorFixed]
+    assert central.cps["CP1"].view()["caption"] == "Out of Order"
+
+
+async def test_another_dashboard_sees_the_change_an_admin_made(app: FastAPI) -> None:
+    async with dashboard(app) as admin, dashboard(app) as watcher:
+        await reply_to(admin, {"type": "simulate_error", "cp_id": "CP1", "token": TOKEN})
+        frames = await pushed(watcher, lambda f: f["type"] == "cps")
+        assert frames[-1]["charging_points"][0]["state"] == "Averiado"
+
+
+def _with_token(**fields: Any) -> str:
+    return json.dumps({**fields, "token": TOKEN})
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("{not json", "malformed JSON"),
+        ("[1, 2]", "a message must be a JSON object"),
+        (json.dumps({"cp_id": "CP1"}), "unknown action 'None'"),
+        (_with_token(type="explode"), "unknown action 'explode'"),
+        (_with_token(type="stop_cp"), "invalid fields: cp_id: Field required"),
+        (_with_token(type="stop_cp", cp_id="NOPE"), "unknown CP NOPE"),
+        (_with_token(type="simulate_error", cp_id="NOPE"), "unknown CP NOPE"),
+        (_with_token(type="fix_error", cp_id="a b"), "invalid fields: cp_id"),
+        (_with_token(type="simulate_error", cp_id="CP1", error_type=""), "invalid fields"),
+        (
+            _with_token(type="register_cp", cp_id="CP9", location="X", price_eur_per_kwh="-1"),
+            "invalid fields: price_eur_per_kwh",
+        ),
+        (_with_token(type="register_cp", cp_id="CP9"), "invalid fields: location"),
+        (json.dumps({"type": "stop_cp", "cp_id": "CP1", "token": 7}), "admin token required"),
+        ("x" * 20_000, "message too large"),
+    ],
+)
+async def test_bad_input_is_refused_with_a_reason_and_changes_nothing(
+    app: FastAPI,
+    central: CentralService,
+    caplog: pytest.LogCaptureFixture,
+    raw: str,
+    reason: str,
+) -> None:
+    before = state_of(central)
+    async with dashboard(app) as ws:
+        await ws.send_text(raw)
+        reply = await ws.receive_json()
+        assert reply["type"] == "error"
+        assert reply["reason"].startswith(reason)
+        after = await reply_to(ws, {"type": "login", "token": TOKEN})
+        assert after["type"] == "logged_in"  # the socket is still usable
+    assert state_of(central) == before
+    refused = [r for r in caplog.records if r.levelno == logging.WARNING and "refused" in r.msg]
+    assert refused
+    assert TOKEN not in caplog.text
+
+
+async def test_a_binary_frame_is_refused(app: FastAPI) -> None:
+    async with dashboard(app) as ws:
+        await ws.send_bytes(b"\x00\x01")
+        assert (await ws.receive_json())["reason"] == "binary frames are not accepted"
+
+
+# --- slow and dead clients -----------------------------------------------------------------------
+
+
+async def test_a_client_that_falls_behind_gets_the_full_state_again(
+    central: CentralService, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = FastAPI()
+    mount_dashboard(app, DashboardHub(central, TOKEN, queue_size=3))
+    async with dashboard(app) as ws:
+        for _ in range(3):  # 6+ changes without yielding: more than the queue holds
+            await central.stop_all()
+        again = [await ws.receive_json() for _ in range(3)]
+    assert [f["type"] for f in again] == ["all_cps", "requests", "messages"]
+    assert all(v["admin_stopped"] for v in again[0]["charging_points"])
+    assert "client too slow" in caplog.text
+
+
+class StuckSocket:
+    """A peer that never reads: every send hangs."""
+
+    client = None
+    client_state = application_state = WebSocketState.CONNECTED
+
+    def __init__(self) -> None:
+        self.closed = asyncio.Event()
+
+    async def accept(self) -> None:
+        pass
+
+    async def receive(self) -> dict[str, Any]:
+        await self.closed.wait()
+        return {"type": "websocket.disconnect"}
+
+    async def send_text(self, text: str) -> None:
+        await asyncio.Event().wait()
+
+    async def close(self, code: int = 1000) -> None:
+        self.closed.set()
+
+
+async def test_a_client_that_takes_nothing_is_disconnected_and_never_blocks_central(
+    central: CentralService, caplog: pytest.LogCaptureFixture
+) -> None:
+    hub = DashboardHub(central, TOKEN, queue_size=2, send_timeout=0.2)
+    serving = asyncio.create_task(hub.serve(StuckSocket()))  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    assert hub.client_count == 1
+    for _ in range(5):
+        await asyncio.wait_for(central.stop_all(), 1)  # Central goes on while the page is stuck
+    await asyncio.wait_for(serving, 5)
+    assert hub.client_count == 0
+    assert "took over 0.2s to take a frame: disconnected" in caplog.text
+
+
+# --- the page ----------------------------------------------------------------------------------
+
+
+async def test_the_admin_page_and_its_assets_are_served(app: FastAPI) -> None:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://central") as client:
+        page = await client.get("/")
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        assert 'data-testid="ws-status"' in page.text
+        for asset, kind in [("admin.js", "javascript"), ("admin.css", "text/css")]:
+            response = await client.get(f"/static/admin/{asset}")
+            assert response.status_code == 200
+            assert kind in response.headers["content-type"]
+        assert (await client.get("/static/admin/nope.js")).status_code == 404
+        assert "/ws" not in (await client.get("/openapi.json")).json()["paths"]
