@@ -117,12 +117,26 @@ def test_admin_dashboard_live_stop_resume_error_fix_reload(
 ) -> None:
     net = network
     net.central()
-    for cp_id in CPS:
-        net.charging_point(cp_id)
+    net.charging_point("ALC01", "--auto-plug")
+    net.charging_point("ALC02")
     page = open_dashboard(browser, net.api + "/")
     for cp_id in CPS:
         expect_state(page, cp_id, "Activado")
     expect_state(page, "MAD01", "Desconectado")  # seeded, no Monitor: grey
+
+    # A supply shows live on its tile and in the requests table.
+    net.driver("D001", "--cp", "ALC01")
+    expect_state(page, "ALC01", "Suministrando")
+    expect(page.get_by_test_id("tile-ALC01-driver")).to_have_text("D001")
+    expect(page.get_by_test_id("tile-ALC01-kw")).not_to_have_text("0", timeout=WAIT_MS)
+    kwh = page.get_by_test_id("tile-ALC01-kwh")
+    expect(kwh).not_to_have_text("0.000", timeout=WAIT_MS)
+    first = kwh.inner_text()
+    expect(kwh).not_to_have_text(first, timeout=WAIT_MS)  # the meter runs, pushed every tick
+    expect(page.get_by_test_id("tile-ALC01-eur")).not_to_have_text("0.00")
+    expect(page.get_by_test_id("requests")).to_contain_text("D001")
+    expect(page.get_by_test_id("requests")).to_contain_text("supplying")
+    page.screenshot(path=str(screenshots / "admin-1280-supplying.png"), full_page=True)
 
     # A wrong token is refused with the reason, and nothing changes.
     log_in(page, "not-the-token")
@@ -141,6 +155,9 @@ def test_admin_dashboard_live_stop_resume_error_fix_reload(
         expect_state(page, cp_id, "Parado", "Out of Order")
         expect(tile(page, cp_id)).to_have_class("tile stopped")
     expect_state(page, "MAD01", "Desconectado")
+    expect(page.get_by_test_id("tile-ALC01-kwh")).to_be_hidden()  # the supply ended with it
+    expect(page.get_by_test_id("messages")).to_contain_text("TICKET driver D001 CP ALC01")
+    expect(page.get_by_test_id("requests")).not_to_contain_text("D001")
     page.screenshot(path=str(screenshots / "admin-1280-stopped.png"), full_page=True)
     delays["click"].append(click_to_dom(page, "resume-all", "ALC02", "Activado"))
     for cp_id in CPS:
@@ -183,6 +200,15 @@ def test_admin_dashboard_live_stop_resume_error_fix_reload(
     expect(page.get_by_test_id("login-state")).to_have_text("Logged in", timeout=WAIT_MS)
     expect(page.get_by_test_id("messages")).to_contain_text("ALC02 stopped by Central")
     page.screenshot(path=str(screenshots / "admin-1280-after-reload.png"), full_page=True)
+
+    # Register a CP from the form: a new grey tile, Desconectado until its Monitor connects.
+    page.get_by_test_id("register-id").fill("ALC09")
+    page.get_by_test_id("register-location").fill("Alicante - Puerto")
+    page.get_by_test_id("register-price").fill("0,33")
+    page.get_by_test_id("register-submit").click()
+    expect_state(page, "ALC09", "Desconectado")
+    expect(tile(page, "ALC09")).to_contain_text("0.33 €/kWh")
+    assert net.cp("ALC09")["location"] == "Alicante - Puerto"
 
     narrow = open_dashboard(browser, net.api + "/", width=360)
     expect_state(narrow, "ALC02", "Parado", "Out of Order")

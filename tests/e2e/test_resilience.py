@@ -346,6 +346,11 @@ def test_garbage_on_every_input_is_logged_and_changes_nothing(network: Network) 
     with socket.create_connection(("127.0.0.1", net.central_port), timeout=5) as s:
         s.sendall(encode("FAULT", "ALC01", "forged"))  # not authenticated on this link
         assert s.recv(1) == bytes([ACK])
+    with socket.create_connection(("127.0.0.1", net.central_port), timeout=5) as s:
+        s.sendall(encode("AUTH", "ALC01", "", ""))  # ALC01's real Monitor is connected
+        assert s.recv(1) == bytes([ACK])
+        answer = s.recv(200)
+        assert b"AUTH_DENIED#CP already connected from another Monitor" in answer
     central.wait_for("not valid JSON")
     central.wait_for("unknown event_type 'FLY_TO_MOON'")
     central.wait_for("greater than or equal to 0")
