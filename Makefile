@@ -36,7 +36,7 @@ test-fast: install
 	$(VENV)/bin/pytest -q tests/unit
 
 demo: install kafka-jars
-	$(VENV)/bin/evcharging demo
+	$(VENV)/bin/evcharging demo $(DEMO_ARGS)
 
 bench: install kafka-jars
 	$(VENV)/bin/python -m bench

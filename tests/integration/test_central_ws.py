@@ -67,8 +67,9 @@ class Dashboard:
         await self.to_app.put({"type": "websocket.connect"})
         assert (await self.next())["type"] == "websocket.accept"
 
-    async def next(self, timeout: float = 5.0) -> dict[str, Any]:
-        return await asyncio.wait_for(self.from_app.get(), timeout)
+    async def next(self) -> dict[str, Any]:
+        async with asyncio.timeout(5):
+            return await self.from_app.get()
 
     async def receive_json(self) -> dict[str, Any]:
         message = await self.next()

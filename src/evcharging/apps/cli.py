@@ -45,6 +45,27 @@ def _docs_events(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from evcharging.ops.demo import Demo, DemoConfig, parse_duration
+
+    cfg = DemoConfig(
+        cps=args.cps,
+        drivers=args.drivers,
+        duration=parse_duration(args.for_) if args.for_ else None,
+        host=args.host,
+        kafka_port=args.kafka_port,
+        central_port=args.central_port,
+        http_port=args.http_port,
+        engine_base_port=args.engine_base_port,
+        driver_web_base_port=args.driver_web_base_port,
+        admin_token=args.admin_token,
+        workdir=Path(args.workdir),
+    )
+    return asyncio.run(Demo(cfg).run())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="evcharging", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -63,6 +84,21 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "seed":
             cmd.add_argument("file", nargs="?", help=f"YAML or JSON file (default: {SAMPLE.name})")
         cmd.set_defaults(func=func)
+    demo = sub.add_parser("demo", help="run a whole network on this machine until Ctrl+C")
+    demo.add_argument("--cps", type=int, default=5, help="charging points (Monitor + Engine each)")
+    demo.add_argument(
+        "--drivers", type=int, default=3, help="drivers, each running a services file"
+    )
+    demo.add_argument("--for", dest="for_", metavar="DURATION", help="stop after e.g. 40s or 5m")
+    demo.add_argument("--host", default=env("EV_DEMO_HOST", "127.0.0.1"))
+    demo.add_argument("--kafka-port", type=int, default=9092)
+    demo.add_argument("--central-port", type=int, default=7000)
+    demo.add_argument("--http-port", type=int, default=8000)
+    demo.add_argument("--engine-base-port", type=int, default=7100)
+    demo.add_argument("--driver-web-base-port", type=int, default=8100)
+    demo.add_argument("--admin-token", default=env("EV_ADMIN_TOKEN", "demo-admin"))
+    demo.add_argument("--workdir", default=".run/demo")
+    demo.set_defaults(func=_demo)
     docs = sub.add_parser("docs", help="generated documentation").add_subparsers(
         dest="docs_command", required=True
     )

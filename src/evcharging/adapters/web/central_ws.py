@@ -94,9 +94,9 @@ async def _login(svc: CentralService, a: _Args) -> Frame:
 
 async def _simulate_error(svc: CentralService, a: _SimulateError) -> Frame:
     view = await svc.simulate_error(a.cp_id, a.error_type)
-    message = f'Error "{a.error_type}" simulado en {a.cp_id}'
-    return {"type": "error_simulated", "cp_id": a.cp_id, "error_type": a.error_type,
-            "message": message, "cp": view}  # fmt: skip
+    message = f'Error "{a.error_type}" simulado en {a.cp_id}'  # the seed's wording
+    reply = {"type": "error_simulated", "cp_id": a.cp_id, "message": message, "cp": view}
+    return {**reply, "error_type": a.error_type}
 
 
 async def _fix_error(svc: CentralService, a: _OnCP) -> Frame:
@@ -344,7 +344,9 @@ class DashboardHub:
             self._clients.discard(client)
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            for outcome in await asyncio.gather(*tasks, return_exceptions=True):
+                if isinstance(outcome, Exception) and not isinstance(outcome, _SEND_ERRORS):
+                    log.error("ws %s: dashboard task failed", client.name, exc_info=outcome)
             await self._close(client)
             log.info("ws %s: dashboard gone (%d open)", client.name, len(self._clients))
 
