@@ -85,12 +85,15 @@ class Network:
     engine_ports: dict[str, int] = field(default_factory=dict)
     broker: Any = None  # the BrokerConfig, for tests that stop and restart Kafka
 
-    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> Proc:
+    def start(
+        self, name: str, *args: str, env: dict[str, str] | None = None, netns: str | None = None
+    ) -> Proc:
         log = self.workdir / f"{name}.log"
         handle = log.open("ab")
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "EV_LOG_LEVEL": "INFO", **(env or {})}
+        prefix = ["ip", "netns", "exec", netns] if netns else []
         popen = subprocess.Popen(
-            [str(BIN / args[0]), *args[1:]],
+            [*prefix, str(BIN / args[0]), *args[1:]],
             stdin=subprocess.PIPE,
             stdout=handle,
             stderr=subprocess.STDOUT,

@@ -254,6 +254,11 @@ def cp_view(cp: CpStatus) -> Frame:
     }
 
 
+def words(code: str) -> str:
+    """An end reason as Central codes it (`stopped_by_driver`) in words."""
+    return code.replace("_", " ")
+
+
 def notification_text(u: Update) -> str:
     """One line a driver reads (the terminal keeps `describe`'s marker lines)."""
     cp = u.cp_id or "?"
@@ -261,7 +266,7 @@ def notification_text(u: Update) -> str:
         t = u.ticket
         text = (
             f"Charging completed at {t.cp_id}: {kwh(t.energy_kwh)} kWh, {euros(t.amount_eur)} €"
-            f" ({t.end_reason}); balance {euros(t.balance_eur)} €"
+            f" ({words(t.end_reason)}); balance {euros(t.balance_eur)} €"
         )
         return f"{text} (an earlier session)" if t.earlier else text
     price = f" at {u.message} €/kWh" if u.message else ""
@@ -323,7 +328,7 @@ def status_of(st: DriverState, history: Iterator[Entry]) -> tuple[str, str]:
         u = entry.update
         if u.kind in _ENDINGS:
             if u.kind is Kind.TICKET and u.ticket is not None:
-                return _ENDINGS[u.kind], f"{u.ticket.cp_id}: {u.ticket.end_reason}"
+                return _ENDINGS[u.kind], f"{u.ticket.cp_id}: {words(u.ticket.end_reason)}"
             detail = NO_ANSWER_TEXT if u.kind is Kind.NO_ANSWER else f"{cp}: {u.message}"
             return _ENDINGS[u.kind], detail
     return "Idle", "Choose an available CP to charge"

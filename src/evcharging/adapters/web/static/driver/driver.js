@@ -13,7 +13,7 @@
     wsStatus: $("ws-status"), banner: $("banner"),
     form: $("driver-form"), input: $("driver-id-input"), following: $("following"), pageError: $("page-error"),
     status: $("status"), detail: $("status-detail"), kw: $("kw"), kwh: $("kwh"), eur: $("eur"),
-    stop: $("stop"), balance: $("balance"),
+    stop: $("stop"), balance: $("balance"), balanceUnit: $("balance-unit"),
     ticket: $("ticket"), ticketTitle: $("h-ticket"), ticketCp: $("ticket-cp"), ticketKwh: $("ticket-kwh"),
     ticketPrice: $("ticket-price"), ticketEur: $("ticket-eur"), ticketReason: $("ticket-reason"),
     ticketEnded: $("ticket-ended"), ticketBalance: $("ticket-balance"),
@@ -210,7 +210,9 @@
     el.kwh.textContent = f ? f.energy_kwh : "—";
     el.eur.textContent = f ? f.amount_eur : "—";
     el.stop.disabled = !(connected && d && d.can_stop);
-    el.balance.textContent = d && d.balance_eur !== null ? d.balance_eur : "—";
+    const balance = d && d.balance_eur !== null ? d.balance_eur : null;
+    el.balance.textContent = balance === null ? "—" : balance;
+    el.balanceUnit.hidden = balance === null;
     renderTicket(d && d.ticket);
     renderServices(d && d.services);
     el.servicesRun.disabled = !(connected && d && !(d.services && d.services.running));
@@ -257,20 +259,21 @@
     if (row) return row;
     const li = document.createElement("li");
     li.dataset.testid = `cp-${cpId}`;
-    const head = document.createElement("div");
-    head.className = "cp-head";
+    const tags = document.createElement("div");
+    tags.className = "cp-tags";
     const state = span("tag", "");
     const mine = span("tag", "your CP");
     mine.dataset.tone = "info";
-    head.append(span("cp-id", cpId), state, mine);
+    tags.append(state, mine);
     const meta = span("cp-meta", "");
     const button = document.createElement("button");
     button.type = "button";
+    button.className = "cp-request";
     button.textContent = "Request";
     button.dataset.cp = cpId;
     button.dataset.testid = `request-${cpId}`;
     button.setAttribute("aria-label", `Request a supply at ${cpId}`);
-    li.append(head, meta, button);
+    li.append(span("cp-id", cpId), tags, meta, button);
     row = { li, state, mine, meta, button };
     rows.set(cpId, row);
     return row;
