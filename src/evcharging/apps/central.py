@@ -58,25 +58,48 @@ def parse_args(argv: list[str] | None = None) -> CentralSettings:
     positional(p, "kafka", "EV_KAFKA", help="Kafka bootstrap HOST:PORT")
     p.add_argument("--db", default=env("EV_DB", ".run/central.db"), help="SQLite file (env EV_DB)")
     p.add_argument(
-        "--listen-host", default=env("EV_CENTRAL_HOST", "0.0.0.0"), help="bind address for Monitors"
-    )
-    p.add_argument("--http-host", default=env("EV_HTTP_HOST", "0.0.0.0"))
-    p.add_argument("--http-port", type=int, default=int(env("EV_HTTP_PORT", "8000") or 8000))
-    p.add_argument("--admin-token", default=env("EV_ADMIN_TOKEN"), help="token for admin actions")
-    p.add_argument(
-        "--heartbeat-timeout", type=float, default=float(env("EV_HEARTBEAT_TIMEOUT", "3") or 3)
+        "--listen-host",
+        default=env("EV_CENTRAL_HOST", "0.0.0.0"),
+        help="bind address for Monitors (env EV_CENTRAL_HOST)",
     )
     p.add_argument(
-        "--group-id", default=env("EV_CENTRAL_GROUP", "ev-central"), help="Kafka consumer group"
+        "--http-host",
+        default=env("EV_HTTP_HOST", "0.0.0.0"),
+        help="HTTP bind address (env EV_HTTP_HOST)",
     )
     p.add_argument(
-        "--seed", type=Path, default=env("EV_SEED"), help="YAML/JSON of CPs and drivers to load"
+        "--http-port",
+        type=int,
+        default=int(env("EV_HTTP_PORT", "8000") or 8000),
+        help="HTTP API and dashboard port (env EV_HTTP_PORT)",
+    )
+    p.add_argument(
+        "--admin-token",
+        default=env("EV_ADMIN_TOKEN"),
+        help="token for admin actions; generated and printed if none (env EV_ADMIN_TOKEN)",
+    )
+    p.add_argument(
+        "--heartbeat-timeout",
+        type=float,
+        default=float(env("EV_HEARTBEAT_TIMEOUT", "3") or 3),
+        help="seconds of Monitor silence before its CP is Desconectado (env EV_HEARTBEAT_TIMEOUT)",
+    )
+    p.add_argument(
+        "--group-id",
+        default=env("EV_CENTRAL_GROUP", "ev-central"),
+        help="Kafka consumer group (env EV_CENTRAL_GROUP)",
+    )
+    p.add_argument(
+        "--seed",
+        type=Path,
+        default=env("EV_SEED"),
+        help="YAML/JSON of CPs and drivers to load at start (env EV_SEED)",
     )
     p.add_argument(
         "--ui",
         choices=("auto", "panel", "plain"),
         default=env("EV_UI", "auto"),
-        help="live panel, or plain log lines (auto: panel on a terminal)",
+        help="live panel, or plain log lines (auto: panel on a terminal) (env EV_UI)",
     )
     a = p.parse_args(argv)
     if a.port is None or a.kafka is None:
