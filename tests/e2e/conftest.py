@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, sync_playwright
 
 from tests.support.broker import running_broker
 from tests.support.processes import Network
@@ -29,13 +30,16 @@ def network(tmp_path: Path) -> Iterator[Network]:
 CHROMIUM = Path("/usr/bin/chromium")
 
 
-@pytest.fixture(scope="session")
-def browser():
-    """Debian's Chromium driven by Playwright (never a downloaded browser)."""
+@pytest.fixture
+def browser(network: Network) -> Iterator[Browser]:
+    """Debian's Chromium driven by Playwright (never a downloaded browser), one per test.
+
+    It depends on `network` so it starts after the broker and stops before it: while Playwright's
+    sync API is alive its asyncio loop counts as running in this thread, and the broker's start and
+    stop use asyncio.run().
+    """
     if not CHROMIUM.exists():
         pytest.fail("Debian's chromium is missing: .ci/run installs it (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
     with sync_playwright() as p:
         b = p.chromium.launch(
             executable_path=str(CHROMIUM),

@@ -6,14 +6,12 @@ from __future__ import annotations
 import re
 import statistics
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect
 
-from tests.e2e.conftest import CHROMIUM
 from tests.support.processes import Network
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
@@ -52,27 +50,6 @@ WHEN_SHOWN = """
   obs.observe(tile, { attributes: true, attributeFilter: ["data-state"] });
 }
 """
-
-
-@pytest.fixture
-def browser(network: Network) -> Iterator[Browser]:
-    """Debian's Chromium, started after `network` and stopped before it.
-
-    Overrides the session-wide `browser` of conftest.py: Playwright's sync API leaves an asyncio
-    loop marked as running on the main thread, and the `network` fixture starts and stops Kafka
-    with asyncio.run(), which then refuses to run. A session fixture is always set up first.
-    """
-    if not CHROMIUM.exists():
-        pytest.fail("Debian's chromium is missing: .ci/run installs it (apt-get install chromium)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"],
-        )
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def tile(page: Page, cp_id: str) -> Locator:
@@ -238,8 +215,10 @@ def test_the_banner_shows_while_central_is_down_and_the_page_recovers(
     central.kill()
     expect(status).to_have_attribute("data-status", "disconnected", timeout=WAIT_MS)
     expect(status).to_contain_text("Disconnected from Central")
+    expect(page.get_by_test_id("stale-note")).to_be_visible()  # tiles are the last known states
     page.screenshot(path=str(screenshots / "admin-disconnected.png"), full_page=True)
 
     net.central()
     expect(status).to_have_attribute("data-status", "connected", timeout=30_000)
+    expect(page.get_by_test_id("stale-note")).to_be_hidden()
     expect_state(page, "ALC01", "Activado")  # the Monitor reconnects; the page follows

@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-from tests.e2e.conftest import CHROMIUM
 from tests.support.ports import free_port
 from tests.support.processes import Network, Proc, wait_until
 
@@ -29,27 +28,6 @@ PHONE = {"width": 360, "height": 800}
 # a function, not an expression: the page's CSP (no eval) refuses string predicates
 KWH_ABOVE = "(v) => parseFloat(document.querySelector('[data-testid=kwh]').textContent) > v"
 KWH_AT_LEAST = "(v) => parseFloat(document.querySelector('[data-testid=kwh]').textContent) >= v"
-
-
-@pytest.fixture
-def browser(network: Network) -> Iterator[Browser]:
-    """Chromium for one test, started after (and stopped before) the network.
-
-    Shadows conftest's session-wide `browser`: while Playwright's sync API is alive its asyncio
-    loop counts as running in this thread, so the `network` fixture's broker start
-    (`asyncio.run`) fails if the browser came up first.
-    """
-    if not CHROMIUM.exists():
-        pytest.fail("Debian's chromium is missing: .ci/run installs it (apt-get install chromium)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"],
-        )
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 import threading
 from collections.abc import Coroutine, Sequence
@@ -278,7 +279,7 @@ class DriverFeeds:
         return driver_id in self._own and self._own[driver_id].ready.is_set()
 
     async def ready(self, driver_id: str) -> None:
-        await wait_ready(self.ready_event(driver_id), driver_id)
+        await self.ready_event(driver_id).wait()
 
     def _run(self, consumer: EventConsumer, name: str) -> None:
         task = asyncio.create_task(consumer.run(), name=name)
@@ -451,9 +452,8 @@ def _open_web(service: DriverService, feeds: DriverFeeds, s: DriverSettings) -> 
     try:
         return _Web(service, feeds, s)
     except OSError as exc:
-        log.error(
-            "Cannot serve the dashboard on %s:%s: %s", s.web_host, s.web_port, exc.strerror or exc
-        )
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        log.error("Cannot serve the dashboard on %s:%s: %s", s.web_host, s.web_port, reason)
         return None
 
 

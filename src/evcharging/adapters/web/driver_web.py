@@ -370,7 +370,7 @@ class ServiceRuns:
         return None
 
     async def _run(self, driver_id: str, cp_ids: list[str]) -> list[ServiceResult]:
-        await self._ready(driver_id)
+        await self._ready(driver_id)  # so that no answer slips past the driver's reader
         log.info("driver=%s: %d service(s) to run", driver_id, len(cp_ids))
         return await self.service.run_services(driver_id, cp_ids, self.pause)
 
@@ -616,7 +616,9 @@ class DriverHub:
         )
 
     async def _request(self, driver_id: str, cp_id: str) -> None:
-        await self.feeds.ready(driver_id)  # so that no answer slips past its reader
+        if not self.feeds.is_ready(driver_id):  # so that no answer slips past its reader
+            log.info("driver=%s: request at %s waits for Kafka", driver_id, cp_id)
+            await self.feeds.ready(driver_id)
         await self.service.request(driver_id, cp_id)
 
     async def _stop(self, driver_id: str) -> None:
