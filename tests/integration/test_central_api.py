@@ -6,19 +6,11 @@ import httpx
 import pytest
 
 from evcharging.adapters.web.central_api import create_app
-from evcharging.contracts import events as ev
 from evcharging.services.central import CentralService
 from tests.support.builders import a_cp, a_driver, a_repo
+from tests.support.fakes import RecordingPublisher
 
 TOKEN = "s3cret"
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.sent: list[ev.Event] = []
-
-    async def publish(self, event: ev.Event) -> None:
-        self.sent.append(event)
 
 
 @pytest.fixture
@@ -26,7 +18,7 @@ async def client():
     repo = a_repo()
     a_cp(repo, "CP1", price="0.35")
     a_driver(repo, "D1", balance="12.34")
-    central = CentralService(repo, Sink())
+    central = CentralService(repo, RecordingPublisher())
     await central.load()
     transport = httpx.ASGITransport(app=create_app(central, TOKEN))
     async with httpx.AsyncClient(transport=transport, base_url="http://central") as c:

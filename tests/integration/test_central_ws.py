@@ -23,6 +23,7 @@ from evcharging.adapters.web.central_ws import DashboardHub, coalesce
 from evcharging.contracts import events as ev
 from evcharging.services.central import CentralService
 from tests.support.builders import a_cp, a_driver, a_repo
+from tests.support.fakes import RecordingPublisher
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -30,14 +31,6 @@ TOKEN = "s3cret-admin-token"
 WRONG = "not-the-token-123"
 PUSHED = {"all_cps", "cps", "requests", "messages", "message"}
 MONITOR = object()  # stands for the Monitor connection that authenticated a CP
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.sent: list[ev.Event] = []
-
-    async def publish(self, event: ev.Event) -> None:
-        self.sent.append(event)
 
 
 class Dashboard:
@@ -94,7 +87,7 @@ async def central() -> CentralService:
     a_cp(repo, "CP1", price="0.35", location="Alicante")
     a_cp(repo, "CP2", price="0.40", location="Valencia")
     a_driver(repo, "D1")
-    service = CentralService(repo, Sink())
+    service = CentralService(repo, RecordingPublisher())
     await service.load()
     await service.monitor_auth("CP1", MONITOR)
     return service
@@ -137,7 +130,7 @@ async def pushed(ws: Dashboard, until: Callable[[dict[str, Any]], bool]) -> list
 def state_of(central: CentralService) -> tuple[Any, ...]:
     views = tuple(tuple(sorted(cp.view().items())) for cp in central.cps.values())
     sink = central.publisher
-    assert isinstance(sink, Sink)
+    assert isinstance(sink, RecordingPublisher)
     return views, len(sink.sent)
 
 
@@ -291,7 +284,7 @@ async def test_seed_flow_2_simulate_and_fix_error_replies_and_events(
     app: FastAPI, central: CentralService
 ) -> None:
     sink = central.publisher
-    assert isinstance(sink, Sink)
+    assert isinstance(sink, RecordingPublisher)
     async with dashboard(app) as ws:
         simulated = await reply_to(ws, {"type": "simulate_error", "cp_id": "CP1", "token": TOKEN})
         assert simulated["message"] == 'Error "fault" simulado en CP1'

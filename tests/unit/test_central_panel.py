@@ -11,11 +11,7 @@ from evcharging.adapters.tui.central_panel import render
 from evcharging.contracts import events as ev
 from evcharging.services.central import CentralService
 from tests.support.builders import a_cp, a_driver, a_repo
-
-
-class Sink:
-    async def publish(self, event: ev.Event) -> None:
-        return None
+from tests.support.fakes import RecordingPublisher
 
 
 async def test_panel_shows_tiles_requests_and_messages() -> None:
@@ -23,7 +19,9 @@ async def test_panel_shows_tiles_requests_and_messages() -> None:
     for cp in ("CP1", "CP2", "CP3", "CP4"):
         a_cp(repo, cp, location=f"Alicante {cp}")
     a_driver(repo, "D1")
-    central = CentralService(repo, Sink(), now=lambda: datetime(2026, 11, 27, 12, tzinfo=UTC))
+    central = CentralService(
+        repo, RecordingPublisher(), now=lambda: datetime(2026, 11, 27, 12, tzinfo=UTC)
+    )
     await central.load()
     for cp in ("CP1", "CP2", "CP3"):
         await central.monitor_auth(cp, object())

@@ -12,19 +12,9 @@ from evcharging.contracts import events as ev
 from evcharging.domain.money import cost
 from evcharging.services.central import CentralService
 from tests.support.builders import a_cp, a_driver, a_repo
+from tests.support.fakes import RecordingPublisher
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-
-
-class RecordingPublisher:
-    def __init__(self) -> None:
-        self.sent: list[ev.Event] = []
-
-    async def publish(self, event: ev.Event) -> None:
-        self.sent.append(event)
-
-    def of(self, cls: type[ev.Event]) -> list:
-        return [e for e in self.sent if isinstance(e, cls)]
 
 
 class Clock:
@@ -321,6 +311,7 @@ async def test_a_restarted_central_reattaches_open_sessions_and_resends_unsent_t
     open_sid = await supplying(central, "D1", "CP1", kwh="1.900")
     ended_sid = await supplying(central, "D2", "CP2")
     await central.on_charging_stopped(ev.ChargingStopped(driver_id="D2"))
+    assert central.save_running_figures() == 1  # what Central's housekeeping does twice a second
     with repo._conn:  # simulate a crash between closing the session and sending its ticket
         repo._conn.execute(
             "UPDATE sessions SET ticket_sent = 0 WHERE session_id = ?", (str(ended_sid),)

@@ -132,10 +132,12 @@ def build_router(service: CentralService) -> EventRouter:
     return router
 
 
-async def watch_heartbeats(service: CentralService) -> None:
+async def housekeeping(service: CentralService) -> None:
+    """Twice a second: lost Monitors, and the running figures written in one batch."""
     while True:
         await asyncio.sleep(min(0.5, service.heartbeat_timeout / 4))
         await service.check_heartbeats()
+        service.save_running_figures()
 
 
 async def serve(cfg: CentralSettings) -> int:
@@ -167,7 +169,7 @@ async def serve(cfg: CentralSettings) -> int:
     tasks = [
         asyncio.create_task(service.load(), name="load"),
         asyncio.create_task(consumer.run(), name="kafka-consumer"),
-        asyncio.create_task(watch_heartbeats(service), name="heartbeats"),
+        asyncio.create_task(housekeeping(service), name="housekeeping"),
         asyncio.create_task(http.serve(), name="http"),
     ]
     panel = _panel(service, cfg.ui)
@@ -185,6 +187,7 @@ async def serve(cfg: CentralSettings) -> int:
         await asyncio.gather(*tasks, return_exceptions=True)
         await monitors.close()
         await publisher.stop()
+        service.save_running_figures()
         repo.close()
     return 0
 

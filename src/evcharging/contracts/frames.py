@@ -135,11 +135,30 @@ class FrameDecoder:
 
     def feed(self, chunk: bytes) -> list[Frame | FrameError]:
         out: list[Frame | FrameError] = []
-        for byte in chunk:
-            result = self._step(byte)
+        start = 0
+        while start < len(chunk):
+            if self._state is _State.HUNT and chunk[start] == STX:
+                end = self._whole_frame_end(chunk, start)
+                if end:  # fast path: a whole, well-delimited frame; same result as byte by byte
+                    data = chunk[start + 1 : end - 2]
+                    self._garbage_reported = False
+                    out.append(_checked(data, chunk[end - 1]))
+                    start = end
+                    continue
+            result = self._step(chunk[start])
             if result is not None:
                 out.append(result)
+            start += 1
         return out
+
+    def _whole_frame_end(self, chunk: bytes, start: int) -> int:
+        """End index (exclusive) of a complete frame at `start`, if it needs no special handling."""
+        etx = chunk.find(ETX, start + 1, start + self.max_size)
+        if etx < 0 or etx + 1 >= len(chunk) or chunk.find(STX, start + 1, etx) >= 0:
+            return 0
+        if chunk[etx + 1] == STX or etx + 2 - start > self.max_size:
+            return 0
+        return etx + 2
 
     def _step(self, byte: int) -> Frame | FrameError | None:
         if self._state is _State.HUNT:
@@ -195,6 +214,13 @@ class FrameDecoder:
         self._xor = 0
         self._overflow = False
         self._garbage_reported = False
+
+
+def _checked(data: bytes, received_lrc: int) -> Frame | FrameError:
+    expected = lrc(data)
+    if received_lrc != expected:
+        return FrameError("bad_lrc", f"got 0x{received_lrc:02x}, expected 0x{expected:02x}")
+    return parse_data(data)
 
 
 def decode(raw: bytes, max_size: int = MAX_FRAME_SIZE) -> Frame:

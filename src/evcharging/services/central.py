@@ -66,7 +66,11 @@ _ENGINE_REASONS = {
 
 
 class Publisher(Protocol):
-    async def publish(self, event: Event) -> None: ...
+    async def publish(self, event: Event) -> None:
+        """Returns once the broker has the event."""
+
+    async def publish_soon(self, event: Event) -> None:
+        """Returns once the event is queued: for high-rate events a later one supersedes."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,7 @@ class CentralService:
         self.messages: deque[tuple[datetime, str, str]] = deque(maxlen=300)
         self._listeners: list[Callable[[str, dict[str, Any]], None]] = []
         self._stop_sent: dict[str, float] = {}
+        self._unsaved: dict[str, Session] = {}  # running figures not yet written (batched)
 
     # --- observers (panel, WebSocket) ----------------------------------------------------
 
@@ -130,7 +135,7 @@ class CentralService:
         public = (cp.state.value, cp.available)
         if public != cp.published:
             cp.published = public
-            await self.publisher.publish(
+            await self.publisher.publish_soon(
                 CpStatus(
                     cp_id=cp.cp_id,
                     location=cp.record.location,
@@ -277,6 +282,15 @@ class CentralService:
         await self._end(cp, EndReason.MONITOR_LOST)
         await self._changed(cp)
 
+    def save_running_figures(self) -> int:
+        """Writes the latest reading of every supplying session in one transaction (called about
+        twice a second): per-reading writes would cost one transaction per CP per second."""
+        if not self._unsaved:
+            return 0
+        batch, self._unsaved = list(self._unsaved.values()), {}
+        self.repo.record_energies([(s.session_id, s.energy_kwh, s.amount_eur) for s in batch])
+        return len(batch)
+
     async def check_heartbeats(self) -> None:
         """Called periodically: a Monitor silent for longer than the timeout is lost."""
         limit = self._monotonic() - self.heartbeat_timeout
@@ -414,9 +428,9 @@ class CentralService:
         session = record_reading(cp.session, ev.energy_kwh)
         cp.attach(session)
         cp.kw = ev.kw
-        self.repo.record_energy(session.session_id, session.energy_kwh, session.amount_eur)
+        self._unsaved[session.session_id] = session
         self._emit("cp", cp.view())
-        await self.publisher.publish(
+        await self.publisher.publish_soon(
             ChargingProgress(
                 driver_id=session.driver_id,
                 cp_id=cp.cp_id,
@@ -495,6 +509,7 @@ class CentralService:
             return
         ended = end_session(session, reason, self._now(), final_kwh)
         cp.attach(None)
+        self._unsaved.pop(session.session_id, None)  # the close writes the final figures
         if ended is None:
             return
         balance = self.repo.close_session(ended)

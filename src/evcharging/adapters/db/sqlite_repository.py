@@ -166,6 +166,15 @@ class SqliteRepository:
             (session_id,),
         )
 
+    def record_energies(self, readings: Sequence[tuple[str, Decimal, Decimal]]) -> None:
+        """Many sessions' running figures in one transaction (same rule as record_energy)."""
+        with self._tx() as c:
+            c.executemany(
+                "UPDATE sessions SET amount_cents = CASE WHEN ? >= energy_wh THEN ? ELSE amount_cents END, "
+                "energy_wh = MAX(energy_wh, ?) WHERE session_id = ? AND status != 'ended'",
+                [(_wh(e), to_cents(a), _wh(e), sid) for sid, e, a in readings],
+            )
+
     def record_energy(self, session_id: str, energy_kwh: Decimal, amount: Decimal) -> None:
         """Persist the running figures so a Central crash loses no supplied energy."""
         self._conn.execute(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -24,6 +25,7 @@ class EventPublisher:
         self._producer: AIOKafkaProducer | None = None
         self._ready = asyncio.Event()
         self._starter: asyncio.Task[None] | None = None
+        self._retries: set[asyncio.Task[None]] = set()
 
     def _new_producer(self) -> AIOKafkaProducer:
         return AIOKafkaProducer(
@@ -89,6 +91,38 @@ class EventPublisher:
                     "published %s key=%s id=%s", event.event_type, event.key(), event.event_id
                 )
                 return
+
+    async def publish_soon(self, event: Event) -> None:
+        """Hands the event to the producer's batch and returns without waiting for the broker.
+
+        For high-rate events whose loss is harmless because a later one supersedes them (live
+        progress, board states): a failed delivery is retried in the background, in order per key
+        as far as Kafka keeps it, but nobody waits for it."""
+        if event.source == "unknown":
+            event = event.model_copy(update={"source": self.source})
+        if not self._ready.is_set() or self._producer is None:
+            self._background(self.publish(event))
+            return
+        try:
+            delivery = await self._producer.send(
+                event.TOPIC.name, event.to_bytes(), key=event.key().encode()
+            )
+        except KafkaError as exc:
+            log.warning("publish %s queued for retry (%s)", event.event_type, exc)
+            self._background(self.publish(event))
+            return
+        delivery.add_done_callback(lambda f: self._delivered(f, event))
+
+    def _delivered(self, delivery: asyncio.Future[object], event: Event) -> None:
+        if delivery.cancelled() or delivery.exception() is None:
+            return
+        log.warning("delivery of %s failed (%s), retrying", event.event_type, delivery.exception())
+        self._background(self.publish(event))
+
+    def _background(self, work: Coroutine[object, object, None]) -> None:
+        task = asyncio.create_task(work)
+        self._retries.add(task)
+        task.add_done_callback(self._retries.discard)
 
     async def stop(self) -> None:
         if self._starter is not None and not self._starter.done():

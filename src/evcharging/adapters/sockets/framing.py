@@ -8,15 +8,16 @@ Concurrency: a ``FramedConnection`` is used by one task at a time (the exchange 
 alternating, so two tasks would steal each other's ACK bytes and answers).  Starting a second
 operation while one is running is a bug and raises ``RuntimeError``.
 
-Bytes are read one at a time from the ``StreamReader``'s buffer (no extra system calls), so a
-read never goes past the end of a frame: the next byte on the stream, an ACK/NACK or the next
-frame, stays for whoever reads it next.
+Frames are read in chunks and decoded incrementally; ACK/NACK bytes are read one by one where the
+exchange expects them. The exchange alternates, so a chunk never holds bytes past the frame being
+waited for; anything a misbehaving peer pipelines is decoded and kept for the next read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -61,6 +62,7 @@ class FramedConnection:
         self._max_frame_size = max_frame_size
         self._max_bad_frames = max_bad_frames
         self._decoder = FrameDecoder(max_frame_size)
+        self._pending: deque[Frame | FrameError] = deque()
         self._peer = _format_peer(writer.get_extra_info("peername"))
         self._busy = False
         self._closed = False
@@ -138,15 +140,15 @@ class FramedConnection:
                 raise LinkError(f"{bad_in_a_row} bad frames in a row from {self.peer}")
 
     async def _next_result(self) -> Frame | FrameError:
-        while True:
-            try:
-                byte = await self._reader.readexactly(1)
-            except asyncio.IncompleteReadError as exc:
+        """Reads whatever has arrived: the protocol alternates, so a peer never sends bytes past the
+        frame we wait for before we answer it (anything a misbehaving peer pipelines is kept)."""
+        while not self._pending:
+            chunk = await self._reader.read(4096)
+            if not chunk:
                 where = "in the middle of a frame" if self._decoder.in_frame else ""
-                raise LinkError(f"{self.peer} closed the connection {where}".strip()) from exc
-            results = self._decoder.feed(byte)
-            if results:  # one byte completes at most one result
-                return results[0]
+                raise LinkError(f"{self.peer} closed the connection {where}".strip())
+            self._pending.extend(self._decoder.feed(chunk))
+        return self._pending.popleft()
 
     async def _reply(self, byte: int) -> None:
         self._writer.write(bytes((byte,)))

@@ -1,0 +1,23 @@
+"""In-memory stand-ins for pure unit tests (never what an acceptance test proves)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from evcharging.contracts.events import Event
+
+
+class RecordingPublisher:
+    """Keeps every event published, in order, whichever way it was sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[Event] = []
+
+    async def publish(self, event: Event) -> None:
+        self.sent.append(event)
+
+    async def publish_soon(self, event: Event) -> None:
+        self.sent.append(event)
+
+    def of(self, cls: type[Event]) -> list[Any]:
+        return [e for e in self.sent if isinstance(e, cls)]
