@@ -159,8 +159,12 @@ class Network:
         )
 
     def charging_point(self, cp_id: str, *engine_flags: str) -> tuple[Proc, Proc]:
+        """Engine first (listening), then its Monitor; ready once the Engine knows its CP id and
+        Central shows the CP Activado (no transient state from a Monitor that beat its Engine)."""
         engine = self.engine(cp_id, *engine_flags)
+        engine.wait_for("waiting for the Monitor on", timeout=30)
         monitor = self.monitor(cp_id)
+        engine.wait_for("CP id set by the Monitor", timeout=30)
         self.wait_state(cp_id, "Activado")
         return engine, monitor
 

@@ -1,0 +1,135 @@
+"""`python -m bench [--quick] [all|auth|fault|telemetry|scale|profile|report]`.
+
+Starts a Kafka broker of its own on ephemeral ports (or uses `--kafka`), runs the benchmarks
+asked for against fresh EV_Central processes, writes docs/bench/<name>.json, then
+docs/performance.md. `all` (the default, what `make bench` runs) stays within `--budget` seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import shutil
+import sys
+import time
+from dataclasses import replace
+from typing import Any
+
+from bench import auth, fault, report, scale
+from bench.context import Context
+from bench.harness import REPO, broker, raise_fd_limit, utc_now, write_result
+
+log = logging.getLogger("bench")
+
+COMMANDS = ("all", "auth", "fault", "telemetry", "scale", "profile", "report")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("command", nargs="?", default="all", choices=COMMANDS)
+    p.add_argument("--quick", action="store_true", help="small N and short windows: a smoke run")
+    p.add_argument("--kafka", help="HOST:PORT of a running broker (default: start one)")
+    p.add_argument("--n", type=int, action="append", help="scale/telemetry/profile: N (repeatable)")
+    p.add_argument("--steady", type=float, help="scale: seconds of steady state per N")
+    p.add_argument("--workers", type=int, default=0, help="load generator processes (0: auto)")
+    p.add_argument("--requests", type=int, help="auth: requests measured")
+    p.add_argument("--samples", type=int, help="fault: samples per path")
+    p.add_argument(
+        "--budget", type=float, default=840.0, help="all: seconds the whole suite may take"
+    )
+    p.add_argument("--keep", action="store_true", help="keep the work folder (.run/bench/...)")
+    return p.parse_args(argv)
+
+
+def _scale_params(args: argparse.Namespace) -> scale.ScaleParams:
+    params = scale.ScaleParams.quick() if args.quick else scale.ScaleParams()
+    params = replace(params, workers=args.workers)
+    if args.steady:
+        params = replace(params, steady_s=args.steady)
+    if args.n:
+        params = replace(params, sizes=tuple(sorted(args.n)))
+    return params
+
+
+async def _run(args: argparse.Namespace, ctx: Context) -> None:
+    cmd = args.command
+    if cmd in ("all", "auth"):
+        params = auth.AuthParams.quick() if args.quick else auth.AuthParams()
+        if args.requests:
+            params = replace(params, requests=args.requests)
+        log.info("authorisation: %s", (await auth.run(ctx, params))["request_to_response"])
+    if cmd in ("all", "fault"):
+        fparams = fault.FaultParams.quick() if args.quick else fault.FaultParams()
+        if args.samples:
+            fparams = replace(fparams, samples=args.samples)
+        result = await fault.run(ctx, fparams)
+        log.info("fault: %s", {k: v.get("p99_ms") for k, v in result["admin_to_driver"].items()})
+    if cmd in ("all", "scale"):
+        await scale.sweep(
+            ctx, replace(_scale_params(args), telemetry_n1000=cmd == "all" and not args.quick)
+        )
+    if cmd == "telemetry":
+        params_t = replace(_scale_params(args), sizes=tuple(args.n or [1000]))
+        run = await scale.measure(ctx, params_t.sizes[0], params_t)
+        scale.write_telemetry(run, params_t)
+        scale.save([run], params_t, "")
+    if cmd == "profile":
+        await _profile(ctx, replace(_scale_params(args), profile=True))
+
+
+async def _profile(ctx: Context, params: scale.ScaleParams) -> None:
+    n = params.sizes[0] if len(params.sizes) == 1 else 1000
+    run = await scale.measure(ctx, n, params)
+    keys = ("central_cpu_pct", "central_rss_mb", "telemetry_to_screen", "lag_s_max", "profile")
+    results: dict[str, Any] = {"n": n, "holds": run.holds, "failures": run.failures}
+    results |= {k: run.figures.get(k) for k in keys}
+    write_result("profile", {"n": n, "steady_s": params.steady_s, "rate_hz": 100}, results)
+
+
+def _transient_kafka(record: logging.LogRecord) -> bool:
+    """aiokafka logs ERROR while a new broker elects its group coordinator; it retries."""
+    text = record.getMessage()
+    return not any(
+        known in text
+        for known in ("CoordinatorNotAvailable", "Unable connect", "Unable to update metadata")
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:  # a logger's filter would miss its children
+        handler.addFilter(_transient_kafka)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    if args.command == "report":
+        report.write()
+        return 0
+    raise_fd_limit()
+    started = time.monotonic()
+    workdir = REPO / ".run" / "bench" / utc_now().replace(":", "")
+    workdir.mkdir(parents=True, exist_ok=True)
+    log.info("work folder %s", workdir)
+    try:
+        with broker(workdir, args.kafka) as (kafka, broker_pid):
+            ctx = Context(kafka, broker_pid, workdir, args.quick, started + args.budget)
+            asyncio.run(_run(args, ctx))
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    report.write()
+    log.info("done in %.0f s", time.monotonic() - started)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Authorisation latency: a driver's AUTHORIZATION_REQUEST published -> that driver has the
+AUTHORIZATION_RESPONSE (read from central-events).
+
+`concurrency` drivers ask at once, each at its own CPs; after an authorisation the driver stops
+(`charging_stopped`) and waits for its ticket, which frees the CP for the next round. The CPs
+are connected and heartbeating, so Central works as in service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from bench.context import Context, connected_cps, running_central
+from bench.harness import CpuWatch, Network, rss_kb, write_result
+from bench.observer import DriverInbox
+from bench.stats import summary_ms
+from evcharging.adapters.kafka.publisher import EventPublisher
+from evcharging.contracts.events import AuthorizationRequest, ChargingStopped
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AuthParams:
+    requests: int = 1000
+    concurrency: int = 4
+    cps: int = 100
+    warmup: int = 20
+
+    @classmethod
+    def quick(cls) -> AuthParams:
+        return cls(requests=100, concurrency=2, cps=20, warmup=5)
+
+
+@dataclass
+class _Tally:
+    left: int
+    latencies: list[float]
+    authorised: int = 0
+    denied: int = 0
+    stop_to_ticket: list[float] | None = None
+
+
+async def run(ctx: Context, params: AuthParams) -> dict[str, Any]:
+    net = Network("AU", params.cps)
+    async with running_central(ctx, net, "auth") as central, connected_cps(ctx, central, net):
+        inbox = DriverInbox(ctx.kafka)
+        publisher = EventPublisher(ctx.kafka, "bench-drivers")
+        await inbox.start()
+        await publisher.start()
+        try:
+            await _rounds(net, inbox, publisher, params, _Tally(params.warmup, []))  # warm-up
+            tally = _Tally(params.requests, [], stop_to_ticket=[])
+            cpu = CpuWatch({"central": central.pid, "broker": ctx.broker_pid})
+            cpu.start()
+            started = time.monotonic()
+            await _rounds(net, inbox, publisher, params, tally)
+            elapsed = time.monotonic() - started
+            usage = cpu.stop()
+        finally:
+            await publisher.stop()
+            await inbox.close()
+        results = {
+            "request_to_response": summary_ms(tally.latencies),
+            "stop_to_ticket": summary_ms(tally.stop_to_ticket or []),
+            "authorised": tally.authorised,
+            "denied": tally.denied,
+            "requests_per_s": round(len(tally.latencies) / elapsed, 1),
+            "central_rss_mb": round(rss_kb(central.pid) / 1024, 1),
+            **usage,
+            "central_log": central.log_counts(),
+        }
+    write_result("auth", asdict(params), results)
+    return results
+
+
+async def _rounds(
+    net: Network,
+    inbox: DriverInbox,
+    publisher: EventPublisher,
+    params: AuthParams,
+    tally: _Tally,
+) -> None:
+    async def driver(k: int) -> None:
+        mine = [i for i in range(net.size) if i % params.concurrency == k]
+        turn = 0
+        while tally.left > 0:
+            tally.left -= 1
+            i = mine[turn % len(mine)]
+            turn += 1
+            await _one(net, i, inbox, publisher, tally)
+
+    await asyncio.gather(*(driver(k) for k in range(params.concurrency)))
+
+
+async def _one(
+    net: Network, i: int, inbox: DriverInbox, publisher: EventPublisher, tally: _Tally
+) -> None:
+    request = AuthorizationRequest(driver_id=net.driver_id(i), cp_id=net.cp_id(i))
+    answer = inbox.expect("AUTHORIZATION_RESPONSE", str(request.request_id))
+    t0 = time.time()
+    await publisher.publish(request)
+    async with asyncio.timeout(30):
+        t1, event = await answer
+    tally.latencies.append(t1 - t0)
+    if not event["authorised"]:
+        tally.denied += 1
+        log.warning("driver %s at %s denied: %s", request.driver_id, request.cp_id, event["reason"])
+        return
+    tally.authorised += 1
+    ticket = inbox.expect("CHARGING_TICKET", str(event["session_id"]))
+    t2 = time.time()
+    await publisher.publish(
+        ChargingStopped(
+            driver_id=request.driver_id, cp_id=request.cp_id, session_id=event["session_id"]
+        )
+    )
+    async with asyncio.timeout(30):
+        t3, _ = await ticket
+    if tally.stop_to_ticket is not None:
+        tally.stop_to_ticket.append(t3 - t2)

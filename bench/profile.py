@@ -1,0 +1,94 @@
+"""Reads a py-spy profile of Central (`py-spy record --format raw`: one folded stack per line,
+`frame;frame;...;frame count`) into its top functions and where its CPU time goes by library."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+_LINE = re.compile(r":\d+\)$")
+_FILE = re.compile(r"\((?P<file>[^()]*?)(?::\d+)?\)$")
+
+# Where a sample's innermost frame lives -> a name a reader knows; first match wins.
+AREAS = (
+    ("aiokafka", "Kafka client (aiokafka)"),
+    ("kafka/", "Kafka client (aiokafka)"),
+    ("sqlite", "SQLite"),
+    ("adapters/db/", "SQLite"),
+    ("logging/", "logging"),
+    ("pydantic", "pydantic (events)"),
+    ("contracts/events", "pydantic (events)"),
+    ("json/", "json"),
+    ("websockets", "WebSocket / HTTP server"),
+    ("uvicorn", "WebSocket / HTTP server"),
+    ("starlette", "WebSocket / HTTP server"),
+    ("adapters/web/", "WebSocket / HTTP server"),
+    ("adapters/sockets/", "Monitor sockets (framing)"),
+    ("contracts/frames", "Monitor sockets (framing)"),
+    ("asyncio/", "asyncio event loop"),
+    ("selectors", "asyncio event loop"),
+    ("decimal", "decimal / money"),
+    ("domain/", "domain rules"),
+    ("services/", "Central service"),
+)
+
+
+def _short(frame: str) -> str:
+    """`handler (/long/path/src/evcharging/services/central.py:42)` -> `handler (services/central.py)`."""
+    frame = _LINE.sub(")", frame)
+    for marker in ("site-packages/", "src/evcharging/", "lib/python3"):
+        at = frame.find(marker)
+        if at >= 0:
+            start = frame.rfind("(", 0, at) + 1
+            rest = frame[at + len(marker) :]
+            if marker == "lib/python3":
+                rest = rest.split("/", 1)[-1]
+            return frame[:start] + rest
+    return frame
+
+
+def area(frame: str) -> str:
+    match = _FILE.search(frame)
+    path = match.group("file") if match else frame
+    for marker, name in AREAS:
+        if marker in path:
+            return name
+    return "other"
+
+
+def top_functions(folded: Path, rate: int, seconds: float, limit: int = 15) -> dict[str, Any]:
+    own: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    areas: Counter[str] = Counter()
+    samples = 0
+    for line in folded.read_text(encoding="utf-8", errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_short(f) for f in stack.split(";") if f]
+        if not frames:
+            continue
+        samples += count
+        own[frames[-1]] += count
+        areas[area(stack.split(";")[-1])] += count
+        for name in set(frames):
+            total[name] += count
+
+    def share(counter: Counter[str]) -> list[dict[str, Any]]:
+        # frames on (nearly) every stack, the loop's own, say nothing: left out
+        rows = [(name, c) for name, c in counter.most_common() if c < 0.9 * samples]
+        return [
+            {"function": name, "pct": round(100 * c / max(samples, 1), 1)}
+            for name, c in rows[:limit]
+        ]
+
+    return {
+        "samples": samples,
+        "busy_pct_of_one_core": round(100 * samples / max(rate * seconds, 1), 1),
+        "by_area": share(areas),
+        "self": share(own),
+        "inclusive": share(total),
+    }
