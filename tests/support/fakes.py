@@ -19,5 +19,9 @@ class RecordingPublisher:
     async def publish_soon(self, event: Event) -> None:
         self.sent.append(event)
 
+    @property
+    def events(self) -> list[Event]:
+        return self.sent
+
     def of(self, cls: type[Event]) -> list[Any]:
         return [e for e in self.sent if isinstance(e, cls)]

@@ -42,6 +42,7 @@ from evcharging.services.driver import (
     describe,
     parse_services,
 )
+from tests.support.fakes import RecordingPublisher
 
 ROOT = Path(__file__).resolve().parents[2]
 D1, D2 = "D001", "D002"
@@ -74,16 +75,7 @@ class FakeClock:
         await settle()
 
 
-class FakePublisher:
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    async def publish(self, event: Event) -> None:
-        self.events.append(event)
-
-    def of(self, cls: type[Event]) -> list[Event]:
-        return [e for e in self.events if isinstance(e, cls)]
-
+class FakePublisher(RecordingPublisher):
     def last_request(self) -> AuthorizationRequest:
         requests = self.of(AuthorizationRequest)
         assert requests, "no AuthorizationRequest was published"

@@ -39,21 +39,14 @@ from evcharging.services.engine import (
     SupplyRecord,
     energy_after,
 )
+from tests.support.fakes import RecordingPublisher
 from tests.support.waiting import eventually
 
 CP = "CP01"
 PRICE = Decimal("0.35")
 
 
-class FakePublisher:
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    async def publish(self, event: Event) -> None:
-        self.events.append(event)
-
-    def of(self, cls: type[Event]) -> list[Event]:
-        return [e for e in self.events if isinstance(e, cls)]
+FakePublisher = RecordingPublisher
 
 
 class FakeStore:
