@@ -310,6 +310,26 @@ async def _wait_ready(cfg: BrokerConfig, alive: Callable[[], bool], deadline: fl
 async def _ready_with_topics(cfg: BrokerConfig, alive: Callable[[], bool], deadline: float) -> None:
     await _wait_ready(cfg, alive, deadline)
     await create_topics(cfg.bootstrap)
+    await _warm_up_group_coordinator(cfg.bootstrap, deadline)
+
+
+async def _warm_up_group_coordinator(bootstrap: str, deadline: float) -> None:
+    """A fresh broker creates its offsets topic on the first group request and answers
+    "coordinator not available" meanwhile; asking here first keeps the programs' logs clean."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        while time.monotonic() < deadline:
+            try:
+                await admin.find_coordinator("evcharging-warm-up")
+            except KafkaError as exc:
+                logger.debug("group coordinator not ready yet: %s", exc)
+                await asyncio.sleep(_POLL_S)
+            else:
+                return
+        logger.warning("group coordinator not ready before the start timeout; clients will retry")
+    finally:
+        await admin.close()
 
 
 def _new_topic(topic: Topic) -> NewTopic:
