@@ -27,6 +27,7 @@ from evcharging.contracts.events import (
     CpTelemetry,
     SupplyEnded,
     SupplyStarted,
+    set_default_source,
 )
 from evcharging.contracts.topics import CP_EVENTS, DRIVER_EVENTS
 from evcharging.services.central import CentralService
@@ -145,6 +146,7 @@ async def serve(cfg: CentralSettings) -> int:
     if cfg.seed_file is not None:
         result = seed(repo, load_seed_file(cfg.seed_file))
         log.info("seeded %d CPs and %d drivers from %s", result.cps, result.drivers, cfg.seed_file)
+    set_default_source("central")
     publisher = EventPublisher(cfg.kafka, "central")
     publisher.start_in_background()
     service = CentralService(repo, publisher, heartbeat_timeout=cfg.heartbeat_timeout)

@@ -134,7 +134,11 @@ class EventConsumer:
                 for tp, records in batches.items():
                     for record in records:
                         await self._handle(tp, record)
-                    await self._commit(tp, records[-1].offset + 1)
+                if batches:  # one commit for the whole batch: a round trip per partition would
+                    # serialise the loop behind the broker at high rates
+                    await self._commit(
+                        {tp: records[-1].offset + 1 for tp, records in batches.items()}
+                    )
         finally:
             await self._settle_commit()
             await self._consumer.stop()
@@ -187,19 +191,18 @@ class EventConsumer:
         if self._on_error_cb is not None:
             await self._on_error_cb(event, exc)
 
-    async def _commit(self, tp: TopicPartition, offset: int) -> None:
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         assert self._consumer is not None
         if self.group_id is None:
             return
-        self._committing = asyncio.ensure_future(self._consumer.commit({tp: offset}))
+        self._committing = asyncio.ensure_future(self._consumer.commit(offsets))
         try:
             await asyncio.shield(self._committing)
         except KafkaError as exc:
             log.warning(
-                "%s: commit of %s@%s failed (%s); events may be redelivered",
+                "%s: commit of %s failed (%s); events may be redelivered",
                 self.group_id,
-                tp,
-                offset,
+                offsets,
                 exc,
             )
 

@@ -60,9 +60,11 @@ class MonitorLink:
         why = "connection closed"
         try:
             while True:
-                frame = await self.conn.recv_frame(timeout=self.service.heartbeat_timeout)
-                opcode, *fields = await self._dispatch(frame)
-                await self.conn.send_frame(opcode, *fields, timeout=ANSWER_TIMEOUT)
+                await self.conn.answer_next(
+                    self._dispatch,
+                    timeout=self.service.heartbeat_timeout,
+                    answer_timeout=ANSWER_TIMEOUT,
+                )
         except LinkError as exc:
             why = str(exc)
             log.info("monitor link %s (cp=%s) ended: %s", self.conn.peer, self.cp_id, why)
@@ -73,7 +75,10 @@ class MonitorLink:
                 )
             await self.conn.close()
 
-    async def _dispatch(self, frame: Frame) -> list[str]:
+    async def _dispatch(self, frame: Frame) -> tuple[str, ...]:
+        return tuple(await self._answer(frame))
+
+    async def _answer(self, frame: Frame) -> list[str]:
         op, fields = frame.opcode, list(frame.fields)
         if op == "AUTH" and len(fields) >= 1:
             return await self._auth(fields[0])
