@@ -7,6 +7,7 @@ Handlers are idempotent: a redelivered event finds its effect already done and c
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
@@ -113,6 +114,7 @@ class CentralService:
         self._listeners: list[Callable[[str, dict[str, Any]], None]] = []
         self._stop_sent: dict[str, float] = {}
         self._unsaved: dict[str, Session] = {}  # running figures not yet written (batched)
+        self._driver_cp: dict[str, str] = {}  # driver id -> CP of its open session
 
     # --- observers (panel, WebSocket) ----------------------------------------------------
 
@@ -165,6 +167,14 @@ class CentralService:
             for r in self.requests.values()
         ]
 
+    def _attach(self, cp: LiveCP, session: Session | None) -> None:
+        """Every change of a CP's session goes here, so the driver index never disagrees."""
+        if cp.session is not None and self._driver_cp.get(cp.session.driver_id) == cp.cp_id:
+            del self._driver_cp[cp.session.driver_id]
+        cp.attach(session)
+        if session is not None:
+            self._driver_cp[session.driver_id] = cp.cp_id
+
     # --- start-up ---------------------------------------------------------------------
 
     async def load(self) -> None:
@@ -177,7 +187,7 @@ class CentralService:
         for session in self.repo.open_sessions():
             cp = self.cps.get(session.cp_id)
             if cp is not None:
-                cp.attach(session)
+                self._attach(cp, session)
                 self._request(
                     session.driver_id, session.cp_id, session.status.value, session.session_id
                 )
@@ -313,7 +323,7 @@ class CentralService:
         self._say(f"Request from {who}: checking")
         cp = self.cps.get(ev.cp_id)
         driver = self.repo.get_driver(ev.driver_id)
-        busy = any(c.session and c.session.driver_id == ev.driver_id for c in self.cps.values())
+        busy = ev.driver_id in self._driver_cp
         decision = authorise(cp.facts if cp else None, driver.balance_eur if driver else None, busy)
         if isinstance(decision, Denied):
             await self._answer(ev, decision.reason, None)
@@ -325,16 +335,15 @@ class CentralService:
         if not self.repo.create_session(session, str(ev.request_id)):
             await self._answer(ev, "CP busy (another supply is open)", None)
             return
-        cp.attach(session)
-        await self.publisher.publish(
-            SupplyAuthorised(
-                cp_id=cp.cp_id,
-                session_id=UUID(session.session_id),
-                driver_id=ev.driver_id,
-                price_eur_per_kwh=cp.record.price_eur_per_kwh,
-            )
+        self._attach(cp, session)
+        go_ahead = SupplyAuthorised(
+            cp_id=cp.cp_id,
+            session_id=UUID(session.session_id),
+            driver_id=ev.driver_id,
+            price_eur_per_kwh=cp.record.price_eur_per_kwh,
         )
-        await self._answer(ev, None, session)
+        # Engine and driver are told at once: one broker round trip, not two in a row.
+        await asyncio.gather(self.publisher.publish(go_ahead), self._answer(ev, None, session))
         await self._changed(cp)
 
     async def _answer(
@@ -361,10 +370,7 @@ class CentralService:
 
     async def on_charging_stopped(self, ev: ChargingStopped) -> None:
         """Seed flow 1: a driver stops its own supply; nobody else's."""
-        cp = next(
-            (c for c in self.cps.values() if c.session and c.session.driver_id == ev.driver_id),
-            None,
-        )
+        cp = self.cps.get(self._driver_cp.get(ev.driver_id, ""))
         if (
             cp is None
             or cp.session is None
@@ -402,7 +408,7 @@ class CentralService:
             await self._stray(ev.cp_id, ev.session_id, "SUPPLY_STARTED")
             return
         was = cp.session.status
-        cp.attach(start_supply(cp.session))
+        self._attach(cp, start_supply(cp.session))
         if cp.session.status != was:
             self.repo.mark_supplying(cp.session.session_id)
             self._say(f"CP {ev.cp_id} supplying driver {cp.session.driver_id}")
@@ -426,7 +432,7 @@ class CentralService:
                 )
             )
         session = record_reading(cp.session, ev.energy_kwh)
-        cp.attach(session)
+        self._attach(cp, session)
         cp.kw = ev.kw
         self._unsaved[session.session_id] = session
         self._emit("cp", cp.view())
@@ -508,7 +514,7 @@ class CentralService:
         if session is None:
             return
         ended = end_session(session, reason, self._now(), final_kwh)
-        cp.attach(None)
+        self._attach(cp, None)
         self._unsaved.pop(session.session_id, None)  # the close writes the final figures
         if ended is None:
             return
