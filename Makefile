@@ -25,11 +25,11 @@ kafka/lib/.fetched: kafka/pom.xml
 kafka-jars: kafka/lib/.fetched
 
 lint: install
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
 
 test: install kafka-jars
-	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
 test-fast: install
@@ -39,6 +39,7 @@ demo: install kafka-jars
 	$(VENV)/bin/evcharging demo $(DEMO_ARGS)
 
 bench: install kafka-jars
+	$(PIP) install -q -e '.[dev,bench]'
 	$(VENV)/bin/python -m bench
 
 clean:

@@ -18,7 +18,7 @@ from typing import Any
 
 from bench import auth, fault, report, scale
 from bench.context import Context
-from bench.harness import REPO, broker, raise_fd_limit, utc_now, write_result
+from bench.harness import REPO, broker, raise_fd_limit, utc_now, warm_up_broker, write_result
 
 log = logging.getLogger("bench")
 
@@ -42,6 +42,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--budget", type=float, default=840.0, help="all: seconds the whole suite may take"
     )
+    p.add_argument(
+        "--phase", choices=("steady", "ramp"), default="steady", help="profile: which phase"
+    )
     p.add_argument("--keep", action="store_true", help="keep the work folder (.run/bench/...)")
     return p.parse_args(argv)
 
@@ -58,6 +61,10 @@ def _scale_params(args: argparse.Namespace) -> scale.ScaleParams:
 
 async def _run(args: argparse.Namespace, ctx: Context) -> None:
     cmd = args.command
+    if ctx.broker_pid:  # a broker of ours, just started: its JIT warm-up is not Central's cost
+        log.info(
+            "broker warm-up: %d messages", await warm_up_broker(ctx.kafka, 3 if args.quick else 8)
+        )
     if cmd in ("all", "auth"):
         params = auth.AuthParams.quick() if args.quick else auth.AuthParams()
         if args.requests:
@@ -70,25 +77,24 @@ async def _run(args: argparse.Namespace, ctx: Context) -> None:
         result = await fault.run(ctx, fparams)
         log.info("fault: %s", {k: v.get("p99_ms") for k, v in result["admin_to_driver"].items()})
     if cmd in ("all", "scale"):
-        await scale.sweep(
-            ctx, replace(_scale_params(args), telemetry_n1000=cmd == "all" and not args.quick)
-        )
+        params_s = replace(_scale_params(args), telemetry_n1000=cmd == "all" and not args.quick)
+        await scale.sweep(ctx, params_s, merge=bool(args.n))
     if cmd == "telemetry":
         params_t = replace(_scale_params(args), sizes=tuple(args.n or [1000]))
         run = await scale.measure(ctx, params_t.sizes[0], params_t)
         scale.write_telemetry(run, params_t)
-        scale.save([run], params_t, "")
+        scale.save([run], params_t, "", merge=True)
     if cmd == "profile":
-        await _profile(ctx, replace(_scale_params(args), profile=True))
+        await _profile(ctx, replace(_scale_params(args), profile=args.phase))
 
 
 async def _profile(ctx: Context, params: scale.ScaleParams) -> None:
     n = params.sizes[0] if len(params.sizes) == 1 else 1000
     run = await scale.measure(ctx, n, params)
-    keys = ("central_cpu_pct", "central_rss_mb", "telemetry_to_screen", "lag_s_max", "profile")
     results: dict[str, Any] = {"n": n, "holds": run.holds, "failures": run.failures}
-    results |= {k: run.figures.get(k) for k in keys}
-    write_result("profile", {"n": n, "steady_s": params.steady_s, "rate_hz": 100}, results)
+    results |= run.figures
+    parameters = {"n": n, "phase": params.profile, "steady_s": params.steady_s, "rate_hz": 100}
+    write_result(f"profile-{params.profile}", parameters, results)
 
 
 def _transient_kafka(record: logging.LogRecord) -> bool:

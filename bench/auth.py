@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 from bench.context import Context, connected_cps, running_central
@@ -19,7 +21,7 @@ from bench.harness import CpuWatch, Network, rss_kb, write_result
 from bench.observer import DriverInbox
 from bench.stats import summary_ms
 from evcharging.adapters.kafka.publisher import EventPublisher
-from evcharging.contracts.events import AuthorizationRequest, ChargingStopped
+from evcharging.contracts.events import AuthorizationRequest, ChargingStopped, DriverNotice
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,8 @@ class _Tally:
     authorised: int = 0
     denied: int = 0
     stop_to_ticket: list[float] | None = None
+    to_central: list[float] = field(default_factory=list)
+    from_central: list[float] = field(default_factory=list)
 
 
 async def run(ctx: Context, params: AuthParams) -> dict[str, Any]:
@@ -54,8 +58,10 @@ async def run(ctx: Context, params: AuthParams) -> dict[str, Any]:
         await publisher.start()
         try:
             await _rounds(net, inbox, publisher, params, _Tally(params.warmup, []))  # warm-up
+            hop = await _kafka_hop(inbox, publisher, params.requests // 4)
             tally = _Tally(params.requests, [], stop_to_ticket=[])
-            cpu = CpuWatch({"central": central.pid, "broker": ctx.broker_pid})
+            pids = {"central": central.pid, "broker": ctx.broker_pid, "bench": os.getpid()}
+            cpu = CpuWatch(pids)
             cpu.start()
             started = time.monotonic()
             await _rounds(net, inbox, publisher, params, tally)
@@ -66,7 +72,10 @@ async def run(ctx: Context, params: AuthParams) -> dict[str, Any]:
             await inbox.close()
         results = {
             "request_to_response": summary_ms(tally.latencies),
+            "request_to_response_made": summary_ms(tally.to_central),
+            "response_made_to_driver": summary_ms(tally.from_central),
             "stop_to_ticket": summary_ms(tally.stop_to_ticket or []),
+            "kafka_hop_baseline": hop,
             "authorised": tally.authorised,
             "denied": tally.denied,
             "requests_per_s": round(len(tally.latencies) / elapsed, 1),
@@ -107,6 +116,9 @@ async def _one(
     async with asyncio.timeout(30):
         t1, event = await answer
     tally.latencies.append(t1 - t0)
+    made = datetime.fromisoformat(event["ts"]).timestamp()  # Central's clock: the same machine
+    tally.to_central.append(made - t0)
+    tally.from_central.append(t1 - made)
     if not event["authorised"]:
         tally.denied += 1
         log.warning("driver %s at %s denied: %s", request.driver_id, request.cp_id, event["reason"])
@@ -123,3 +135,18 @@ async def _one(
         t3, _ = await ticket
     if tally.stop_to_ticket is not None:
         tally.stop_to_ticket.append(t3 - t2)
+
+
+async def _kafka_hop(inbox: DriverInbox, publisher: EventPublisher, samples: int) -> dict[str, Any]:
+    """The floor under every Kafka figure: one event published (as Central publishes, waiting
+    for the broker's ack) -> read by a consumer set up as the Driver's; Central is not involved."""
+    hops: list[float] = []
+    for k in range(samples):
+        probe = DriverNotice(driver_id="bench-probe", message=f"probe {k}")
+        arrived = inbox.expect("DRIVER_NOTICE", "bench-probe", probe.message)
+        t0 = time.time()
+        await publisher.publish(probe)
+        async with asyncio.timeout(10):
+            t1, _ = await arrived
+        hops.append(t1 - t0)
+    return summary_ms(hops)

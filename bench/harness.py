@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import platform
 import shlex
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from tests.support.ports import free_port, free_port_pair
 
@@ -126,6 +127,9 @@ class CpuWatch:
         busy0, total0 = self._machine0
         cores = os.cpu_count() or 1
         out["machine_cpu_pct"] = round(100 * cores * (busy1 - busy0) / max(total1 - total0, 1), 1)
+        # anything else on the machine (another test run...): a noisy window shows here
+        ours = sum(v for k, v in out.items() if k != "machine_cpu_pct")
+        out["others_cpu_pct"] = round(max(0.0, out["machine_cpu_pct"] - ours), 1)
         return out
 
 
@@ -219,6 +223,8 @@ class Central:
     log_path: Path
     argv: list[str]
     started_at: float
+    stop_s: float | None = None  # how long SIGTERM took to end it
+    killed: bool = False  # it had to be SIGKILLed
 
     @property
     def pid(self) -> int:
@@ -273,14 +279,19 @@ class Central:
         return time.monotonic() - self.started_at
 
     def stop(self) -> None:
-        if self.alive:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                log.warning("EV_Central pid=%s ignored SIGTERM; killing it", self.pid)
-                self.popen.kill()
-                self.popen.wait(timeout=10)
+        """SIGTERM, as an operator stops it; SIGKILL if it has not exited within 20 s."""
+        if not self.alive:
+            return
+        t0 = time.monotonic()
+        self.popen.send_signal(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            log.warning("EV_Central pid=%s ignored SIGTERM for 20 s; killing it", self.pid)
+            self.killed = True
+            self.popen.kill()
+            self.popen.wait(timeout=10)
+        self.stop_s = round(time.monotonic() - t0, 1)
 
 
 def new_group_id(name: str) -> str:
@@ -350,6 +361,33 @@ async def start_group_at_end(kafka: str, group_id: str, topics: Sequence[Topic])
         await consumer.stop()
 
 
+WARMUP_TOPIC = Topic("bench-warmup", 12, doc="traffic that warms a fresh broker's JVM up")
+
+
+async def warm_up_broker(kafka: str, seconds: float = 8.0) -> int:
+    """A fresh broker's JVM compiles its hot paths during the first seconds of traffic, using
+    a core for it: send it traffic of the benchmarks' shape first (batched, and acked one by
+    one), on a topic of its own, so no benchmark pays for it. Returns the messages sent."""
+    await kafka_broker.create_topics(kafka, [WARMUP_TOPIC])
+    producer = AIOKafkaProducer(bootstrap_servers=kafka, linger_ms=5, acks="all")
+    consumer = AIOKafkaConsumer(WARMUP_TOPIC.name, bootstrap_servers=kafka, fetch_max_wait_ms=20)
+    await producer.start()
+    await consumer.start()
+    sent = 0
+    try:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            for k in range(200):
+                await producer.send(WARMUP_TOPIC.name, b"x" * 300, key=f"k{k}".encode())
+            await producer.send_and_wait(WARMUP_TOPIC.name, b"y", key=b"acked")
+            await consumer.getmany(timeout_ms=10)
+            sent += 201
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    return sent
+
+
 class LagProbe:
     """Samples the end offsets of Central's topics and the offsets its group has committed."""
 
@@ -378,6 +416,17 @@ class LagProbe:
 # --- results ------------------------------------------------------------------------------------
 
 
+def finite(value: Any) -> Any:
+    """JSON has no infinity: inf/NaN (never seen, never caught up) become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
 def write_result(name: str, parameters: dict[str, Any], results: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
@@ -386,10 +435,10 @@ def write_result(name: str, parameters: dict[str, Any], results: dict[str, Any])
         "machine": machine(),
         "date": utc_now(),
         "command": command_line(),
-        "parameters": parameters,
-        "results": results,
+        "parameters": finite(parameters),
+        "results": finite(results),
     }
-    path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     log.info("wrote %s", path.relative_to(REPO))
     return path
 

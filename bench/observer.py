@@ -199,6 +199,8 @@ class DriverInbox:
             key: tuple[str, ...] = (kind, str(event["request_id"]))
         elif kind == "CHARGING_TICKET":
             key = (kind, str(event["session_id"]))
+        elif kind == "DRIVER_NOTICE":
+            key = (kind, str(event["driver_id"]), str(event["message"]))
         elif kind in ("CP_ERROR_SIMULATED", "CP_ERROR_FIXED"):
             key = (kind, str(event["cp_id"]), str(event.get("driver_id")))
         else:

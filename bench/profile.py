@@ -3,10 +3,18 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import signal
+import subprocess
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
+
+RATE_HZ = 100
 
 _LINE = re.compile(r":\d+\)$")
 _FILE = re.compile(r"\((?P<file>[^()]*?)(?::\d+)?\)$")
@@ -30,6 +38,8 @@ AREAS = (
     ("asyncio/", "asyncio event loop"),
     ("selectors", "asyncio event loop"),
     ("decimal", "decimal / money"),
+    ("uuid.py", "uuid / dataclasses (ids, immutable records)"),
+    ("dataclasses.py", "uuid / dataclasses (ids, immutable records)"),
     ("domain/", "domain rules"),
     ("services/", "Central service"),
 )
@@ -77,9 +87,11 @@ def top_functions(folded: Path, rate: int, seconds: float, limit: int = 15) -> d
         for name in set(frames):
             total[name] += count
 
-    def share(counter: Counter[str]) -> list[dict[str, Any]]:
-        # frames on (nearly) every stack, the loop's own, say nothing: left out
-        rows = [(name, c) for name, c in counter.most_common() if c < 0.9 * samples]
+    def share(counter: Counter[str], skip_common: bool = False) -> list[dict[str, Any]]:
+        top = max(counter.values(), default=0)
+        rows = counter.most_common()
+        if skip_common:  # frames on (nearly) every stack, the loop's own, say nothing
+            rows = [(name, c) for name, c in rows if c < 0.85 * top]
         return [
             {"function": name, "pct": round(100 * c / max(samples, 1), 1)}
             for name, c in rows[:limit]
@@ -90,5 +102,46 @@ def top_functions(folded: Path, rate: int, seconds: float, limit: int = 15) -> d
         "busy_pct_of_one_core": round(100 * samples / max(rate * seconds, 1), 1),
         "by_area": share(areas),
         "self": share(own),
-        "inclusive": share(total),
+        "inclusive": share(total, skip_common=True),
     }
+
+
+class Profiler:
+    """`py-spy record` against a running process, from `start()` to `stop()` (SIGINT)."""
+
+    def __init__(self, pid: int, out: Path, rate: int = RATE_HZ) -> None:
+        self.pid = pid
+        self.out = out
+        self.rate = rate
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._t0 = 0.0
+
+    def start(self) -> None:
+        from bench.harness import BIN
+
+        argv = [str(BIN / "py-spy"), "record", "--pid", str(self.pid), "--rate", str(self.rate)]
+        argv += ["--format", "raw", "--output", str(self.out)]
+        log.info("py-spy recording pid=%s into %s", self.pid, self.out)
+        self._t0 = time.monotonic()
+        self._proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def stop(self) -> dict[str, Any]:
+        from bench.harness import REPO
+
+        proc, seconds = self._proc, time.monotonic() - self._t0
+        if proc is None:
+            return {"error": "not started"}
+        proc.send_signal(signal.SIGINT)
+        try:
+            _, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+        if not self.out.exists():
+            return {"error": err.decode(errors="replace")[-500:]}
+        where = str(self.out.relative_to(REPO))
+        return {
+            "folded": where,
+            "seconds": round(seconds, 1),
+            **top_functions(self.out, self.rate, seconds),
+        }

@@ -127,10 +127,19 @@ def auth_section(d: dict[str, Any] | None) -> list[str]:
         "",
         LAT_HEAD,
         _latency_row("request -> response", r.get("request_to_response")),
+        _latency_row(
+            "... request -> Central made the response (its `ts`)", r.get("request_to_response_made")
+        ),
+        _latency_row("... Central made it -> driver has it", r.get("response_made_to_driver")),
         _latency_row("charging_stopped -> ticket", r.get("stop_to_ticket")),
+        _latency_row(
+            "baseline: one Kafka hop (publish, acked -> consumer), no Central",
+            r.get("kafka_hop_baseline"),
+        ),
         "",
         f"{r.get('authorised')} authorised, {r.get('denied')} denied, {r.get('requests_per_s')} requests/s; "
-        f"Central {r.get('central_cpu_pct')} % CPU, broker {r.get('broker_cpu_pct')} %, machine "
+        f"Central {r.get('central_cpu_pct')} % CPU, broker {r.get('broker_cpu_pct')} %, the benchmark "
+        f"itself {r.get('bench_cpu_pct')} %, other processes {r.get('others_cpu_pct')} %; machine "
         f"{r.get('machine_cpu_pct')} % (of {d['machine']['cpus']} cores x 100).",
         "",
         _provenance(d),
@@ -187,7 +196,7 @@ def telemetry_section(d: dict[str, Any] | None) -> list[str]:
 SCALE_HEAD = (
     "| N | holds | Central CPU % | Central RSS MB | lag max s | lag max msgs | telemetry p50 / p99 ms "
     "| HB RTT p99 ms | HB late | wrongly Desconectado | billing errors | ramp s | broker CPU % "
-    "| load generator CPU % | machine CPU % |\n|" + "---|" * 15
+    "| load generator CPU % | other processes CPU % | machine CPU % |\n|" + "---|" * 16
 )
 
 
@@ -216,7 +225,7 @@ def scale_section(d: dict[str, Any] | None) -> list[str]:
             f"{_fmt(tel.get('p50_ms'))} / {_fmt(tel.get('p99_ms'))} | {_fmt((lg.get('hb_rtt') or {}).get('p99_ms'))} | "
             f"{_fmt(lg.get('hb_late'))} | {_fmt(run.get('wrongly_desconectado'))} | {_fmt(run.get('billing_errors'))} | "
             f"{_fmt(run.get('ramp_s'))} | {_fmt(run.get('broker_cpu_pct'))} | {_fmt(run.get('loadgen_cpu_pct'))} | "
-            f"{_fmt(run.get('machine_cpu_pct'))} |"
+            f"{_fmt(run.get('others_cpu_pct'))} | {_fmt(run.get('machine_cpu_pct'))} |"
         )
     lines.append("")
     failing = [run for run in r["runs"] if not run["holds"]]
@@ -253,23 +262,37 @@ def memory_section(d: dict[str, Any] | None) -> list[str]:
     ]
 
 
-def time_section(profile: dict[str, Any] | None) -> list[str]:
+def time_section(steady: dict[str, Any] | None, ramp: dict[str, Any] | None) -> list[str]:
     lines = ["## Where the time goes", ""]
     if NOTES.exists():
-        lines += [NOTES.read_text(encoding="utf-8").strip(), ""]
+        notes = NOTES.read_text(encoding="utf-8").strip()
+        notes = notes.removeprefix("## Where the time goes").strip()  # the heading is ours
+        lines += [notes, ""]
     else:
         lines += [
             "_To be written from the profiles (keep it in docs/bench/where-the-time-goes.md)._",
             "",
         ]
+    for phase, profile in (("steady state", steady), ("the ramp (burst of authorisations)", ramp)):
+        lines += _profile_tables(phase, profile)
+    return lines
+
+
+def _profile_tables(phase: str, profile: dict[str, Any] | None) -> list[str]:
     prof = _get(profile, "results", "profile")
     if not prof or "self" not in prof:
-        return [*lines, "No py-spy profile yet: `python -m bench profile --n 1000`.", ""]
+        return [
+            f"No py-spy profile of {phase} yet: `python -m bench profile --n 2000 --phase ...`.",
+            "",
+        ]
     assert profile is not None
     r = profile["results"]
-    lines += [
-        f"py-spy, Central at N = {r.get('n'):,} supplying CPs, {prof['samples']:,} samples "
-        f"(Central busy {prof['busy_pct_of_one_core']} % of one core while sampled). "
+    lines = [
+        f"### py-spy: Central during {phase}, N = {r.get('n'):,}",
+        "",
+        f"{prof['samples']:,} samples at {profile['parameters'].get('rate_hz')} Hz over {prof.get('seconds')} s "
+        f"(Central busy {prof['busy_pct_of_one_core']} % of one core while sampled; "
+        f"stacks in `{prof.get('folded')}`, for a flame graph). "
         f"Measured {profile['date']} with `{profile['command']}`.",
         "",
         "| by library (innermost frame) | % of samples |",
@@ -277,9 +300,9 @@ def time_section(profile: dict[str, Any] | None) -> list[str]:
     ]
     lines += [f"| {row['function']} | {row['pct']} |" for row in prof["by_area"]]
     lines += ["", "| top functions, self time | % |", "|---|---|"]
-    lines += [f"| `{row['function']}` | {row['pct']} |" for row in prof["self"]]
+    lines += [f"| `{row['function']}` | {row['pct']} |" for row in prof["self"][:10]]
     lines += ["", "| top functions, inclusive | % |", "|---|---|"]
-    lines += [f"| `{row['function']}` | {row['pct']} |" for row in prof["inclusive"]]
+    lines += [f"| `{row['function']}` | {row['pct']} |" for row in prof["inclusive"][:10]]
     return [*lines, ""]
 
 
@@ -338,7 +361,8 @@ def plot(scale: dict[str, Any] | None) -> Path | None:
 
 
 def write() -> Path:
-    data = {name: read_result(name) for name in ("auth", "fault", "telemetry", "scale", "profile")}
+    names = ("auth", "fault", "telemetry", "scale", "profile-steady", "profile-ramp")
+    data = {name: read_result(name) for name in names}
     machine = next((d["machine"] for d in data.values() if d), {})
     lines = [
         "# Performance",
@@ -356,7 +380,7 @@ def write() -> Path:
         *telemetry_section(data["telemetry"]),
         *scale_section(data["scale"]),
         *memory_section(data["scale"]),
-        *time_section(data["profile"]),
+        *time_section(data["profile-steady"], data["profile-ramp"]),
         "## How to run",
         "",
         "- `make bench` (= `python -m bench`): everything, under 15 minutes; then this file.",

@@ -5,13 +5,16 @@ One run per N, each against a fresh Central:
 1. Central starts with N CPs and N drivers seeded; RSS once loaded (no connection yet).
 2. The admin WebSocket is opened; every CP connects and authenticates (RSS again: connections).
 3. Every driver asks for a supply at its CP at once; each Engine starts on SUPPLY_AUTHORISED.
-4. Warm-up, then a steady window: Central's CPU % and RSS (/proc), the consumer lag of its group
-   on cp-events and driver-events, each reading's delay to the screen, heartbeats.
+4. Warm-up, then until Central has caught up with the backlog the burst left (lag under half a
+   second of traffic for 2 s), then a steady window: Central's CPU % and RSS (/proc), the
+   consumer lag of its group on cp-events and driver-events (committed vs end offsets, every
+   0.1 s), each reading's delay to the screen, heartbeats.
 5. Every supply ends with SUPPLY_ENDED (final reading = last + 0.1 kWh) and each session is
    checked through `GET /api/sessions`: amount == cost(final energy, price).
 
-A run holds when: every CP supplied, lag < 1 s, telemetry p99 to screen < 1 s, no CP wrongly
-Desconectado, no billing error. The sweep stops after the first N that fails.
+A run holds when: every CP supplied and Central caught up, lag < 1 s, telemetry p99 to screen
+< 1 s, no CP wrongly Desconectado, every session ended and billed right. The sweep stops after
+the first N that fails (and when the time budget of `python -m bench` runs out).
 """
 
 from __future__ import annotations
@@ -19,24 +22,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import subprocess
+import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from bench.context import Context, cp_specs, running_central
 from bench.harness import (
-    BIN,
-    REPO,
+    RESULTS,
     Central,
     CpuWatch,
     LagProbe,
     Network,
     command_line,
+    cpu_seconds,
     read_result,
     rss_kb,
     utc_now,
@@ -44,6 +46,7 @@ from bench.harness import (
 )
 from bench.loadgen import LoadConfig, Workers, merge_figures
 from bench.observer import Dashboard
+from bench.profile import Profiler
 from bench.stats import (
     LagSample,
     lag_seconds,
@@ -62,6 +65,8 @@ LAG_LIMIT_S = 1.0
 TELEMETRY_LIMIT_S = 1.0
 FINAL_EXTRA_WH = 100
 LAG_EVERY_S = 0.1  # the resolution of the lag in seconds
+SETTLED_FOR_S = 2.0
+FAILED_WINDOW_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -71,12 +76,13 @@ class ScaleParams:
     warmup_s: float = 5.0
     ramp_s: float = 90.0
     workers: int = 0  # 0: one below 5,000 CPs, two from there
-    profile: bool = False
+    profile: str = ""  # "ramp" or "steady": py-spy records Central during that phase
+    settle_s: float = 60.0
     telemetry_n1000: bool = False  # measure N = 1,000 even if the sweep stops below it
 
     @classmethod
     def quick(cls) -> ScaleParams:
-        return cls(sizes=QUICK_SWEEP, steady_s=8.0, warmup_s=2.0, ramp_s=30.0)
+        return cls(sizes=QUICK_SWEEP, steady_s=8.0, warmup_s=2.0, ramp_s=30.0, settle_s=15.0)
 
     def workers_for(self, n: int) -> int:
         return self.workers or (2 if n >= 5000 else 1)
@@ -108,17 +114,20 @@ class Run:
 
 
 def estimated_s(n: int, params: ScaleParams) -> float:
-    """A rough upper figure of one run's length, for the time budget."""
-    return 25 + params.warmup_s + params.steady_s + n / 250
+    """A rough, rather pessimistic length of one run, for the time budget: start-up, connections and stop
+    (30 s), the ramp, settling, warm-up and steady windows, the end and the billing check."""
+    ramp = min(params.ramp_s, 5 + n / 40)
+    end = max(60.0, n / 100) + n / 400
+    return 30 + ramp + params.warmup_s + min(params.settle_s, 20) + params.steady_s + end
 
 
-async def sweep(ctx: Context, params: ScaleParams) -> dict[str, Any]:
+async def sweep(ctx: Context, params: ScaleParams, merge: bool) -> dict[str, Any]:
     """Each N in turn; stop after the first that fails, or when the time budget runs out."""
     runs: list[Run] = []
     stopped = ""
     for n in params.sizes:
         if ctx.remaining < estimated_s(n, params):
-            stopped = f"N={n} skipped: {ctx.remaining:.0f} s of the time budget left"
+            stopped = f"N = {n:,} not run: only {ctx.remaining:.0f} s of the time budget left"
             log.warning("%s", stopped)
             break
         try:
@@ -131,11 +140,11 @@ async def sweep(ctx: Context, params: ScaleParams) -> dict[str, Any]:
         if n == 1000:
             write_telemetry(run, params)
         if not run.holds:
-            stopped = f"stopped after N={n}: " + "; ".join(run.failures)
+            stopped = f"Stopped after N = {n:,}, which fails"
             break
     if 1000 not in [run.n for run in runs] and params.telemetry_n1000:
         await _telemetry_anyway(ctx, params, runs)
-    return save(runs, params, stopped)
+    return save(runs, params, stopped, merge=merge)
 
 
 async def _telemetry_anyway(ctx: Context, params: ScaleParams, runs: list[Run]) -> None:
@@ -191,6 +200,8 @@ async def measure(ctx: Context, n: int, params: ScaleParams) -> Run:
             await dashboard.close()
             run.figures.setdefault("central_log", central.log_counts())
             run.figures["central_alive_at_end"] = central.alive
+    run.figures["central_stop_s"] = central.stop_s
+    run.figures["central_needed_sigkill"] = central.killed
     return run
 
 
@@ -216,6 +227,9 @@ async def _phases(
         run.failures.append(f"only {f['connected']} of {n} CPs connected")
         return
     dashboard.watch_disconnects = True
+    profiler = _profiler(central, n, params, "ramp")
+    if profiler is not None:
+        profiler.start()
     t0 = time.monotonic()
     supplied = await workers.call("supply", within=params.ramp_s + 30, ramp_s=params.ramp_s)
     f["authorised"] = sum(s["supplying"] for s in supplied)
@@ -224,16 +238,60 @@ async def _phases(
     )
     f["ramp_s"] = round(time.monotonic() - t0, 1)
     f["supplying_on_screen"] = dashboard.counts["Suministrando"]
+    f["authorisations_per_s"] = round(f["authorised"] / max(f["ramp_s"], 0.1), 1)
+    if profiler is not None:
+        f["profile"] = profiler.stop()
     if f["authorised"] < n or not on_screen:
         run.failures.append(
             f"ramp incomplete: {f['authorised']} of {n} authorised, {dashboard.counts['Suministrando']} "
             f"shown Suministrando after {f['ramp_s']} s"
         )  # measured all the same, with the supplies that did start: the figures say why
     await asyncio.sleep(params.warmup_s)
+    if not run.holds:  # failed already: shorter windows, for the figures that say why
+        params = replace(params, settle_s=FAILED_WINDOW_S, steady_s=FAILED_WINDOW_S)
+    f["settle_s"], settled = await _settle(ctx, central, params.settle_s)
+    if not settled:
+        run.failures.append(f"Central did not catch up with its topics in {params.settle_s:g} s")
+    f["steady_s"] = params.steady_s
     await _steady(ctx, central, workers, dashboard, params, run)
     await _billing(central, workers, dashboard, net, run, patience=60.0 if run.holds else 20.0)
     f["central_log"] = central.log_counts()  # before the links close at the end
     _judge(run, dashboard)
+
+
+def _profiler(central: Central, n: int, params: ScaleParams, phase: str) -> Profiler | None:
+    if params.profile != phase:
+        return None
+    return Profiler(central.pid, RESULTS / f"profile-central-n{n}-{phase}.folded")
+
+
+async def _settle(ctx: Context, central: Central, within: float) -> tuple[float, bool]:
+    """After the ramp, until Central has caught up with its topics (the backlog the burst of
+    authorisations left behind) for 2 s in a row: the steady window starts from there."""
+    probe = LagProbe(ctx.kafka, central.group_id)
+    await probe.start()
+    t0 = time.monotonic()
+    samples: list[LagSample] = []
+    try:
+        while time.monotonic() - t0 < within:
+            samples.append(await probe.sample())
+            recent = [s for s in samples if s.t >= samples[-1].t - SETTLED_FOR_S]
+            if samples[-1].t - samples[0].t >= SETTLED_FOR_S and _caught_up(recent):
+                return round(time.monotonic() - t0, 1), True
+            await asyncio.sleep(LAG_EVERY_S)
+    finally:
+        await probe.close()
+    return round(time.monotonic() - t0, 1), False
+
+
+def _caught_up(recent: list[LagSample]) -> bool:
+    """The backlog of every recent sample is less than half a second of incoming messages."""
+    span = recent[-1].t - recent[0].t
+    arrived = sum(recent[-1].ends.values()) - sum(recent[0].ends.values())
+    if span <= 0:
+        return False
+    rate = max(arrived / span, 1.0)
+    return all(s.messages / rate < 0.5 for s in recent)
 
 
 async def _steady(
@@ -247,21 +305,23 @@ async def _steady(
     f = run.figures
     probe = LagProbe(ctx.kafka, central.group_id)
     await probe.start()
-    cpu = CpuWatch(
-        {"central": central.pid, "broker": ctx.broker_pid}
-        | {f"loadgen{k}": pid for k, pid in enumerate(workers.pids)}
-    )
+    pids = {"central": central.pid, "broker": ctx.broker_pid, "observer": os.getpid()}
+    cpu = CpuWatch(pids | {f"loadgen{k}": pid for k, pid in enumerate(workers.pids)})
     samples: list[LagSample] = []
     rss: list[int] = []
-    await workers.call("mark", within=10)
-    dashboard.recording = True
-    cpu.start()
-    profiler = _start_profiler(central, run.n, params) if params.profile else None
+    cpu_marks: list[tuple[float, float]] = []
+    profiler = _profiler(central, run.n, params, "steady")
     try:
+        await workers.call("mark", within=10)
+        dashboard.recording = True
+        cpu.start()
+        if profiler is not None:
+            profiler.start()
         deadline = time.monotonic() + params.steady_s
         while time.monotonic() < deadline:
             samples.append(await probe.sample())
             rss.append(rss_kb(central.pid))
+            cpu_marks.append((time.time(), cpu_seconds(central.pid)))
             await asyncio.sleep(LAG_EVERY_S)
         usage = cpu.stop()
         await workers.call("stop_recording", within=30)
@@ -273,7 +333,7 @@ async def _steady(
     finally:
         await probe.close()
     if profiler is not None:
-        f["profile"] = _finish_profiler(*profiler)
+        f["profile"] = profiler.stop()
     steady = [s for s in samples if s.t <= samples[0].t + params.steady_s]
     lags = lag_seconds(samples)[: len(steady)]
     loadgen_cpu = sum(v for k, v in usage.items() if k.startswith("loadgen"))
@@ -289,9 +349,46 @@ async def _steady(
     f["telemetry_sent_steady"] = len(sent)
     f["telemetry_per_s"] = round(len(sent) / params.steady_s, 1)
     f["telemetry_to_screen"] = summary_ms(latencies)
+    f["timeline"] = timeline(samples[: len(steady)], lags, cpu_marks, sent, latencies)
     f["ws_push_delay"] = summary_ms(dashboard.push_delay_s)
     f["ws_frames"] = dict(dashboard.frames)
     f["loadgen"] = merge_figures(await workers.call("figures", within=30))
+
+
+def timeline(
+    samples: list[LagSample],
+    lags: list[float],
+    cpu_marks: list[tuple[float, float]],
+    sent: list[tuple[int, int, float]],
+    latencies: list[float],
+) -> list[dict[str, Any]]:
+    """Second by second over the steady window: Central's CPU, the lag, the readings' p99."""
+    if not samples:
+        return []
+    t0 = samples[0].t
+    bins: dict[int, dict[str, Any]] = {}
+    for sample, lag in zip(samples, lags, strict=True):
+        b = bins.setdefault(int(sample.t - t0), {"lag_msgs": 0, "lag_s": 0.0, "tel": []})
+        b["lag_msgs"] = max(b["lag_msgs"], sample.messages)
+        b["lag_s"] = max(b["lag_s"], lag)
+    for (_, _, t), latency in zip(sent, latencies, strict=True):
+        if int(t - t0) in bins:
+            bins[int(t - t0)]["tel"].append(latency)
+    cpu_at = {int(t - t0): c for t, c in cpu_marks}
+    out = []
+    for second in sorted(bins):
+        b = bins[second]
+        busy = cpu_at.get(second + 1, math.nan) - cpu_at.get(second, math.nan)
+        out.append(
+            {
+                "s": second,
+                "central_cpu_pct": None if math.isnan(busy) else round(100 * busy, 1),
+                "lag_msgs": b["lag_msgs"],
+                "lag_s": round(b["lag_s"], 2),
+                "telemetry_p99_ms": summary_ms(b["tel"]).get("p99_ms"),
+            }
+        )
+    return out
 
 
 async def _billing(
@@ -313,23 +410,28 @@ async def _billing(
     ended = await dashboard.wait_no_sessions(within=max(patience, net.size / 100))
     f["end_all_s"] = round(time.monotonic() - t0, 1)
     f["sessions_to_bill"] = len(finals)
+    t1 = time.monotonic()
     billed = await _ended_sessions(central, net)
+    f["billing_check_s"] = round(time.monotonic() - t1, 1)
     errors: list[str] = []
+    missing = 0
     for cp_id, session_id, wh, price in finals:
         row = billed.get(str(session_id))
-        want_kwh = Decimal(int(wh)) / 1000
         if row is None:
-            errors.append(f"{cp_id}: session {session_id} not ended")
+            missing += 1
             continue
+        want_kwh = Decimal(int(wh)) / 1000
         want = cost(want_kwh, Decimal(str(price)))
         if Decimal(row["amount_eur"]) != want or Decimal(row["energy_kwh"]) != want_kwh:
             errors.append(
-                f"{cp_id}: billed {row['energy_kwh']} kWh {row['amount_eur']} EUR, want {want_kwh} kWh {want} EUR"
+                f"{cp_id}: billed {row['energy_kwh']} kWh {row['amount_eur']} EUR, "
+                f"want {want_kwh} kWh {want} EUR"
             )
-    if not ended:
-        errors.append("sessions still open on screen after the end")
+    f["sessions_not_ended"] = missing
     f["billing_errors"] = len(errors)
     f["billing_error_examples"] = errors[:5]
+    if missing or not ended:
+        run.failures.append(f"{missing} sessions not ended {f['end_all_s']} s after SUPPLY_ENDED")
 
 
 async def _ended_sessions(central: Central, net: Network) -> dict[str, dict[str, Any]]:
@@ -358,10 +460,18 @@ def _judge(run: Run, dashboard: Dashboard) -> None:
     wrongly = sorted(dashboard.wrongly_disconnected)
     f["wrongly_desconectado"] = len(wrongly)
     f["wrongly_desconectado_examples"] = wrongly[:10]
-    if f.get("lag_s_max") is None or f["lag_s_max"] >= LAG_LIMIT_S:
-        run.failures.append(f"consumer lag {f.get('lag_s_max')} s (limit {LAG_LIMIT_S:g} s)")
-    p99 = f["telemetry_to_screen"].get("p99_ms")
-    if p99 is None or p99 >= TELEMETRY_LIMIT_S * 1000:
+    lag = f.get("lag_s_max")
+    if lag is None or not math.isfinite(lag):
+        run.failures.append("consumer lag: Central never caught up during the window")
+    elif lag >= LAG_LIMIT_S:
+        run.failures.append(f"consumer lag {lag} s (limit {LAG_LIMIT_S:g} s)")
+    tel = f["telemetry_to_screen"]
+    p99 = tel.get("p99_ms")
+    if tel.get("n", 0) == 0:
+        run.failures.append("no reading sent in the window to measure telemetry to screen")
+    elif p99 is None:
+        run.failures.append(f"{tel['never_seen']} of {tel['n']} readings never reached the screen")
+    elif p99 >= TELEMETRY_LIMIT_S * 1000:
         run.failures.append(
             f"telemetry p99 to screen {p99} ms (limit {TELEMETRY_LIMIT_S * 1000:g} ms)"
         )
@@ -374,55 +484,13 @@ def _judge(run: Run, dashboard: Dashboard) -> None:
         run.failures.append(f"{stopped} supplies stopped by Central")
 
 
-# --- profile ------------------------------------------------------------------------------------
-
-
-def _start_profiler(
-    central: Central, workdir: Path, params: ScaleParams
-) -> tuple[subprocess.Popen[bytes], Path, float]:
-    out = workdir / f"central-n{central.http_port}.folded"
-    argv = [
-        str(BIN / "py-spy"),
-        "record",
-        "--pid",
-        str(central.pid),
-        "--duration",
-        str(int(params.steady_s)),
-        "--rate",
-        "100",
-        "--format",
-        "raw",
-        "--nonblocking",
-        "--output",
-        str(out),
-    ]
-    log.info("profiling Central pid=%s for %ss with py-spy", central.pid, int(params.steady_s))
-    return (
-        subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE),
-        out,
-        params.steady_s,
-    )
-
-
-def _finish_profiler(proc: subprocess.Popen[bytes], out: Path, seconds: float) -> dict[str, Any]:
-    from bench.profile import top_functions
-
-    try:
-        _, err = proc.communicate(timeout=seconds + 30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        _, err = proc.communicate()
-    if proc.returncode != 0 or not out.exists():
-        return {"error": err.decode(errors="replace")[-500:]}
-    return {"folded": str(out.relative_to(REPO)), **top_functions(out, rate=100, seconds=seconds)}
-
-
 # --- results ------------------------------------------------------------------------------------
 
 
-def save(runs: list[Run], params: ScaleParams, stopped: str) -> dict[str, Any]:
-    """Merge these runs into docs/bench/scale.json (a run replaces an earlier one of the same N)."""
-    old = read_result("scale") or {}
+def save(runs: list[Run], params: ScaleParams, stopped: str, merge: bool) -> dict[str, Any]:
+    """Write docs/bench/scale.json: a sweep replaces it; single runs (`--n`, telemetry) are
+    merged in, each replacing an earlier run of the same N (every run keeps its command)."""
+    old = (read_result("scale") or {}) if merge else {}
     by_n = {r["n"]: r for r in (old.get("results") or {}).get("runs", [])}
     by_n.update({run.n: run.as_dict() for run in runs})
     ordered = [by_n[n] for n in sorted(by_n)]

@@ -153,7 +153,9 @@ class CentralService:
             self.requests.pop(key, None)
         else:
             self.requests[key] = RequestRow(self._now(), driver_id, cp_id, status, session_id)
-        self._emit("requests", {"requests": self.request_rows()})
+        # Only "changed": the table is built once per push by whoever shows it, not per change
+        # (building it here made a burst of N authorisations cost N^2).
+        self._emit("requests", {"requests": None})
 
     def request_rows(self) -> list[dict[str, Any]]:
         return [

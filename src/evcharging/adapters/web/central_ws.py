@@ -215,8 +215,12 @@ def refusal(who: str, kind: str | None, reason: str) -> Frame:
 # --- server -> client: the live feed ------------------------------------------------------
 
 
-def coalesce(batch: list[Item]) -> list[Frame]:
-    """Pending changes -> frames: the latest view per CP, the latest request table, all messages."""
+def coalesce(
+    batch: list[Item], rows: Callable[[], list[dict[str, Any]]] | None = None
+) -> list[Frame]:
+    """Pending changes -> frames: the latest view per CP, the latest request table, all messages.
+
+    A "requests" change without its table (None) gets it from `rows`, once for the whole batch."""
     cps: dict[str, dict[str, Any]] = {}
     cps_ts: int | None = None
     requests: Frame | None = None
@@ -235,6 +239,8 @@ def coalesce(batch: list[Item]) -> list[Frame]:
     if cps:
         frames.append({"type": "cps", "charging_points": list(cps.values()), "ts": cps_ts})
     if requests:
+        if requests["requests"] is None:
+            requests["requests"] = rows() if rows is not None else []
         frames.append(requests)
     return frames + messages
 
@@ -363,7 +369,7 @@ class DashboardHub:
                 client.behind = False
                 frames = self.snapshot()
             else:
-                frames = coalesce(batch)
+                frames = coalesce(batch, self.service.request_rows)
             if not await self._send(client, frames):
                 return
 
