@@ -12,7 +12,6 @@ import contextlib
 import os
 import sys
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from uuid import UUID, uuid4
@@ -29,7 +28,6 @@ from evcharging.contracts.events import (
     ChargingProgress,
     ChargingStarted,
     ChargingStopped,
-    ChargingTicket,
     CpErrorSimulated,
     CpStatus,
     DriverNotice,
@@ -37,6 +35,7 @@ from evcharging.contracts.events import (
 )
 from evcharging.contracts.topics import CENTRAL_EVENTS, DRIVER_EVENTS
 from evcharging.services.driver import DriverService, Kind, Outcome, Phase, Update
+from tests.support.builders import a_ticket
 
 pytestmark = pytest.mark.kafka
 
@@ -128,20 +127,8 @@ class FakeCentral:
 
     async def send_ticket(self, driver_id: str, reason: str) -> None:
         cp_id, session_id = self.sessions[driver_id]
-        now = datetime.now(UTC)
         await self.publisher.publish(
-            ChargingTicket(
-                driver_id=driver_id,
-                cp_id=cp_id,
-                session_id=session_id,
-                energy_kwh=Decimal("2.000"),
-                price_eur_per_kwh=Decimal("0.35"),
-                amount_eur=Decimal("0.70"),
-                end_reason=reason,
-                started_at=now,
-                ended_at=now,
-                balance_eur=Decimal("99.30"),
-            )
+            a_ticket(driver_id, cp_id, session_id, reason=reason, balance="99.30")
         )
 
 

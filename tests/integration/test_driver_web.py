@@ -12,7 +12,6 @@ import logging
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 from uuid import uuid4
@@ -36,7 +35,6 @@ from evcharging.contracts.events import (
     ChargingProgress,
     ChargingStarted,
     ChargingStopped,
-    ChargingTicket,
     CpErrorFixed,
     CpErrorSimulated,
     CpStatus,
@@ -44,6 +42,7 @@ from evcharging.contracts.events import (
     Event,
 )
 from evcharging.services.driver import DriverService, Phase, Refused
+from tests.support.builders import a_ticket
 from tests.support.waiting import eventually_sync
 
 with warnings.catch_warnings():
@@ -178,21 +177,7 @@ class Net:
 
     def ticket(self, answer: AuthorizationResponse, reason: str = "stopped_by_driver") -> None:
         assert answer.session_id is not None
-        now = datetime.now(UTC)
-        self.deliver(
-            ChargingTicket(
-                driver_id=answer.driver_id,
-                cp_id=answer.cp_id,
-                session_id=answer.session_id,
-                energy_kwh=Decimal("2.000"),
-                price_eur_per_kwh=Decimal("0.35"),
-                amount_eur=Decimal("0.70"),
-                end_reason=reason,
-                started_at=now,
-                ended_at=now,
-                balance_eur=Decimal("149.30"),
-            )
-        )
+        self.deliver(a_ticket(answer.driver_id, answer.cp_id, answer.session_id, reason=reason))
 
 
 def a_status(cp_id: str, state: str = "Activado", available: bool = True) -> CpStatus:

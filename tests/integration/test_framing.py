@@ -36,6 +36,7 @@ class AnswerServer:
         assert task is not None
         self.tasks.add(task)
         conn = FramedConnection(reader, writer, max_bad_frames=self.max_bad_frames)
+
         async def answer(frame: Frame) -> tuple[str, ...]:
             self.events.put_nowait(frame)
             return ("OK",) if frame.opcode == "HB" else ("ERR", "unknown_opcode")

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from uuid import UUID, uuid4
+from uuid import uuid4
 
 import pytest
 import yaml
@@ -20,7 +19,6 @@ from evcharging.contracts.events import (
     ChargingProgress,
     ChargingStarted,
     ChargingStopped,
-    ChargingTicket,
     CpErrorFixed,
     CpErrorSimulated,
     CpStatus,
@@ -42,6 +40,7 @@ from evcharging.services.driver import (
     describe,
     parse_services,
 )
+from tests.support.builders import a_ticket
 from tests.support.fakes import RecordingPublisher
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,24 +110,6 @@ def progress(answer: AuthorizationResponse, kwh: str = "1.500", eur: str = "0.53
         kw=Decimal("7.2"),
         energy_kwh=Decimal(kwh),
         amount_eur=Decimal(eur),
-    )
-
-
-def a_ticket(
-    driver_id: str, cp_id: str, session_id: UUID, *, reason: str = "unplugged"
-) -> ChargingTicket:
-    now = datetime.now(UTC)
-    return ChargingTicket(
-        driver_id=driver_id,
-        cp_id=cp_id,
-        session_id=session_id,
-        energy_kwh=Decimal("2.000"),
-        price_eur_per_kwh=Decimal("0.35"),
-        amount_eur=Decimal("0.70"),
-        end_reason=reason,
-        started_at=now,
-        ended_at=now,
-        balance_eur=Decimal("149.30"),
     )
 
 
