@@ -41,6 +41,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from bench import wire
 from bench.stats import summary_ms
 from evcharging.adapters.kafka.consumer import partition_for
+from evcharging.apps.common import loop_factory
 from evcharging.contracts.frames import ACK, NACK, Frame, FrameDecoder, FrameError, encode
 from evcharging.contracts.topics import CP_COMMANDS, CP_EVENTS, DRIVER_EVENTS
 
@@ -96,8 +97,7 @@ class CpLink(asyncio.Protocol):
     # --- asyncio.Protocol -------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closing:
@@ -645,7 +645,8 @@ def worker_main(argv: list[str] | None = None) -> int:
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     spec = json.loads(args.spec.read_text(encoding="utf-8"))
     gen = LoadGenerator(LoadConfig(**spec["config"]), [CpSpec(**c) for c in spec["cps"]])
-    asyncio.run(_serve_stdin(Worker(gen, Path(spec["dump"]))))
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:  # the same loop as Central's
+        runner.run(_serve_stdin(Worker(gen, Path(spec["dump"]))))
     return 0
 
 

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.timeout(60)
 
 TOKEN = "s3cret-admin-token"
 WRONG = "not-the-token-123"
-PUSHED = {"all_cps", "cps", "requests", "messages", "message"}
+PUSHED = {"all_cps", "cps", "requests", "request_changes", "messages", "message"}
 MONITOR = object()  # stands for the Monitor connection that authenticated a CP
 
 
@@ -195,14 +195,17 @@ async def test_a_change_made_on_another_thread_is_handed_to_the_hub_loop(
         assert frames[-1]["charging_points"][0]["admin_stopped"] is True
 
 
-def test_coalesce_keeps_the_latest_view_per_cp_and_the_oldest_stamp() -> None:
+def test_coalesce_keeps_the_latest_view_per_cp_and_row_and_the_oldest_stamp() -> None:
+    row = {"key": "s1", "status": "authorised"}
     batch = [
         ("cp", {"id": "A", "state": "Activado"}, 10),
         ("message", {"at": "t", "level": "info", "text": "one"}, 11),
         ("cp", {"id": "B", "state": "Parado"}, 12),
-        ("requests", {"requests": [1]}, 13),
+        ("request", {"key": "s1", "row": row}, 13),
+        ("request", {"key": "s2", "row": {"key": "s2", "status": "authorised"}}, 13),
         ("cp", {"id": "A", "state": "Averiado"}, 14),
-        ("requests", {"requests": [1, 2]}, 15),
+        ("request", {"key": "s1", "row": {**row, "status": "supplying"}}, 15),
+        ("request", {"key": "s2", "row": None}, 16),
     ]
     assert coalesce(batch) == [
         {
@@ -210,9 +213,27 @@ def test_coalesce_keeps_the_latest_view_per_cp_and_the_oldest_stamp() -> None:
             "charging_points": [{"id": "B", "state": "Parado"}, {"id": "A", "state": "Averiado"}],
             "ts": 10,
         },
-        {"type": "requests", "requests": [1, 2], "ts": 13},
+        {
+            "type": "request_changes",
+            "changed": [{"key": "s1", "status": "supplying"}],
+            "removed": ["s2"],
+            "ts": 13,
+        },
         {"type": "message", "at": "t", "level": "info", "text": "one", "ts": 11},
     ]
+
+
+async def test_a_request_row_push_does_not_grow_with_the_table(central: CentralService) -> None:
+    """A burst of N authorisations must cost N, not N^2: each push carries only its own row."""
+    seen: list[tuple[str, dict[str, Any]]] = []
+    central.subscribe(lambda kind, payload: seen.append((kind, payload)))
+    for i in range(50):
+        central._request(f"D{i}", "CP1", "authorised", f"s{i}")
+    frames = coalesce([(kind, payload, 1) for kind, payload in seen if kind == "request"][-1:])
+    assert frames == [
+        {"type": "request_changes", "changed": [central.request_rows()[-1]], "removed": [], "ts": 1}
+    ]
+    assert len(central.request_rows()) == 50
 
 
 # --- admin actions --------------------------------------------------------------------------

@@ -257,3 +257,54 @@ async def test_a_publisher_started_before_the_broker_delivers_once_it_is_up(tmp_
     finally:
         await publisher.stop()
         await asyncio.to_thread(kafka_broker.stop, cfg)
+
+
+async def test_what_a_batch_publishes_is_acked_before_the_batch_is_committed(
+    kafka_bootstrap: str,
+) -> None:
+    """A handler's `publish` only queues (a burst costs one round trip, not one per event); the
+    consumer waits for those acks, runs `on_delivered` after each, then commits the batch."""
+    cp, group, n = unique("CP"), unique("g"), 50
+    publisher = EventPublisher(kafka_bootstrap, "test")
+    await publisher.start()
+    for _ in range(n):
+        await publisher.publish(ev.CpStop(cp_id=cp))
+    delivered: list[str] = []
+    asked: list[ev.CpStop] = []
+    router = EventRouter("test")
+    router.ignore(ev.CpResume)
+
+    async def answer(event: ev.CpStop) -> None:
+        asked.append(event)
+        reply = ev.CpResume(cp_id=event.cp_id)
+        await publisher.publish(reply, on_delivered=lambda: delivered.append(str(reply.event_id)))
+
+    router.add(ev.CpStop, answer)
+    read = [KeyedRead(ev.CpStop.TOPIC, cp)]
+    consumer = EventConsumer(kafka_bootstrap, group, router, keyed=read, offset_reset="earliest")
+    task = await run_consumer(consumer)
+    replies: list[ev.Event] = []
+    watcher = EventConsumer(
+        kafka_bootstrap, None, collecting_router(replies), keyed=read, offset_reset="earliest"
+    )
+    watching = await run_consumer(watcher)
+    await eventually(lambda: len(delivered) == n, what="every reply acked")
+    await eventually(
+        lambda: {str(e.event_id) for e in replies if isinstance(e, ev.CpResume)} == set(delivered),
+        what="every reply readable",
+    )
+    assert len(asked) == n
+    await stop(task)
+    await stop(watching)
+    again: list[ev.Event] = []
+    restarted = EventConsumer(
+        kafka_bootstrap, group, collecting_router(again), keyed=read, offset_reset="earliest"
+    )
+    task = await run_consumer(restarted)
+    await publisher.publish(ev.CpStop(cp_id=cp, event_id=uuid4()))  # a marker after the rest
+    await eventually(
+        lambda: len([e for e in again if isinstance(e, ev.CpStop)]) == 1, what="marker"
+    )
+    await stop(task)
+    await publisher.stop()
+    assert consumer.stats.handler_errors == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from evcharging.contracts.events import Event
@@ -13,8 +14,12 @@ class RecordingPublisher:
     def __init__(self) -> None:
         self.sent: list[Event] = []
 
-    async def publish(self, event: Event) -> None:
+    async def publish(
+        self, event: Event, *, on_delivered: Callable[[], None] | None = None
+    ) -> None:
         self.sent.append(event)
+        if on_delivered is not None:
+            on_delivered()
 
     async def publish_soon(self, event: Event) -> None:
         self.sent.append(event)

@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 
@@ -68,4 +68,18 @@ def run(main: Coroutine[Any, Any, int | None]) -> int:
         except asyncio.CancelledError:
             return 0
 
-    return int(asyncio.run(guarded()) or 0)
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return int(runner.run(guarded()) or 0)
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where installed (measured: see docs/performance.md), else asyncio's own loop.
+
+    `EV_LOOP=asyncio` forces the standard loop, e.g. to compare the two."""
+    if (env("EV_LOOP", "uvloop") or "uvloop") == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop

@@ -16,6 +16,7 @@ Rules, in one place:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum, auto
@@ -31,6 +32,7 @@ SEPARATOR = "#"
 MAX_FRAME_SIZE = 1024
 _OVERHEAD = 3  # STX + ETX + LRC
 _RESERVED = (SEPARATOR, chr(STX), chr(ETX))
+_RESERVED_RE = re.compile("[" + re.escape("".join(_RESERVED)) + "]")
 
 Reason = Literal[
     "garbage",  # bytes outside any frame (before an STX)
@@ -78,16 +80,16 @@ def encode(opcode: str, *fields: str) -> bytes:
         raise ValueError("opcode must not be empty")
     _check_parts((opcode, *fields))
     data = SEPARATOR.join((opcode, *fields)).encode("utf-8")
-    return bytes((STX, *data, ETX, lrc(data)))
+    return b"%c%b%c%c" % (STX, data, ETX, lrc(data))
 
 
 def _check_parts(parts: Iterable[str]) -> None:
     for part in parts:
         if not isinstance(part, str):
             raise TypeError(f"frame parts must be str, got {type(part).__name__}: {part!r}")
-        bad = [c for c in _RESERVED if c in part]
+        bad = _RESERVED_RE.search(part)
         if bad:
-            raise ValueError(f"reserved character {bad[0]!r} in frame part {part!r}")
+            raise ValueError(f"reserved character {bad.group()!r} in frame part {part!r}")
 
 
 def parse_data(data: bytes) -> Frame | FrameError:

@@ -7,7 +7,6 @@ Handlers are idempotent: a redelivered event finds its effect already done and c
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import deque
@@ -67,8 +66,12 @@ _ENGINE_REASONS = {
 
 
 class Publisher(Protocol):
-    async def publish(self, event: Event) -> None:
-        """Returns once the broker has the event."""
+    async def publish(
+        self, event: Event, *, on_delivered: Callable[[], None] | None = None
+    ) -> None:
+        """Never drops the event. Returns once the broker has it or, while a consumed batch is
+        being handled, once it is queued: the batch is committed only after every such event is
+        acked. `on_delivered` runs after the ack."""
 
     async def publish_soon(self, event: Event) -> None:
         """Returns once the event is queued: for high-rate events a later one supersedes."""
@@ -91,6 +94,21 @@ class RequestRow:
     cp_id: str
     status: str
     session_id: str | None = None
+
+
+def _request_view(key: str, r: RequestRow) -> dict[str, Any]:
+    """A request row as the panel, the API and the dashboard show it; `key` identifies it."""
+    return {
+        "key": key,
+        "date": r.at.date().isoformat(),
+        "start": r.at.strftime("%H:%M:%S"),
+        "driver_id": r.driver_id,
+        "cp_id": r.cp_id,
+        "status": r.status,
+    }
+
+
+_OK = Answer(True)
 
 
 class CentralService:
@@ -150,24 +168,18 @@ class CentralService:
     def _request(self, driver_id: str, cp_id: str, status: str, session_id: str | None) -> None:
         key = session_id or f"{driver_id}@{cp_id}"
         if status in ("ended", "denied"):
-            self.requests.pop(key, None)
+            if self.requests.pop(key, None) is None:
+                return
+            row = None
         else:
-            self.requests[key] = RequestRow(self._now(), driver_id, cp_id, status, session_id)
-        # Only "changed": the table is built once per push by whoever shows it, not per change
-        # (building it here made a burst of N authorisations cost N^2).
-        self._emit("requests", {"requests": None})
+            line = RequestRow(self._now(), driver_id, cp_id, status, session_id)
+            self.requests[key] = line
+            row = _request_view(key, line)
+        # One row per change, never the table: a burst of N authorisations must not cost N^2.
+        self._emit("request", {"key": key, "row": row})
 
     def request_rows(self) -> list[dict[str, Any]]:
-        return [
-            {
-                "date": r.at.date().isoformat(),
-                "start": r.at.strftime("%H:%M:%S"),
-                "driver_id": r.driver_id,
-                "cp_id": r.cp_id,
-                "status": r.status,
-            }
-            for r in self.requests.values()
-        ]
+        return [_request_view(key, r) for key, r in self.requests.items()]
 
     def _attach(self, cp: LiveCP, session: Session | None) -> None:
         """Every change of a CP's session goes here, so the driver index never disagrees."""
@@ -227,10 +239,23 @@ class CentralService:
         cp = self.cps.get(cp_id)
         return cp if cp is not None and cp.monitor is token else None
 
-    async def heartbeat(self, cp_id: str, token: object, engine_ok: bool) -> Answer:
+    def heartbeat_now(self, cp_id: str, token: object, engine_ok: bool) -> Answer | None:
+        """A heartbeat that changes nothing but the CP's liveness, answered without awaiting;
+        None when the Engine's health changed (then `heartbeat` does the rest)."""
         cp = self._own(cp_id, token)
         if cp is None:
             return Answer(False, "not_authenticated")
+        if engine_ok != cp.facts.engine_ok:
+            return None
+        cp.last_heartbeat = self._monotonic()
+        return _OK
+
+    async def heartbeat(self, cp_id: str, token: object, engine_ok: bool) -> Answer:
+        routine = self.heartbeat_now(cp_id, token, engine_ok)
+        if routine is not None:
+            return routine
+        cp = self._own(cp_id, token)
+        assert cp is not None
         cp.last_heartbeat = self._monotonic()
         if engine_ok != cp.facts.engine_ok:
             if engine_ok:
@@ -344,8 +369,10 @@ class CentralService:
             driver_id=ev.driver_id,
             price_eur_per_kwh=cp.record.price_eur_per_kwh,
         )
-        # Engine and driver are told at once: one broker round trip, not two in a row.
-        await asyncio.gather(self.publisher.publish(go_ahead), self._answer(ev, None, session))
+        # Engine and driver are told at once: in a consumed batch both are queued and acked
+        # together with the rest of the batch (no gather: a task of its own would wait alone).
+        await self.publisher.publish(go_ahead)
+        await self._answer(ev, None, session)
         await self._changed(cp)
 
     async def _answer(
@@ -552,9 +579,9 @@ class CentralService:
                 started_at=ended.started_at,
                 ended_at=ended.ended_at,
                 balance_eur=balance,
-            )
+            ),
+            on_delivered=lambda: self.repo.mark_ticket_sent(ended.session_id),
         )
-        self.repo.mark_ticket_sent(ended.session_id)
 
     # --- administration (HTTP API, dashboards) --------------------------------------------
 

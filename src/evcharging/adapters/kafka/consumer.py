@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -16,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
+from evcharging.adapters.kafka.publisher import PendingAcks
 from evcharging.adapters.kafka.retry import start_with_retry
 from evcharging.adapters.kafka.router import EventRouter
 from evcharging.contracts.events import BadEvent, Event, parse_event
@@ -24,6 +26,8 @@ from evcharging.contracts.topics import Topic
 log = logging.getLogger(__name__)
 
 _partitioner = DefaultPartitioner()
+
+COMMIT_EVERY = 0.2  # seconds: the most a crash makes Central handle twice (idempotently)
 
 
 def partition_for(key: str, partitions: int) -> int:
@@ -70,6 +74,8 @@ class EventConsumer:
         self._offset_reset = offset_reset
         self._on_error_cb = on_error
         self._committing: asyncio.Future[None] | None = None
+        self._due: dict[TopicPartition, int] = {}  # settled, not yet committed
+        self._last_commit = 0.0
         self._consumer: AIOKafkaConsumer | None = None
         self._keys: dict[TopicPartition, set[bytes]] = {}
         self.stats = ConsumerStats()
@@ -122,26 +128,72 @@ class EventConsumer:
                     await consumer.seek_to_beginning(tp)
 
     async def run(self) -> None:
-        """Start (with retries), then handle messages until cancelled."""
+        """Start (with retries), then handle messages until cancelled.
+
+        A fetched batch is handled in order; what its handlers published is acked and its offsets
+        committed by a settle task while the next batch is handled (one settle at a time, so
+        commits stay in order, and none before the events they caused are durable)."""
         if self._consumer is None:
             await self.start()
         assert self._consumer is not None
+        settling: asyncio.Task[None] | None = None
         try:
             while True:
                 batches = await self._consumer.getmany(timeout_ms=200)
                 if not self.ready.is_set() and self._consumer.assignment():
                     self.ready.set()
-                for tp, records in batches.items():
-                    for record in records:
-                        await self._handle(tp, record)
-                if batches:  # one commit for the whole batch: a round trip per partition would
-                    # serialise the loop behind the broker at high rates
-                    await self._commit(
-                        {tp: records[-1].offset + 1 for tp, records in batches.items()}
-                    )
+                if not batches:
+                    if settling is not None and settling.done():
+                        await settling
+                        settling = None
+                        await self._commit_settled()  # the tail of a burst, once quiet
+                    continue
+                acks = PendingAcks()
+                with acks.collecting():
+                    for tp, records in batches.items():
+                        for record in records:
+                            await self._handle(tp, record)
+                offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
+                if settling is not None:
+                    await settling
+                settling = asyncio.create_task(self._settle(acks, offsets), name="kafka-settle")
         finally:
+            if settling is not None:
+                await self._finish(settling)
+            await self._commit_settled()
             await self._settle_commit()
             await self._consumer.stop()
+
+    async def _settle(self, acks: PendingAcks, offsets: dict[TopicPartition, int]) -> None:
+        """Acks, then the batch's offsets are due; committed at most every COMMIT_EVERY seconds
+        (a commit per batch, or per partition, would cost a round trip each at high rates; a
+        crash redelivers at most that much, and every handler is idempotent)."""
+        try:
+            await acks.settle()
+        except Exception:  # a bug after an ack (e.g. in on_delivered): logged, the loop goes on
+            log.exception("%s: settling a batch failed", self.group_id)
+        self._due.update(offsets)
+        if time.monotonic() - self._last_commit >= COMMIT_EVERY:
+            await self._commit_settled()
+
+    async def _commit_settled(self) -> None:
+        if not self._due:
+            return
+        offsets, self._due = self._due, {}
+        self._last_commit = time.monotonic()
+        await self._commit(offsets)
+
+    async def _finish(self, settling: asyncio.Task[None]) -> None:
+        """On shutdown, give the last batch's acks and commit a moment; uncommitted is redelivered."""
+        done, _ = await asyncio.wait([settling], timeout=5.0)
+        if not done:
+            settling.cancel()
+            log.warning("%s: last batch not settled in 5 s; it will be redelivered", self.group_id)
+            await asyncio.wait([settling])
+        elif not settling.cancelled() and (exc := settling.exception()) is not None:
+            log.warning(
+                "%s: last batch not settled (%s); it will be redelivered", self.group_id, exc
+            )
 
     async def _settle_commit(self) -> None:
         """Let a commit cut short by cancellation finish, so its result is not lost in the void."""

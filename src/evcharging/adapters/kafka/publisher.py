@@ -1,10 +1,19 @@
-"""Publishes events to the topic and key their contract names."""
+"""Publishes events to the topic and key their contract names.
+
+While a consumer handles a fetched batch (`PendingAcks.collecting`), `publish` queues the event
+and returns at once; the consumer settles the acks of the whole batch before committing its
+offsets. A batch of N requests then costs one broker round trip, not N in a row, and nothing is
+committed before what it caused is durable.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -13,6 +22,55 @@ from evcharging.adapters.kafka.retry import start_with_retry
 from evcharging.contracts.events import Event
 
 log = logging.getLogger(__name__)
+
+OnDelivered = Callable[[], None] | None
+
+
+@dataclass(eq=False)
+class PendingAcks:
+    """Events queued while one task handles a consumed batch, to be acked before its commit."""
+
+    owner: asyncio.Task[object] | None = field(default_factory=asyncio.current_task)
+    _items: list[tuple[EventPublisher, asyncio.Future[object], Event, OnDelivered]] = field(
+        default_factory=list
+    )
+
+    @contextmanager
+    def collecting(self) -> Iterator[PendingAcks]:
+        token = _pending.set(self)
+        try:
+            yield self
+        finally:
+            _pending.reset(token)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(
+        self,
+        publisher: EventPublisher,
+        delivery: asyncio.Future[object],
+        event: Event,
+        on_delivered: OnDelivered,
+    ) -> None:
+        self._items.append((publisher, delivery, event, on_delivered))
+
+    async def settle(self) -> None:
+        """Every queued event acked (a failed one is re-sent until it is), in the order queued."""
+        items, self._items = self._items, []
+        for publisher, delivery, event, on_delivered in items:
+            await publisher.confirm(delivery, event, on_delivered)
+
+
+_pending: ContextVar[PendingAcks | None] = ContextVar("evcharging_pending_acks", default=None)
+
+
+def _collecting_here() -> PendingAcks | None:
+    """Only the task that opened the batch defers: tasks it spawns copy the context too."""
+    acks = _pending.get()
+    if acks is None or acks.owner is not asyncio.current_task():
+        return None
+    return acks
 
 
 class EventPublisher:
@@ -62,10 +120,39 @@ class EventPublisher:
     def connected(self) -> bool:
         return self._ready.is_set()
 
-    async def publish(self, event: Event) -> None:
-        """Sends and waits for the broker's ack; retries on broker errors so nothing is dropped."""
+    async def publish(self, event: Event, *, on_delivered: OnDelivered = None) -> None:
+        """Sends and waits for the broker's ack (or, in a consumed batch, queues it for the batch's
+        settle); retries on broker errors so nothing is dropped. `on_delivered` runs after the ack."""
         if event.source == "unknown":
             event = event.model_copy(update={"source": self.source})
+        acks = _collecting_here()
+        if acks is not None and self._producer is not None and self._ready.is_set():
+            try:
+                delivery = await self._producer.send(
+                    event.TOPIC.name, event.to_bytes(), key=event.key().encode()
+                )
+            except KafkaError as exc:
+                log.warning("publish %s: %s; sending it with retries", event.event_type, exc)
+            else:
+                acks.add(self, delivery, event, on_delivered)
+                return
+        await self._send_until_acked(event)
+        if on_delivered is not None:
+            on_delivered()
+
+    async def confirm(
+        self, delivery: asyncio.Future[object], event: Event, on_delivered: OnDelivered
+    ) -> None:
+        """Wait for a queued event's ack; if it failed, send it again until the broker has it."""
+        try:
+            await delivery
+        except KafkaError as exc:
+            log.warning("delivery of %s failed (%s), retrying", event.event_type, exc)
+            await self._send_until_acked(event)
+        if on_delivered is not None:
+            on_delivered()
+
+    async def _send_until_acked(self, event: Event) -> None:
         if not self._ready.is_set():
             self.start_in_background()
             await self._ready.wait()

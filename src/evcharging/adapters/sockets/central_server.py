@@ -1,98 +1,250 @@
-"""EV_Central's concurrent TCP server for Monitors: frames in, CentralService calls, answers out.
+"""EV_Central's TCP server for Monitors: frames in, CentralService calls, answers out.
 
-One task per connection.  A connection authenticates one CP with AUTH; until then every other
-frame is answered `ERR#not_authenticated` and not acted on.  Silence longer than the heartbeat
-timeout, EOF or a broken link makes that CP Desconectado.
+A connection authenticates one CP with AUTH; until then every other frame is answered
+`ERR#not_authenticated` and not acted on. Silence longer than the heartbeat timeout, a Monitor that
+does not ACK an answer within `answer_timeout`, EOF, five bad frames in a row or a broken link ends
+the connection and makes that CP Desconectado.
+
+Each link is an `asyncio.Protocol` driven by `data_received`, not a task reading a stream: with
+thousands of Monitors heartbeating every second, a heartbeat is a decode, a dictionary update and
+one write, with no task, coroutine or timer of its own (one sweeper checks every link's deadline
+twice a second). Frames that change a CP's state (AUTH, FAULT, RECOVER, a heartbeat whose Engine
+health changed) are answered from a task, because the service awaits Kafka for them. The exchange
+rules are those of `adapters.sockets.framing` (docs/socket-protocol.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
+import time
+from collections import deque
+from collections.abc import Coroutine
+from typing import Any
 
-from evcharging.adapters.sockets.framing import FramedConnection, LinkError
-from evcharging.contracts.frames import Frame
+from evcharging.contracts.frames import ACK, NACK, Frame, FrameDecoder, FrameError, encode
 from evcharging.services.central import Answer, CentralService
 
 log = logging.getLogger(__name__)
 
 ANSWER_TIMEOUT = 2.0
+MAX_BAD_FRAMES = 5
+SWEEP_EVERY = 0.5
+
+_ACK_OK = bytes((ACK,)) + encode("OK")
+_NACK = bytes((NACK,))
 
 
 class MonitorServer:
-    def __init__(self, service: CentralService, host: str, port: int) -> None:
+    def __init__(
+        self,
+        service: CentralService,
+        host: str,
+        port: int,
+        *,
+        answer_timeout: float = ANSWER_TIMEOUT,
+    ) -> None:
         self.service = service
         self.host = host
         self.port = port
+        self.answer_timeout = answer_timeout
         self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._links: set[MonitorLink] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: MonitorLink(self), self.host, self.port)
+        self._sweeper = asyncio.create_task(self._sweep(), name="monitor-deadlines")
         log.info("listening for Monitors on %s:%s", self.host, self.port)
+
+    @property
+    def bound_port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
 
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for link in list(self._links):
+            link.end("Central stopping")
+        await asyncio.sleep(0)  # connection_lost callbacks run and start their last tasks
+        while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Each link runs in a task of ours: asyncio's own callback task must never be cancelled."""
-        link = MonitorLink(self.service, FramedConnection(reader, writer))
-        task = asyncio.create_task(link.run(), name=f"monitor-link {link.conn.peer}")
+    def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_EVERY)
+            now = time.monotonic()
+            for link in list(self._links):
+                link.check_deadline(now)
 
-class MonitorLink:
-    """The conversation with one Monitor."""
 
-    def __init__(self, service: CentralService, conn: FramedConnection) -> None:
-        self.service = service
-        self.conn = conn
+class _Wait(enum.Enum):
+    REQUEST = "request"  # for the Monitor's next frame
+    ANSWER = "answer"  # for the service to compute an answer (a task is running)
+    ACK = "ack"  # for the Monitor's ACK/NACK of our answer
+
+
+class MonitorLink(asyncio.Protocol):
+    """The conversation with one Monitor, as a state machine fed by `data_received`."""
+
+    def __init__(self, server: MonitorServer) -> None:
+        self.server = server
+        self.service = server.service
         self.token = object()
         self.cp_id: str | None = None
+        self.peer = "?"
+        self._transport: asyncio.Transport | None = None
+        self._decoder = FrameDecoder()
+        self._frames: deque[Frame | FrameError] = deque()
+        self._held = bytearray()  # bytes that arrived while an answer was being computed
+        self._wait = _Wait.REQUEST
+        self._since = time.monotonic()
+        self._bad_in_a_row = 0
+        self._why: str | None = None
 
-    async def run(self) -> None:
-        why = "connection closed"
-        try:
-            while True:
-                await self.conn.answer_next(
-                    self._dispatch,
-                    timeout=self.service.heartbeat_timeout,
-                    answer_timeout=ANSWER_TIMEOUT,
-                )
-        except LinkError as exc:
-            why = str(exc)
-            log.info("monitor link %s (cp=%s) ended: %s", self.conn.peer, self.cp_id, why)
-        finally:
-            if self.cp_id is not None:
-                await self.service.monitor_lost(
-                    self.cp_id, self.token, f"Monitor link lost ({why})"
-                )
-            await self.conn.close()
+    # --- asyncio.Protocol -----------------------------------------------------------------
 
-    async def _dispatch(self, frame: Frame) -> tuple[str, ...]:
-        return tuple(await self._answer(frame))
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]  # a stream transport
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self._since = time.monotonic()
+        self.server._links.add(self)
 
-    async def _answer(self, frame: Frame) -> list[str]:
-        op, fields = frame.opcode, list(frame.fields)
-        if op == "AUTH" and len(fields) >= 1:
-            return await self._auth(fields[0])
-        if op not in ("HB", "FAULT", "RECOVER"):
-            log.warning("monitor %s: unknown opcode %r", self.conn.peer, op)
-            return ["ERR", "unknown_opcode"]
-        if not fields or self.cp_id is None or fields[0] != self.cp_id:
-            log.warning(
-                "monitor %s: %s before authentication or for another CP", self.conn.peer, op
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server._links.discard(self)
+        why = self._why or (f"link failed: {exc}" if exc else "connection closed")
+        log.info("monitor link %s (cp=%s) ended: %s", self.peer, self.cp_id, why)
+        self._transport = None
+        if self.cp_id is not None:
+            self.server.spawn(
+                self.service.monitor_lost(self.cp_id, self.token, f"Monitor link lost ({why})"),
+                f"monitor-lost {self.cp_id}",
             )
-            return ["ERR", "not_authenticated"]
+
+    def data_received(self, data: bytes) -> None:
+        if self._wait is _Wait.ANSWER:
+            self._held += data
+            return
+        if self._wait is _Wait.ACK:
+            reply, data = data[0], data[1:]
+            if reply == NACK:
+                log.warning("peer %s NACKed our answer", self.peer)
+            elif reply != ACK:
+                self.end(f"{self.peer} answered 0x{reply:02x} instead of ACK/NACK")
+                return
+            self._ready()
+        if data:
+            self._frames.extend(self._decoder.feed(data))
+        self._pump()
+
+    # --- the exchange ---------------------------------------------------------------------
+
+    def _ready(self) -> None:
+        self._wait = _Wait.REQUEST
+        self._since = time.monotonic()
+
+    def _pump(self) -> None:
+        """Answer what has arrived, one exchange at a time (a well-behaved Monitor sends one)."""
+        while self._wait is _Wait.REQUEST and self._frames and self._transport is not None:
+            result = self._frames.popleft()
+            if isinstance(result, FrameError):
+                self._bad_frame(result)
+                continue
+            self._bad_in_a_row = 0
+            answer = self._answer_now(result)
+            if answer is None:
+                self._wait = _Wait.ANSWER
+                self.server.spawn(self._answer_later(result), f"monitor-answer {self.peer}")
+                return
+            self._send(answer)
+
+    def _bad_frame(self, error: FrameError) -> None:
+        self._bad_in_a_row += 1
+        self._write(_NACK)
+        log.warning("bad frame from %s: %s (NACK sent)", self.peer, error)
+        if self._bad_in_a_row >= MAX_BAD_FRAMES:
+            self.end(f"{self._bad_in_a_row} bad frames in a row from {self.peer}")
+
+    def _send(self, answer: bytes) -> None:
+        """Our ACK of the request and the answer frame in one write; then wait for its ACK."""
+        self._write(answer)
+        self._wait = _Wait.ACK
+        self._since = time.monotonic()
+        if self._held:
+            held, self._held = bytes(self._held), bytearray()
+            self.data_received(held)
+
+    def _write(self, data: bytes) -> None:
+        if self._transport is not None:
+            self._transport.write(data)
+
+    def check_deadline(self, now: float) -> None:
+        """Called by the server's sweeper: silence and unacknowledged answers end the link."""
+        if self._wait is _Wait.REQUEST:
+            limit = self.service.heartbeat_timeout
+            if now - self._since > limit:
+                self.end(f"recv: nothing from {self.peer} within {limit:g}s")
+        elif self._wait is _Wait.ACK and now - self._since > self.server.answer_timeout:
+            self.end(f"answer: no ACK from {self.peer} within {self.server.answer_timeout:g}s")
+
+    def end(self, why: str) -> None:
+        """Close (after what is already written, such as a last NACK); `why` is logged once."""
+        if self._transport is None or self._why is not None:
+            return
+        self._why = why
+        self._transport.close()
+
+    # --- answers --------------------------------------------------------------------------
+
+    def _answer_now(self, frame: Frame) -> bytes | None:
+        """The answer when it needs no waiting (a routine heartbeat, a refusal); else None."""
+        op, fields = frame.opcode, frame.fields
+        if op == "AUTH" and fields:
+            return None
+        if op not in ("HB", "FAULT", "RECOVER"):
+            log.warning("monitor %s: unknown opcode %r", self.peer, op)
+            return _frame("ERR", "unknown_opcode")
+        if not fields or self.cp_id is None or fields[0] != self.cp_id:
+            log.warning("monitor %s: %s before authentication or for another CP", self.peer, op)
+            return _frame("ERR", "not_authenticated")
         if op == "HB":
-            engine_ok = len(fields) < 2 or fields[1] == "OK"
-            answer = await self.service.heartbeat(self.cp_id, self.token, engine_ok)
+            answer = self.service.heartbeat_now(self.cp_id, self.token, _engine_ok(fields))
+            return None if answer is None else _reply(answer)
+        return None
+
+    async def _answer_later(self, frame: Frame) -> None:
+        try:
+            answer = await self._answer(frame)
+        except Exception:  # a bug: keep the details, drop this link, keep serving the others
+            log.exception("monitor %s: answering %s failed", self.peer, frame.opcode)
+            self.end("internal error")
+            return
+        if self._transport is None:  # the link went while we worked; an AUTH may just have won
+            if self.cp_id is not None and frame.opcode == "AUTH":
+                await self.service.monitor_lost(self.cp_id, self.token, "Monitor link lost")
+            return
+        self._send(answer)
+        self._pump()
+
+    async def _answer(self, frame: Frame) -> bytes:
+        op, fields = frame.opcode, frame.fields
+        if op == "AUTH":
+            return await self._auth(fields[0])
+        assert self.cp_id is not None
+        if op == "HB":
+            answer = await self.service.heartbeat(self.cp_id, self.token, _engine_ok(fields))
         elif op == "FAULT":
             reason = fields[1] if len(fields) > 1 and fields[1] else "Engine KO"
             answer = await self.service.monitor_fault(self.cp_id, self.token, reason)
@@ -100,18 +252,24 @@ class MonitorLink:
             answer = await self.service.monitor_recovered(self.cp_id, self.token)
         return _reply(answer)
 
-    async def _auth(self, cp_id: str) -> list[str]:
+    async def _auth(self, cp_id: str) -> bytes:
         if self.cp_id is not None and self.cp_id != cp_id:
-            return ["AUTH_DENIED", "this connection is already authenticated as another CP"]
+            return _frame("AUTH_DENIED", "this connection is already authenticated as another CP")
         answer = await self.service.monitor_auth(cp_id, self.token)
         if not answer.ok:
-            log.warning(
-                "monitor %s: AUTH for cp=%s refused: %s", self.conn.peer, cp_id, answer.reason
-            )
-            return ["AUTH_DENIED", answer.reason]
+            log.warning("monitor %s: AUTH for cp=%s refused: %s", self.peer, cp_id, answer.reason)
+            return _frame("AUTH_DENIED", answer.reason)
         self.cp_id = cp_id
-        return ["AUTH_OK", cp_id]
+        return _frame("AUTH_OK", cp_id)
 
 
-def _reply(answer: Answer) -> list[str]:
-    return ["OK"] if answer.ok else ["ERR", answer.reason]
+def _engine_ok(fields: tuple[str, ...]) -> bool:
+    return len(fields) < 2 or fields[1] == "OK"
+
+
+def _frame(opcode: str, *fields: str) -> bytes:
+    return bytes((ACK,)) + encode(opcode, *fields)
+
+
+def _reply(answer: Answer) -> bytes:
+    return _ACK_OK if answer.ok else _frame("ERR", answer.reason)

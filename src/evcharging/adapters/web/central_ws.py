@@ -215,33 +215,34 @@ def refusal(who: str, kind: str | None, reason: str) -> Frame:
 # --- server -> client: the live feed ------------------------------------------------------
 
 
-def coalesce(
-    batch: list[Item], rows: Callable[[], list[dict[str, Any]]] | None = None
-) -> list[Frame]:
-    """Pending changes -> frames: the latest view per CP, the latest request table, all messages.
-
-    A "requests" change without its table (None) gets it from `rows`, once for the whole batch."""
+def coalesce(batch: list[Item]) -> list[Frame]:
+    """Pending changes -> frames: the latest view per CP, the latest state of each changed request
+    row (None: it left the table), then every message. Each frame's `ts` is its oldest change."""
     cps: dict[str, dict[str, Any]] = {}
     cps_ts: int | None = None
-    requests: Frame | None = None
+    rows: dict[str, dict[str, Any] | None] = {}
+    rows_ts: int | None = None
     messages: list[Frame] = []
     for kind, payload, ts in batch:
         if kind == "cp":
             cps.pop(payload["id"], None)
             cps[payload["id"]] = payload
             cps_ts = ts if cps_ts is None else min(cps_ts, ts)
-        elif kind == "requests":
-            first = requests["ts"] if requests else ts
-            requests = {"type": "requests", "requests": payload["requests"], "ts": first}
+        elif kind == "request":
+            rows.pop(payload["key"], None)
+            rows[payload["key"]] = payload["row"]
+            rows_ts = ts if rows_ts is None else min(rows_ts, ts)
         elif kind == "message":
             messages.append({"type": "message", **payload, "ts": ts})
     frames: list[Frame] = []
     if cps:
         frames.append({"type": "cps", "charging_points": list(cps.values()), "ts": cps_ts})
-    if requests:
-        if requests["requests"] is None:
-            requests["requests"] = rows() if rows is not None else []
-        frames.append(requests)
+    if rows:
+        changed = [row for row in rows.values() if row is not None]
+        removed = [key for key, row in rows.items() if row is None]
+        frames.append(
+            {"type": "request_changes", "changed": changed, "removed": removed, "ts": rows_ts}
+        )
     return frames + messages
 
 
@@ -369,7 +370,7 @@ class DashboardHub:
                 client.behind = False
                 frames = self.snapshot()
             else:
-                frames = coalesce(batch, self.service.request_rows)
+                frames = coalesce(batch)
             if not await self._send(client, frames):
                 return
 

@@ -76,6 +76,7 @@
     all_cps: (m) => replaceTiles(m.charging_points),
     cps: (m) => m.charging_points.forEach(renderTile),
     requests: (m) => renderRequests(m.requests),
+    request_changes: (m) => changeRequests(m.changed, m.removed),
     messages: (m) => replaceLog(m.messages),
     message: (m) => addLog(m),
     logged_in: () => setLogin(true, "Logged in"),
@@ -182,20 +183,41 @@
 
   // --- requests and messages --------------------------------------------------------------
 
+  const requestRows = new Map(); // row key -> <tr>, in the order Central first showed them
+
+  function requestRow(r) {
+    const tr = document.createElement("tr");
+    const cells = { Date: r.date, Start: r.start, Driver: r.driver_id, CP: r.cp_id, Status: r.status };
+    for (const [label, value] of Object.entries(cells)) {
+      const td = document.createElement("td");
+      td.dataset.label = label; // shown before the value when the table is stacked (narrow)
+      td.textContent = value;
+      tr.append(td);
+    }
+    return tr;
+  }
+
   function renderRequests(rows) {
+    requestRows.clear();
+    for (const r of rows) requestRows.set(r.key, requestRow(r));
+    $("#requests-body").replaceChildren(...requestRows.values());
+    $("#requests-empty").hidden = requestRows.size > 0;
+  }
+
+  function changeRequests(changed, removed) {
     const body = $("#requests-body");
-    body.replaceChildren(...rows.map((r) => {
-      const tr = document.createElement("tr");
-      const cells = { Date: r.date, Start: r.start, Driver: r.driver_id, CP: r.cp_id, Status: r.status };
-      for (const [label, value] of Object.entries(cells)) {
-        const td = document.createElement("td");
-        td.dataset.label = label; // shown before the value when the table is stacked (narrow)
-        td.textContent = value;
-        tr.append(td);
-      }
-      return tr;
-    }));
-    $("#requests-empty").hidden = rows.length > 0;
+    for (const key of removed) {
+      requestRows.get(key)?.remove();
+      requestRows.delete(key);
+    }
+    for (const r of changed) {
+      const tr = requestRow(r);
+      const old = requestRows.get(r.key);
+      if (old) old.replaceWith(tr);
+      else body.append(tr);
+      requestRows.set(r.key, tr);
+    }
+    $("#requests-empty").hidden = requestRows.size > 0;
   }
 
   function logItem(m) {
