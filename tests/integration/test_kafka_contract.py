@@ -308,3 +308,29 @@ async def test_what_a_batch_publishes_is_acked_before_the_batch_is_committed(
     await stop(task)
     await publisher.stop()
     assert consumer.stats.handler_errors == 0
+
+
+async def test_queued_and_awaited_events_keep_their_order_per_key(kafka_bootstrap: str) -> None:
+    """`publish_soon` batches per partition once the caller yields; `publish` sends that queue
+    first, so a reader of the key sees every event in the order it was published."""
+    cp = unique("CP")
+    received: list[ev.Event] = []
+    consumer = EventConsumer(
+        kafka_bootstrap, None, collecting_router(received), keyed=[KeyedRead(ev.CpStop.TOPIC, cp)]
+    )
+    task = await run_consumer(consumer)
+    publisher = EventPublisher(kafka_bootstrap, "test")
+    await publisher.start()
+    sent: list[ev.Event] = []
+    for i in range(300):
+        event: ev.Event = ev.CpResume(cp_id=cp) if i % 50 == 49 else ev.CpStop(cp_id=cp)
+        sent.append(event)
+        if isinstance(event, ev.CpResume):
+            await publisher.publish(event)
+        else:
+            await publisher.publish_soon(event)
+    await publisher.publish_soon(ev.CpStop(cp_id=cp))  # left queued: stop() sends it
+    await publisher.stop()
+    await eventually(lambda: len(received) == len(sent) + 1, what="every event")
+    await stop(task)
+    assert [e.event_id for e in received[:-1]] == [e.event_id for e in sent]

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import DefaultPartitioner
 
+from evcharging.adapters.kafka.partitions import partition_for
 from evcharging.adapters.kafka.publisher import PendingAcks
 from evcharging.adapters.kafka.retry import start_with_retry
 from evcharging.adapters.kafka.router import EventRouter
@@ -25,15 +25,9 @@ from evcharging.contracts.topics import Topic
 
 log = logging.getLogger(__name__)
 
-_partitioner = DefaultPartitioner()
+__all__ = ["ConsumerStats", "EventConsumer", "KeyedRead", "partition_for"]
 
 COMMIT_EVERY = 0.2  # seconds: the most a crash makes Central handle twice (idempotently)
-
-
-def partition_for(key: str, partitions: int) -> int:
-    """The partition Kafka's default partitioner (murmur2) puts `key` in."""
-    all_partitions = list(range(partitions))
-    return int(_partitioner(key.encode(), all_partitions, all_partitions))
 
 
 @dataclass

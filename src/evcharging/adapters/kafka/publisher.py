@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from aiokafka.producer.message_accumulator import BatchBuilder
 
+from evcharging.adapters.kafka.partitions import partition_for
 from evcharging.adapters.kafka.retry import start_with_retry
 from evcharging.contracts.events import Event
 
@@ -84,6 +86,9 @@ class EventPublisher:
         self._ready = asyncio.Event()
         self._starter: asyncio.Task[None] | None = None
         self._retries: set[asyncio.Task[None]] = set()
+        self._soon: list[Event] = []  # publish_soon's queue, sent once the caller yields
+        self._soon_flush: asyncio.Task[None] | None = None
+        self._soon_lock = asyncio.Lock()
 
     def _new_producer(self) -> AIOKafkaProducer:
         return AIOKafkaProducer(
@@ -125,6 +130,8 @@ class EventPublisher:
         settle); retries on broker errors so nothing is dropped. `on_delivered` runs after the ack."""
         if event.source == "unknown":
             event = event.model_copy(update={"source": self.source})
+        if self._soon:
+            await self.flush_soon()
         acks = _collecting_here()
         if acks is not None and self._producer is not None and self._ready.is_set():
             try:
@@ -180,16 +187,78 @@ class EventPublisher:
                 return
 
     async def publish_soon(self, event: Event) -> None:
-        """Hands the event to the producer's batch and returns without waiting for the broker.
+        """Queues the event and returns; nobody waits for the broker.
 
         For high-rate events whose loss is harmless because a later one supersedes them (live
-        progress, board states): a failed delivery is retried in the background, in order per key
-        as far as Kafka keeps it, but nobody waits for it."""
+        progress, board states). What is queued while the caller runs (a consumed batch, say)
+        goes out once it yields, in one record batch per partition: `producer.send` per event
+        costs several times more. A failed delivery is retried in the background. `publish`
+        sends what is queued first, so per key the order of both kinds holds."""
         if event.source == "unknown":
             event = event.model_copy(update={"source": self.source})
         if not self._ready.is_set() or self._producer is None:
             self._background(self.publish(event))
             return
+        self._soon.append(event)
+        if self._soon_flush is None:
+            self._soon_flush = asyncio.create_task(self._flush_soon_when_idle())
+
+    async def _flush_soon_when_idle(self) -> None:
+        try:
+            await self.flush_soon()
+        finally:
+            self._soon_flush = None
+
+    async def flush_soon(self) -> None:
+        """Send what `publish_soon` queued: one record batch per partition, in queued order."""
+        async with self._soon_lock:
+            events, self._soon = self._soon, []
+            if not events:
+                return
+            assert self._producer is not None
+            by_partition: dict[tuple[str, int], list[Event]] = {}
+            for event in events:
+                topic = event.TOPIC.name
+                partitions = self._producer.client.cluster.partitions_for_topic(topic)
+                if not partitions:  # no metadata yet: the producer's own path waits for it
+                    await self._send_one_soon(event)
+                    continue
+                where = (topic, partition_for(event.key(), len(partitions)))
+                by_partition.setdefault(where, []).append(event)
+            for (topic, partition), queued in by_partition.items():
+                await self._send_batches(topic, partition, queued)
+
+    async def _send_batches(self, topic: str, partition: int, events: list[Event]) -> None:
+        assert self._producer is not None
+        batch, in_batch = self._producer.create_batch(), list[Event]()
+        for event in events:
+            value, key = event.to_bytes(), event.key().encode()
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                await self._send_batch(batch, topic, partition, in_batch)
+                batch, in_batch = self._producer.create_batch(), []
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    await self._send_one_soon(event)  # larger than a whole batch
+                    continue
+            in_batch.append(event)
+        await self._send_batch(batch, topic, partition, in_batch)
+
+    async def _send_batch(
+        self, batch: BatchBuilder, topic: str, partition: int, events: list[Event]
+    ) -> None:
+        if not events:
+            return
+        assert self._producer is not None
+        try:
+            delivery = await self._producer.send_batch(batch, topic, partition=partition)
+        except KafkaError as exc:
+            log.warning("%d events to %s queued for retry (%s)", len(events), topic, exc)
+            for event in events:
+                self._background(self.publish(event))
+            return
+        delivery.add_done_callback(lambda f: self._delivered(f, events))
+
+    async def _send_one_soon(self, event: Event) -> None:
+        assert self._producer is not None
         try:
             delivery = await self._producer.send(
                 event.TOPIC.name, event.to_bytes(), key=event.key().encode()
@@ -198,13 +267,19 @@ class EventPublisher:
             log.warning("publish %s queued for retry (%s)", event.event_type, exc)
             self._background(self.publish(event))
             return
-        delivery.add_done_callback(lambda f: self._delivered(f, event))
+        delivery.add_done_callback(lambda f: self._delivered(f, [event]))
 
-    def _delivered(self, delivery: asyncio.Future[object], event: Event) -> None:
+    def _delivered(self, delivery: asyncio.Future[object], events: list[Event]) -> None:
         if delivery.cancelled() or delivery.exception() is None:
             return
-        log.warning("delivery of %s failed (%s), retrying", event.event_type, delivery.exception())
-        self._background(self.publish(event))
+        log.warning(
+            "delivery of %d %s failed (%s), retrying",
+            len(events),
+            events[0].event_type,
+            delivery.exception(),
+        )
+        for event in events:
+            self._background(self.publish(event))
 
     def _background(self, work: Coroutine[object, object, None]) -> None:
         task = asyncio.create_task(work)
@@ -215,4 +290,5 @@ class EventPublisher:
         if self._starter is not None and not self._starter.done():
             self._starter.cancel()
         if self._producer is not None:
+            await self.flush_soon()  # what was queued goes out with the producer's last flush
             await self._producer.stop()
