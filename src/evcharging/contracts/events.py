@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal, Union
 from uuid import UUID, uuid4
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from evcharging.contracts.topics import (
     CENTRAL_EVENTS,
@@ -325,10 +325,26 @@ class BadEvent(ValueError):
         self.reason = reason
 
 
+_ANY_EVENT: TypeAdapter[Event] = TypeAdapter(
+    Annotated[Union[EVENT_TYPES], Field(discriminator="event_type")]  # type: ignore[valid-type]  # noqa: UP007
+)
+
+
 def parse_event(raw: bytes | str | None) -> Event:
-    """Bytes from Kafka -> the event model, or BadEvent with a reason a human can act on."""
+    """Bytes from Kafka -> the event model, or BadEvent with a reason a human can act on.
+
+    A good message is parsed and validated in one step by pydantic-core (half the time of
+    `json.loads` and then the model); a bad one takes the slow path below, which says why."""
     if raw is None:
         raise BadEvent("empty message")
+    try:
+        return _ANY_EVENT.validate_json(raw)
+    except ValidationError:
+        return _parse_and_explain(raw)
+
+
+def _parse_and_explain(raw: bytes | str) -> Event:
+    """Step by step, so a bad message is rejected with the first thing wrong with it."""
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Annotated, Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
@@ -54,7 +55,8 @@ def message_rows(service: CentralService) -> list[dict[str, str]]:
 
 
 def encode(frame: Frame) -> str:
-    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+    """orjson: at thousands of CP views a second, the stdlib encoder was 4 % of Central's time."""
+    return orjson.dumps(frame).decode()
 
 
 # --- client -> server: admin actions ----------------------------------------------------------
