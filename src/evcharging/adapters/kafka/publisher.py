@@ -86,7 +86,9 @@ class EventPublisher:
         self._ready = asyncio.Event()
         self._starter: asyncio.Task[None] | None = None
         self._retries: set[asyncio.Task[None]] = set()
-        self._soon: list[Event] = []  # publish_soon's queue, sent once the caller yields
+        # publish_soon's queue, sent once the caller yields: the latest event per kind and key,
+        # so it never holds more than one per driver or CP however far the broker falls behind
+        self._soon: dict[tuple[str, str], Event] = {}
         self._soon_flush: asyncio.Task[None] | None = None
         self._soon_lock = asyncio.Lock()
 
@@ -188,7 +190,8 @@ class EventPublisher:
         """Queues the event and returns; nobody waits for the broker.
 
         For high-rate events whose loss is harmless because a later one supersedes them (live
-        progress, board states). What is queued while the caller runs (a consumed batch, say)
+        progress, board states): an event still queued when a newer one of the same kind and key
+        arrives is replaced by it. What is queued while the caller runs (a consumed batch, say)
         goes out once it yields, in one record batch per partition (half the CPU of
         `producer.send` per event). A failed delivery is retried in the background. Order holds
         among queued events of a key, not against `publish`: a driver drops progress that
@@ -198,7 +201,9 @@ class EventPublisher:
         if not self._ready.is_set() or self._producer is None:
             self._background(self.publish(event))
             return
-        self._soon.append(event)
+        slot = (event.event_type, event.key())
+        self._soon.pop(slot, None)  # superseded: only the latest per kind and key goes out
+        self._soon[slot] = event
         if self._soon_flush is None:
             self._soon_flush = asyncio.create_task(self._flush_soon_when_idle())
 
@@ -211,7 +216,7 @@ class EventPublisher:
     async def flush_soon(self) -> None:
         """Send what `publish_soon` queued: one record batch per partition, in queued order."""
         async with self._soon_lock:
-            events, self._soon = self._soon, []
+            events, self._soon = list(self._soon.values()), {}
             if not events:
                 return
             assert self._producer is not None

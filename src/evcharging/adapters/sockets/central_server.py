@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 ANSWER_TIMEOUT = 2.0
 MAX_BAD_FRAMES = 5
 SWEEP_EVERY = 0.5
+BACKLOG = 4096  # after a Central restart every Monitor reconnects at once (kernel caps it)
 
 _ACK_OK = bytes((ACK,)) + encode("OK")
 _NACK = bytes((NACK,))
@@ -56,7 +57,9 @@ class MonitorServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: MonitorLink(self), self.host, self.port)
+        self._server = await loop.create_server(
+            lambda: MonitorLink(self), self.host, self.port, backlog=BACKLOG
+        )
         self._sweeper = asyncio.create_task(self._sweep(), name="monitor-deadlines")
         log.info("listening for Monitors on %s:%s", self.host, self.port)
 
