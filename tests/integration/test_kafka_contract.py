@@ -16,7 +16,7 @@ from evcharging.adapters.kafka.consumer import EventConsumer, KeyedRead
 from evcharging.adapters.kafka.publisher import EventPublisher
 from evcharging.adapters.kafka.router import EventRouter
 from evcharging.contracts import events as ev
-from evcharging.contracts.topics import ALL_TOPICS, CENTRAL_EVENTS
+from evcharging.contracts.topics import ALL_TOPICS, CENTRAL_EVENTS, Topic
 from tests.support.broker import broker_config
 from tests.support.builders import unique
 from tests.support.ports import free_port
@@ -82,6 +82,19 @@ def collecting_router(received: list[ev.Event]) -> EventRouter:
     for cls in ev.EVENT_TYPES:
         router.add(cls, keep)
     return router
+
+
+def collecting_reader(
+    bootstrap: str, group: str | None, received: list[ev.Event], topic: Topic, key: str
+) -> EventConsumer:
+    """A consumer of one key's partition from the start, keeping what it reads in `received`."""
+    return EventConsumer(
+        bootstrap,
+        group,
+        collecting_router(received),
+        keyed=[KeyedRead(topic, key)],
+        offset_reset="earliest",
+    )
 
 
 async def run_consumer(consumer: EventConsumer) -> asyncio.Task[None]:
@@ -178,26 +191,14 @@ async def test_restarted_consumer_handles_exactly_the_remaining_events(
     for event in sent[:k]:
         await publisher.publish(event)
     first: list[ev.Event] = []
-    consumer = EventConsumer(
-        kafka_bootstrap,
-        group,
-        collecting_router(first),
-        keyed=[KeyedRead(ev.CpStop.TOPIC, cp)],
-        offset_reset="earliest",
-    )
+    consumer = collecting_reader(kafka_bootstrap, group, first, ev.CpStop.TOPIC, cp)
     task = await run_consumer(consumer)
     await eventually(lambda: len(first) == k, what="first k events")
     await stop(task)
     for event in sent[k:]:
         await publisher.publish(event)
     second: list[ev.Event] = []
-    again = EventConsumer(
-        kafka_bootstrap,
-        group,
-        collecting_router(second),
-        keyed=[KeyedRead(ev.CpStop.TOPIC, cp)],
-        offset_reset="earliest",
-    )
+    again = collecting_reader(kafka_bootstrap, group, second, ev.CpStop.TOPIC, cp)
     task = await run_consumer(again)
     await eventually(lambda: len(second) >= n - k, what="remaining events")
     await publisher.publish(ev.CpResume(cp_id=cp))  # a marker: everything before it was delivered
@@ -284,9 +285,7 @@ async def test_what_a_batch_publishes_is_acked_before_the_batch_is_committed(
     consumer = EventConsumer(kafka_bootstrap, group, router, keyed=read, offset_reset="earliest")
     task = await run_consumer(consumer)
     replies: list[ev.Event] = []
-    watcher = EventConsumer(
-        kafka_bootstrap, None, collecting_router(replies), keyed=read, offset_reset="earliest"
-    )
+    watcher = collecting_reader(kafka_bootstrap, None, replies, ev.CpStop.TOPIC, cp)
     watching = await run_consumer(watcher)
     await eventually(lambda: len(delivered) == n, what="every reply acked")
     await eventually(
@@ -297,9 +296,7 @@ async def test_what_a_batch_publishes_is_acked_before_the_batch_is_committed(
     await stop(task)
     await stop(watching)
     again: list[ev.Event] = []
-    restarted = EventConsumer(
-        kafka_bootstrap, group, collecting_router(again), keyed=read, offset_reset="earliest"
-    )
+    restarted = collecting_reader(kafka_bootstrap, group, again, ev.CpStop.TOPIC, cp)
     task = await run_consumer(restarted)
     await publisher.publish(ev.CpStop(cp_id=cp, event_id=uuid4()))  # a marker after the rest
     await eventually(
@@ -318,12 +315,7 @@ async def test_queued_events_keep_their_order_and_only_the_latest_is_due(
     order, the last one always, and `stop` sends what is still queued."""
     driver, sid = unique("D"), uuid4()
     received: list[ev.Event] = []
-    consumer = EventConsumer(
-        kafka_bootstrap,
-        None,
-        collecting_router(received),
-        keyed=[KeyedRead(ev.ChargingProgress.TOPIC, driver)],
-    )
+    consumer = collecting_reader(kafka_bootstrap, None, received, ev.ChargingProgress.TOPIC, driver)
     task = await run_consumer(consumer)
     publisher = EventPublisher(kafka_bootstrap, "test")
     await publisher.start()
