@@ -38,6 +38,8 @@ async def test_reads_need_no_token(client: httpx.AsyncClient) -> None:
     assert (await client.get("/api/drivers/NOPE")).status_code == 404
     assert (await client.get("/api/sessions?driver_id=D1&status=ended")).json() == []
     assert (await client.get("/api/sessions?status=bogus")).status_code == 422
+    assert (await client.get("/api/sessions?offset=5")).json() == []
+    assert (await client.get("/api/sessions?offset=-1")).status_code == 422
     assert (await client.get("/docs")).status_code == 200
     assert "/api/cps/{cp_id}/simulate-error" in (await client.get("/openapi.json")).json()["paths"]
 

@@ -529,6 +529,8 @@ def test_find_sessions_filters_by_driver_cp_and_status(repo: SqliteRepository) -
     assert ids(repo.find_sessions(driver_id="D002", cp_id="CP02")) == []
     assert len(repo.find_sessions()) == 3
     assert ids(repo.find_sessions(limit=1)) == [theirs.session_id]
+    pages = [ids(repo.find_sessions(limit=1, offset=k)) for k in range(4)]
+    assert pages == [[theirs.session_id], [mine_now.session_id], [old.session_id], []]
 
 
 def test_unsent_tickets_until_marked_sent(repo: SqliteRepository) -> None:

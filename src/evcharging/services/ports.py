@@ -42,6 +42,7 @@ class Repository(Protocol):
         cp_id: str | None = None,
         status: str | None = None,
         limit: int = 200,
+        offset: int = 0,
     ) -> Sequence[Session]: ...
 
     # idempotency

@@ -253,14 +253,19 @@ class SqliteRepository:
         cp_id: str | None = None,
         status: str | None = None,
         limit: int = 200,
+        offset: int = 0,
     ) -> Sequence[Session]:
+        """Newest first; `offset` pages through the rest (session id breaks ties, so pages are
+        stable)."""
         clauses, args = [], []
         for column, value in (("driver_id", driver_id), ("cp_id", cp_id), ("status", status)):
             if value is not None:
                 clauses.append(f"{column} = ?")
                 args.append(value)
         where = " AND ".join(clauses) or "1 = 1"
-        return self._sessions(f"{where} ORDER BY started_at DESC LIMIT {int(limit)}", tuple(args))
+        order = "ORDER BY started_at DESC, session_id DESC"
+        page = f"LIMIT {int(limit)} OFFSET {int(offset)}"
+        return self._sessions(f"{where} {order} {page}", tuple(args))
 
     def _one_session(self, where: str, arg: str) -> Session | None:
         found = self._sessions(where, (arg,))

@@ -96,9 +96,11 @@ def create_app(service: CentralService, admin_token: str) -> FastAPI:
         cp_id: str | None = None,
         status: Annotated[str | None, Query(pattern="^(authorised|supplying|ended)$")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+        offset: Annotated[int, Query(ge=0)] = 0,
     ) -> list[dict[str, Any]]:
+        """Newest first, `limit` at a time; `offset` pages through the rest."""
         found = service.repo.find_sessions(
-            driver_id=driver_id, cp_id=cp_id, status=status, limit=limit
+            driver_id=driver_id, cp_id=cp_id, status=status, limit=limit, offset=offset
         )
         return [session_view(s) for s in found]
 
