@@ -37,13 +37,12 @@ class AnswerServer:
         self.tasks.add(task)
         conn = FramedConnection(reader, writer, max_bad_frames=self.max_bad_frames)
 
-        async def answer(frame: Frame) -> tuple[str, ...]:
-            self.events.put_nowait(frame)
-            return ("OK",) if frame.opcode == "HB" else ("ERR", "unknown_opcode")
-
         try:
-            while True:  # the server side as Central runs it: ACK and answer in one write
-                await conn.answer_next(answer, timeout=self.recv_timeout, answer_timeout=WAIT)
+            while True:  # the answering side, as the Engine runs it
+                frame = await conn.recv_frame(timeout=self.recv_timeout)
+                self.events.put_nowait(frame)
+                answer = ("OK",) if frame.opcode == "HB" else ("ERR", "unknown_opcode")
+                await conn.send_frame(*answer, timeout=WAIT)
         except LinkError as exc:
             self.events.put_nowait(exc)
         finally:

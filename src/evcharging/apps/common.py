@@ -76,7 +76,7 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop where installed (measured: see docs/performance.md), else asyncio's own loop.
 
     `EV_LOOP=asyncio` forces the standard loop, e.g. to compare the two."""
-    if (env("EV_LOOP", "uvloop") or "uvloop") == "asyncio":
+    if env("EV_LOOP") == "asyncio":
         return None
     try:
         import uvloop

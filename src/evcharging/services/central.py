@@ -254,15 +254,10 @@ class CentralService:
         routine = self.heartbeat_now(cp_id, token, engine_ok)
         if routine is not None:
             return routine
-        cp = self._own(cp_id, token)
-        assert cp is not None
-        cp.last_heartbeat = self._monotonic()
-        if engine_ok != cp.facts.engine_ok:
-            if engine_ok:
-                await self.monitor_recovered(cp_id, token)
-            else:
-                await self.monitor_fault(cp_id, token, "Engine KO")
-        return Answer(True)
+        # the Engine's health changed: the same paths as RECOVER and FAULT frames
+        if engine_ok:
+            return await self.monitor_recovered(cp_id, token)
+        return await self.monitor_fault(cp_id, token, "Engine KO")
 
     async def monitor_fault(self, cp_id: str, token: object, reason: str) -> Answer:
         cp = self._own(cp_id, token)

@@ -135,9 +135,7 @@ class EventPublisher:
         acks = _collecting_here()
         if acks is not None and self._producer is not None and self._ready.is_set():
             try:
-                delivery = await self._producer.send(
-                    event.TOPIC.name, event.to_bytes(), key=event.key().encode()
-                )
+                delivery = await self._send(event)
             except KafkaError as exc:
                 log.warning("publish %s: %s; sending it with retries", event.event_type, exc)
             else:
@@ -167,9 +165,7 @@ class EventPublisher:
         delay = self._retry_delay
         while True:
             try:
-                await self._producer.send_and_wait(
-                    event.TOPIC.name, event.to_bytes(), key=event.key().encode()
-                )
+                await (await self._send(event))
             except KafkaError as exc:
                 log.warning(
                     "publish %s to %s failed (%s), retrying in %.1fs",
@@ -267,16 +263,20 @@ class EventPublisher:
         delivery.add_done_callback(lambda f: self._delivered(f, events))
 
     async def _send_one_soon(self, event: Event) -> None:
-        assert self._producer is not None
         try:
-            delivery = await self._producer.send(
-                event.TOPIC.name, event.to_bytes(), key=event.key().encode()
-            )
+            delivery = await self._send(event)
         except KafkaError as exc:
             log.warning("publish %s queued for retry (%s)", event.event_type, exc)
             self._background(self.publish(event))
             return
         delivery.add_done_callback(lambda f: self._delivered(f, [event]))
+
+    async def _send(self, event: Event) -> asyncio.Future[object]:
+        """Hand one event to the producer (its topic, its key); the future is its ack."""
+        assert self._producer is not None
+        return await self._producer.send(
+            event.TOPIC.name, event.to_bytes(), key=event.key().encode()
+        )
 
     def _delivered(self, delivery: asyncio.Future[object], events: list[Event]) -> None:
         if delivery.cancelled() or delivery.exception() is None:

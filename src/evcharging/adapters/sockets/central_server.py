@@ -79,6 +79,12 @@ class MonitorServer:
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    def joined(self, link: MonitorLink) -> None:
+        self._links.add(link)
+
+    def left(self, link: MonitorLink) -> None:
+        self._links.discard(link)
+
     def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> None:
         task = asyncio.create_task(work, name=name)
         self._tasks.add(task)
@@ -123,10 +129,10 @@ class MonitorLink(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self._since = time.monotonic()
-        self.server._links.add(self)
+        self.server.joined(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.server._links.discard(self)
+        self.server.left(self)
         why = self._why or (f"link failed: {exc}" if exc else "connection closed")
         log.info("monitor link %s (cp=%s) ended: %s", self.peer, self.cp_id, why)
         self._transport = None

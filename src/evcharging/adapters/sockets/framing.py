@@ -1,4 +1,5 @@
-"""Framed request/answer links over asyncio streams (Monitor <-> Central, Monitor <-> Engine).
+"""Framed request/answer links over asyncio streams: the Monitor's side of both its links, and
+the Engine's side (Central answers Monitors with `adapters.sockets.central_server`).
 
 The codec lives in ``evcharging.contracts.frames``; this module only moves bytes and applies the
 exchange rule: every frame is answered by one ACK (0x06) or NACK (0x15) byte, and a request frame
@@ -18,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from evcharging.contracts.frames import (
@@ -99,24 +100,6 @@ class FramedConnection:
                 raise FrameRejected(f"{self.peer} NACKed {opcode}")
             return await self._recv()
 
-    async def answer_next(
-        self,
-        answer: Callable[[Frame], Awaitable[tuple[str, ...]]],
-        timeout: float | None,  # noqa: ASYNC109 (see _operation)
-        answer_timeout: float | None,
-    ) -> Frame:
-        """Server side of one exchange: wait for a request, compute its answer, then send our ACK
-        and the answer frame in one write and wait for the peer's ACK of it.
-
-        Same bytes on the wire as recv_frame + send_frame, half the system calls: a server with
-        thousands of Monitors heartbeating every second writes one segment per heartbeat."""
-        async with self._operation("recv", timeout):
-            frame = await self._recv(ack=False)
-        opcode, *fields = await answer(frame)
-        async with self._operation("answer", answer_timeout):
-            await self._send(opcode, tuple(fields), prefix=bytes((ACK,)))
-        return frame
-
     async def close(self) -> None:
         """Close the link; safe to call twice and after the peer has gone."""
         if self._closed:
@@ -128,11 +111,11 @@ class FramedConnection:
         except OSError as exc:  # the peer may already have reset the link; closing is best-effort
             log.debug("closing link to %s: %s", self.peer, exc)
 
-    async def _send(self, opcode: str, fields: tuple[str, ...], prefix: bytes = b"") -> bool:
+    async def _send(self, opcode: str, fields: tuple[str, ...]) -> bool:
         raw = encode(opcode, *fields)
         if len(raw) > self._max_frame_size:
             raise ValueError(f"{opcode} frame is {len(raw)} bytes, max {self._max_frame_size}")
-        self._writer.write(prefix + raw)
+        self._writer.write(raw)
         await self._writer.drain()
         reply = (await self._reader.readexactly(1))[0]
         if reply == ACK:
@@ -143,13 +126,12 @@ class FramedConnection:
             return False
         raise LinkError(f"{self.peer} answered 0x{reply:02x} instead of ACK/NACK")
 
-    async def _recv(self, ack: bool = True) -> Frame:
+    async def _recv(self) -> Frame:
         bad_in_a_row = 0
         while True:
             result = await self._next_result()
             if isinstance(result, Frame):
-                if ack:
-                    await self._reply(ACK)
+                await self._reply(ACK)
                 log.debug("received %s from %s", result, self.peer)
                 return result
             bad_in_a_row += 1
