@@ -39,7 +39,16 @@ log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-RESULTS = REPO / "docs" / "bench"
+# EV_BENCH_DOCS redirects every result and the report (the smoke test writes to a tmp folder)
+DOCS = Path(os.environ.get("EV_BENCH_DOCS") or REPO / "docs")
+RESULTS = DOCS / "bench"
+
+
+def shown(path: Path) -> str:
+    """A path as the docs and logs name it: from the repo root when it is inside the repo."""
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
 CENTRAL_TOPICS: tuple[Topic, ...] = (CP_EVENTS, DRIVER_EVENTS)
 ADMIN_TOKEN = "bench-admin-token"
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -439,7 +448,7 @@ def write_result(name: str, parameters: dict[str, Any], results: dict[str, Any])
         "results": finite(results),
     }
     path.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    log.info("wrote %s", path.relative_to(REPO))
+    log.info("wrote %s", shown(path))
     return path
 
 

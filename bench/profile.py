@@ -126,7 +126,7 @@ class Profiler:
         self._proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def stop(self) -> dict[str, Any]:
-        from bench.harness import REPO
+        from bench.harness import shown  # harness imports this module
 
         proc, seconds = self._proc, time.monotonic() - self._t0
         if proc is None:
@@ -139,7 +139,7 @@ class Profiler:
             _, err = proc.communicate()
         if not self.out.exists():
             return {"error": err.decode(errors="replace")[-500:]}
-        where = str(self.out.relative_to(REPO))
+        where = shown(self.out)
         return {
             "folded": where,
             "seconds": round(seconds, 1),

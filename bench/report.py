@@ -12,11 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.harness import REPO, RESULTS, read_result
+from bench.harness import DOCS, RESULTS, read_result, shown
 
 log = logging.getLogger(__name__)
 
-OUT = REPO / "docs" / "performance.md"
+OUT = DOCS / "performance.md"
 PLOT = RESULTS / "scaling.png"
 NOTES = RESULTS / "where-the-time-goes.md"
 
@@ -392,5 +392,5 @@ def write() -> Path:
     ]
     plot(data["scale"])
     OUT.write_text("\n".join(lines), encoding="utf-8")
-    log.info("wrote %s", OUT.relative_to(REPO))
+    log.info("wrote %s", shown(OUT))
     return OUT
