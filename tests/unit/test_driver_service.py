@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 import pytest
@@ -276,6 +277,37 @@ async def test_kafka_down_gives_no_answer_and_drops_the_pending_send(clock) -> N
         assert result.outcome is Outcome.NO_ANSWER
     finally:
         await svc.close()
+
+
+async def test_an_answer_before_the_request_ack_still_shows_request_sent_first(clock) -> None:
+    """Under load Central's answer (and even the ticket) can beat the ack of the request."""
+    acked = asyncio.Event()
+
+    class SlowAckPublisher(FakePublisher):
+        async def publish(self, event: Event, **kwargs: Any) -> None:
+            await super().publish(event, **kwargs)
+            if isinstance(event, AuthorizationRequest):
+                await acked.wait()
+
+    publisher = SlowAckPublisher()
+    svc = DriverService(publisher, sleep=clock.sleep)
+    seen: list[Update] = []
+    svc.observe(seen.append)
+    try:
+        serving = asyncio.create_task(svc.serve(D1, "ALC01"))
+        await settle()
+        answer = an_answer(publisher.last_request())
+        await svc.handle(answer)
+        assert answer.session_id is not None
+        await svc.handle(a_ticket(D1, "ALC01", answer.session_id))
+        acked.set()
+        result = await asyncio.wait_for(serving, 1)
+        await settle()
+    finally:
+        await svc.close()
+
+    assert result.outcome is Outcome.TICKET
+    assert kinds(seen) == [Kind.REQUEST_SENT, Kind.AUTHORISED, Kind.TICKET]
 
 
 # --- what is not the current service -----------------------------------------------------

@@ -214,6 +214,8 @@ class _Track:
     done: asyncio.Future[ServiceResult] | None = None
     timer: asyncio.Task[None] | None = None
     sending: asyncio.Task[None] | None = None
+    # The request whose REQUEST_SENT was shown: by its ack, or by Central's answer beating the ack.
+    shown_sent: UUID | None = None
     # (session, energy): a corrected ticket (a final reading after close) is shown; a repeat is not.
     ticketed: deque[tuple[UUID, Decimal]] = field(default_factory=lambda: deque(maxlen=200))
     abandoned: deque[UUID] = field(default_factory=lambda: deque(maxlen=20))
@@ -402,7 +404,14 @@ class DriverService:
     async def _send_request(self, st: DriverState, event: AuthorizationRequest) -> None:
         await self._publisher.publish(event)
         if st.request_id == event.request_id:
-            self._emit(Update(Kind.REQUEST_SENT, st.driver_id, event.cp_id))
+            self._show_sent(st, event.request_id, event.cp_id)
+
+    def _show_sent(self, st: DriverState, request_id: UUID, cp_id: str) -> None:
+        """REQUEST_SENT once per request, before its answer even when the answer beats the ack."""
+        track = self._tracks[st.driver_id]
+        if track.shown_sent != request_id:
+            track.shown_sent = request_id
+            self._emit(Update(Kind.REQUEST_SENT, st.driver_id, cp_id))
 
     async def _answer_deadline(self, st: DriverState, request_id: UUID) -> None:
         await self._sleep(self.answer_timeout)
@@ -486,6 +495,7 @@ class DriverService:
         if st.phase is not Phase.REQUESTED or st.request_id != ev.request_id:
             await self._late_answer(st, ev)
             return
+        self._show_sent(st, ev.request_id, ev.cp_id)  # an answer proves the request got through
         track = self._tracks[st.driver_id]
         if track.timer is not None:
             track.timer.cancel()
