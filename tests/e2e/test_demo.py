@@ -77,7 +77,14 @@ def test_demo_runs_sessions_to_tickets_and_stops_everything(tmp_path: Path) -> N
         except httpx.HTTPError:
             return []
 
-    ended = eventually_sync(tickets, 45, what="a session that ended with its unplug")
+    try:
+        ended = eventually_sync(tickets, 45, what="a session that ended with its unplug")
+    except AssertionError as exc:
+        demo.terminate()
+        demo.wait(timeout=60)
+        log.close()
+        tail = (tmp_path / "demo.log").read_text(encoding="utf-8", errors="replace")[-6000:]
+        raise AssertionError(f"{exc}\n--- the demo's output, last lines ---\n{tail}") from exc
     assert ended[0]["driver_id"] == "D001"
     assert float(ended[0]["amount_eur"]) > 0
     assert demo.wait(timeout=90) == 0

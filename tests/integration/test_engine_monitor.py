@@ -269,6 +269,43 @@ async def test_engine_restart_reports_the_supply_it_was_running(rig: Rig) -> Non
     await eventually(lambda: not list(rig.state_dir.glob("*.json")), what="state file cleared")
 
 
+async def test_a_first_ever_engine_reads_commands_sent_before_it_knew_its_id(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Central may authorise a driver as soon as it accepts the Monitor, before the Engine's
+    reader of its CP's partition is positioned; a fresh Engine (no committed offset) still reads
+    that command."""
+    cp_id = unique("CP")
+    engine = EngineApp(
+        EngineSettings(
+            kafka=kafka_bootstrap,
+            link=(LOCAL, free_port()),
+            speedup=Decimal(600),
+            tick=0.2,
+            state_dir=tmp_path / "engine",
+            menu=False,
+        )
+    )
+    publisher = EventPublisher(kafka_bootstrap, source="test-central")
+    await engine.start()
+    try:
+        await eventually(lambda: engine.commands_at_start is not None, timeout=30, what="snapshot")
+        session = uuid4()
+        await publisher.publish(
+            SupplyAuthorised(
+                cp_id=cp_id, session_id=session, driver_id="D9", price_eur_per_kwh=Decimal("0.40")
+            )
+        )
+        assert engine.service.set_cp_id(cp_id) == Accepted()  # what the Monitor's SET_CP does
+
+        await eventually(
+            lambda: engine.service.phase() is Phase.AUTHORISED, timeout=30, what="authorised"
+        )
+    finally:
+        await engine.stop()
+        await publisher.stop()
+
+
 async def test_central_lost_and_back(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
     await rig.engine_ready(rig.engine)
     await eventually(lambda: rig.engine.service.central_up, what="CENTRAL#UP at the Engine")

@@ -25,7 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from evcharging.adapters.engine_state_file import JsonSupplyStore
-from evcharging.adapters.kafka.consumer import EventConsumer, KeyedRead
+from evcharging.adapters.kafka.consumer import (
+    EventConsumer,
+    KeyedRead,
+    Offsets,
+    end_offsets,
+)
 from evcharging.adapters.kafka.publisher import EventPublisher
 from evcharging.adapters.kafka.router import EventRouter
 from evcharging.adapters.sockets.engine_link import EngineLinkServer
@@ -160,6 +165,7 @@ class EngineApp:
         self.menu = EngineMenu(self.service)
         self.consumer: EventConsumer | None = None
         self.consumer_ready = asyncio.Event()
+        self.commands_at_start: Offsets | None = None  # see _consume
         self.failed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -226,6 +232,10 @@ class EngineApp:
             self.service.tick()
 
     async def _consume(self) -> None:
+        # Taken as the Engine starts, long before Central can accept its Monitor and a driver
+        # ask for this CP: on a first-ever start (no committed offset), commands sent while the
+        # reader is still being positioned are read from here, not skipped.
+        self.commands_at_start = await end_offsets(self.settings.kafka, CP_COMMANDS)
         await self.service.cp_known.wait()
         cp_id = self.service.cp_id
         assert cp_id is not None
@@ -235,6 +245,7 @@ class EngineApp:
             build_router(self.service),
             keyed=[KeyedRead(CP_COMMANDS, cp_id)],
             offset_reset="latest",
+            start_at=self.commands_at_start,
         )
         waiter = asyncio.create_task(self._mark_ready(self.consumer))
         try:

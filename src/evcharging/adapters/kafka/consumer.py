@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -25,7 +25,9 @@ from evcharging.contracts.topics import Topic
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ConsumerStats", "EventConsumer", "KeyedRead", "partition_for"]
+__all__ = ["ConsumerStats", "EventConsumer", "KeyedRead", "Offsets", "end_offsets", "partition_for"]
+
+Offsets = dict[TopicPartition, int]
 
 COMMIT_EVERY = 0.2  # seconds: the most a crash makes Central handle twice (idempotently)
 
@@ -46,6 +48,26 @@ class KeyedRead:
     key: str
 
 
+async def end_offsets(bootstrap: str, topic: Topic) -> Offsets:
+    """Where each partition of `topic` ends now (retrying until Kafka answers).
+
+    A reader that learns its key later starts there on its first-ever run, so nothing sent to it
+    between this snapshot and the moment it is positioned is skipped."""
+    found: Offsets = {}
+
+    async def attempt() -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, client_id="evcharging-snapshot")
+        await consumer.start()
+        try:
+            partitions = [TopicPartition(topic.name, p) for p in range(topic.partitions)]
+            found.update(await consumer.end_offsets(partitions))
+        finally:
+            await consumer.stop()
+
+    await start_with_retry(attempt, bootstrap, f"end offsets of {topic.name}")
+    return found
+
+
 class EventConsumer:
     def __init__(
         self,
@@ -56,6 +78,7 @@ class EventConsumer:
         topics: Sequence[Topic] = (),
         keyed: Sequence[KeyedRead] = (),
         offset_reset: str = "earliest",
+        start_at: Mapping[TopicPartition, int] | None = None,
         on_error: Callable[[Event, Exception], Awaitable[None]] | None = None,
     ) -> None:
         if bool(topics) == bool(keyed):
@@ -66,6 +89,7 @@ class EventConsumer:
         self._topics = list(topics)
         self._keyed = list(keyed)
         self._offset_reset = offset_reset
+        self._start_at = dict(start_at or {})
         self._on_error_cb = on_error
         self._committing: asyncio.Future[None] | None = None
         self._due: dict[TopicPartition, int] = {}  # settled, not yet committed
@@ -116,7 +140,9 @@ class EventConsumer:
         consumer.assign(list(self._keys))
         for tp in self._keys:
             if self.group_id is None or await consumer.committed(tp) is None:
-                if self._offset_reset == "latest":
+                if tp in self._start_at:
+                    consumer.seek(tp, self._start_at[tp])
+                elif self._offset_reset == "latest":
                     await consumer.seek_to_end(tp)
                 else:
                     await consumer.seek_to_beginning(tp)
