@@ -27,9 +27,11 @@ kafka-jars: kafka/lib/.fetched
 lint: install
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy src
 
 test: install kafka-jars
 	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy src
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
 test-fast: install

@@ -20,6 +20,7 @@ from evcharging.adapters.kafka.publisher import EventPublisher
 from evcharging.adapters.kafka.router import EventRouter
 from evcharging.adapters.sockets.central_server import MonitorServer
 from evcharging.adapters.web.central_api import create_app
+from evcharging.adapters.web.embedded import EmbeddedServer
 from evcharging.apps.common import env, host_port, positional, run, setup_logging
 from evcharging.contracts.events import (
     AuthorizationRequest,
@@ -155,7 +156,7 @@ async def serve(cfg: CentralSettings) -> int:
     )
     monitors = MonitorServer(service, cfg.listen_host, cfg.port)
     await monitors.start()
-    http = uvicorn.Server(
+    http = EmbeddedServer(
         uvicorn.Config(
             create_app(service, cfg.admin_token),
             host=cfg.http_host,
@@ -164,7 +165,6 @@ async def serve(cfg: CentralSettings) -> int:
             lifespan="off",
         )
     )
-    http.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     log.info("HTTP API on http://%s:%s (OpenAPI at /docs)", cfg.http_host, cfg.http_port)
     if cfg.token_generated:
         log.info("admin token (generated): %s", cfg.admin_token)

@@ -62,7 +62,7 @@ class Event(BaseModel):
     event_id: UUID = Field(default_factory=uuid4)
     event_type: str
     ts: datetime = Field(default_factory=_now)
-    source: Annotated[str, Field(max_length=100, default_factory=_default_source)]
+    source: str = Field(default_factory=_default_source, max_length=100)
     v: Literal[1] = 1
 
     def key(self) -> str:
@@ -326,7 +326,7 @@ class BadEvent(ValueError):
 
 
 _ANY_EVENT: TypeAdapter[Event] = TypeAdapter(
-    Annotated[Union[EVENT_TYPES], Field(discriminator="event_type")]  # type: ignore[valid-type]  # noqa: UP007
+    Annotated[Union[EVENT_TYPES], Field(discriminator="event_type")]  # type: ignore[valid-type,arg-type]  # noqa: UP007
 )
 
 

@@ -80,7 +80,7 @@ def network_data(cps: int, drivers: int) -> tuple[dict[str, object], list[str], 
             {"id": f"D{i + 1:03d}", "name": f"Driver {i + 1}", "balance_eur": "100.00"}
         )
     funded = [d for d in driver_rows if str(d["balance_eur"]) not in ("0", "0.00")]
-    seed = {"charging_points": cp_rows, "drivers": driver_rows}
+    seed: dict[str, object] = {"charging_points": cp_rows, "drivers": driver_rows}
     return seed, [str(c["id"]) for c in cp_rows[:cps]], [str(d["id"]) for d in funded[:drivers]]
 
 

@@ -38,6 +38,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from evcharging.adapters.web.embedded import EmbeddedServer
 from evcharging.contracts.events import CpStatus, Id
 from evcharging.domain.money import euros, kwh
 from evcharging.services.driver import (
@@ -731,14 +732,6 @@ def create_app(hub: DriverHub) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
-
-
-class EmbeddedServer(uvicorn.Server):
-    """uvicorn inside a program's own loop: the program, not uvicorn, handles SIGINT/SIGTERM."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 def bind(host: str, port: int) -> socket.socket:
