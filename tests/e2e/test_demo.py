@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.ports import free_port
+from tests.support.ports import free_port, free_port_block
 from tests.support.waiting import eventually_sync
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
@@ -37,7 +37,8 @@ def processes_in(folder: Path) -> list[int]:
 def test_demo_runs_sessions_to_tickets_and_stops_everything(tmp_path: Path) -> None:
     workdir = tmp_path / "demo"
     http = free_port()
-    ports = [str(p) for p in (free_port(), free_port(), http, free_port(), free_port())]
+    engines, driver_webs = free_port_block(2), free_port_block(1)  # base ports: 2 CPs, 1 driver
+    ports = [str(p) for p in (free_port(), free_port(), http, engines, driver_webs)]
     log = (tmp_path / "demo.log").open("wb")
     demo = subprocess.Popen(
         [
@@ -96,4 +97,5 @@ def test_demo_runs_sessions_to_tickets_and_stops_everything(tmp_path: Path) -> N
     assert "[EV_Central" in output
     assert "[ALC01 engine" in output
     assert "demo stopped: no program left running" in output
+    assert "exited on its own" not in output  # every program ran until the demo stopped it
     assert processes_in(workdir) == []

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from evcharging.adapters.db.sqlite_repository import SqliteRepository
 from evcharging.adapters.kafka.consumer import EventConsumer
 from evcharging.adapters.kafka.publisher import EventPublisher
 from evcharging.adapters.kafka.router import EventRouter
+from evcharging.adapters.listening import CannotListen, bind
 from evcharging.adapters.sockets.central_server import MonitorServer
 from evcharging.adapters.web.central_api import create_app
 from evcharging.adapters.web.embedded import EmbeddedServer
@@ -143,19 +145,31 @@ async def housekeeping(service: CentralService) -> None:
 
 
 async def serve(cfg: CentralSettings) -> int:
+    http_socket = bind("the HTTP API", cfg.http_host, cfg.http_port)
+    try:
+        return await _serve(cfg, http_socket)
+    finally:
+        http_socket.close()
+
+
+async def _serve(cfg: CentralSettings, http_socket: socket.socket) -> int:
     repo = SqliteRepository(cfg.db)
     if cfg.seed_file is not None:
         result = seed(repo, load_seed_file(cfg.seed_file))
         log.info("seeded %d CPs and %d drivers from %s", result.cps, result.drivers, cfg.seed_file)
     set_default_source("central")
     publisher = EventPublisher(cfg.kafka, "central")
-    publisher.start_in_background()
     service = CentralService(repo, publisher, heartbeat_timeout=cfg.heartbeat_timeout)
     consumer = EventConsumer(
         cfg.kafka, cfg.group_id, build_router(service), topics=[DRIVER_EVENTS, CP_EVENTS]
     )
     monitors = MonitorServer(service, cfg.listen_host, cfg.port)
-    await monitors.start()
+    try:
+        await monitors.start()
+    except CannotListen:
+        repo.close()
+        raise
+    publisher.start_in_background()
     http = EmbeddedServer(
         uvicorn.Config(
             create_app(service, cfg.admin_token),
@@ -172,7 +186,7 @@ async def serve(cfg: CentralSettings) -> int:
         asyncio.create_task(service.load(), name="load"),
         asyncio.create_task(consumer.run(), name="kafka-consumer"),
         asyncio.create_task(housekeeping(service), name="housekeeping"),
-        asyncio.create_task(http.serve(), name="http"),
+        asyncio.create_task(http.serve([http_socket]), name="http"),
     ]
     panel = _panel(service, cfg.ui)
     try:

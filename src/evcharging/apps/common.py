@@ -11,6 +11,10 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from evcharging.adapters.listening import CannotListen
+
+log = logging.getLogger(__name__)
+
 
 def host_port(value: str) -> tuple[str, int]:
     """'HOST:PORT' -> (host, port), with an argparse-friendly error."""
@@ -67,6 +71,9 @@ def run(main: Coroutine[Any, Any, int | None]) -> int:
             return await main
         except asyncio.CancelledError:
             return 0
+        except CannotListen as exc:
+            log.error("%s", exc)
+            return 2
 
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return int(runner.run(guarded()) or 0)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
 import threading
 from collections.abc import Coroutine, Sequence
@@ -26,6 +25,7 @@ from typing import Any
 from evcharging.adapters.kafka.consumer import EventConsumer, KeyedRead
 from evcharging.adapters.kafka.publisher import EventPublisher
 from evcharging.adapters.kafka.router import EventRouter
+from evcharging.adapters.listening import bind
 from evcharging.apps.common import env, host_port, positional, run, setup_logging
 from evcharging.contracts.events import CpStatus
 from evcharging.contracts.topics import CENTRAL_EVENTS, CP_STATUS
@@ -420,7 +420,7 @@ class _Web:
         from evcharging.adapters.web import driver_web as web
 
         assert s.web_port is not None
-        self.socket = web.bind(s.web_host, s.web_port)  # OSError: reported by the caller
+        self.socket = bind("the dashboard", s.web_host, s.web_port)
         runs = web.ServiceRuns(service, s.pause, feeds.ready)
         self.hub = web.DriverHub(service, feeds, runs, default_driver_id=s.driver_id)
         self.server = web.web_server(self.hub)
@@ -448,23 +448,12 @@ class _Web:
         self.socket.close()
 
 
-def _open_web(service: DriverService, feeds: DriverFeeds, s: DriverSettings) -> _Web | None:
-    try:
-        return _Web(service, feeds, s)
-    except OSError as exc:
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        log.error("Cannot serve the dashboard on %s:%s: %s", s.web_host, s.web_port, reason)
-        return None
-
-
 async def drive(s: DriverSettings) -> int:
     publisher = EventPublisher(s.bootstrap, source=f"{PROGRAM}:{s.driver_id}")
     service = DriverService(publisher, answer_timeout=s.answer_timeout)
     service.observe(show)
     feeds = DriverFeeds(s.bootstrap, service, max(s.web_max_drivers, 1))
-    web = _open_web(service, feeds, s) if s.web_port is not None else None
-    if s.web_port is not None and web is None:
-        return 1
+    web = _Web(service, feeds, s) if s.web_port is not None else None  # CannotListen: exit 2
     publisher.start_in_background()
     log.info("driver=%s starting, Kafka at %s", s.driver_id, s.bootstrap)
     feeds.start()

@@ -88,6 +88,7 @@ class Demo:
     def __init__(self, cfg: DemoConfig) -> None:
         self.cfg = cfg
         self.children: list[Child] = []
+        self.stopping = False
         self.broker = kafka_broker.BrokerConfig(
             host=cfg.host, port=cfg.kafka_port, data_dir=cfg.workdir / "kafka", heap="512m"
         )
@@ -115,6 +116,9 @@ class Demo:
             line = raw.decode(errors="replace").rstrip()
             sys.stdout.write(f"[{child.name:<{max(width, 14)}}] {line}\n")
             sys.stdout.flush()
+        code = await child.proc.wait()
+        if not self.stopping:
+            _say(f"{child.name} exited on its own (code {code}); its last lines are above")
 
     async def run(self) -> int:
         cfg = self.cfg
@@ -237,6 +241,7 @@ class Demo:
 
     async def stop(self) -> None:
         _say("stopping every program the demo started")
+        self.stopping = True
         for child in reversed(self.children):
             if child.proc.returncode is None:
                 child.proc.terminate()

@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Coroutine
 from typing import Any
 
+from evcharging.adapters.listening import CannotListen
 from evcharging.contracts.frames import ACK, NACK, Frame, FrameDecoder, FrameError, encode
 from evcharging.services.central import Answer, CentralService
 
@@ -57,9 +58,12 @@ class MonitorServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: MonitorLink(self), self.host, self.port, backlog=BACKLOG
-        )
+        try:
+            self._server = await loop.create_server(
+                lambda: MonitorLink(self), self.host, self.port, backlog=BACKLOG
+            )
+        except OSError as exc:
+            raise CannotListen.because("Monitors", self.host, self.port, exc) from exc
         self._sweeper = asyncio.create_task(self._sweep(), name="monitor-deadlines")
         log.info("listening for Monitors on %s:%s", self.host, self.port)
 

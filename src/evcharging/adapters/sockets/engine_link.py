@@ -15,6 +15,7 @@ import asyncio
 import logging
 from typing import Protocol
 
+from evcharging.adapters.listening import CannotListen
 from evcharging.adapters.sockets.framing import FramedConnection, LinkError
 from evcharging.contracts.frames import Frame
 from evcharging.services.engine import Health, Outcome, Refused
@@ -65,7 +66,10 @@ class EngineLinkServer:
 
     async def start(self) -> None:
         """Bind and listen (port 0 picks a free port, then `self.port` tells which)."""
-        self._server = await asyncio.start_server(self._accept, self.host, self.port)
+        try:
+            self._server = await asyncio.start_server(self._accept, self.host, self.port)
+        except OSError as exc:
+            raise CannotListen.because("the Monitor", self.host, self.port, exc) from exc
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("waiting for the Monitor on %s:%s", self.host, self.port)
 

@@ -21,7 +21,6 @@ import contextlib
 import itertools
 import json
 import logging
-import socket
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
@@ -732,12 +731,6 @@ def create_app(hub: DriverHub) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """The listening socket, bound now so that a taken port is reported before anything starts."""
-    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-    return socket.create_server((host, port), family=family)
 
 
 def web_server(hub: DriverHub) -> EmbeddedServer:
