@@ -1,6 +1,6 @@
 """`python -m bench [--quick] [all|auth|fault|telemetry|scale|profile|report]`.
 
-Starts a Kafka broker of its own on ephemeral ports (or uses `--kafka`), runs the benchmarks
+Starts a Kafka broker of its own on free ports (or uses `--kafka`), runs the benchmarks
 asked for against fresh EV_Central processes, writes docs/bench/<name>.json, then
 docs/performance.md. `all` (the default, what `make bench` runs) stays within `--budget` seconds.
 """

@@ -3,7 +3,7 @@ Kafka group offsets and lag, and the JSON result files.
 
 Central runs as its real program (`EV_Central ... --ui plain --seed FILE --group-id G`), as the
 end-to-end tests start it (tests/support/processes.py); the broker is the project's own
-(`evcharging.ops.kafka_broker`) on ephemeral ports.
+(`evcharging.ops.kafka_broker`) on free ports.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from tests.support.ports import free_port, free_port_pair
+from tests.support.ports import free_port
 
 from bench.stats import LagSample
 from evcharging.contracts.topics import CP_EVENTS, DRIVER_EVENTS, Topic
@@ -157,11 +157,11 @@ def raise_fd_limit() -> int:
 
 @contextlib.contextmanager
 def broker(workdir: Path, bootstrap: str | None, heap: str = "512m") -> Iterator[tuple[str, int]]:
-    """A broker for the run: ours on ephemeral ports, or the one at `bootstrap`; (address, pid)."""
+    """A broker for the run: ours on free ports, or the one at `bootstrap`; (address, pid)."""
     if bootstrap:
         yield bootstrap, 0
         return
-    port, controller = free_port_pair()
+    port, controller = free_port(), free_port()
     cfg = kafka_broker.BrokerConfig(
         port=port, controller_port=controller, data_dir=workdir / "kafka", heap=heap
     )

@@ -32,7 +32,9 @@ def test_quick_bench_measures_every_figure_and_writes_the_report(tmp_path: Path)
     assert auth["request_to_response"]["n"] == results["auth"]["parameters"]["requests"]
     assert auth["request_to_response"]["never_seen"] == 0
     runs = results["scale"]["results"]["runs"]
-    assert [(r["n"], r["holds"], r["failures"]) for r in runs] == [(50, True, []), (100, True, [])]
+    assert [r["n"] for r in runs] == [50, 100]
+    assert [r["failures"] for r in runs] == [[], []]
+    assert all(r["holds"] for r in runs), runs
     report = (tmp_path / "performance.md").read_text(encoding="utf-8")
     for section in ("## Targets", "## Authorisation latency", "## Fault propagation", "## Scale"):
         assert section in report

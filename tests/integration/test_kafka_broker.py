@@ -1,6 +1,6 @@
 """The project-owned Kafka broker against a real JVM: idempotent start, topics, clean stop.
 
-Each broker here gets its own temporary data dir and ephemeral ports, so these tests never touch
+Each broker here gets its own temporary data dir and free ports, so these tests never touch
 a developer's broker or the session broker of other tests.
 """
 

@@ -1,4 +1,4 @@
-"""A real Apache Kafka broker for tests, in a temporary folder on ephemeral ports."""
+"""A real Apache Kafka broker for tests, in a temporary folder, on free ports."""
 
 from __future__ import annotations
 
@@ -7,15 +7,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from evcharging.ops import kafka_broker
-from tests.support.ports import free_port_pair
+from tests.support.ports import free_port
 
 
 def broker_config(data_dir: Path, port: int | None = None) -> kafka_broker.BrokerConfig:
-    a, b = free_port_pair()
-    if port is not None and b == port:
-        b = a
     return kafka_broker.BrokerConfig(
-        port=port or a, controller_port=b, data_dir=data_dir, heap="384m"
+        port=port or free_port(), controller_port=free_port(), data_dir=data_dir, heap="384m"
     )
 
 

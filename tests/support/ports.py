@@ -46,7 +46,3 @@ def free_port_block(count: int, host: str = "127.0.0.1") -> int:
 
 def free_port(host: str = "127.0.0.1") -> int:
     return free_port_block(1, host)
-
-
-def free_port_pair(host: str = "127.0.0.1") -> tuple[int, int]:
-    return free_port(host), free_port(host)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -78,7 +78,7 @@ class EventConsumer:
         topics: Sequence[Topic] = (),
         keyed: Sequence[KeyedRead] = (),
         offset_reset: str = "earliest",
-        start_at: Mapping[TopicPartition, int] | None = None,
+        start_at: Offsets | None = None,
         on_error: Callable[[Event, Exception], Awaitable[None]] | None = None,
     ) -> None:
         if bool(topics) == bool(keyed):

@@ -34,7 +34,6 @@ MAX_BAD_FRAMES = 5
 SWEEP_EVERY = 0.5
 BACKLOG = 4096  # after a Central restart every Monitor reconnects at once (kernel caps it)
 
-_ACK_OK = bytes((ACK,)) + encode("OK")
 _NACK = bytes((NACK,))
 
 
@@ -282,6 +281,9 @@ def _engine_ok(fields: tuple[str, ...]) -> bool:
 
 def _frame(opcode: str, *fields: str) -> bytes:
     return bytes((ACK,)) + encode(opcode, *fields)
+
+
+_ACK_OK = _frame("OK")  # the answer to nearly every heartbeat, encoded once
 
 
 def _reply(answer: Answer) -> bytes:
