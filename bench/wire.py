@@ -88,7 +88,7 @@ def heartbeat(cp_id: str, engine_ok: bool) -> bytes:
 
 
 def auth_frame(cp_id: str, location: str, price: str) -> bytes:
-    return encode("AUTH", cp_id, location, price)
+    return encode("AUTH", cp_id, location, price, "OK", "")
 
 
 class TemplateMismatch(RuntimeError):

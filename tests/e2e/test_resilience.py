@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import socket
 import time
 from decimal import Decimal
@@ -172,14 +173,22 @@ def test_driver_killed_mid_supply_sees_its_ticket_when_back(network: Network) ->
     )
 
 
-def test_central_killed_mid_supply_recovers_and_bills_once(network: Network) -> None:
+@pytest.mark.parametrize(
+    "how", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name
+)
+def test_central_stopped_mid_supply_recovers_and_bills_once(
+    network: Network, how: signal.Signals
+) -> None:
+    """Ctrl+C, SIGTERM or a closed terminal at Central ends nothing: like a SIGKILL, the CP
+    finishes its supply, and the restarted Central bills it once."""
     net = network
     central = net.central()
     engine, monitor = net.charging_point("ALC02", "--auto-plug", "--supply-seconds", "6")
     driver, _ = supplying(net, "D004", "ALC02")
-    central.kill()
+    central.stop_by(how)
     monitor.wait_for("Cannot connect to CENTRAL")
     engine.wait_for("supply ended (unplugged)", timeout=20)  # the CP finishes its current supply
+    assert "monitor_lost" not in engine.output() + central.output()
     engine.send("s D001")
     engine.wait_for("request for driver D001 refused")  # ... then accepts no new one
     asking = net.driver("D001", "--cp", "ALC01", "--answer-timeout", "3", name="while-central-down")
@@ -192,7 +201,7 @@ def test_central_killed_mid_supply_recovers_and_bills_once(network: Network) -> 
     books = check_books(net, "D004")
     assert books["sessions"] == 1
     record(
-        "Central killed (SIGKILL) mid-supply, restarted",
+        f"Central stopped ({how.name}) mid-supply, restarted",
         checked="CP finishes, refusals, ticket after restart",
         tickets=driver.count("TICKET driver="),
         lost=0,

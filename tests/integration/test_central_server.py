@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from evcharging.adapters.sockets.central_server import MonitorServer
+from evcharging.contracts.events import AuthorizationRequest, ChargingTicket, StopSupply
 from evcharging.contracts.frames import ACK, NACK, Frame, FrameDecoder, encode
 from evcharging.services.central import CentralService
-from tests.support.builders import a_cp, a_repo
+from tests.support.builders import a_cp, a_driver, a_repo
 from tests.support.fakes import RecordingPublisher
 from tests.support.waiting import eventually
 
@@ -86,7 +87,7 @@ def state(central: CentralService, cp_id: str) -> str:
 async def test_auth_then_heartbeats_keep_the_cp_activado(
     central: CentralService, monitor: Monitor
 ) -> None:
-    assert await monitor.ask("AUTH", "CP1", "", "") == Frame("AUTH_OK", ("CP1",))
+    assert await monitor.ask("AUTH", "CP1", "", "", "OK", "") == Frame("AUTH_OK", ("CP1",))
     assert state(central, "CP1") == "Activado"
     for _ in range(3):
         assert await monitor.ask("HB", "CP1", "OK") == Frame("OK")
@@ -104,8 +105,23 @@ async def test_frames_before_auth_or_unknown_are_refused_and_change_nothing(
     assert state(central, "CP1") == "Desconectado"
 
 
+@pytest.mark.parametrize(
+    "health", [("KO", "Engine not answering: refused"), ()], ids=["KO", "not-told"]
+)
+async def test_a_cp_is_never_activado_before_its_engine_is_known_healthy(
+    central: CentralService, monitor: Monitor, health: tuple[str, ...]
+) -> None:
+    """The Engine's health comes with AUTH; without it, the CP waits for an OK heartbeat."""
+    assert await monitor.ask("AUTH", "CP1", "", "", *health) == Frame("AUTH_OK", ("CP1",))
+    cp = central.cps["CP1"]
+    assert (cp.state.value, cp.available) == ("Averiado", False)
+    assert cp.fault_reason == (health[1] if health else "Engine health not reported yet")
+    assert await monitor.ask("HB", "CP1", "OK") == Frame("OK")
+    assert state(central, "CP1") == "Activado"
+
+
 async def test_engine_ko_and_back_by_heartbeat(central: CentralService, monitor: Monitor) -> None:
-    await monitor.ask("AUTH", "CP1", "", "")
+    await monitor.ask("AUTH", "CP1", "", "", "OK", "")
     assert await monitor.ask("HB", "CP1", "KO") == Frame("OK")
     assert state(central, "CP1") == "Averiado"
     assert await monitor.ask("HB", "CP1", "KO") == Frame("OK")
@@ -153,10 +169,19 @@ async def test_frames_sent_ahead_are_answered_in_turn(monitor: Monitor) -> None:
     monitor.writer.write(bytes((ACK,)))
 
 
-async def test_closing_the_server_ends_every_link(
+async def test_closing_the_server_ends_every_link_and_no_supply(
     central: CentralService, server: MonitorServer, monitor: Monitor
 ) -> None:
-    await monitor.ask("AUTH", "CP1", "", "")
+    """A stopping Central drops its links as a dying one would: nothing is ended or billed."""
+    a_driver(central.repo, "D1")  # type: ignore[arg-type]
+    await monitor.ask("AUTH", "CP1", "", "", "OK", "")
+    await central.on_authorization_request(AuthorizationRequest(driver_id="D1", cp_id="CP1"))
+    assert central.cps["CP1"].session is not None
     await server.close()
     assert await monitor.closed_by_central()
-    assert state(central, "CP1") == "Desconectado"
+    publisher = central.publisher
+    assert isinstance(publisher, RecordingPublisher)
+    assert not publisher.of(ChargingTicket)
+    assert not publisher.of(StopSupply)
+    assert central.cps["CP1"].session is not None
+    assert [s.cp_id for s in central.repo.open_sessions()] == ["CP1"]

@@ -202,7 +202,7 @@ async def rig(kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[Rig]:
 
 async def test_monitor_authenticates_heartbeats_and_reports_ko_and_recovery(rig: Rig) -> None:
     auth = await eventually(lambda: rig.central.of("AUTH"), what="AUTH at Central")
-    assert auth[0].fields == (rig.cp_id, "Test street", "0.40")
+    assert auth[0].fields == (rig.cp_id, "Test street", "0.40", "OK", "")
     await eventually(lambda: len(rig.central.of("HB")) >= 2, what="two heartbeats")
     assert rig.central.of("HB")[-1].fields == (rig.cp_id, "OK")
     await rig.engine_ready(rig.engine)

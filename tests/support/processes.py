@@ -63,6 +63,16 @@ class Proc:
             self.popen.send_signal(signal.SIGKILL)
             self.popen.wait(timeout=10)
 
+    def stop_by(self, how: signal.Signals) -> None:
+        """Stop it the way a user does: Ctrl+C (SIGINT), SIGTERM, a closed terminal (SIGHUP) or
+        SIGKILL; waits until it is gone."""
+        if how is signal.SIGKILL:
+            self.kill()
+            return
+        if self.alive:
+            self.popen.send_signal(how)
+            self.popen.wait(timeout=20)
+
     def terminate(self) -> None:
         if self.alive:
             self.popen.terminate()

@@ -59,13 +59,14 @@ def setup_logging(component: str, level: str | None = None) -> None:
 
 
 def run(main: Coroutine[Any, Any, int | None]) -> int:
-    """Run until done or SIGTERM/SIGINT, cancelling cleanly so sockets and clients close."""
+    """Run until done or SIGTERM/SIGINT/SIGHUP (a closed terminal), cancelling cleanly so sockets
+    and clients close."""
 
     async def guarded() -> int | None:
         task = asyncio.current_task()
         assert task is not None
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(sig, task.cancel)
         try:
             return await main

@@ -216,7 +216,16 @@ class CentralService:
 
     # --- Monitor (sockets) ------------------------------------------------------------
 
-    async def monitor_auth(self, cp_id: str, token: object) -> Answer:
+    async def monitor_auth(
+        self,
+        cp_id: str,
+        token: object,
+        *,
+        engine_ok: bool = True,
+        fault_reason: str | None = None,
+    ) -> Answer:
+        """A Monitor authenticates its CP, telling the Engine's health as it knows it: a CP is
+        never shown or offered as available before Central knows its Engine is healthy."""
         cp = self.cps.get(cp_id)
         if cp is None:
             self._say(
@@ -229,9 +238,13 @@ class CentralService:
             return Answer(False, "CP already connected from another Monitor")
         cp.monitor = token
         cp.last_heartbeat = self._monotonic()
-        cp.facts = cp.facts.with_(monitor_connected=True, engine_ok=True)
-        cp.fault_reason = None
-        self._say(f"CP {cp_id} authenticated ({cp.record.location}) -> {cp.state.value}")
+        cp.facts = cp.facts.with_(monitor_connected=True, engine_ok=engine_ok)
+        cp.fault_reason = None if engine_ok else (fault_reason or "Engine KO")
+        why = "" if engine_ok else f" ({cp.fault_reason})"
+        self._say(
+            f"CP {cp_id} authenticated ({cp.record.location}) -> {cp.state.value}{why}",
+            "info" if engine_ok else "warning",
+        )
         await self._changed(cp)
         return Answer(True)
 
@@ -265,6 +278,9 @@ class CentralService:
             return Answer(False, "not_authenticated")
         cp.last_heartbeat = self._monotonic()
         if not cp.facts.engine_ok:
+            if reason != cp.fault_reason:
+                cp.fault_reason = reason  # e.g. the real reason after AUTH said only "KO"
+                await self._changed(cp)
             return Answer(True)
         cp.facts = cp.facts.with_(engine_ok=False)
         cp.fault_reason = reason

@@ -54,6 +54,7 @@ class MonitorServer:
         self._sweeper: asyncio.Task[None] | None = None
         self._links: set[MonitorLink] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.stopping = False  # Central is going down: links drop, CPs keep their supplies
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -72,6 +73,9 @@ class MonitorServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def close(self) -> None:
+        """Drop every link without ending anything: a stopping Central is a Central that dies
+        (the marking guide's "CPs finish their current service"), not Monitors that are lost."""
+        self.stopping = True
         if self._server is not None:
             self._server.close()
         if self._sweeper is not None:
@@ -139,7 +143,7 @@ class MonitorLink(asyncio.Protocol):
         why = self._why or (f"link failed: {exc}" if exc else "connection closed")
         log.info("monitor link %s (cp=%s) ended: %s", self.peer, self.cp_id, why)
         self._transport = None
-        if self.cp_id is not None:
+        if self.cp_id is not None and not self.server.stopping:
             self.server.spawn(
                 self.service.monitor_lost(self.cp_id, self.token, f"Monitor link lost ({why})"),
                 f"monitor-lost {self.cp_id}",
@@ -244,7 +248,7 @@ class MonitorLink(asyncio.Protocol):
             self.end("internal error")
             return
         if self._transport is None:  # the link went while we worked; an AUTH may just have won
-            if self.cp_id is not None and frame.opcode == "AUTH":
+            if self.cp_id is not None and frame.opcode == "AUTH" and not self.server.stopping:
                 await self.service.monitor_lost(self.cp_id, self.token, "Monitor link lost")
             return
         self._send(answer)
@@ -253,7 +257,7 @@ class MonitorLink(asyncio.Protocol):
     async def _answer(self, frame: Frame) -> bytes:
         op, fields = frame.opcode, frame.fields
         if op == "AUTH":
-            return await self._auth(fields[0])
+            return await self._auth(fields)
         assert self.cp_id is not None
         if op == "HB":
             answer = await self.service.heartbeat(self.cp_id, self.token, _engine_ok(fields))
@@ -264,10 +268,19 @@ class MonitorLink(asyncio.Protocol):
             answer = await self.service.monitor_recovered(self.cp_id, self.token)
         return _reply(answer)
 
-    async def _auth(self, cp_id: str) -> bytes:
+    async def _auth(self, fields: tuple[str, ...]) -> bytes:
+        """AUTH#cp#location#price#engine_health#reason: a health other than OK (or none given)
+        keeps the CP Averiado until a heartbeat says OK."""
+        cp_id = fields[0]
         if self.cp_id is not None and self.cp_id != cp_id:
             return _frame("AUTH_DENIED", "this connection is already authenticated as another CP")
-        answer = await self.service.monitor_auth(cp_id, self.token)
+        engine_ok = len(fields) > 3 and fields[3] == "OK"
+        reason = (fields[4] if len(fields) > 4 else "") or (
+            "Engine KO" if len(fields) > 3 else "Engine health not reported yet"
+        )
+        answer = await self.service.monitor_auth(
+            cp_id, self.token, engine_ok=engine_ok, fault_reason=None if engine_ok else reason
+        )
         if not answer.ok:
             log.warning("monitor %s: AUTH for cp=%s refused: %s", self.peer, cp_id, answer.reason)
             return _frame("AUTH_DENIED", answer.reason)

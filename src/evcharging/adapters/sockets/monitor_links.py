@@ -119,7 +119,11 @@ class CentralLinkLoop:
     async def _converse(self, conn: FramedConnection) -> float:
         cp_id, timeout = self.svc.cp_id, self.timing.timeout
         log.info("cp=%s: connected to CENTRAL at %s, authenticating", cp_id, conn.peer)
-        reply = await conn.request("AUTH", cp_id, self.location, self.price, timeout=timeout)
+        # The Engine's health travels with AUTH: Central never offers a CP it does not know healthy.
+        health, reason = self.svc.heartbeat_status, _field(self.svc.health_reason)
+        reply = await conn.request(
+            "AUTH", cp_id, self.location, self.price, health, reason, timeout=timeout
+        )
         if reply.opcode == "AUTH_DENIED":
             self.svc.central_denied(reply.fields[0] if reply.fields else "no reason given")
             log.info("cp=%s: asking Central again in %.1fs", cp_id, self.timing.denied_retry)
