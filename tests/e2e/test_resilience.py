@@ -389,3 +389,23 @@ def test_sample_file_is_what_the_books_assume() -> None:
     for cp, price in PRICES.items():
         assert f"{{id: {cp}, " in text
         assert f'"{price}"' in text
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=lambda s: s.name)
+def test_a_restarted_central_answers_requests_within_seconds(
+    network: Network, how: signal.Signals
+) -> None:
+    """A restarted Central takes over its consumer group at once (static membership), instead of
+    waiting for its dead predecessor's session to time out while drivers give up."""
+    net = network
+    central = net.central()
+    driver = net.driver("D001", "--answer-timeout", "30")
+    driver.wait_for("listening to its messages")
+    central.stop_by(how)
+    started = time.monotonic()
+    net.start_central()  # the same group, database and ports; not waiting for anything
+    driver.send("r NOPE1")
+    driver.wait_for("DENIED driver=D001 cp=NOPE1", timeout=30)
+    answered = time.monotonic() - started
+    record(f"Central restarted after {how.name}", answered_s=round(answered, 2))
+    assert answered < 4.0, f"a restarted Central answered after {answered:.1f} s"

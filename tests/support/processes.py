@@ -119,9 +119,15 @@ class Network:
     # --- the four programs ---------------------------------------------------------------
 
     def central(self, *extra: str, seed: Path = SAMPLE, db: str = "central.db") -> Proc:
+        proc = self.start_central(*extra, seed=seed, db=db)
+        eventually_sync(lambda: self._api_up(), 30, what=f"Central's API\n{proc.output()[-2000:]}")
+        return proc
+
+    def start_central(self, *extra: str, seed: Path = SAMPLE, db: str = "central.db") -> Proc:
+        """EV_Central started, not waited for (same ports, group and database every time)."""
         self.central_port = self.central_port or free_port()
         self.http_port = self.http_port or free_port()
-        proc = self.start(
+        return self.start(
             "central",
             "EV_Central",
             str(self.central_port),
@@ -142,8 +148,6 @@ class Network:
             f"central-{self.workdir.name}",
             *extra,
         )
-        eventually_sync(lambda: self._api_up(), 30, what=f"Central's API\n{proc.output()[-2000:]}")
-        return proc
 
     def engine(self, cp_id: str, *extra: str) -> Proc:
         port = self.engine_ports.setdefault(cp_id, free_port())

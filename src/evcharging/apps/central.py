@@ -161,7 +161,11 @@ async def _serve(cfg: CentralSettings, http_socket: socket.socket) -> int:
     publisher = EventPublisher(cfg.kafka, "central")
     service = CentralService(repo, publisher, heartbeat_timeout=cfg.heartbeat_timeout)
     consumer = EventConsumer(
-        cfg.kafka, cfg.group_id, build_router(service), topics=[DRIVER_EVENTS, CP_EVENTS]
+        cfg.kafka,
+        cfg.group_id,
+        build_router(service),
+        topics=[DRIVER_EVENTS, CP_EVENTS],
+        static_member=f"{cfg.group_id}-central",  # one Central per group: it takes over at once
     )
     monitors = MonitorServer(service, cfg.listen_host, cfg.port)
     try:
