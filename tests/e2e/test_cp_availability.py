@@ -122,7 +122,7 @@ async def watch_monitor_start(net: Network, dead_engine: int) -> tuple[Watch, An
         assert time.monotonic() < deadline, f"never Averiado\n{net.tails()}"
         await asyncio.sleep(0.05)
     # three more heartbeats and health checks: still never offered
-    await asyncio.sleep(3)  # noqa: ASYNC110 (an observation window, not a wait for a condition)
+    await asyncio.sleep(3)  # an observation window, not a wait for a condition
     stop.set()
     await asyncio.gather(*tasks)
     return watch, monitor
