@@ -175,9 +175,38 @@ def test_cp_error_reaches_the_page_as_error_en_cp_and_the_fix_follows(
 
     assert net.admin("/api/cps/MAD01/fix-error").status_code == 200
     expect(page.get_by_test_id("notifications")).to_contain_text("CP MAD01 fixed", timeout=KAFKA_MS)
-    expect(page.get_by_test_id("status")).not_to_have_text("ERROR EN CP")
+    expect(page.get_by_test_id("status")).to_have_text("Charging interrupted")
+    expect(page.locator("#h-ticket")).to_have_text("Ticket · charging interrupted (cp fault)")
     expect(page.get_by_test_id("cp-MAD01")).to_contain_text("Activado", timeout=KAFKA_MS)
     page.screenshot(path=screenshots / "d003-360-fixed.png", full_page=True)
     print(
         f"simulate-error at Central -> ERROR EN CP in the driver page: {seen_after * 1000:.0f} ms"
     )
+
+
+def test_a_restarted_driver_app_opens_on_its_driver_with_its_supply_and_stops_it(
+    network: Network, browser: Browser, contexts: list[BrowserContext], screenshots: Path
+) -> None:
+    net = network
+    net.central()
+    net.charging_point("MAD01", "--auto-plug")  # supplies until stopped
+    first = net.driver("D001", "--cp", "MAD01")
+    first.wait_for("PROGRESS driver=D001 cp=MAD01", timeout=30)
+    first.kill()
+    _, url = start_driver(net, "D001")  # the same driver, now with its dashboard
+
+    page = open_page(contexts, browser, url, DESKTOP)  # the URL as printed: no ?driver=
+    expect(page.locator("#following")).to_have_text("Following D001.", timeout=KAFKA_MS)
+    expect(page.get_by_test_id("status")).to_have_text("Supplying", timeout=KAFKA_MS)
+    expect(page.get_by_test_id("notifications")).to_contain_text("Supply in progress at MAD01")
+    page.wait_for_function(KWH_ABOVE, arg=0, timeout=KAFKA_MS)
+    expect(page.get_by_test_id("stop")).to_be_enabled()
+    page.screenshot(path=screenshots / "d001-resumed.png", full_page=True)
+    page.get_by_test_id("stop").click()
+    expect(page.get_by_test_id("status")).to_have_text("Charging completed", timeout=KAFKA_MS)
+    expect(page.get_by_test_id("ticket-reason")).to_have_text("stopped by driver")
+    net.wait_state("MAD01", "Activado")
+
+    stranger = open_page(contexts, browser, f"{url}?driver=NOBODY", DESKTOP)
+    expect(stranger.get_by_test_id("status")).to_have_text("Unknown driver", timeout=KAFKA_MS)
+    expect(stranger.get_by_test_id("status-detail")).to_contain_text("not registered at CENTRAL")

@@ -149,8 +149,10 @@ def test_seed_flow_2_simulated_error_and_fix(network: Network) -> None:
 def test_denials_each_carry_a_clear_reason(network: Network) -> None:
     net = network
     net.central()
-    net.charging_point("ALC01")
+    engine, _ = net.charging_point("ALC01")
     net.charging_point("ALC02")
+    engine.send("s GHOST")  # at the CP's own menu: the CP's screen is told why, too
+    engine.wait_for("driver=GHOST: request DENIED by CENTRAL: unknown driver")
     cases = [
         ("D001", "NOPE", "unknown CP"),
         ("GHOST", "ALC01", "unknown driver"),

@@ -88,6 +88,7 @@ def test_monitor_killed_mid_supply(network: Network) -> None:
     net.wait_state("ALC01", "Desconectado", timeout=3.5)
     detected = time.monotonic() - killed_at
     driver.wait_for("TICKET driver=D001 cp=ALC01")
+    assert "charging interrupted (monitor lost)" in driver.output()
     assert the_session(net, "D001", "ended")["end_reason"] == "monitor_lost"
     # No more supplies: not from a driver, not from the CP's own menu.
     denied = net.driver("D002", "--cp", "ALC01", name="after-monitor-lost")
@@ -120,6 +121,7 @@ def test_engine_killed_mid_supply_keeps_what_was_supplied(network: Network) -> N
     net.wait_state("VLC01", "Averiado", timeout=5)
     driver.wait_for("ERROR EN CP")
     driver.wait_for("TICKET driver=D002 cp=VLC01")
+    assert "charging interrupted (cp fault)" in driver.output()
     billed_at_fault = Decimal(the_session(net, "D002", "ended")["energy_kwh"])
     restarted = net.engine("VLC01", "--auto-plug")
     restarted.wait_for("supply left over from an earlier run")
@@ -173,6 +175,35 @@ def test_driver_killed_mid_supply_sees_its_ticket_when_back(network: Network) ->
     )
 
 
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT], ids=lambda s: s.name)
+def test_a_restarted_driver_finds_its_open_supply_and_stops_it(
+    network: Network, how: signal.Signals
+) -> None:
+    """The seed's bug class: a driver's stop must close its session, even after a restart."""
+    net = network
+    net.central()
+    net.charging_point("MAD01", "--auto-plug")  # supplies until someone stops it
+    driver, _ = supplying(net, "D003", "MAD01")
+    driver.stop_by(how)
+    back = net.driver("D003", name="driver-D003-back")
+    back.wait_for("RESUMED driver=D003 cp=MAD01")
+    back.wait_for("PROGRESS driver=D003 cp=MAD01")  # live figures again
+    back.send("s")
+    back.wait_for("STOP sent driver=D003 cp=MAD01")
+    back.wait_for("TICKET driver=D003 cp=MAD01")
+    assert "charging completed" in back.output()
+    assert the_session(net, "D003", "ended")["end_reason"] == "stopped_by_driver"
+    net.wait_state("MAD01", "Activado")
+    books = check_books(net, "D003")
+    record(
+        f"Driver stopped ({how.name}) mid-supply, restarted, stops its supply",
+        checked="open supply found at Central, stop closes it, ticket",
+        lost=0,
+        billed_twice=0,
+        **books,
+    )
+
+
 @pytest.mark.parametrize(
     "how", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name
 )
@@ -193,7 +224,9 @@ def test_central_stopped_mid_supply_recovers_and_bills_once(
     engine.wait_for("request for driver D001 refused")  # ... then accepts no new one
     asking = net.driver("D001", "--cp", "ALC01", "--answer-timeout", "3", name="while-central-down")
     asking.wait_for("No answer from CENTRAL")
+    silent = driver.wait_for("NO NEWS FROM CENTRAL driver=D004 cp=ALC02")  # mid-supply, 5 s
     net.central()  # same database, same consumer group, same port
+    driver.wait_for("CENTRAL BACK driver=D004", after=silent, timeout=30)
     driver.wait_for("TICKET driver=D004 cp=ALC02", timeout=30)
     net.wait_state("ALC02", "Activado", timeout=15)
     session = the_session(net, "D004", "ended")

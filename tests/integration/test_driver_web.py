@@ -336,7 +336,7 @@ def test_cp_error_shows_error_en_cp_with_its_message_then_cp_fixed(net: Net, pag
     net.deliver(CpErrorFixed(cp_id="ALC01", driver_id=D1, message="Error corregido en ALC01"))
     fixed = page.until("cp_fixed")
     assert fixed["message"] == "Error corregido en ALC01"
-    assert fixed["state"]["status"] == "Charging completed"
+    assert fixed["state"]["status"] == "Charging interrupted"
     assert fixed["state"]["cp_error"] is None
 
 

@@ -353,3 +353,39 @@ async def test_a_final_reading_after_close_bills_the_difference_exactly_once(
         (Decimal("2.000"), Decimal("0.80"), Decimal("99.20")),
         (Decimal("2.500"), Decimal("1.00"), Decimal("99.00")),
     ]
+
+
+# --- a driver app asking what Central knows of it; denials at the CP's menu ----------------------
+
+
+async def test_driver_status_tells_known_balance_and_the_open_supply(central) -> None:
+    await connect(central, "CP1")
+    sid = await authorised_session(central, "D1", "CP1")
+    await central.on_driver_status_request(ev.DriverStatusRequest(driver_id="D1"))
+    await central.on_driver_status_request(ev.DriverStatusRequest(driver_id="D2"))
+    await central.on_driver_status_request(ev.DriverStatusRequest(driver_id="NOBODY"))
+
+    d1, d2, nobody = pub(central).of(ev.DriverStatus)
+    assert (d1.known, d1.session_id, d1.cp_id, d1.session_status) == (
+        True,
+        sid,
+        "CP1",
+        "authorised",
+    )
+    assert d1.balance_eur == Decimal("100.00")
+    assert (d2.known, d2.session_id, d2.balance_eur) == (True, None, Decimal("50.00"))
+    assert (nobody.known, nobody.balance_eur) == (False, None)
+
+
+async def test_a_denial_of_a_request_made_at_the_cp_reaches_the_cp(central) -> None:
+    await connect(central, "CP1")
+    request = ev.AuthorizationRequest(driver_id="NOBODY", cp_id="CP1", origin="cp")
+    await central.on_authorization_request(request)
+    await central.on_authorization_request(ev.AuthorizationRequest(driver_id="NOBODY", cp_id="CP1"))
+
+    [denial] = pub(central).of(ev.RequestDenied)  # only the one asked at the CP
+    assert (denial.cp_id, denial.request_id, denial.reason) == (
+        "CP1",
+        request.request_id,
+        "unknown driver",
+    )

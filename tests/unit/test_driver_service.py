@@ -24,6 +24,8 @@ from evcharging.contracts.events import (
     CpErrorSimulated,
     CpStatus,
     DriverNotice,
+    DriverStatus,
+    DriverStatusRequest,
     Event,
 )
 from evcharging.contracts.topics import CENTRAL_EVENTS
@@ -346,7 +348,9 @@ async def test_ticket_of_an_earlier_session_is_shown_as_such(service, publisher,
     assert st.last_ticket is not None
     assert st.last_ticket.earlier
     assert st.balance_eur == Decimal("149.30")
-    assert describe(updates[-1]).endswith(f"charging completed (earlier session {old})")
+    assert describe(updates[-1]).endswith(
+        f"charging interrupted (cp fault) (earlier session {old})"
+    )
 
 
 async def test_a_repeated_ticket_is_shown_once(service, publisher, updates) -> None:
@@ -698,3 +702,139 @@ def test_bad_settings_exit_with_a_message(argv: list[str], capsys) -> None:
 
     assert exc.value.code == 2
     assert "EV_Driver: error:" in capsys.readouterr().err
+
+
+# --- what Central knows of the driver at start; silence; interruptions --------------------------
+
+
+async def nothing_to_wait_for() -> None:
+    return None
+
+
+def a_driver_status(request: DriverStatusRequest, **session: Any) -> DriverStatus:
+    return DriverStatus(
+        request_id=request.request_id,
+        driver_id=request.driver_id,
+        known=session.pop("known", True),
+        balance_eur=Decimal("120.00"),
+        **session,
+    )
+
+
+async def test_a_restarted_driver_takes_up_its_open_supply_and_can_stop_it(
+    service, publisher, updates
+) -> None:
+    service.sync_soon(D1, nothing_to_wait_for)
+    await settle()
+    [ask] = publisher.of(DriverStatusRequest)
+    running = asyncio.create_task(service.run_services(D1, ["VLC01"], pause=0))
+    await settle()
+    assert not publisher.of(AuthorizationRequest), "the services file waits for Central's answer"
+    sid = uuid4()
+    await service.handle(
+        a_driver_status(
+            ask,
+            session_id=sid,
+            cp_id="ALC01",
+            session_status="supplying",
+            price_eur_per_kwh=Decimal("0.35"),
+            energy_kwh=Decimal("2.500"),
+            amount_eur=Decimal("0.88"),
+        )
+    )
+    await settle()
+
+    st = service.state(D1)
+    assert (st.phase, st.cp_id, st.session_id) == (Phase.SUPPLYING, "ALC01", sid)
+    assert st.figures == Figures(Decimal(0), Decimal("2.500"), Decimal("0.88"))
+    assert st.balance_eur == Decimal("120.00")
+    assert describe(updates[-1]) == (
+        f"RESUMED driver={D1} cp=ALC01 session={sid}: supply in progress (supplying)"
+    )
+    assert not publisher.of(AuthorizationRequest), "the open supply is followed first"
+    assert await service.stop(D1) is None
+    [stop] = publisher.of(ChargingStopped)
+    assert (stop.cp_id, stop.session_id) == ("ALC01", sid)
+    await service.handle(a_ticket(D1, "ALC01", sid, reason="stopped_by_driver"))
+    await settle()
+    assert publisher.last_request().cp_id == "VLC01", "then the services file goes on"
+    running.cancel()
+
+
+async def test_an_unknown_driver_is_told_so(service, publisher, updates) -> None:
+    service.sync_soon(D1, nothing_to_wait_for)
+    await settle()
+    [ask] = publisher.of(DriverStatusRequest)
+
+    await service.handle(a_driver_status(ask, known=False))
+
+    assert service.state(D1).known is False
+    assert describe(updates[-1]).startswith(f"UNKNOWN DRIVER driver={D1}: not registered")
+
+
+async def test_without_an_answer_services_go_on_after_the_timeout(
+    service, publisher, clock
+) -> None:
+    service.sync_soon(D1, nothing_to_wait_for)
+    await settle()
+    asking = asyncio.create_task(service.request(D1, "ALC01"))
+    await settle()
+    assert not publisher.of(AuthorizationRequest)
+    await clock.advance(10.0)
+    await asyncio.wait_for(asking, 1)
+    assert publisher.last_request().cp_id == "ALC01"
+
+
+async def test_no_news_from_central_mid_supply_is_shown_then_cleared(
+    service, publisher, updates, clock
+) -> None:
+    answer = await authorised(service, publisher)
+    await service.handle(progress(answer))
+    await settle()  # the watch starts now
+    await clock.advance(4.9)
+    assert Kind.CENTRAL_SILENT not in kinds(updates)
+    await service.handle(progress(answer, kwh="1.600"))
+    await settle()
+    await clock.advance(4.9)
+    assert Kind.CENTRAL_SILENT not in kinds(updates), "each reading restarts the watch"
+    await clock.advance(0.2)
+
+    assert kinds(updates)[-1] is Kind.CENTRAL_SILENT
+    assert service.state(D1).central_silent
+    assert describe(updates[-1]).startswith(f"NO NEWS FROM CENTRAL driver={D1} cp=ALC01 for 5 s")
+    await clock.advance(30)
+    assert kinds(updates).count(Kind.CENTRAL_SILENT) == 1, "said once, not every 5 s"
+
+    await service.handle(progress(answer, kwh="1.700"))
+    assert kinds(updates)[-2:] == [Kind.CENTRAL_BACK, Kind.PROGRESS]
+    assert not service.state(D1).central_silent
+
+
+async def test_no_silence_is_watched_while_waiting_for_the_plug(
+    service, publisher, updates, clock
+) -> None:
+    await authorised(service, publisher)
+    await clock.advance(60)
+    assert Kind.CENTRAL_SILENT not in kinds(updates)
+
+
+@pytest.mark.parametrize(
+    ("reason", "words"),
+    [
+        ("unplugged", "charging completed"),
+        ("stopped_by_driver", "charging completed"),
+        ("cp_fault", "charging interrupted (cp fault)"),
+        ("monitor_lost", "charging interrupted (monitor lost)"),
+        ("stopped_by_central", "charging interrupted (stopped by central)"),
+    ],
+)
+async def test_a_ticket_says_completed_or_interrupted_and_why(
+    service, publisher, updates, reason: str, words: str
+) -> None:
+    answer = await authorised(service, publisher)
+    assert answer.session_id is not None
+    await service.handle(a_ticket(D1, "ALC01", answer.session_id, reason=reason))
+
+    ticket = updates[-1]
+    assert describe(ticket).endswith(words)
+    assert ticket.level == ("warning" if "interrupted" in words else "info")

@@ -23,6 +23,7 @@ from evcharging.contracts.events import (
     CpStop,
     CpTelemetry,
     Event,
+    RequestDenied,
     StopSupply,
     SupplyAuthorised,
     SupplyEnded,
@@ -347,6 +348,46 @@ async def test_manual_request_is_published_for_central_to_decide() -> None:
     assert (request.driver_id, request.cp_id, request.origin) == ("D7", CP, "cp")
 
 
+async def test_a_denied_manual_request_is_said_at_the_cp(caplog: pytest.LogCaptureFixture) -> None:
+    rig = Rig().ready()
+    rig.engine.request_supply("NOBODY")
+    (request,) = await rig.events()
+    assert isinstance(request, AuthorizationRequest)
+    denial = RequestDenied(
+        cp_id=CP, request_id=request.request_id, driver_id="NOBODY", reason="unknown driver"
+    )
+    rig.engine.on_request_denied(denial)
+    assert "driver=NOBODY: request DENIED by CENTRAL: unknown driver" in caplog.text
+    rig.engine.on_request_denied(denial)  # redelivered: not said twice
+    assert caplog.text.count("request DENIED by CENTRAL") == 1
+
+
+async def test_an_unanswered_manual_request_is_given_up_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rig = Rig(answer_timeout=10.0).ready()
+    rig.engine.request_supply("D7")
+    rig.clock.advance(9)
+    rig.engine.tick()
+    assert "No answer from CENTRAL" not in caplog.text
+    rig.clock.advance(2)
+    rig.engine.tick()
+    rig.clock.advance(20)
+    rig.engine.tick()
+    assert caplog.text.count("driver=D7: No answer from CENTRAL to the request") == 1
+
+
+async def test_an_authorisation_answers_the_manual_request(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rig = Rig(answer_timeout=10.0).ready()
+    rig.engine.request_supply("D7")
+    rig.authorise("D7")
+    rig.clock.advance(11)
+    rig.engine.tick()
+    assert "No answer from CENTRAL" not in caplog.text
+
+
 @pytest.mark.parametrize(
     ("situation", "reason"),
     [
@@ -565,7 +606,7 @@ def test_every_session_ends_at_most_once_and_readings_never_go_back(actions: lis
 def test_every_cp_command_has_a_handler() -> None:
     router = build_router(Rig().engine)
     commands = {cls for cls in EVENT_TYPES if cls.TOPIC == CP_COMMANDS}
-    assert commands == {SupplyAuthorised, StopSupply, CpStop, CpResume}
+    assert commands == {SupplyAuthorised, RequestDenied, StopSupply, CpStop, CpResume}
     assert router.handled | router.ignored == commands
 
 

@@ -28,6 +28,7 @@ from evcharging.contracts.events import (
     AuthorizationRequest,
     ChargingStopped,
     CpTelemetry,
+    DriverStatusRequest,
     SupplyEnded,
     SupplyStarted,
     set_default_source,
@@ -130,6 +131,7 @@ def build_router(service: CentralService) -> EventRouter:
     router = EventRouter("central")
     router.add(AuthorizationRequest, service.on_authorization_request)
     router.add(ChargingStopped, service.on_charging_stopped)
+    router.add(DriverStatusRequest, service.on_driver_status_request)
     router.add(SupplyStarted, service.on_supply_started)
     router.add(CpTelemetry, service.on_telemetry)
     router.add(SupplyEnded, service.on_supply_ended)

@@ -35,7 +35,13 @@ from evcharging.adapters.kafka.publisher import EventPublisher
 from evcharging.adapters.kafka.router import EventRouter
 from evcharging.adapters.sockets.engine_link import EngineLinkServer
 from evcharging.apps.common import env, host_port, positional, run, setup_logging
-from evcharging.contracts.events import CpResume, CpStop, StopSupply, SupplyAuthorised
+from evcharging.contracts.events import (
+    CpResume,
+    CpStop,
+    RequestDenied,
+    StopSupply,
+    SupplyAuthorised,
+)
 from evcharging.contracts.topics import CP_COMMANDS
 from evcharging.services.engine import EngineConfig, EngineService
 
@@ -77,6 +83,10 @@ def build_router(service: EngineService) -> EventRouter:
     @router.on(SupplyAuthorised)
     async def authorised(ev: SupplyAuthorised) -> None:
         service.on_supply_authorised(ev)
+
+    @router.on(RequestDenied)
+    async def denied(ev: RequestDenied) -> None:
+        service.on_request_denied(ev)
 
     @router.on(StopSupply)
     async def stop_supply(ev: StopSupply) -> None:

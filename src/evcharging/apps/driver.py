@@ -270,6 +270,8 @@ class DriverFeeds:
         self._own[driver_id] = own_consumer(self.bootstrap, self.service, [driver_id])
         self._run(self._own[driver_id], f"kafka-driver-{driver_id}")
         log.info("driver=%s: reading its messages (group driver-%s)", driver_id, driver_id)
+        # Then what Central knows of it: unknown, or a supply left open (e.g. before a crash).
+        self.service.sync_soon(driver_id, lambda: self.ready(driver_id))
         return None
 
     def ready_event(self, driver_id: str) -> asyncio.Event:

@@ -98,7 +98,38 @@ class ChargingStopped(Event):
     session_id: UUID | None = None
 
 
+class DriverStatusRequest(Event):
+    """A Driver app (re)starting, or a page following a driver, asks what Central knows of it:
+    whether the driver exists, its balance, and a supply it has open (e.g. started before a
+    crash), so the app can show that supply and stop it."""
+
+    TOPIC = DRIVER_EVENTS
+    KEY_FIELD = "driver_id"
+    event_type: Literal["DRIVER_STATUS_REQUEST"] = "DRIVER_STATUS_REQUEST"
+    request_id: UUID = Field(default_factory=uuid4)
+    driver_id: Id
+
+
 # --- central-events: Central -> Drivers, keyed by driver id --------------------------------
+
+
+class DriverStatus(Event):
+    """Central's answer to DRIVER_STATUS_REQUEST: `known` false for a driver it does not have;
+    the `session_*` fields describe the driver's open supply, if any."""
+
+    TOPIC = CENTRAL_EVENTS
+    KEY_FIELD = "driver_id"
+    event_type: Literal["DRIVER_STATUS"] = "DRIVER_STATUS"
+    request_id: UUID
+    driver_id: Id
+    known: bool
+    balance_eur: Decimal | None = None
+    session_id: UUID | None = None
+    cp_id: Id | None = None
+    session_status: Literal["authorised", "supplying"] | None = None
+    price_eur_per_kwh: Price | None = None
+    energy_kwh: Energy | None = None
+    amount_eur: Euros | None = None
 
 
 class AuthorizationResponse(Event):
@@ -227,6 +258,19 @@ class SupplyAuthorised(Event):
     price_eur_per_kwh: Price
 
 
+class RequestDenied(Event):
+    """A supply asked for at the CP's own menu was denied: the CP's screen says why (the driver,
+    who may have no app, is told on central-events as usual)."""
+
+    TOPIC = CP_COMMANDS
+    KEY_FIELD = "cp_id"
+    event_type: Literal["REQUEST_DENIED"] = "REQUEST_DENIED"
+    cp_id: Id
+    request_id: UUID
+    driver_id: Id
+    reason: Text
+
+
 class StopSupply(Event):
     TOPIC = CP_COMMANDS
     KEY_FIELD = "cp_id"
@@ -295,7 +339,9 @@ class SupplyEnded(Event):
 EVENT_TYPES: tuple[type[Event], ...] = (
     AuthorizationRequest,
     ChargingStopped,
+    DriverStatusRequest,
     AuthorizationResponse,
+    DriverStatus,
     ChargingStarted,
     ChargingProgress,
     ChargingTicket,
@@ -304,6 +350,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     DriverNotice,
     CpStatus,
     SupplyAuthorised,
+    RequestDenied,
     StopSupply,
     CpStop,
     CpResume,

@@ -29,6 +29,21 @@ class EndReason(StrEnum):
     STOPPED_BY_CENTRAL = "stopped_by_central"
     NEVER_PLUGGED = "never_plugged"
 
+    @property
+    def interrupted(self) -> bool:
+        """Cut short by a fault, a lost Monitor or Central, not ended by the driver or the plug:
+        the driver is told "interrupted" and why, not "completed"."""
+        return self in _INTERRUPTIONS
+
+    @property
+    def words(self) -> str:
+        return self.value.replace("_", " ")
+
+
+_INTERRUPTIONS = frozenset(
+    {EndReason.CP_FAULT, EndReason.MONITOR_LOST, EndReason.STOPPED_BY_CENTRAL}
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Session:

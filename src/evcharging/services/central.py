@@ -31,7 +31,10 @@ from evcharging.contracts.events import (
     CpStop,
     CpTelemetry,
     DriverNotice,
+    DriverStatus,
+    DriverStatusRequest,
     Event,
+    RequestDenied,
     StopSupply,
     SupplyAuthorised,
     SupplyEnded,
@@ -396,6 +399,12 @@ class CentralService:
             assert session is not None
             self._say(f"AUTHORISED driver {ev.driver_id} at CP {ev.cp_id}: plug in to start")
             self._request(ev.driver_id, ev.cp_id, "authorised", session.session_id)
+        if denied is not None and ev.origin == "cp":  # the CP's screen says why, too
+            await self.publisher.publish(
+                RequestDenied(
+                    cp_id=ev.cp_id, request_id=ev.request_id, driver_id=ev.driver_id, reason=denied
+                )
+            )
         await self.publisher.publish(
             AuthorizationResponse(
                 request_id=ev.request_id,
@@ -405,6 +414,29 @@ class CentralService:
                 reason=denied,
                 session_id=UUID(session.session_id) if session else None,
                 price_eur_per_kwh=session.price_eur_per_kwh if session else None,
+            )
+        )
+
+    async def on_driver_status_request(self, ev: DriverStatusRequest) -> None:
+        """A Driver app (re)starting learns whether its driver exists and which supply it has open
+        (read-only, so a redelivery just answers again)."""
+        driver = self.repo.get_driver(ev.driver_id)
+        cp = self.cps.get(self._driver_cp.get(ev.driver_id, ""))
+        session = cp.session if cp is not None else None
+        if driver is None:
+            log.info("driver %s asked for its status: unknown driver", ev.driver_id)
+        await self.publisher.publish(
+            DriverStatus(
+                request_id=ev.request_id,
+                driver_id=ev.driver_id,
+                known=driver is not None,
+                balance_eur=driver.balance_eur if driver else None,
+                session_id=UUID(session.session_id) if session else None,
+                cp_id=session.cp_id if session else None,
+                session_status=session.status.value if session else None,  # type: ignore[arg-type]
+                price_eur_per_kwh=session.price_eur_per_kwh if session else None,
+                energy_kwh=session.energy_kwh if session else None,
+                amount_eur=session.amount_eur if session else None,
             )
         )
 

@@ -39,14 +39,18 @@ from evcharging.contracts.events import (
     CpErrorSimulated,
     CpStatus,
     DriverNotice,
+    DriverStatus,
+    DriverStatusRequest,
     Event,
     Id,
 )
 from evcharging.domain.money import euros, kwh
+from evcharging.domain.session import EndReason
 
 log = logging.getLogger(__name__)
 
 NO_ANSWER_TEXT = "No answer from CENTRAL (is it running?)"
+NO_NEWS_TEXT = "No news from CENTRAL"
 
 Sleep = Callable[[float], Coroutine[Any, Any, None]]
 Observer = Callable[["Update"], None]
@@ -107,6 +111,10 @@ class Kind(StrEnum):
     NEXT = "next"
     SERVICES_DONE = "services_done"
     BOARD = "board"
+    RESUMED = "resumed"  # a supply this driver has open, learnt from Central at start
+    UNKNOWN_DRIVER = "unknown_driver"
+    CENTRAL_SILENT = "central_silent"  # mid-supply, nothing from Central for a while
+    CENTRAL_BACK = "central_back"
 
 
 class Outcome(StrEnum):
@@ -139,6 +147,22 @@ class Ticket:
     balance_eur: Decimal
     ended_at: datetime
     earlier: bool = False
+
+    @property
+    def interrupted(self) -> bool:
+        """Cut short (CP fault, Monitor lost, stopped by Central): said so, never "completed".
+        A reason this app does not know is shown as it came, as an interruption."""
+        try:
+            return EndReason(self.end_reason).interrupted
+        except ValueError:
+            return True
+
+    @property
+    def outcome(self) -> str:
+        """How the supply ended, in words: "charging completed" or "charging interrupted (why)"."""
+        if self.interrupted:
+            return f"charging interrupted ({self.end_reason.replace('_', ' ')})"
+        return "charging completed"
 
     @classmethod
     def of(cls, ev: ChargingTicket, *, earlier: bool) -> Ticket:
@@ -200,6 +224,8 @@ class DriverState:
     cp_error: str | None = None
     last_ticket: Ticket | None = None
     balance_eur: Decimal | None = None
+    known: bool | None = None  # as Central last said (None: not asked or not answered yet)
+    central_silent: bool = False  # mid-supply, no news from Central for `silence_timeout`
     notifications: deque[Update] = field(default_factory=lambda: deque(maxlen=100))
 
     @property
@@ -214,6 +240,10 @@ class _Track:
     done: asyncio.Future[ServiceResult] | None = None
     timer: asyncio.Task[None] | None = None
     sending: asyncio.Task[None] | None = None
+    silence: asyncio.Task[None] | None = None  # fires when Central goes quiet mid-supply
+    # Set while the driver's status is being asked of Central at start: services wait for it, so
+    # a supply left open (e.g. by a crash) is followed to its end before the next request.
+    syncing: asyncio.Future[bool] | None = None
     # The request whose REQUEST_SENT was shown: by its ack, or by Central's answer beating the ack.
     shown_sent: UUID | None = None
     # (session, energy): a corrected ticket (a final reading after close) is shown; a repeat is not.
@@ -236,10 +266,12 @@ class DriverService:
         publisher: Publisher,
         *,
         answer_timeout: float = 10.0,
+        silence_timeout: float = 5.0,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self._publisher = publisher
         self.answer_timeout = answer_timeout
+        self.silence_timeout = silence_timeout
         self._sleep = sleep
         self._drivers: dict[str, DriverState] = {}
         self._tracks: dict[str, _Track] = {}
@@ -255,6 +287,7 @@ class DriverService:
             CpErrorSimulated: self._on_cp_error,
             CpErrorFixed: self._on_cp_fixed,
             DriverNotice: self._on_notice,
+            DriverStatus: self._on_driver_status,
             CpStatus: self._on_status,
         }
 
@@ -321,6 +354,7 @@ class DriverService:
 
     async def request(self, driver_id: str, cp_id: str) -> UUID | Refused:
         """Ask Central for a supply; returns once sent (or failed), the answer comes as events."""
+        await self._synced(driver_id)
         started = self._begin(driver_id, cp_id)
         if isinstance(started, Refused):
             return started
@@ -330,6 +364,7 @@ class DriverService:
 
     async def serve(self, driver_id: str, cp_id: str) -> ServiceResult:
         """One whole service: waits for one already running, requests, returns how it ended."""
+        await self._synced(driver_id)
         await self._idle(driver_id)
         started = self._begin(driver_id, cp_id)
         if isinstance(started, Refused):
@@ -366,6 +401,45 @@ class DriverService:
         await self._publisher.publish(event)
         self._emit(Update(Kind.STOP_SENT, driver_id, event.cp_id, event.session_id))
         return None
+
+    def sync_soon(self, driver_id: str, ready: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Once `ready` (the driver's messages are being read), ask Central what it knows of the
+        driver: unknown drivers are said so, and a supply it has open is taken up (shown with its
+        figures, stoppable, followed to its ticket). Requests and services wait for the answer, or
+        for `answer_timeout` without one (Central down: they go on and are answered, or not)."""
+        st = self.add_driver(driver_id)
+        track = self._tracks[driver_id]
+        if track.syncing is not None and not track.syncing.done():
+            return
+        track.syncing = asyncio.get_running_loop().create_future()
+        self._spawn(self._sync(st, track.syncing, ready), "sync")
+
+    async def _sync(
+        self,
+        st: DriverState,
+        answered: asyncio.Future[bool],
+        ready: Callable[[], Coroutine[Any, Any, None]],
+    ) -> None:
+        try:
+            await ready()
+            await self._publisher.publish(DriverStatusRequest(driver_id=st.driver_id))
+            deadline = self._spawn(self._sync_deadline(st, answered), "sync-deadline")
+            await asyncio.wait([answered])
+            deadline.cancel()
+        finally:
+            if not answered.done():
+                answered.set_result(False)
+
+    async def _sync_deadline(self, st: DriverState, answered: asyncio.Future[bool]) -> None:
+        await self._sleep(self.answer_timeout)
+        if not answered.done():
+            log.info("driver=%s: no status from CENTRAL yet; going on", st.driver_id)
+            answered.set_result(False)
+
+    async def _synced(self, driver_id: str) -> None:
+        track = self._tracks.get(driver_id)
+        if track is not None and track.syncing is not None and not track.syncing.done():
+            await asyncio.shield(track.syncing)
 
     async def close(self) -> None:
         """Cancel the timers and pending sends (on shutdown)."""
@@ -435,11 +509,12 @@ class DriverService:
         """End the current service: back to idle, its waiters get the result."""
         result = ServiceResult(st.driver_id, st.cp_id or "", outcome, reason, ticket)
         st.phase, st.request_id, st.session_id = Phase.IDLE, None, None
+        st.central_silent = False
         track = self._tracks[st.driver_id]
-        for task in (track.timer, track.sending):
+        for task in (track.timer, track.sending, track.silence):
             if task is not None and not task.done() and task is not asyncio.current_task():
                 task.cancel()
-        track.timer = track.sending = None
+        track.timer = track.sending = track.silence = None
         if track.done is not None and not track.done.done():
             track.done.set_result(result)
 
@@ -470,7 +545,35 @@ class DriverService:
         st = self._drivers.get(driver_id) if driver_id is not None else None
         if st is None:
             log.debug("%s for driver=%s: not served here, ignored", event.event_type, driver_id)
+        else:
+            self._news(st)
         return st
+
+    def _news(self, st: DriverState) -> None:
+        """Central spoke to this driver: a silence shown is over; mid-supply, the next one is
+        watched for (progress comes every second while energy flows)."""
+        track = self._tracks[st.driver_id]
+        if track.silence is not None and track.silence is not asyncio.current_task():
+            track.silence.cancel()
+        track.silence = None
+        if st.central_silent:
+            st.central_silent = False
+            self._emit(Update(Kind.CENTRAL_BACK, st.driver_id, st.cp_id, message="news again"))
+        self._watch_silence(st)
+
+    def _watch_silence(self, st: DriverState) -> None:
+        track = self._tracks[st.driver_id]
+        if st.phase is Phase.SUPPLYING and track.silence is None:
+            track.silence = self._spawn(self._silence_deadline(st, st.session_id), "silence")
+
+    async def _silence_deadline(self, st: DriverState, session_id: UUID | None) -> None:
+        await self._sleep(self.silence_timeout)
+        if st.phase is Phase.SUPPLYING and st.session_id == session_id and not st.central_silent:
+            st.central_silent = True
+            message = f"for {self.silence_timeout:g} s; the supply goes on at the CP"
+            self._emit(
+                Update(Kind.CENTRAL_SILENT, st.driver_id, st.cp_id, session_id, message, "warning")
+            )
 
     def _current(self, st: DriverState, session_id: UUID, cp_id: str) -> bool:
         """Is this session the driver's current one? (adopts it if Central gave no session id)"""
@@ -543,6 +646,7 @@ class DriverService:
         if st.phase is Phase.AUTHORISED:
             st.phase = Phase.SUPPLYING
             self._emit(Update(Kind.SUPPLYING, st.driver_id, st.cp_id, st.session_id))
+        self._watch_silence(st)
 
     async def _on_progress(self, ev: ChargingProgress) -> None:
         st = self._mine(ev, ev.driver_id)
@@ -569,7 +673,10 @@ class DriverService:
         st.last_ticket, st.balance_eur = ticket, ev.balance_eur
         if current:
             self._finish(st, Outcome.TICKET, ev.end_reason, ticket)
-        self._emit(Update(Kind.TICKET, st.driver_id, ev.cp_id, ev.session_id, ticket=ticket))
+        level = "warning" if ticket.interrupted else "info"
+        self._emit(
+            Update(Kind.TICKET, st.driver_id, ev.cp_id, ev.session_id, ticket=ticket, level=level)
+        )
 
     async def _on_cp_error(self, ev: CpErrorSimulated) -> None:
         """Seed flow 2: "ERROR EN CP" for each of our drivers with a service at that CP."""
@@ -608,6 +715,38 @@ class DriverService:
             self._emit(
                 Update(Kind.NOTICE, st.driver_id, ev.cp_id, message=ev.message, level=ev.level)
             )
+
+    async def _on_driver_status(self, ev: DriverStatus) -> None:
+        """What Central knows of this driver (asked at start): known or not, its open supply."""
+        st = self._mine(ev, ev.driver_id)
+        if st is None:
+            return
+        track = self._tracks[st.driver_id]
+        st.known = ev.known
+        if ev.balance_eur is not None:
+            st.balance_eur = ev.balance_eur
+        if not ev.known:
+            message = "not registered at CENTRAL: requests will be denied"
+            self._emit(Update(Kind.UNKNOWN_DRIVER, st.driver_id, message=message, level="warning"))
+        elif ev.session_id is not None and ev.cp_id is not None and st.phase is Phase.IDLE:
+            self._take_up(st, ev)
+        if track.syncing is not None and not track.syncing.done():
+            track.syncing.set_result(True)
+
+    def _take_up(self, st: DriverState, ev: DriverStatus) -> None:
+        """A supply this driver has open at Central (started before this app (re)started)."""
+        track = self._tracks[st.driver_id]
+        if any(session == ev.session_id for session, _ in track.ticketed):
+            return  # its ticket is already here: it has ended
+        supplying = ev.session_status == "supplying"
+        st.phase = Phase.SUPPLYING if supplying else Phase.AUTHORISED
+        st.cp_id, st.session_id, st.request_id = ev.cp_id, ev.session_id, None
+        st.price_eur_per_kwh, st.cp_error = ev.price_eur_per_kwh, None
+        st.figures = Figures(Decimal(0), ev.energy_kwh or Decimal(0), ev.amount_eur or Decimal(0))
+        track.done = asyncio.get_running_loop().create_future()
+        status = "supplying" if supplying else "authorised, waiting for the plug"
+        self._emit(Update(Kind.RESUMED, st.driver_id, st.cp_id, st.session_id, status))
+        self._watch_silence(st)
 
     async def _on_status(self, ev: CpStatus) -> None:
         before = self._board.get(ev.cp_id)
@@ -656,6 +795,10 @@ def describe(update: Update) -> str:
         Kind.NEXT: f"NEXT {who} {u.message}",
         Kind.SERVICES_DONE: f"SERVICES DONE driver={u.driver_id} n={u.count}",
         Kind.BOARD: f"BOARD cp={u.cp_id} state={u.message}",
+        Kind.RESUMED: f"RESUMED {who} session={u.session_id}: supply in progress ({u.message})",
+        Kind.UNKNOWN_DRIVER: f"UNKNOWN DRIVER driver={u.driver_id}: {u.message}",
+        Kind.CENTRAL_SILENT: f"{NO_NEWS_TEXT.upper()} {who} {u.message}",
+        Kind.CENTRAL_BACK: f"CENTRAL BACK {who}: {u.message}",
     }
     return simple.get(u.kind, f"{u.kind.upper()} {who} {u.message}")
 
@@ -664,6 +807,6 @@ def _describe_ticket(u: Update, t: Ticket) -> str:
     line = (
         f"TICKET driver={u.driver_id} cp={t.cp_id} kwh={_energy(t.energy_kwh)} "
         f"eur={_money(t.amount_eur)} reason={t.end_reason} balance={_money(t.balance_eur)} "
-        "charging completed"
+        f"{t.outcome}"
     )
     return f"{line} (earlier session {t.session_id})" if t.earlier else line

@@ -36,6 +36,7 @@ from evcharging.contracts.events import (
     CpStop,
     CpTelemetry,
     Event,
+    RequestDenied,
     StopSupply,
     SupplyAuthorised,
     SupplyEnded,
@@ -82,6 +83,7 @@ class EngineConfig:
     supply_seconds: float | None = None  # unplug on its own after this many real seconds
     auto_plug: bool = False
     monitor_timeout: float = 3.0  # the Monitor link is alive if a HEALTH came this recently
+    answer_timeout: float = 10.0  # a request at the CP's menu unanswered this long is given up
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +163,7 @@ class EngineService:
         self._session: _Session | None = None
         self._records: dict[str, SupplyRecord] = {}
         self._ended: deque[UUID] = deque(maxlen=_REMEMBERED_SESSIONS)
+        self._asked: dict[UUID, tuple[str, float]] = {}  # menu requests: id -> (driver, when)
         self._outbox: deque[_Outgoing] = deque()
         self._flushing = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -326,6 +329,7 @@ class EngineService:
         except ValidationError:
             return self._refuse(f"request for driver {driver_id!r}", "invalid driver id")
         self._emit(request)
+        self._asked[request.request_id] = (driver_id, self._clock())
         log.info(
             "cp=%s driver=%s: supply requested at the CP, waiting for Central (request=%s)",
             self._cp_id,
@@ -361,10 +365,40 @@ class EngineService:
             log.warning("%s: authorisation ignored: %s", who, self._phase_text())
             return
         self._session = _Session(ev.session_id, ev.driver_id, ev.price_eur_per_kwh)
-        log.info("%s: authorised at %s EUR/kWh, waiting for plug-in", who, ev.price_eur_per_kwh)
+        self._asked = {rid: a for rid, a in self._asked.items() if a[0] != ev.driver_id}
+        log.info("%s: authorised at %s €/kWh, waiting for plug-in", who, ev.price_eur_per_kwh)
         self._changed()
         if self.config.auto_plug:
             self.plug()
+
+    def on_request_denied(self, ev: RequestDenied) -> None:
+        """Central's refusal of a request typed at this CP's menu: the CP's screen says why."""
+        if not self._mine(ev.cp_id, None, "REQUEST_DENIED"):
+            return
+        if self._asked.pop(ev.request_id, None) is None:
+            log.info(
+                "cp=%s driver=%s: denial of an earlier request (%s)",
+                ev.cp_id,
+                ev.driver_id,
+                ev.reason,
+            )
+            return
+        log.warning(
+            "cp=%s driver=%s: request DENIED by CENTRAL: %s", ev.cp_id, ev.driver_id, ev.reason
+        )
+
+    def _give_up_requests(self) -> None:
+        """A menu request Central never answered is said so once, then forgotten."""
+        limit = self._clock() - self.config.answer_timeout
+        for request_id, (driver_id, at) in list(self._asked.items()):
+            if at < limit:
+                del self._asked[request_id]
+                log.warning(
+                    "cp=%s driver=%s: No answer from CENTRAL to the request (%gs)",
+                    self._cp_id,
+                    driver_id,
+                    self.config.answer_timeout,
+                )
 
     def on_stop_supply(self, ev: StopSupply) -> None:
         who = f"cp={ev.cp_id} session={ev.session_id}"
@@ -406,6 +440,8 @@ class EngineService:
 
     def tick(self) -> None:
         """Once a tick: the running supply's reading, saved and sent; ends it when it is due."""
+        if self._asked:
+            self._give_up_requests()
         s = self._session
         if s is None or s.started_at is None or self._cp_id is None:
             return

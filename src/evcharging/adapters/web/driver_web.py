@@ -42,6 +42,7 @@ from evcharging.contracts.events import CpStatus, Id
 from evcharging.domain.money import euros, kwh
 from evcharging.services.driver import (
     NO_ANSWER_TEXT,
+    NO_NEWS_TEXT,
     DriverService,
     DriverState,
     Figures,
@@ -212,6 +213,9 @@ _ENDINGS = {
 }
 _LEVELS = {
     Kind.CP_ERROR: "error",
+    Kind.UNKNOWN_DRIVER: "warning",
+    Kind.CENTRAL_SILENT: "warning",
+    Kind.CENTRAL_BACK: "success",
     Kind.DENIED: "warning",
     Kind.NO_ANSWER: "warning",
     Kind.SERVICE_FAILED: "warning",
@@ -238,6 +242,8 @@ def ticket_view(t: Ticket) -> Frame:
         "price_eur_per_kwh": str(t.price_eur_per_kwh),
         "amount_eur": str(euros(t.amount_eur)),
         "end_reason": t.end_reason,
+        "interrupted": t.interrupted,
+        "outcome": t.outcome,
         "balance_eur": str(euros(t.balance_eur)),
         "ended_at": t.ended_at.isoformat(),
         "earlier": t.earlier,
@@ -264,8 +270,9 @@ def notification_text(u: Update) -> str:
     cp = u.cp_id or "?"
     if u.kind is Kind.TICKET and u.ticket is not None:
         t = u.ticket
+        outcome = "Charging interrupted" if t.interrupted else "Charging completed"
         text = (
-            f"Charging completed at {t.cp_id}: {kwh(t.energy_kwh)} kWh, {euros(t.amount_eur)} €"
+            f"{outcome} at {t.cp_id}: {kwh(t.energy_kwh)} kWh, {euros(t.amount_eur)} €"
             f" ({words(t.end_reason)}); balance {euros(t.balance_eur)} €"
         )
         return f"{text} (an earlier session)" if t.earlier else text
@@ -284,6 +291,11 @@ def notification_text(u: Update) -> str:
         Kind.REFUSED: f"Refused: {u.message}",
         Kind.NEXT: f"Next service at {cp} {u.message}",
         Kind.SERVICES_DONE: f"Services file done: {u.count} service(s)",
+        Kind.RESUMED: f"Supply in progress at {cp} ({u.message}): found at CENTRAL, "
+        "you can stop it here",
+        Kind.UNKNOWN_DRIVER: f"Unknown driver {u.driver_id}: {u.message}",
+        Kind.CENTRAL_SILENT: f"{NO_NEWS_TEXT} {u.message}",
+        Kind.CENTRAL_BACK: "News from CENTRAL again",
     }
     return texts.get(u.kind, u.message or u.kind.value)
 
@@ -298,6 +310,9 @@ class Entry:
 
     @property
     def level(self) -> str:
+        ticket = self.update.ticket
+        if self.update.kind is Kind.TICKET and ticket is not None and ticket.interrupted:
+            return "warning"
         return _LEVELS.get(self.update.kind, self.update.level)
 
     def notification(self) -> Frame:
@@ -317,6 +332,10 @@ def status_of(st: DriverState, history: Iterator[Entry]) -> tuple[str, str]:
     cp = st.cp_id or "?"
     if st.cp_error is not None:
         return "ERROR EN CP", f"{cp}: {st.cp_error}"
+    if st.known is False:
+        return "Unknown driver", f"{st.driver_id} is not registered at CENTRAL"
+    if st.central_silent:
+        return NO_NEWS_TEXT, f"Charging at {cp}: the supply goes on at the CP"
     busy = {
         Phase.REQUESTED: ("Waiting for CENTRAL", f"Request sent for {cp}"),
         Phase.AUTHORISED: ("Authorised", f"Plug in your vehicle at {cp}"),
@@ -328,7 +347,8 @@ def status_of(st: DriverState, history: Iterator[Entry]) -> tuple[str, str]:
         u = entry.update
         if u.kind in _ENDINGS:
             if u.kind is Kind.TICKET and u.ticket is not None:
-                return _ENDINGS[u.kind], f"{u.ticket.cp_id}: {words(u.ticket.end_reason)}"
+                label = "Charging interrupted" if u.ticket.interrupted else _ENDINGS[u.kind]
+                return label, f"{u.ticket.cp_id}: {words(u.ticket.end_reason)}"
             detail = NO_ANSWER_TEXT if u.kind is Kind.NO_ANSWER else f"{cp}: {u.message}"
             return _ENDINGS[u.kind], detail
     return "Idle", "Choose an available CP to charge"
@@ -491,6 +511,8 @@ class DriverHub:
             "price_eur_per_kwh": _text(st.price_eur_per_kwh),
             "figures": figures_view(st.figures) if busy and st.figures is not None else None,
             "cp_error": st.cp_error,
+            "known": st.known,
+            "central_silent": st.central_silent,
             "ticket": None if st.last_ticket is None else ticket_view(st.last_ticket),
             "balance_eur": None if st.balance_eur is None else str(euros(st.balance_eur)),
             "listening": listening,

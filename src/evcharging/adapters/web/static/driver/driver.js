@@ -87,7 +87,8 @@
   function handle(msg) {
     switch (msg.type) {
       case "welcome":
-        if (!driverId && !el.input.value && msg.default_driver_id) el.input.value = msg.default_driver_id;
+        // A page opened without ?driver= follows the driver the app was started for.
+        if (!driverId && msg.default_driver_id) follow(msg.default_driver_id);
         if (msg.pause_s !== undefined) el.pause.textContent = String(msg.pause_s);
         break;
       case "board":
@@ -126,6 +127,7 @@
 
   function follow(id) {
     driverId = id;
+    el.input.value = id;
     driver = null;
     lastSeq = 0;
     renderNotes([]);
@@ -179,6 +181,9 @@
     "ERROR EN CP": "error",
     Supplying: "ok",
     "Charging completed": "ok",
+    "Charging interrupted": "warn",
+    "Unknown driver": "warn",
+    "No news from CENTRAL": "warn",
     Authorised: "info",
     "Waiting for CENTRAL": "info",
     Denied: "warn",
@@ -221,16 +226,15 @@
   function renderTicket(t) {
     el.ticket.hidden = !t;
     if (!t) return;
-    el.ticketTitle.textContent = t.earlier
-      ? "Ticket · charging completed (an earlier session)"
-      : "Ticket · charging completed";
+    el.ticketTitle.textContent = `Ticket · ${t.outcome}${t.earlier ? " (an earlier session)" : ""}`;
+    el.ticket.classList.toggle("interrupted", t.interrupted);
     el.ticketCp.textContent = t.cp_id;
     el.ticketKwh.textContent = t.energy_kwh;
     el.ticketPrice.textContent = t.price_eur_per_kwh;
     el.ticketEur.textContent = t.amount_eur;
     el.ticketReason.textContent = t.end_reason.replaceAll("_", " ");
     el.ticketReason.dataset.reason = t.end_reason;
-    el.ticketEnded.textContent = new Date(t.ended_at).toLocaleString();
+    el.ticketEnded.textContent = utc(t.ended_at, true);
     el.ticketBalance.textContent = t.balance_eur;
   }
 
@@ -303,6 +307,13 @@
     }
   }
 
+  // Every time on the page is UTC, labelled so: the same clock as Central's screens and logs.
+  function utc(iso, withDate) {
+    const text = new Date(iso).toISOString(); // 2026-12-01T14:03:05.123Z
+    const time = `${text.slice(11, 19)} UTC`;
+    return withDate ? `${text.slice(0, 10)} ${time}` : time;
+  }
+
   function span(className, text) {
     const node = document.createElement("span");
     node.className = className;
@@ -319,7 +330,7 @@
     li.dataset.kind = n.kind;
     const time = document.createElement("time");
     time.dateTime = n.at;
-    time.textContent = new Date(n.at).toLocaleTimeString();
+    time.textContent = utc(n.at);
     const tag = span("tag", LEVEL_WORDS[n.level] || n.level);
     tag.dataset.tone = LEVEL_TONES[n.level] || "neutral";
     const head = document.createElement("div");
