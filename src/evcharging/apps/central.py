@@ -19,6 +19,7 @@ from evcharging.adapters.db.sqlite_repository import SqliteRepository
 from evcharging.adapters.kafka.consumer import EventConsumer
 from evcharging.adapters.kafka.publisher import EventPublisher
 from evcharging.adapters.kafka.router import EventRouter
+from evcharging.adapters.kafka.watch import KafkaWatch
 from evcharging.adapters.listening import CannotListen, bind
 from evcharging.adapters.sockets.central_server import MonitorServer
 from evcharging.adapters.web.central_api import create_app
@@ -188,7 +189,9 @@ async def _serve(cfg: CentralSettings, http_socket: socket.socket) -> int:
     log.info("HTTP API on http://%s:%s (OpenAPI at /docs)", cfg.http_host, cfg.http_port)
     if cfg.token_generated:
         log.info("admin token (generated): %s", cfg.admin_token)
+    watch = KafkaWatch(cfg.kafka)
     tasks = [
+        asyncio.create_task(watch.run(), name="kafka-watch"),
         asyncio.create_task(service.load(), name="load"),
         asyncio.create_task(consumer.run(), name="kafka-consumer"),
         asyncio.create_task(housekeeping(service), name="housekeeping"),

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from evcharging.adapters.kafka.watch import quiet_client_logs
 from evcharging.adapters.listening import CannotListen
 
 log = logging.getLogger(__name__)
@@ -41,20 +42,16 @@ def positional(parser: argparse.ArgumentParser, name: str, env_name: str, **kw: 
     )
 
 
-def _quiet_reconnects(record: logging.LogRecord) -> bool:
-    """aiokafka logs each refused connection as ERROR; our retry layer already says it once."""
-    return "Unable connect" not in record.getMessage()
-
-
 def setup_logging(component: str, level: str | None = None) -> None:
     """Every log line starts with the component's name, so merged terminals stay readable."""
+    chosen = (level or env("EV_LOG_LEVEL", "INFO") or "INFO").upper()
     logging.basicConfig(
-        level=(level or env("EV_LOG_LEVEL", "INFO") or "INFO").upper(),
+        level=chosen,
         format=f"%(asctime)s {component} %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    logging.getLogger("aiokafka").addFilter(_quiet_reconnects)
+    if chosen != "DEBUG":  # a broker outage is said once by the program's KafkaWatch
+        quiet_client_logs()
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
 
 

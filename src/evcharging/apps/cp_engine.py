@@ -33,6 +33,7 @@ from evcharging.adapters.kafka.consumer import (
 )
 from evcharging.adapters.kafka.publisher import EventPublisher
 from evcharging.adapters.kafka.router import EventRouter
+from evcharging.adapters.kafka.watch import KafkaWatch
 from evcharging.adapters.sockets.engine_link import EngineLinkServer
 from evcharging.apps.common import env, host_port, positional, run, setup_logging
 from evcharging.contracts.events import (
@@ -182,6 +183,7 @@ class EngineApp:
     async def start(self, lines: AsyncIterator[str] | None = None) -> None:
         await self.link.start()
         self.publisher.start_in_background()
+        self._spawn(KafkaWatch(self.settings.kafka).run(), "kafka-watch")
         self._spawn(self.service.run_outbox(), "outbox")
         self._spawn(self._ticks(), "ticks")
         self._spawn(self._consume(), "consumer")

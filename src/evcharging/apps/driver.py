@@ -25,6 +25,7 @@ from typing import Any
 from evcharging.adapters.kafka.consumer import EventConsumer, KeyedRead
 from evcharging.adapters.kafka.publisher import EventPublisher
 from evcharging.adapters.kafka.router import EventRouter
+from evcharging.adapters.kafka.watch import KafkaWatch
 from evcharging.adapters.listening import bind
 from evcharging.apps.common import env, host_port, positional, run, setup_logging
 from evcharging.contracts.events import CpStatus
@@ -457,6 +458,9 @@ async def drive(s: DriverSettings) -> int:
     feeds = DriverFeeds(s.bootstrap, service, max(s.web_max_drivers, 1))
     web = _Web(service, feeds, s) if s.web_port is not None else None  # CannotListen: exit 2
     publisher.start_in_background()
+    watch = KafkaWatch(s.bootstrap)
+    if web is not None:
+        watch.subscribe(web.hub.set_kafka)
     log.info("driver=%s starting, Kafka at %s", s.driver_id, s.bootstrap)
     feeds.start()
     feeds.follow(s.driver_id)
@@ -473,6 +477,7 @@ async def drive(s: DriverSettings) -> int:
         asyncio.create_task(quit_.wait()),
         asyncio.create_task(feeds.broken.wait()),
     ]
+    helpers.append(asyncio.create_task(watch.run(), name="kafka-watch"))
     if web is not None:
         watched.append(web.start())
     try:

@@ -18,7 +18,7 @@ from aiokafka.errors import KafkaError
 
 from evcharging.adapters.kafka.partitions import partition_for
 from evcharging.adapters.kafka.publisher import PendingAcks
-from evcharging.adapters.kafka.retry import start_with_retry
+from evcharging.adapters.kafka.retry import describe, failure_level, start_with_retry
 from evcharging.adapters.kafka.router import EventRouter
 from evcharging.contracts.events import BadEvent, Event, parse_event
 from evcharging.contracts.topics import Topic
@@ -57,8 +57,8 @@ async def end_offsets(bootstrap: str, topic: Topic) -> Offsets:
 
     async def attempt() -> None:
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, client_id="evcharging-snapshot")
-        await consumer.start()
-        try:
+        try:  # a consumer whose start failed is stopped too (else "Unclosed AIOKafkaConsumer")
+            await consumer.start()
             partitions = [TopicPartition(topic.name, p) for p in range(topic.partitions)]
             found.update(await consumer.end_offsets(partitions))
         finally:
@@ -217,8 +217,11 @@ class EventConsumer:
             log.warning("%s: last batch not settled in 5 s; it will be redelivered", self.group_id)
             await asyncio.wait([settling])
         elif not settling.cancelled() and (exc := settling.exception()) is not None:
-            log.warning(
-                "%s: last batch not settled (%s); it will be redelivered", self.group_id, exc
+            log.log(
+                failure_level(exc),
+                "%s: last batch not settled (%s); it will be redelivered",
+                self.group_id,
+                describe(exc),
             )
 
     async def _settle_commit(self) -> None:
@@ -229,8 +232,11 @@ class EventConsumer:
         if not pending.done():
             await asyncio.wait([pending], timeout=2.0)
         if pending.done() and not pending.cancelled() and (exc := pending.exception()) is not None:
-            log.warning(
-                "%s: last commit failed (%s); events may be redelivered", self.group_id, exc
+            log.log(
+                failure_level(exc),
+                "%s: last commit failed (%s); events may be redelivered",
+                self.group_id,
+                describe(exc),
             )
 
     async def _handle(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
@@ -277,11 +283,12 @@ class EventConsumer:
         try:
             await asyncio.shield(self._committing)
         except KafkaError as exc:
-            log.warning(
-                "%s: commit of %s failed (%s); events may be redelivered",
+            log.log(
+                failure_level(exc),
+                "%s: commit of %d partitions failed (%s); their events may be redelivered",
                 self.group_id,
-                offsets,
-                exc,
+                len(offsets),
+                describe(exc),
             )
 
     async def stop(self) -> None:

@@ -20,7 +20,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from evcharging.adapters.kafka.partitions import partition_for
-from evcharging.adapters.kafka.retry import start_with_retry
+from evcharging.adapters.kafka.retry import describe, failure_level, start_with_retry
 from evcharging.contracts.events import Event
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,12 @@ class EventPublisher:
             try:
                 delivery = await self._send(event)
             except KafkaError as exc:
-                log.warning("publish %s: %s; sending it with retries", event.event_type, exc)
+                log.log(
+                    failure_level(exc),
+                    "publish %s: %s; sending it with retries",
+                    event.event_type,
+                    describe(exc),
+                )
             else:
                 acks.add(self, delivery, event, on_delivered)
                 return
@@ -152,7 +157,12 @@ class EventPublisher:
         try:
             await delivery
         except KafkaError as exc:
-            log.warning("delivery of %s failed (%s), retrying", event.event_type, exc)
+            log.log(
+                failure_level(exc),
+                "delivery of %s failed (%s), retrying",
+                event.event_type,
+                describe(exc),
+            )
             await self._send_until_acked(event)
         if on_delivered is not None:
             on_delivered()
@@ -167,11 +177,12 @@ class EventPublisher:
             try:
                 await (await self._send(event))
             except KafkaError as exc:
-                log.warning(
+                log.log(
+                    failure_level(exc),
                     "publish %s to %s failed (%s), retrying in %.1fs",
                     event.event_type,
                     event.TOPIC.name,
-                    exc,
+                    describe(exc),
                     delay,
                 )
                 await asyncio.sleep(delay)
@@ -256,7 +267,13 @@ class EventPublisher:
         try:
             delivery = await self._producer.send_batch(batch, topic, partition=partition)
         except KafkaError as exc:
-            log.warning("%d events to %s queued for retry (%s)", len(events), topic, exc)
+            log.log(
+                failure_level(exc),
+                "%d events to %s queued for retry (%s)",
+                len(events),
+                topic,
+                describe(exc),
+            )
             for event in events:
                 self._background(self.publish(event))
             return
@@ -266,7 +283,12 @@ class EventPublisher:
         try:
             delivery = await self._send(event)
         except KafkaError as exc:
-            log.warning("publish %s queued for retry (%s)", event.event_type, exc)
+            log.log(
+                failure_level(exc),
+                "publish %s queued for retry (%s)",
+                event.event_type,
+                describe(exc),
+            )
             self._background(self.publish(event))
             return
         delivery.add_done_callback(lambda f: self._delivered(f, [event]))
@@ -281,11 +303,14 @@ class EventPublisher:
     def _delivered(self, delivery: asyncio.Future[object], events: list[Event]) -> None:
         if delivery.cancelled() or delivery.exception() is None:
             return
-        log.warning(
+        exc = delivery.exception()
+        assert exc is not None
+        log.log(
+            failure_level(exc),
             "delivery of %d %s failed (%s), retrying",
             len(events),
             events[0].event_type,
-            delivery.exception(),
+            describe(exc),
         )
         for event in events:
             self._background(self.publish(event))

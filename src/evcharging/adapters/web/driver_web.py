@@ -37,6 +37,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from evcharging.adapters.kafka.watch import KafkaState
 from evcharging.adapters.web.embedded import EmbeddedServer
 from evcharging.contracts.events import CpStatus, Id
 from evcharging.domain.money import euros, kwh
@@ -460,6 +461,16 @@ class DriverHub:
         self._waiting: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._unobserve = service.observe(self._on_update)
+        self.kafka = KafkaState(up=True)
+
+    def set_kafka(self, state: KafkaState) -> None:
+        """Kafka reachable or not, as the process's watch says: every page shows a banner."""
+        self.kafka = state
+        for page in self._pages:
+            page.push(self.kafka_frame())
+
+    def kafka_frame(self) -> Frame:
+        return {"type": "kafka", **self.kafka.as_dict()}
 
     # --- what the service reports
 
@@ -571,6 +582,7 @@ class DriverHub:
         page = Page(peer)
         self._pages.add(page)
         page.push(self.welcome())
+        page.push(self.kafka_frame())
         page.push(self.board())
         log.info("web: page connected from %s (%d open)", peer, len(self._pages))
         return page

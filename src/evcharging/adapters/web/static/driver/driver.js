@@ -10,7 +10,7 @@
 
   const $ = (id) => document.getElementById(id);
   const el = {
-    wsStatus: $("ws-status"), banner: $("banner"),
+    wsStatus: $("ws-status"), banner: $("banner"), kafkaBanner: $("kafka-banner"),
     form: $("driver-form"), input: $("driver-id-input"), following: $("following"), pageError: $("page-error"),
     status: $("status"), detail: $("status-detail"), kw: $("kw"), kwh: $("kwh"), eur: $("eur"),
     stop: $("stop"), balance: $("balance"), balanceUnit: $("balance-unit"),
@@ -90,6 +90,14 @@
         // A page opened without ?driver= follows the driver the app was started for.
         if (!driverId && msg.default_driver_id) follow(msg.default_driver_id);
         if (msg.pause_s !== undefined) el.pause.textContent = String(msg.pause_s);
+        break;
+      case "kafka":
+        // Kafka unreachable at the Driver app: figures are not live, requests wait.
+        el.kafkaBanner.hidden = msg.up;
+        el.kafkaBanner.textContent = msg.up
+          ? ""
+          : `${msg.problem} since ${utc(new Date(msg.since * 1000).toISOString())}: ` +
+            "live figures and answers resume when it is back; a supply goes on at the CP.";
         break;
       case "board":
         board.clear();
