@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Locator, Page, expect
+from playwright.sync_api import Browser, Locator, Page, Route, expect
 
 from tests.support.processes import Network
 
@@ -19,10 +19,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 CPS = ("ALC01", "ALC02")
 WAIT_MS = 10_000
 
-# Clicks a button and resolves with the ms until the tile shows the wanted state (in the page's
-# own clock: click -> WebSocket -> Central -> push -> DOM).
+# Clicks buttons in turn (STOP ALL, then its dialog's confirmation) and resolves with the ms until
+# the tile shows the wanted state (in the page's own clock: click -> WebSocket -> Central -> DOM).
 CLICK_TO_DOM = """
-async ([button, cpId, want]) => {
+async ([buttons, cpId, want]) => {
   const tile = document.querySelector(`[data-testid="tile-${cpId}"]`);
   const t0 = performance.now();
   const shown = new Promise((resolve) => {
@@ -32,7 +32,7 @@ async ([button, cpId, want]) => {
     });
     obs.observe(tile, { attributes: true, attributeFilter: ["data-state"] });
   });
-  document.querySelector(`[data-testid="${button}"]`).click();
+  for (const button of buttons) document.querySelector(`[data-testid="${button}"]`).click();
   const late = new Promise((_, reject) => setTimeout(() => reject(new Error("not shown")), 10000));
   return await Promise.race([shown, late]);
 }
@@ -78,8 +78,18 @@ def log_in(page: Page, token: str) -> None:
     page.get_by_test_id("token-save").click()
 
 
-def click_to_dom(page: Page, button: str, cp_id: str, want: str) -> float:
-    return float(page.evaluate(CLICK_TO_DOM, [button, cp_id, want]))
+def click_to_dom(page: Page, button: str, cp_id: str, want: str, *then: str) -> float:
+    return float(page.evaluate(CLICK_TO_DOM, [[button, *then], cp_id, want]))
+
+
+def expect_buttons(page: Page, cp_id: str, **enabled: bool) -> None:
+    """The tile's action buttons follow the CP's state: `stop=True, fix=False`…"""
+    for name, on in enabled.items():
+        button = page.get_by_test_id(f"{name}-{cp_id}")
+        if on:
+            expect(button).to_be_enabled(timeout=WAIT_MS)
+        else:
+            expect(button).to_be_disabled(timeout=WAIT_MS)
 
 
 def summary(delays: list[float]) -> str:
@@ -102,6 +112,9 @@ def test_admin_dashboard_live_stop_resume_error_fix_reload(
     for cp_id in CPS:
         expect_state(page, cp_id, "Activado")
     expect_state(page, "MAD01", "Desconectado")  # seeded, no Monitor: grey
+    expect_buttons(page, "ALC02", stop=True, resume=False, error=True, fix=False)
+    expect_buttons(page, "MAD01", stop=True, resume=False, error=False, fix=False)
+    expect(page.get_by_test_id("resume-all")).to_be_disabled()  # nothing is stopped
 
     # A supply shows live on its tile and in the requests table.
     net.driver("D001", "--cp", "ALC01")
@@ -121,6 +134,7 @@ def test_admin_dashboard_live_stop_resume_error_fix_reload(
     log_in(page, "not-the-token")
     expect(page.get_by_test_id("login-state")).to_have_text("Wrong token", timeout=WAIT_MS)
     page.get_by_test_id("stop-all").click()
+    page.get_by_test_id("confirm-yes").click()
     expect(page.get_by_test_id("notice")).to_contain_text("admin token required")
     log_in(page, net.admin_token)
     expect(page.get_by_test_id("login-state")).to_have_text("Logged in", timeout=WAIT_MS)
@@ -128,8 +142,30 @@ def test_admin_dashboard_live_stop_resume_error_fix_reload(
 
     delays: dict[str, list[float]] = {"click": [], "rest": []}
 
-    # STOP ALL -> every connected tile orange "Out of Order"; RESUME ALL -> green Activado.
-    delays["click"].append(click_to_dom(page, "stop-all", "ALC01", "Parado"))
+    # STOP ALL asks first: cancelled, nothing is stopped. (A per-CP stop sent after it on the same
+    # socket is the proof: had STOP ALL gone out, ALC01 would be Parado by the time ALC02 is.)
+    page.get_by_test_id("stop-all").click()
+    dialog = page.get_by_test_id("confirm-dialog")
+    expect(dialog).to_be_visible()
+    expect(page.get_by_test_id("confirm-text")).to_have_text(
+        "12 CPs will be stopped (Out of Order); 1 supply in progress will end now, with a ticket."
+        " CPs already stopped are left as they are."
+    )
+    page.screenshot(path=str(screenshots / "admin-1280-confirm-stop-all.png"), full_page=True)
+    page.get_by_test_id("confirm-no").click()
+    expect(dialog).to_be_hidden()
+    delays["click"].append(click_to_dom(page, "stop-ALC02", "ALC02", "Parado"))
+    expect_state(page, "ALC01", "Suministrando")
+    expect_buttons(page, "ALC02", stop=False, resume=True, error=True, fix=False)
+    expect(page.get_by_test_id("resume-all")).to_be_enabled()
+
+    # STOP ALL, confirmed -> every tile not yet stopped turns orange "Out of Order".
+    delays["click"].append(click_to_dom(page, "stop-all", "ALC01", "Parado", "confirm-yes"))
+    expect(dialog).to_be_hidden()
+    expect(page.get_by_test_id("notice")).to_contain_text(
+        "11 CPs stopped; 1 skipped (already stopped)"
+    )
+    expect(page.get_by_test_id("stop-all")).to_be_disabled()  # every CP is stopped
     for cp_id in CPS:
         expect_state(page, cp_id, "Parado", "Out of Order")
         expect(tile(page, cp_id)).to_have_class("tile stopped")
@@ -143,14 +179,18 @@ def test_admin_dashboard_live_stop_resume_error_fix_reload(
         expect_state(page, cp_id, "Activado")
         expect(tile(page, cp_id)).to_have_class("tile ok")
 
+    expect_buttons(page, "ALC01", stop=True, resume=False, error=True, fix=False)
+
     # Simulate error -> red Averiado; fix -> green Activado.
     delays["click"].append(click_to_dom(page, "error-ALC01", "ALC01", "Averiado"))
     expect(tile(page, "ALC01")).to_have_class("tile fault")
+    expect_buttons(page, "ALC01", error=False, fix=True)
     expect(page.get_by_test_id("notice")).to_contain_text('Error "fault" simulado en ALC01')
     expect(page.get_by_test_id("messages")).to_contain_text("ALC01 error simulated")
     page.screenshot(path=str(screenshots / "admin-1280-averiado.png"), full_page=True)
     delays["click"].append(click_to_dom(page, "fix-ALC01", "ALC01", "Activado"))
     expect(page.get_by_test_id("notice")).to_contain_text("Error corregido en ALC01")
+    expect_buttons(page, "ALC01", error=True, fix=False)
 
     # Per-CP stop / resume.
     delays["click"].append(click_to_dom(page, "stop-ALC02", "ALC02", "Parado"))
@@ -190,6 +230,25 @@ def test_admin_dashboard_live_stop_resume_error_fix_reload(
     expect(tile(page, "ALC09")).to_contain_text("0.33 €/kWh")
     assert net.cp("ALC09")["location"] == "Alicante - Puerto"
 
+    # Registering it again is refused with Central's reason (HTTP: 409), and changes nothing.
+    page.get_by_test_id("register-id").fill("ALC09")
+    page.get_by_test_id("register-location").fill("Elsewhere")
+    page.get_by_test_id("register-price").fill("9.99")
+    page.get_by_test_id("register-submit").click()
+    expect(page.get_by_test_id("notice")).to_contain_text(
+        "Refused (register_cp): CP ALC09 is already registered: nothing changed"
+    )
+    expect(tile(page, "ALC09")).to_contain_text("0.33 €/kWh")
+    assert net.cp("ALC09")["price_eur_per_kwh"] == "0.33"
+
+    # Editing is its own action: the price changes, the location stays.
+    page.get_by_test_id("edit-id").fill("ALC09")
+    page.get_by_test_id("edit-price").fill("0,36")
+    page.get_by_test_id("edit-submit").click()
+    expect(tile(page, "ALC09")).to_contain_text("0.36 €/kWh", timeout=WAIT_MS)
+    expect(page.get_by_test_id("notice")).to_contain_text("CP ALC09 edited")
+    assert net.cp("ALC09")["location"] == "Alicante - Puerto"
+
     narrow = open_dashboard(browser, net.api + "/", width=360)
     expect_state(narrow, "ALC02", "Parado", "Out of Order")
     width = narrow.evaluate("() => document.documentElement.scrollWidth")
@@ -222,3 +281,57 @@ def test_the_banner_shows_while_central_is_down_and_the_page_recovers(
     expect(status).to_have_attribute("data-status", "connected", timeout=30_000)
     expect(page.get_by_test_id("stale-note")).to_be_hidden()
     expect_state(page, "ALC01", "Activado")  # the Monitor reconnects; the page follows
+
+
+def test_api_docs_render_with_no_network(
+    network: Network, browser: Browser, screenshots: Path
+) -> None:
+    """Issue point 13: /docs was blank offline (Swagger UI from a CDN). Every request the page
+    makes outside Central is blocked here, and none is even attempted."""
+    net = network
+    net.central()
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    elsewhere: list[str] = []
+
+    def only_central(route: Route) -> None:
+        if route.request.url.startswith(net.api + "/"):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", only_central)
+    page = context.new_page()
+    page.goto(net.api + "/docs")
+    operations = page.locator(".opblock")
+    expect(operations.first).to_be_visible(timeout=WAIT_MS)
+    assert operations.count() >= 14
+    authorize = page.locator("button.authorize")
+    expect(authorize).to_be_visible()
+    authorize.click()
+    dialog = page.locator(".dialog-ux .modal-ux")
+    expect(dialog).to_contain_text("AdminBearer")
+    expect(dialog).to_contain_text("X-Admin-Token")
+    page.screenshot(path=str(screenshots / "docs-authorize.png"))
+    bearer = dialog.locator(".auth-container").filter(has_text="AdminBearer")
+    bearer.locator("input").fill(net.admin_token)
+    bearer.locator('button[type="submit"]').click()
+    dialog.locator("button.close-modal").click()
+
+    # The resume operation documents its answers, and trying it on an active CP shows the 409.
+    resume = page.locator(".opblock").filter(
+        has=page.locator('.opblock-summary-path[data-path="/api/cps/{cp_id}/resume"]')
+    )
+    resume.locator(".opblock-summary").click()
+    for code in ("200", "401", "404", "409", "422"):
+        expect(resume.locator(f'tr.response[data-code="{code}"]')).to_be_visible()
+    expect(resume.locator('tr.response[data-code="409"]')).to_contain_text("nothing changed")
+    resume.locator("button.try-out__btn").click()
+    resume.locator('input[placeholder="cp_id"]').fill("ALC01")
+    resume.locator("button.execute").click()
+    answer = resume.locator(".live-responses-table .response")
+    expect(answer.locator(".response-col_status")).to_contain_text("409", timeout=WAIT_MS)
+    expect(answer).to_contain_text("CP ALC01 is not stopped (Desconectado): nothing to resume")
+    resume.screenshot(path=str(screenshots / "docs-resume.png"))
+
+    assert elsewhere == []

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 import httpx
 import pytest
 
 from evcharging.adapters.web.central_api import create_app
+from evcharging.contracts import events as ev
 from evcharging.services.central import CentralService
 from tests.support.builders import a_cp, a_driver, a_repo
 from tests.support.fakes import RecordingPublisher
@@ -14,12 +18,18 @@ TOKEN = "s3cret"
 
 
 @pytest.fixture
-async def client():
+def central() -> CentralService:
     repo = a_repo()
-    a_cp(repo, "CP1", price="0.35")
+    a_cp(repo, "CP1", price="0.35")  # never connected: Desconectado
+    a_cp(repo, "CP2", price="0.39", location="Valencia")  # its Monitor connects: Activado
     a_driver(repo, "D1", balance="12.34")
-    central = CentralService(repo, RecordingPublisher())
+    return CentralService(repo, RecordingPublisher())
+
+
+@pytest.fixture
+async def client(central: CentralService):
     await central.load()
+    await central.monitor_auth("CP2", object())
     transport = httpx.ASGITransport(app=create_app(central, TOKEN))
     async with httpx.AsyncClient(transport=transport, base_url="http://central") as c:
         yield c
@@ -29,13 +39,31 @@ def admin(token: str = TOKEN) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def sent(central: CentralService) -> list[Any]:
+    publisher = central.publisher
+    assert isinstance(publisher, RecordingPublisher)
+    return list(publisher.sent)
+
+
+def snapshot(central: CentralService) -> tuple[Any, ...]:
+    """Everything an admin action could change: views, stored records, events, messages."""
+    return (
+        [cp.view() for cp in central.cps.values()],
+        central.repo.list_cps(),
+        sent(central),
+        list(central.messages),
+    )
+
+
 async def test_reads_need_no_token(client: httpx.AsyncClient) -> None:
     cps = (await client.get("/api/cps")).json()
     assert [(c["id"], c["state"], c["price_eur_per_kwh"]) for c in cps] == [
-        ("CP1", "Desconectado", "0.35")
+        ("CP1", "Desconectado", "0.35"),
+        ("CP2", "Activado", "0.39"),
     ]
     assert (await client.get("/api/drivers/D1")).json()["balance_eur"] == "12.34"
     assert (await client.get("/api/drivers/NOPE")).status_code == 404
+    assert (await client.get("/api/cps/NOPE")).json() == {"detail": "unknown CP NOPE"}
     assert (await client.get("/api/sessions?driver_id=D1&status=ended")).json() == []
     assert (await client.get("/api/sessions?status=bogus")).status_code == 422
     assert (await client.get("/api/sessions?offset=5")).json() == []
@@ -44,26 +72,122 @@ async def test_reads_need_no_token(client: httpx.AsyncClient) -> None:
     assert "/api/cps/{cp_id}/simulate-error" in (await client.get("/openapi.json")).json()["paths"]
 
 
+# (path, what must be done first so that the action makes sense)
+ADMIN_ACTIONS = [
+    ("/api/cps/CP2/stop", None),
+    ("/api/cps/CP2/resume", "/api/cps/CP2/stop"),
+    ("/api/cps/stop-all", None),
+    ("/api/cps/resume-all", None),
+    ("/api/cps/CP2/simulate-error", None),
+    ("/api/cps/CP2/fix-error", "/api/cps/CP2/simulate-error"),
+]
+
+
+@pytest.mark.parametrize(("path", "before"), ADMIN_ACTIONS)
 @pytest.mark.parametrize(
-    "path",
-    [
-        "/api/cps/CP1/stop",
-        "/api/cps/CP1/resume",
-        "/api/cps/stop-all",
-        "/api/cps/resume-all",
-        "/api/cps/CP1/simulate-error",
-        "/api/cps/CP1/fix-error",
-    ],
+    "good", [admin(), {"X-Admin-Token": TOKEN}], ids=["bearer", "x-admin-token"]
 )
-async def test_admin_actions_need_the_admin_token(client: httpx.AsyncClient, path: str) -> None:
-    assert (await client.post(path)).status_code == 401
+async def test_admin_actions_need_the_admin_token(
+    client: httpx.AsyncClient, path: str, before: str | None, good: dict[str, str]
+) -> None:
+    if before:
+        assert (await client.post(before, headers=admin())).status_code == 200
+    refused = await client.post(path)
+    assert refused.status_code == 401
+    assert refused.headers["WWW-Authenticate"] == "Bearer"
     assert (await client.post(path, headers=admin("wrong"))).status_code == 401
-    assert (await client.post(path, headers=admin())).status_code == 200
-    assert (await client.post(path, headers={"X-Admin-Token": TOKEN})).status_code == 200
+    assert (await client.post(path, headers={"Authorization": TOKEN})).status_code == 401
+    assert (await client.post(path, headers=good)).status_code == 200
 
 
 async def test_actions_on_an_unknown_cp_are_404(client: httpx.AsyncClient) -> None:
-    assert (await client.post("/api/cps/NOPE/stop", headers=admin())).status_code == 404
+    for action in ("stop", "resume", "simulate-error", "fix-error"):
+        answer = await client.post(f"/api/cps/NOPE/{action}", headers=admin())
+        assert (answer.status_code, answer.json()) == (404, {"detail": "unknown CP NOPE"})
+
+
+# --- issue point 15: an action that makes no sense in the CP's state is 409, with the reason ---
+
+
+@pytest.mark.parametrize(
+    ("before", "path", "reason"),
+    [
+        # the issue's three cases
+        ([], "/api/cps/CP1/simulate-error", "CP CP1 is Desconectado: an error can only be"),
+        ([], "/api/cps/CP2/fix-error", "CP CP2 has no simulated error to fix (Activado)"),
+        ([], "/api/cps/CP2/resume", "CP CP2 is not stopped (Activado): nothing to resume"),
+        # and their mirrors
+        (["/api/cps/CP2/stop"], "/api/cps/CP2/stop", "CP CP2 is already stopped"),
+        (
+            ["/api/cps/CP2/simulate-error"],
+            "/api/cps/CP2/simulate-error",
+            "CP CP2 already has a simulated error: fix it first",
+        ),
+        ([], "/api/cps/CP1/fix-error", "CP CP1 has no simulated error to fix (Desconectado)"),
+    ],
+)
+async def test_a_senseless_action_is_409_with_the_reason_and_changes_nothing(
+    client: httpx.AsyncClient,
+    central: CentralService,
+    caplog: pytest.LogCaptureFixture,
+    before: list[str],
+    path: str,
+    reason: str,
+) -> None:
+    for step in before:
+        assert (await client.post(step, headers=admin())).status_code == 200
+    was = snapshot(central)
+    answer = await client.post(path, headers=admin())
+    assert answer.status_code == 409
+    assert answer.json()["detail"].startswith(reason)
+    assert snapshot(central) == was
+    assert f"refused: {reason}" in caplog.text
+
+
+async def test_simulate_error_on_a_desconectado_cp_no_longer_claims_averiado(
+    client: httpx.AsyncClient, central: CentralService
+) -> None:
+    """The issue's log line '-> Averiado' for a CP that stayed Desconectado."""
+    answer = await client.post("/api/cps/CP1/simulate-error", headers=admin())
+    assert answer.status_code == 409
+    assert not any("Averiado" in text for _, _, text in central.messages)
+    assert not central.repo.get_cp("CP1").error_simulated  # type: ignore[union-attr]
+    assert (await client.get("/api/cps/CP1")).json()["actions"] == ["stop_cp"]
+
+
+async def test_stop_all_and_resume_all_act_where_it_makes_sense_and_say_what_they_skipped(
+    client: httpx.AsyncClient,
+) -> None:
+    assert (await client.post("/api/cps/CP1/stop", headers=admin())).status_code == 200
+    stopped = (await client.post("/api/cps/stop-all", headers=admin())).json()
+    assert [v["id"] for v in stopped["changed"]] == ["CP2"]
+    assert stopped["changed"][0]["caption"] == "Out of Order"
+    assert stopped["skipped"] == [{"id": "CP1", "reason": "CP CP1 is already stopped"}]
+    again = (await client.post("/api/cps/stop-all", headers=admin())).json()
+    assert (again["changed"], [s["id"] for s in again["skipped"]]) == ([], ["CP1", "CP2"])
+    resumed = (await client.post("/api/cps/resume-all", headers=admin())).json()
+    assert [v["id"] for v in resumed["changed"]] == ["CP1", "CP2"]
+    assert resumed["skipped"] == []
+    nothing = (await client.post("/api/cps/resume-all", headers=admin())).json()
+    assert nothing["changed"] == []
+    assert nothing["skipped"][1] == {
+        "id": "CP2",
+        "reason": "CP CP2 is not stopped (Activado): nothing to resume",
+    }
+
+
+async def test_the_view_says_which_actions_make_sense(client: httpx.AsyncClient) -> None:
+    async def actions(cp_id: str) -> list[str]:
+        return list((await client.get(f"/api/cps/{cp_id}")).json()["actions"])
+
+    assert await actions("CP2") == ["stop_cp", "simulate_error"]
+    await client.post("/api/cps/CP2/stop", headers=admin())
+    assert await actions("CP2") == ["resume_cp", "simulate_error"]
+    await client.post("/api/cps/CP2/simulate-error", headers=admin())
+    assert await actions("CP2") == ["resume_cp", "fix_error"]
+
+
+# --- issue point 8: registering never overwrites; editing is PATCH --------------------------
 
 
 async def test_stop_shows_out_of_order_and_register_adds_a_cp(client: httpx.AsyncClient) -> None:
@@ -80,3 +204,107 @@ async def test_stop_shows_out_of_order_and_register_adds_a_cp(client: httpx.Asyn
         "/api/cps", content=b"{not json", headers={**admin(), "Content-Type": "application/json"}
     )
     assert malformed.status_code == 422
+
+
+async def test_registering_an_existing_cp_is_409_and_changes_nothing(
+    client: httpx.AsyncClient, central: CentralService
+) -> None:
+    """The issue: 201, and the price changed from 0.39 to 9.99."""
+    was = snapshot(central)
+    body = {"id": "CP2", "location": "Elsewhere", "price_eur_per_kwh": "9.99"}
+    answer = await client.post("/api/cps", json=body, headers=admin())
+    assert answer.status_code == 409
+    assert answer.json()["detail"].startswith("CP CP2 is already registered: nothing changed")
+    assert snapshot(central) == was
+    cp = (await client.get("/api/cps/CP2")).json()
+    assert (cp["location"], cp["price_eur_per_kwh"], cp["state"]) == (
+        "Valencia",
+        "0.39",
+        "Activado",
+    )
+
+
+async def test_patch_edits_location_and_price_of_a_registered_cp(
+    client: httpx.AsyncClient, central: CentralService
+) -> None:
+    path = "/api/cps/CP2"
+    assert (await client.patch(path, json={"price_eur_per_kwh": "0.45"})).status_code == 401
+    priced = await client.patch(path, json={"price_eur_per_kwh": "0.45"}, headers=admin())
+    assert priced.status_code == 200
+    assert (priced.json()["location"], priced.json()["price_eur_per_kwh"]) == ("Valencia", "0.45")
+    moved = (await client.patch(path, json={"location": "Elche"}, headers=admin())).json()
+    assert (moved["location"], moved["price_eur_per_kwh"], moved["state"]) == (
+        "Elche",
+        "0.45",
+        "Activado",
+    )
+    stored = central.repo.get_cp("CP2")
+    assert stored is not None
+    assert (stored.location, str(stored.price_eur_per_kwh)) == ("Elche", "0.45")
+    status = [e for e in sent(central) if isinstance(e, ev.CpStatus) and e.cp_id == "CP2"][-1]
+    assert (status.location, str(status.price_eur_per_kwh)) == ("Elche", "0.45")  # drivers told
+    assert any("CP CP2 edited: Elche, 0.45 €/kWh" in text for _, _, text in central.messages)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status"),
+    [
+        ("/api/cps/NOPE", {"location": "X"}, 404),
+        ("/api/cps/CP2", {}, 422),
+        ("/api/cps/CP2", {"price_eur_per_kwh": "0"}, 422),
+        ("/api/cps/CP2", {"location": ""}, 422),
+        ("/api/cps/CP2", {"id": "CP3"}, 422),  # the id is not editable
+    ],
+)
+async def test_a_bad_patch_is_refused_and_changes_nothing(
+    client: httpx.AsyncClient, central: CentralService, path: str, body: Any, status: int
+) -> None:
+    was = snapshot(central)
+    assert (await client.patch(path, json=body, headers=admin())).status_code == status
+    assert snapshot(central) == was
+
+
+# --- issue point 13: the API docs work offline and document the token and the answers -----
+
+
+async def test_docs_are_served_from_the_package_with_no_cdn(client: httpx.AsyncClient) -> None:
+    html = (await client.get("/docs")).text
+    urls = re.findall(r"""(?:src|href)=["']([^"']+)""", html)
+    assert set(urls) == {
+        "/static/docs/swagger-ui-bundle.js",
+        "/static/docs/swagger-ui.css",
+        "/static/docs/favicon.png",
+    }
+    assert "cdn" not in html
+    for url in urls:
+        assert (await client.get(url)).status_code == 200
+    assert (await client.get("/redoc")).status_code == 404  # off: it loads a logo from a CDN
+
+
+async def test_openapi_declares_the_bearer_scheme_and_the_error_answers(
+    client: httpx.AsyncClient,
+) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["AdminBearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The admin token as a bearer token",
+    }
+    assert schemes["AdminTokenHeader"]["name"] == "X-Admin-Token"
+    paths = spec["paths"]
+    expected = {
+        ("post", "/api/cps"): {"201", "401", "409", "422"},
+        ("patch", "/api/cps/{cp_id}"): {"200", "401", "404", "422"},
+        ("post", "/api/cps/stop-all"): {"200", "401"},
+        ("post", "/api/cps/resume-all"): {"200", "401"},
+    }
+    for action in ("stop", "resume", "simulate-error", "fix-error"):
+        expected[("post", f"/api/cps/{{cp_id}}/{action}")] = {"200", "401", "404", "409", "422"}
+    for (method, path), answers in expected.items():
+        operation = paths[path][method]
+        assert set(operation["responses"]) == answers, (method, path)
+        assert {"AdminBearer": []} in operation["security"]
+        assert {"AdminTokenHeader": []} in operation["security"]
+    assert "security" not in paths["/api/cps"]["get"]  # reads are open
+    assert set(paths["/api/cps/{cp_id}"]["get"]["responses"]) >= {"200", "404"}

@@ -240,6 +240,7 @@ async def test_a_request_row_push_does_not_grow_with_the_table(central: CentralS
 
 ACTIONS = [
     ({"type": "login"}, "logged_in"),
+    ({"type": "edit_cp", "cp_id": "CP1", "price_eur_per_kwh": "0.45"}, "cp_edited"),
     ({"type": "simulate_error", "cp_id": "CP1", "error_type": "fault"}, "error_simulated"),
     ({"type": "fix_error", "cp_id": "CP1"}, "error_fixed"),
     ({"type": "stop_cp", "cp_id": "CP1"}, "cp_stopped"),
@@ -283,13 +284,20 @@ async def test_every_action_needs_the_admin_token(
     assert WRONG not in caplog.text
 
 
+# What must be done first so that an action makes sense (issue point 15).
+PREPARE = {"fix_error": "simulate_error", "resume_cp": "stop_cp"}
+
+
 @pytest.mark.parametrize(("action", "answer"), ACTIONS, ids=ACTION_IDS)
 async def test_every_action_with_the_token_is_done_and_answered(
     app: FastAPI,
+    central: CentralService,
     caplog: pytest.LogCaptureFixture,
     action: dict[str, Any],
     answer: str,
 ) -> None:
+    if action["type"] in PREPARE:
+        await getattr(central, PREPARE[action["type"]])(action["cp_id"])
     async with dashboard(app) as ws:
         reply = await reply_to(ws, {**action, "token": TOKEN})
     assert reply["type"] == answer
@@ -320,6 +328,88 @@ async def test_seed_flow_2_simulate_and_fix_error_replies_and_events(
     assert central.cps["CP1"].view()["caption"] == "Out of Order"
 
 
+# --- issue point 15: an action that makes no sense is refused with the reason, as HTTP's 409 ---
+
+
+@pytest.mark.parametrize(
+    ("before", "action", "reason"),
+    [
+        # the issue's three cases (CP2 has no Monitor: Desconectado)
+        ([], {"type": "simulate_error", "cp_id": "CP2"}, "CP CP2 is Desconectado: an error can"),
+        ([], {"type": "fix_error", "cp_id": "CP1"}, "CP CP1 has no simulated error to fix"),
+        ([], {"type": "resume_cp", "cp_id": "CP1"}, "CP CP1 is not stopped (Activado)"),
+        # their mirrors, and registering an id twice (issue point 8)
+        (["stop_cp"], {"type": "stop_cp", "cp_id": "CP1"}, "CP CP1 is already stopped"),
+        (
+            ["simulate_error"],
+            {"type": "simulate_error", "cp_id": "CP1"},
+            "CP CP1 already has a simulated error: fix it first",
+        ),
+        (
+            [],
+            {"type": "register_cp", "cp_id": "CP1", "location": "X", "price_eur_per_kwh": "9.99"},
+            "CP CP1 is already registered: nothing changed",
+        ),
+    ],
+)
+async def test_a_senseless_action_is_refused_with_the_reason_and_changes_nothing(
+    app: FastAPI,
+    central: CentralService,
+    caplog: pytest.LogCaptureFixture,
+    before: list[str],
+    action: dict[str, Any],
+    reason: str,
+) -> None:
+    for step in before:
+        await getattr(central, step)("CP1")
+    was = state_of(central), central.repo.list_cps(), list(central.messages)
+    async with dashboard(app) as ws:
+        reply = await reply_to(ws, {**action, "token": TOKEN})
+    assert {k: v for k, v in reply.items() if k not in ("ts", "reason")} == {
+        "type": "error",
+        "action": action["type"],
+    }
+    assert reply["reason"].startswith(reason)
+    assert (state_of(central), central.repo.list_cps(), list(central.messages)) == was
+    assert f"action {action['type']} refused: {reason}" in caplog.text
+
+
+async def test_stop_all_says_which_cps_it_stopped_and_which_it_skipped(
+    app: FastAPI, central: CentralService
+) -> None:
+    await central.stop_cp("CP2")
+    async with dashboard(app) as ws:
+        stopped = await reply_to(ws, {"type": "stop_all", "token": TOKEN})
+        resumed = await reply_to(ws, {"type": "resume_all", "token": TOKEN})
+        none = await reply_to(ws, {"type": "resume_all", "token": TOKEN})
+    assert stopped["cp_ids"] == ["CP1"]
+    assert stopped["skipped"] == [{"id": "CP2", "reason": "CP CP2 is already stopped"}]
+    assert stopped["message"] == "1 CP stopped; 1 skipped (already stopped)"
+    assert (resumed["cp_ids"], resumed["skipped"], resumed["message"]) == (
+        ["CP1", "CP2"],
+        [],
+        "2 CPs resumed",
+    )
+    assert none["type"] == "all_resumed"
+    assert none["message"] == "0 CPs resumed; 2 skipped (not stopped)"
+
+
+async def test_edit_cp_changes_location_and_price_and_every_page_sees_it(
+    app: FastAPI, central: CentralService
+) -> None:
+    async with dashboard(app) as admin, dashboard(app) as watcher:
+        edit = {"type": "edit_cp", "cp_id": "CP1", "location": "Elche", "token": TOKEN}
+        reply = await reply_to(admin, {**edit, "price_eur_per_kwh": "0.45"})
+        frames = await pushed(watcher, lambda f: f["type"] == "cps")
+    assert reply["type"] == "cp_edited"
+    assert reply["message"] == "CP CP1 edited (Elche, 0.45 €/kWh)"
+    assert (reply["cp"]["location"], reply["cp"]["price_eur_per_kwh"]) == ("Elche", "0.45")
+    assert frames[-1]["charging_points"][0]["price_eur_per_kwh"] == "0.45"
+    stored = central.repo.get_cp("CP1")
+    assert stored is not None
+    assert (stored.location, str(stored.price_eur_per_kwh)) == ("Elche", "0.45")
+
+
 async def test_another_dashboard_sees_the_change_an_admin_made(app: FastAPI) -> None:
     async with dashboard(app) as admin, dashboard(app) as watcher:
         await reply_to(admin, {"type": "simulate_error", "cp_id": "CP1", "token": TOKEN})
@@ -348,6 +438,9 @@ def _with_token(**fields: Any) -> str:
             "invalid fields: price_eur_per_kwh",
         ),
         (_with_token(type="register_cp", cp_id="CP9"), "invalid fields: location"),
+        (_with_token(type="edit_cp", cp_id="CP1"), "invalid fields: body: Value error, give"),
+        (_with_token(type="edit_cp", cp_id="CP1", location=""), "invalid fields: location"),
+        (_with_token(type="edit_cp", cp_id="NOPE", location="X"), "unknown CP NOPE"),
         (json.dumps({"type": "stop_cp", "cp_id": "CP1", "token": 7}), "admin token required"),
         ("x" * 20_000, "message too large"),
     ],
@@ -388,8 +481,10 @@ async def test_a_client_that_falls_behind_gets_the_full_state_again(
     app = FastAPI()
     mount_dashboard(app, DashboardHub(central, TOKEN, queue_size=3))
     async with dashboard(app) as ws:
-        for _ in range(3):  # 6+ changes without yielding: more than the queue holds
+        for _ in range(2):  # 6+ changes without yielding: more than the queue holds
             await central.stop_all()
+            await central.resume_all()
+        await central.stop_all()
         again = [await ws.receive_json() for _ in range(3)]
     assert [f["type"] for f in again] == ["all_cps", "requests", "messages"]
     assert all(v["admin_stopped"] for v in again[0]["charging_points"])
@@ -426,8 +521,9 @@ async def test_a_client_that_takes_nothing_is_disconnected_and_never_blocks_cent
     serving = asyncio.create_task(hub.serve(StuckSocket()))  # type: ignore[arg-type]
     await asyncio.sleep(0)
     assert hub.client_count == 1
-    for _ in range(5):
-        await asyncio.wait_for(central.stop_all(), 1)  # Central goes on while the page is stuck
+    for _ in range(3):  # Central goes on while the page is stuck
+        await asyncio.wait_for(central.stop_all(), 1)
+        await asyncio.wait_for(central.resume_all(), 1)
     await asyncio.wait_for(serving, 5)
     assert hub.client_count == 0
     assert "took over 0.2s to take a frame: disconnected" in caplog.text

@@ -22,7 +22,7 @@ def a_repo() -> SqliteRepository:
 def a_cp(
     repo: SqliteRepository, cp_id: str = "CP01", price: str = "0.40", location: str = "Alicante"
 ) -> str:
-    repo.register_cp(cp_id, location, Decimal(price))
+    repo.upsert_cp(cp_id, location, Decimal(price))
     return cp_id
 
 

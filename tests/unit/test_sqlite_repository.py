@@ -248,19 +248,46 @@ def test_empty_seed_loads_nothing(repo: SqliteRepository) -> None:
 
 
 def test_price_round_trips_as_decimal(repo: SqliteRepository) -> None:
-    record = repo.register_cp("CP01", "Alicante", Decimal("0.35"))
+    record = repo.add_cp("CP01", "Alicante", Decimal("0.35"))
+    assert record is not None
     assert record.price_eur_per_kwh == Decimal("0.35")
     assert isinstance(record.price_eur_per_kwh, Decimal)
     stored = repo.get_cp("CP01")
     assert stored == record
 
 
-def test_registering_again_updates_the_cp_in_place(repo: SqliteRepository) -> None:
-    a_cp(repo, "CP01", price="0.40", location="Alicante")
-    a_cp(repo, "CP01", price="0.45", location="Elche")
+def test_the_seeds_upsert_updates_the_cp_in_place(repo: SqliteRepository) -> None:
+    repo.upsert_cp("CP01", "Alicante", Decimal("0.40"))
+    repo.upsert_cp("CP01", "Elche", Decimal("0.45"))
     assert [(c.cp_id, c.location, c.price_eur_per_kwh) for c in repo.list_cps()] == [
         ("CP01", "Elche", Decimal("0.45"))
     ]
+
+
+def test_adding_a_registered_cp_changes_nothing(repo: SqliteRepository) -> None:
+    """Issue point 8: registering an existing CP had silently overwritten its price."""
+    assert repo.add_cp("CP01", "Alicante", Decimal("0.39")) is not None
+    assert repo.add_cp("CP01", "Elche", Decimal("9.99")) is None
+    assert [(c.cp_id, c.location, c.price_eur_per_kwh) for c in repo.list_cps()] == [
+        ("CP01", "Alicante", Decimal("0.39"))
+    ]
+
+
+def test_update_sets_only_what_is_given(repo: SqliteRepository) -> None:
+    a_cp(repo, "CP01", price="0.40", location="Alicante")
+    repo.set_cp_stopped("CP01", True)
+    priced = repo.update_cp("CP01", price=Decimal("0.45"))
+    assert priced is not None
+    assert (priced.location, priced.price_eur_per_kwh) == ("Alicante", Decimal("0.45"))
+    moved = repo.update_cp("CP01", location="Elche")
+    assert moved is not None
+    assert (moved.location, moved.price_eur_per_kwh, moved.admin_stopped) == (
+        "Elche",
+        Decimal("0.45"),
+        True,
+    )
+    assert repo.update_cp("NOPE", location="X") is None
+    assert [c.cp_id for c in repo.list_cps()] == ["CP01"]
 
 
 def test_a_new_cp_is_neither_stopped_nor_in_error(repo: SqliteRepository) -> None:
@@ -321,7 +348,7 @@ def test_any_balance_and_price_round_trip_exactly(balance: Decimal, price: Decim
     repo = a_repo()
     try:
         a_driver(repo, "D001", balance=str(balance))
-        repo.register_cp("CP01", "Alicante", price)
+        repo.add_cp("CP01", "Alicante", price)
         driver, cp = repo.get_driver("D001"), repo.get_cp("CP01")
         assert driver is not None
         assert cp is not None

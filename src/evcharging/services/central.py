@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -40,6 +40,7 @@ from evcharging.contracts.events import (
     SupplyEnded,
     SupplyStarted,
 )
+from evcharging.domain.admin_rules import AdminAction, Conflict, UnknownCP, refusal
 from evcharging.domain.authorization import Denied, authorise
 from evcharging.domain.cp_state import CPFacts
 from evcharging.domain.money import cost, kwh
@@ -627,15 +628,20 @@ class CentralService:
         )
 
     # --- administration (HTTP API, dashboards) --------------------------------------------
+    # An action that makes no sense in the CP's state raises Conflict with the domain's reason
+    # and changes nothing; the bulk actions skip such CPs and say which and why.
 
-    def _cp(self, cp_id: str) -> LiveCP:
+    def _cp(self, cp_id: str, action: AdminAction | None = None) -> LiveCP:
         cp = self.cps.get(cp_id)
         if cp is None:
-            raise KeyError(cp_id)
+            raise UnknownCP(cp_id)
+        reason = None if action is None else refusal(action, cp_id, cp.facts)
+        if reason is not None:
+            raise Conflict(reason)
         return cp
 
     async def stop_cp(self, cp_id: str) -> dict[str, Any]:
-        cp = self._cp(cp_id)
+        cp = self._cp(cp_id, AdminAction.STOP)
         self.repo.set_cp_stopped(cp_id, True)
         cp.record = self.repo.get_cp(cp_id) or cp.record
         cp.facts = cp.facts.with_(admin_stopped=True)
@@ -646,7 +652,7 @@ class CentralService:
         return cp.view()
 
     async def resume_cp(self, cp_id: str) -> dict[str, Any]:
-        cp = self._cp(cp_id)
+        cp = self._cp(cp_id, AdminAction.RESUME)
         self.repo.set_cp_stopped(cp_id, False)
         cp.facts = cp.facts.with_(admin_stopped=False)
         self._say(f"CP {cp_id} resumed by Central -> {cp.state.value}")
@@ -654,15 +660,30 @@ class CentralService:
         await self._changed(cp)
         return cp.view()
 
-    async def stop_all(self) -> list[dict[str, Any]]:
-        return [await self.stop_cp(cp_id) for cp_id in list(self.cps)]
+    async def stop_all(self) -> dict[str, Any]:
+        """Stops every CP not yet stopped: `changed` (their views) and `skipped` (id, reason)."""
+        return await self._on_all(AdminAction.STOP, self.stop_cp)
 
-    async def resume_all(self) -> list[dict[str, Any]]:
-        return [await self.resume_cp(cp_id) for cp_id in list(self.cps)]
+    async def resume_all(self) -> dict[str, Any]:
+        """Resumes every stopped CP: `changed` (their views) and `skipped` (id, reason)."""
+        return await self._on_all(AdminAction.RESUME, self.resume_cp)
+
+    async def _on_all(
+        self, action: AdminAction, run: Callable[[str], Awaitable[dict[str, Any]]]
+    ) -> dict[str, Any]:
+        changed: list[dict[str, Any]] = []
+        skipped: list[dict[str, str]] = []
+        for cp_id, cp in list(self.cps.items()):
+            reason = refusal(action, cp_id, cp.facts)
+            if reason is None:
+                changed.append(await run(cp_id))
+            else:
+                skipped.append({"id": cp_id, "reason": reason})
+        return {"changed": changed, "skipped": skipped}
 
     async def simulate_error(self, cp_id: str, error_type: str = "fault") -> dict[str, Any]:
         """Seed flow 2: faulted CP, CP_ERROR_SIMULATED to the driver charging there, supply ended."""
-        cp = self._cp(cp_id)
+        cp = self._cp(cp_id, AdminAction.SIMULATE_ERROR)
         self.repo.set_cp_error_simulated(cp_id, True)
         cp.facts = cp.facts.with_(error_simulated=True)
         message = f'Error "{error_type}" simulado en {cp_id}'
@@ -677,7 +698,7 @@ class CentralService:
         return cp.view()
 
     async def fix_error(self, cp_id: str) -> dict[str, Any]:
-        cp = self._cp(cp_id)
+        cp = self._cp(cp_id, AdminAction.FIX_ERROR)
         self.repo.set_cp_error_simulated(cp_id, False)
         cp.facts = cp.facts.with_(error_simulated=False)
         self._say(f"CP {cp_id} error fixed -> {cp.state.value}")
@@ -694,12 +715,29 @@ class CentralService:
         return cp.view()
 
     async def register_cp(self, cp_id: str, location: str, price: Decimal) -> dict[str, Any]:
-        record = self.repo.register_cp(cp_id, location, price)
-        cp = self.cps.get(cp_id)
-        if cp is None:
-            cp = self.cps[cp_id] = LiveCP(record, CPFacts())
-            self._say(f"CP {cp_id} registered ({location}, {price} EUR/kWh)")
-        else:
-            cp.record = record
+        """A new CP, Desconectado until its Monitor connects. An id already registered is a
+        Conflict: registering never edits (that is `edit_cp`, an explicit action of its own)."""
+        record = self.repo.add_cp(cp_id, location, price)
+        if record is None:
+            raise Conflict(
+                f"CP {cp_id} is already registered: nothing changed (edit its location or price instead)"
+            )
+        cp = self.cps[cp_id] = LiveCP(record, CPFacts())
+        self._say(f"CP {cp_id} registered ({location}, {price} €/kWh)")
+        await self._changed(cp)
+        return cp.view()
+
+    async def edit_cp(
+        self, cp_id: str, location: str | None = None, price: Decimal | None = None
+    ) -> dict[str, Any]:
+        """Sets a registered CP's location and/or price. A supply already authorised keeps the
+        price it was authorised at; drivers are sent the CP's new status."""
+        cp = self._cp(cp_id)
+        record = self.repo.update_cp(cp_id, location, price)
+        if record is None:
+            raise UnknownCP(cp_id)
+        cp.record = record
+        self._say(f"CP {cp_id} edited: {record.location}, {record.price_eur_per_kwh} €/kWh")
+        cp.published = None  # CP_STATUS carries the location and price: publish it again
         await self._changed(cp)
         return cp.view()

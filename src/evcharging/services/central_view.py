@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from evcharging.domain.admin_rules import allowed_actions
 from evcharging.domain.cp_state import CPFacts, CPState, derive_state
 from evcharging.domain.records import CPRecord
 from evcharging.domain.session import Session, SessionStatus
@@ -56,6 +57,8 @@ class LiveCP:
             "colour": state.colour,
             "available": self.available,
             "admin_stopped": self.facts.admin_stopped,
+            "error_simulated": self.facts.error_simulated,
+            "actions": list(allowed_actions(self.facts)),  # what the admin page enables
             "fault_reason": self.fault_reason if state is CPState.AVERIADO else None,
             "driver_id": s.driver_id if s else None,
             "session_id": s.session_id if s else None,

@@ -36,7 +36,7 @@ def seed(repo: Repository, data: dict[str, Any]) -> SeedResult:
     drivers = data.get("drivers") or []
     try:
         for cp in cps:
-            repo.register_cp(
+            repo.upsert_cp(
                 str(cp["id"]), str(cp["location"]), Decimal(str(cp["price_eur_per_kwh"]))
             )
         for d in drivers:

@@ -62,7 +62,18 @@ class SqliteRepository:
 
     # --- charging points ---------------------------------------------------------------
 
-    def register_cp(self, cp_id: str, location: str, price: Decimal) -> CPRecord:
+    def add_cp(self, cp_id: str, location: str, price: Decimal) -> CPRecord | None:
+        """A new CP; None (and nothing changed) when the id is already registered."""
+        with self._tx() as c:
+            added = c.execute(
+                "INSERT INTO charging_points (cp_id, location, price_eur_per_kwh, registered_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (cp_id) DO NOTHING",
+                (cp_id, location, str(price), _now()),
+            ).rowcount
+        return self.get_cp(cp_id) if added else None
+
+    def upsert_cp(self, cp_id: str, location: str, price: Decimal) -> CPRecord:
+        """The seed file's CP: added, or its location and price set (seeding is idempotent)."""
         with self._tx() as c:
             c.execute(
                 "INSERT INTO charging_points (cp_id, location, price_eur_per_kwh, registered_at) "
@@ -73,6 +84,18 @@ class SqliteRepository:
         record = self.get_cp(cp_id)
         assert record is not None
         return record
+
+    def update_cp(
+        self, cp_id: str, location: str | None = None, price: Decimal | None = None
+    ) -> CPRecord | None:
+        """Sets what is given of a registered CP's location and price; None for an unknown CP."""
+        with self._tx() as c:
+            found = c.execute(
+                "UPDATE charging_points SET location = COALESCE(?, location), "
+                "price_eur_per_kwh = COALESCE(?, price_eur_per_kwh) WHERE cp_id = ?",
+                (location, None if price is None else str(price), cp_id),
+            ).rowcount
+        return self.get_cp(cp_id) if found else None
 
     def get_cp(self, cp_id: str) -> CPRecord | None:
         row = self._conn.execute(

@@ -29,9 +29,10 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from evcharging.domain.admin_rules import Conflict, UnknownCP
 from evcharging.services.central import CentralService
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,10 @@ def encode(frame: Frame) -> str:
 
 # --- client -> server: admin actions ----------------------------------------------------------
 
+# The fields of a CP as both transports accept them (the HTTP API imports these).
 CpId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+Location = Annotated[str, Field(min_length=1, max_length=200)]
+Price = Annotated[Decimal, Field(gt=0, le=100)]
 
 
 class _Args(BaseModel):
@@ -78,8 +82,19 @@ class _SimulateError(_OnCP):
 
 class _RegisterCP(_Args):
     cp_id: CpId
-    location: Annotated[str, Field(min_length=1, max_length=200)]
-    price_eur_per_kwh: Annotated[Decimal, Field(gt=0, le=100)]
+    location: Location
+    price_eur_per_kwh: Price
+
+
+class _EditCP(_OnCP):
+    location: Location | None = None
+    price_eur_per_kwh: Price | None = None
+
+    @model_validator(mode="after")
+    def _something_to_edit(self) -> _EditCP:
+        if self.location is None and self.price_eur_per_kwh is None:
+            raise ValueError("give location and/or price_eur_per_kwh")
+        return self
 
 
 class Refused(Exception):
@@ -119,20 +134,32 @@ async def _resume_cp(svc: CentralService, a: _OnCP) -> Frame:
     return {"type": "cp_resumed", "cp_id": a.cp_id, "message": message, "cp": view}
 
 
+def _bulk(kind: str, done: str, why_skipped: str, outcome: dict[str, Any]) -> Frame:
+    ids = [view["id"] for view in outcome["changed"]]
+    skipped = outcome["skipped"]
+    cps = "1 CP" if len(ids) == 1 else f"{len(ids)} CPs"
+    message = f"{cps} {done}" + (f"; {len(skipped)} skipped ({why_skipped})" if skipped else "")
+    return {"type": kind, "cp_ids": ids, "skipped": skipped, "message": message}
+
+
 async def _stop_all(svc: CentralService, a: _Args) -> Frame:
-    ids = [view["id"] for view in await svc.stop_all()]
-    return {"type": "all_stopped", "cp_ids": ids, "message": f"{len(ids)} CPs stopped"}
+    return _bulk("all_stopped", "stopped", "already stopped", await svc.stop_all())
 
 
 async def _resume_all(svc: CentralService, a: _Args) -> Frame:
-    ids = [view["id"] for view in await svc.resume_all()]
-    return {"type": "all_resumed", "cp_ids": ids, "message": f"{len(ids)} CPs resumed"}
+    return _bulk("all_resumed", "resumed", "not stopped", await svc.resume_all())
 
 
 async def _register_cp(svc: CentralService, a: _RegisterCP) -> Frame:
     view = await svc.register_cp(a.cp_id, a.location, a.price_eur_per_kwh)
-    message = f"CP {a.cp_id} registered ({a.location}, {a.price_eur_per_kwh} EUR/kWh)"
+    message = f"CP {a.cp_id} registered ({a.location}, {a.price_eur_per_kwh} €/kWh)"
     return {"type": "cp_registered", "cp_id": a.cp_id, "message": message, "cp": view}
+
+
+async def _edit_cp(svc: CentralService, a: _EditCP) -> Frame:
+    view = await svc.edit_cp(a.cp_id, a.location, a.price_eur_per_kwh)
+    message = f"CP {a.cp_id} edited ({view['location']}, {view['price_eur_per_kwh']} €/kWh)"
+    return {"type": "cp_edited", "cp_id": a.cp_id, "message": message, "cp": view}
 
 
 @dataclass(frozen=True)
@@ -150,6 +177,7 @@ ACTIONS: dict[str, _Action] = {
     "stop_all": _Action(_Args, _stop_all),
     "resume_all": _Action(_Args, _resume_all),
     "register_cp": _Action(_RegisterCP, _register_cp),
+    "edit_cp": _Action(_EditCP, _edit_cp),
 }
 
 
@@ -195,12 +223,10 @@ class AdminActions:
             self._check_token(data)
             args = action.args.model_validate(data)
             reply = await action.run(self.service, args)
-        except Refused as refused:
+        except (Refused, Conflict, UnknownCP) as refused:  # the HTTP API: 4xx, 409, 404
             return refusal(who, kind, refused.reason)
         except ValidationError as exc:
             return refusal(who, kind, f"invalid fields: {_invalid(exc)}")
-        except KeyError as exc:
-            return refusal(who, kind, f"unknown CP {exc.args[0]}")
         except Exception:  # a bug: details in the log, a generic reply on the wire
             log.exception("ws %s: action %s failed", who, kind)
             return {"type": "error", "action": kind, "reason": "internal error"}

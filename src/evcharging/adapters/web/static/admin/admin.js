@@ -84,6 +84,10 @@
       onReply(m);
       $("#register").reset();
     },
+    cp_edited: (m) => {
+      onReply(m);
+      $("#edit").reset();
+    },
     error: (m) => onError(m),
   };
 
@@ -103,13 +107,15 @@
   }
 
   function onReply(msg) {
-    // error_simulated, error_fixed, cp_stopped, cp_resumed, all_stopped, all_resumed, cp_registered
+    // error_simulated, error_fixed, cp_stopped, cp_resumed, all_stopped, all_resumed,
+    // cp_registered, cp_edited
     if (msg.cp) renderTile(msg.cp);
     if (msg.message) notify(msg.message, false);
     setLogin(true, "Logged in");
   }
 
   function onError(msg) {
+    // Also what Central answers an action that makes no sense in the CP's state (as HTTP's 409).
     const reason = msg.reason || "refused";
     if (/admin token/.test(reason)) {
       sessionStorage.removeItem(TOKEN_KEY);
@@ -150,9 +156,26 @@
     part("kw").textContent = cp.kw ?? "0";
     part("kwh").textContent = cp.energy_kwh ?? "0";
     part("eur").textContent = cp.amount_eur ?? "0.00";
-    el.querySelector('[data-action="stop_cp"]').disabled = cp.admin_stopped;
-    el.querySelector('[data-action="resume_cp"]').disabled = !cp.admin_stopped;
+    // Central's rule (domain/admin_rules.py) says which actions make sense now: only they are on.
+    const allowed = new Set(cp.actions || []);
+    el.dataset.actions = [...allowed].join(" ");
+    for (const button of el.querySelectorAll("button[data-action]")) {
+      button.disabled = !allowed.has(button.dataset.action);
+      button.title = button.disabled ? whyOff(button.dataset.action, cp) : "";
+    }
     summarise();
+  }
+
+  // A hint on a disabled button (Central's own reason comes back if the action is sent anyway).
+  function whyOff(action, cp) {
+    if (action === "stop_cp") return "Already stopped";
+    if (action === "resume_cp") return "Not stopped";
+    if (action === "fix_error") return "No simulated error to fix";
+    return cp.error_simulated ? "An error is already simulated" : `${cp.state}: not connected`;
+  }
+
+  function cpsWhere(action) {
+    return [...tiles.values()].filter((el) => el.dataset.actions.split(" ").includes(action));
   }
 
   function createTile(id) {
@@ -176,9 +199,18 @@
 
   function summarise() {
     const counts = {};
-    for (const el of tiles.values()) counts[el.dataset.state] = (counts[el.dataset.state] || 0) + 1;
+    let stoppable = 0;
+    let resumable = 0;
+    for (const el of tiles.values()) {
+      counts[el.dataset.state] = (counts[el.dataset.state] || 0) + 1;
+      const actions = el.dataset.actions.split(" ");
+      if (actions.includes("stop_cp")) stoppable += 1;
+      if (actions.includes("resume_cp")) resumable += 1;
+    }
     const parts = Object.keys(counts).sort().map((s) => `${counts[s]} ${s}`);
     $("#summary").textContent = `${tiles.size} CPs: ${parts.join(" · ")}`;
+    $("#stop-all").disabled = stoppable === 0; // the bulk buttons follow the states too
+    $("#resume-all").disabled = resumable === 0;
   }
 
   // --- requests and messages --------------------------------------------------------------
@@ -225,7 +257,7 @@
     li.className = `level-${m.level}`;
     const time = document.createElement("time");
     time.dateTime = m.at;
-    time.textContent = new Date(m.at).toLocaleTimeString([], { hour12: false });
+    time.textContent = `${new Date(m.at).toISOString().slice(11, 19)} UTC`; // never browser-local
     const text = document.createElement("span");
     text.textContent = m.text;
     li.append(time, " ", text);
@@ -282,7 +314,12 @@
       sessionStorage.removeItem(TOKEN_KEY);
       setLogin(false, "Not logged in");
     });
-    $("#stop-all").addEventListener("click", () => send({ type: "stop_all" }));
+    $("#stop-all").addEventListener("click", askStopAll);
+    $("#confirm-no").addEventListener("click", () => $("#confirm-stop-all").close());
+    $("#confirm-yes").addEventListener("click", () => {
+      $("#confirm-stop-all").close();
+      send({ type: "stop_all" });
+    });
     $("#resume-all").addEventListener("click", () => send({ type: "resume_all" }));
     $("#tiles").addEventListener("click", (event) => {
       const button = event.target.closest("button[data-action]");
@@ -301,6 +338,33 @@
         price_eur_per_kwh: form.get("price_eur_per_kwh").trim().replace(",", "."),
       });
     });
+    $("#edit").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const form = new FormData(event.target);
+      const action = { type: "edit_cp", cp_id: form.get("cp_id").trim() };
+      const location = form.get("location").trim();
+      const price = form.get("price_eur_per_kwh").trim().replace(",", ".");
+      if (location) action.location = location;
+      if (price) action.price_eur_per_kwh = price;
+      if (!location && !price) {
+        notify("Give a new location or a new €/kWh (or both).", true);
+        return;
+      }
+      send(action);
+    });
+  }
+
+  // STOP ALL ends every supply at once: the operator confirms in the page's own dialog first.
+  function askStopAll() {
+    const stoppable = cpsWhere("stop_cp");
+    const supplying = stoppable.filter((el) => el.dataset.state === "Suministrando").length;
+    const cps = stoppable.length === 1 ? "1 CP" : `${stoppable.length} CPs`;
+    const supplies = supplying === 1 ? "1 supply" : `${supplying} supplies`;
+    $("#confirm-text").textContent =
+      `${cps} will be stopped (Out of Order)` +
+      (supplying ? `; ${supplies} in progress will end now, with a ticket.` : ".") +
+      " CPs already stopped are left as they are.";
+    $("#confirm-stop-all").showModal();
   }
 
   function start() {

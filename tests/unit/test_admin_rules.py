@@ -1,0 +1,96 @@
+"""The rule of which admin actions make sense for a CP (issue point 15), checked on every facts."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from evcharging.domain.admin_rules import AdminAction, allowed_actions, refusal
+from evcharging.domain.cp_state import CPFacts, CPState, derive_state
+
+CONNECTED = CPFacts(monitor_connected=True)
+ALL_FACTS = [  # every combination of the six facts: 64
+    CPFacts(*flags)
+    for flags in itertools.product([False, True], repeat=len(CPFacts.__dataclass_fields__))
+]
+
+# What each action changes: "makes sense" means it changes it.
+EFFECT = {
+    AdminAction.STOP: {"admin_stopped": True},
+    AdminAction.RESUME: {"admin_stopped": False},
+    AdminAction.SIMULATE_ERROR: {"error_simulated": True},
+    AdminAction.FIX_ERROR: {"error_simulated": False},
+}
+
+
+@pytest.mark.parametrize(
+    ("action", "facts", "reason"),
+    [
+        # the issue's three cases
+        (AdminAction.SIMULATE_ERROR, CPFacts(), "CP X is Desconectado: an error can only be"),
+        (AdminAction.FIX_ERROR, CONNECTED, "CP X has no simulated error to fix (Activado)"),
+        (AdminAction.RESUME, CONNECTED, "CP X is not stopped (Activado): nothing to resume"),
+        # and their mirrors
+        (AdminAction.STOP, CONNECTED.with_(admin_stopped=True), "CP X is already stopped"),
+        (
+            AdminAction.SIMULATE_ERROR,
+            CONNECTED.with_(error_simulated=True),
+            "CP X already has a simulated error: fix it first",
+        ),
+        (
+            AdminAction.FIX_ERROR,
+            CONNECTED.with_(engine_ok=False),
+            "CP X has no simulated error to fix: its Engine's fault clears when the Engine",
+        ),
+        (AdminAction.RESUME, CONNECTED.with_(supplying=True), "is not stopped (Suministrando)"),
+    ],
+)
+def test_a_senseless_action_is_refused_with_its_reason(
+    action: AdminAction, facts: CPFacts, reason: str
+) -> None:
+    answer = refusal(action, "X", facts)
+    assert answer is not None
+    assert reason in answer
+
+
+@pytest.mark.parametrize(
+    ("facts", "allowed"),
+    [
+        (CPFacts(), ("stop_cp",)),  # Desconectado: it can be kept stopped for when it connects
+        (CONNECTED, ("stop_cp", "simulate_error")),
+        (CONNECTED.with_(supplying=True, reserved=True), ("stop_cp", "simulate_error")),
+        (CONNECTED.with_(admin_stopped=True), ("resume_cp", "simulate_error")),
+        (CONNECTED.with_(error_simulated=True), ("stop_cp", "fix_error")),
+        (CPFacts(error_simulated=True), ("stop_cp", "fix_error")),  # a flag kept in the DB
+        (CONNECTED.with_(engine_ok=False), ("stop_cp", "simulate_error")),
+    ],
+)
+def test_allowed_actions_per_state(facts: CPFacts, allowed: tuple[str, ...]) -> None:
+    assert allowed_actions(facts) == allowed
+
+
+def test_allowed_is_exactly_not_refused() -> None:
+    for facts, action in itertools.product(ALL_FACTS, AdminAction):
+        assert (action.value in allowed_actions(facts)) == (refusal(action, "X", facts) is None)
+
+
+def test_an_allowed_action_always_changes_the_cp() -> None:
+    for facts, action in itertools.product(ALL_FACTS, AdminAction):
+        if refusal(action, "X", facts) is None:
+            assert facts.with_(**EFFECT[action]) != facts, (facts, action)
+
+
+def test_stop_resume_and_fix_are_refused_exactly_when_they_would_change_nothing() -> None:
+    for facts, action in itertools.product(
+        ALL_FACTS, (AdminAction.STOP, AdminAction.RESUME, AdminAction.FIX_ERROR)
+    ):
+        changes = facts.with_(**EFFECT[action]) != facts
+        assert changes == (refusal(action, "X", facts) is None), (facts, action)
+
+
+def test_a_simulated_error_that_is_allowed_shows_averiado() -> None:
+    """The bug: "-> Averiado" was logged for a Desconectado CP whose state did not change."""
+    for facts in ALL_FACTS:
+        if refusal(AdminAction.SIMULATE_ERROR, "X", facts) is None:
+            assert derive_state(facts.with_(error_simulated=True)) is CPState.AVERIADO, facts
