@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from evcharging.adapters.kafka.watch import quiet_client_logs
 from evcharging.ops.kafka_broker import BrokerConfig
 from tests.support.broker import running_broker
 
@@ -23,13 +24,7 @@ def kafka_bootstrap(kafka_broker_cfg: BrokerConfig) -> str:
     return kafka_broker_cfg.bootstrap
 
 
-def _transient_kafka(record: logging.LogRecord) -> bool:
-    """aiokafka logs ERROR while a broker is down or electing its coordinator; our layer retries."""
-    text = record.getMessage()
-    return record.name.startswith("aiokafka") and any(
-        known in text
-        for known in ("CoordinatorNotAvailable", "Unable connect", "Unable to update metadata")
-    )
+quiet_client_logs()  # as every program does: aiokafka's retries are not our errors
 
 
 @pytest.fixture(autouse=True)
@@ -37,11 +32,7 @@ def _no_unexpected_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     """Fail a test when an ERROR or an unretrieved task exception shows up in the logs."""
     caplog.set_level(logging.INFO)
     yield
-    bad = [
-        r
-        for r in caplog.get_records("call")
-        if r.levelno >= logging.ERROR and not _transient_kafka(r)
-    ]
+    bad = [r for r in caplog.get_records("call") if r.levelno >= logging.ERROR]
     bad += [
         r
         for r in caplog.get_records("call")

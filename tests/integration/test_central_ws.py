@@ -18,6 +18,7 @@ import pytest
 from fastapi import FastAPI
 from starlette.websockets import WebSocketState
 
+from evcharging.adapters.kafka.watch import KafkaState
 from evcharging.adapters.web.central_api import create_app, mount_dashboard
 from evcharging.adapters.web.central_ws import DashboardHub, coalesce
 from evcharging.contracts import events as ev
@@ -29,7 +30,8 @@ pytestmark = pytest.mark.timeout(60)
 
 TOKEN = "s3cret-admin-token"
 WRONG = "not-the-token-123"
-PUSHED = {"all_cps", "cps", "requests", "request_changes", "messages", "message"}
+PUSHED = {"all_cps", "cps", "requests", "request_changes", "messages", "message", "kafka"}
+FULL_STATE = ["all_cps", "requests", "messages", "kafka"]
 MONITOR = object()  # stands for the Monitor connection that authenticated a CP
 
 
@@ -100,11 +102,11 @@ def app(central: CentralService) -> FastAPI:
 
 @asynccontextmanager
 async def dashboard(app: Any) -> AsyncIterator[Dashboard]:
-    """An open /ws whose three full-state frames have been read."""
+    """An open /ws whose full-state frames have been read."""
     ws = Dashboard(app)
     await ws.open()
-    first = [await ws.receive_json() for _ in range(3)]
-    assert [f["type"] for f in first] == ["all_cps", "requests", "messages"]
+    first = [await ws.receive_json() for _ in FULL_STATE]
+    assert [f["type"] for f in first] == FULL_STATE
     try:
         yield ws
     finally:
@@ -140,8 +142,9 @@ def state_of(central: CentralService) -> tuple[Any, ...]:
 async def test_a_new_socket_gets_the_full_state_first(app: FastAPI) -> None:
     ws = Dashboard(app)
     await ws.open()
-    cps, requests, messages = [await ws.receive_json() for _ in range(3)]
+    cps, requests, messages, kafka = [await ws.receive_json() for _ in FULL_STATE]
     await ws.close()
+    assert (kafka["type"], kafka["up"]) == ("kafka", True)
     assert cps["type"] == "all_cps"
     assert {v["id"]: v["state"] for v in cps["charging_points"]} == {
         "CP1": "Activado",
@@ -485,8 +488,8 @@ async def test_a_client_that_falls_behind_gets_the_full_state_again(
             await central.stop_all()
             await central.resume_all()
         await central.stop_all()
-        again = [await ws.receive_json() for _ in range(3)]
-    assert [f["type"] for f in again] == ["all_cps", "requests", "messages"]
+        again = [await ws.receive_json() for _ in FULL_STATE]
+    assert [f["type"] for f in again] == FULL_STATE
     assert all(v["admin_stopped"] for v in again[0]["charging_points"])
     assert "client too slow" in caplog.text
 
@@ -545,3 +548,18 @@ async def test_the_admin_page_and_its_assets_are_served(app: FastAPI) -> None:
             assert kind in response.headers["content-type"]
         assert (await client.get("/static/admin/nope.js")).status_code == 404
         assert "/ws" not in (await client.get("/openapi.json")).json()["paths"]
+
+
+async def test_kafka_going_and_coming_back_is_pushed(app: FastAPI) -> None:
+    hub = app.state.dashboard_hub
+    async with dashboard(app) as ws:
+        hub.set_kafka(KafkaState(up=False, problem="Kafka unreachable at k:9092", since=5.0))
+        [down] = await pushed(ws, lambda f: f["type"] == "kafka")
+        hub.set_kafka(KafkaState(up=True, since=20.0))
+        [up] = await pushed(ws, lambda f: f["type"] == "kafka")
+    assert (down["up"], down["problem"], down["since"]) == (
+        False,
+        "Kafka unreachable at k:9092",
+        5.0,
+    )
+    assert up["up"] is True

@@ -21,6 +21,7 @@ import pytest
 from starlette.exceptions import StarletteDeprecationWarning
 from starlette.websockets import WebSocketDisconnect
 
+from evcharging.adapters.kafka.watch import KafkaState
 from evcharging.adapters.web.driver_web import (
     MAX_MESSAGE_CHARS,
     DriverHub,
@@ -235,14 +236,16 @@ def test_index_and_assets_are_served_with_a_strict_policy(net: Net) -> None:
         assert net.client.get(f"/static/{asset}").status_code == 200
 
 
-def test_a_new_page_gets_welcome_then_the_board(net: Net) -> None:
+def test_a_new_page_gets_welcome_kafka_then_the_board(net: Net) -> None:
     with net.client.websocket_connect("/ws") as ws:
         page = Page(ws)
         welcome = page.next()
+        kafka = page.next()
         board = page.next()
 
     assert welcome["type"] == "welcome"
     assert welcome["default_driver_id"] == D1
+    assert (kafka["type"], kafka["up"]) == ("kafka", True)
     assert board["type"] == "board"
     assert [cp["cp_id"] for cp in board["cps"]] == ["ALC01", "VLC01"]
     assert board["cps"][0] == {
@@ -539,3 +542,21 @@ def test_a_bad_web_port_is_refused_naming_the_flag(
     with pytest.raises(SystemExit):
         parse_settings(["127.0.0.1:9092", D1, "--web-port", port])
     assert "--web-port" in capsys.readouterr().err
+
+
+def test_every_page_is_told_when_kafka_goes_and_comes_back(net: Net) -> None:
+    with net.client.websocket_connect("/ws") as ws:
+        page = Page(ws)
+        page.until("board")
+        gone = KafkaState(up=False, problem="Kafka unreachable at k:9092", since=1.0)
+        net.client.portal.call(net.hub.set_kafka, gone)  # as the watch does, in the loop
+        down = page.until("kafka")
+        net.client.portal.call(net.hub.set_kafka, KafkaState(up=True, since=16.0))
+        up = page.until("kafka")
+
+    assert (down["up"], down["problem"], down["since"]) == (
+        False,
+        "Kafka unreachable at k:9092",
+        1.0,
+    )
+    assert up["up"] is True

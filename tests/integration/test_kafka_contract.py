@@ -33,6 +33,18 @@ def sample_events(tag: str) -> list[ev.Event]:
     return [
         ev.AuthorizationRequest(driver_id=d, cp_id=cp),
         ev.ChargingStopped(driver_id=d, cp_id=cp, session_id=sid),
+        ev.DriverStatusRequest(driver_id=d),
+        ev.DriverStatus(
+            request_id=uuid4(),
+            driver_id=d,
+            known=True,
+            balance_eur=Decimal("99.51"),
+            session_id=sid,
+            cp_id=cp,
+            session_status="supplying",
+            price_eur_per_kwh=Decimal("0.40"),
+            **money,
+        ),
         ev.AuthorizationResponse(
             request_id=uuid4(), driver_id=d, cp_id=cp, authorised=False, reason="CP busy"
         ),
@@ -62,6 +74,7 @@ def sample_events(tag: str) -> list[ev.Event]:
         ev.SupplyAuthorised(
             cp_id=cp, session_id=sid, driver_id=d, price_eur_per_kwh=Decimal("0.40")
         ),
+        ev.RequestDenied(cp_id=cp, request_id=uuid4(), driver_id=d, reason="unknown driver"),
         ev.StopSupply(cp_id=cp, session_id=sid, reason="stopped_by_driver"),
         ev.CpStop(cp_id=cp),
         ev.CpResume(cp_id=cp),

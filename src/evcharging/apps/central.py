@@ -177,9 +177,10 @@ async def _serve(cfg: CentralSettings, http_socket: socket.socket) -> int:
         repo.close()
         raise
     publisher.start_in_background()
+    app = create_app(service, cfg.admin_token)
     http = EmbeddedServer(
         uvicorn.Config(
-            create_app(service, cfg.admin_token),
+            app,
             host=cfg.http_host,
             port=cfg.http_port,
             log_level="warning",
@@ -190,6 +191,7 @@ async def _serve(cfg: CentralSettings, http_socket: socket.socket) -> int:
     if cfg.token_generated:
         log.info("admin token (generated): %s", cfg.admin_token)
     watch = KafkaWatch(cfg.kafka)
+    watch.subscribe(app.state.dashboard_hub.set_kafka)  # the admin page's Kafka banner
     tasks = [
         asyncio.create_task(watch.run(), name="kafka-watch"),
         asyncio.create_task(service.load(), name="load"),

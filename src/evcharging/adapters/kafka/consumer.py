@@ -104,6 +104,14 @@ class EventConsumer:
         self.stats = ConsumerStats()
         self.ready = asyncio.Event()
 
+    @property
+    def name(self) -> str:
+        """Its group, or (no group) what it reads."""
+        if self.group_id:
+            return self.group_id
+        topics = ", ".join(t.name for t in self._topics)
+        return f"of {topics}" if topics else "of keyed reads"
+
     def _new_consumer(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
@@ -132,8 +140,8 @@ class EventConsumer:
                 raise
             self._consumer = consumer
 
-        await start_with_retry(attempt, self.bootstrap, f"consumer {self.group_id}")
-        log.info("consumer %s reading from Kafka at %s", self.group_id, self.bootstrap)
+        await start_with_retry(attempt, self.bootstrap, f"consumer {self.name}")
+        log.info("consumer %s reading from Kafka at %s", self.name, self.bootstrap)
 
     async def _attach(self, consumer: AIOKafkaConsumer) -> None:
         if self._topics:

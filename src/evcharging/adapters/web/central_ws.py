@@ -32,6 +32,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from evcharging.adapters.kafka.watch import KafkaState
 from evcharging.domain.admin_rules import Conflict, UnknownCP
 from evcharging.services.central import CentralService
 
@@ -262,6 +263,8 @@ def coalesce(batch: list[Item]) -> list[Frame]:
             rows_ts = ts if rows_ts is None else min(rows_ts, ts)
         elif kind == "message":
             messages.append({"type": "message", **payload, "ts": ts})
+        elif kind == "kafka":
+            messages.append({"type": "kafka", **payload, "ts": ts})
     frames: list[Frame] = []
     if cps:
         frames.append({"type": "cps", "charging_points": list(cps.values()), "ts": cps_ts})
@@ -323,7 +326,13 @@ class DashboardHub:
         self._clients: set[_Client] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ids = itertools.count(1)
+        self.kafka = KafkaState(up=True)
         service.subscribe(self._on_change)
+
+    def set_kafka(self, state: KafkaState) -> None:
+        """Kafka reachable or not, as Central's watch says: every page shows a banner."""
+        self.kafka = state
+        self._on_change("kafka", state.as_dict())
 
     @property
     def client_count(self) -> int:
@@ -357,6 +366,7 @@ class DashboardHub:
             {"type": "all_cps", "charging_points": cps, "ts": ts},
             {"type": "requests", "requests": self.service.request_rows(), "ts": ts},
             {"type": "messages", "messages": message_rows(self.service), "ts": ts},
+            {"type": "kafka", **self.kafka.as_dict(), "ts": ts},
         ]
 
     # --- one socket ----------------------------------------------------------------------

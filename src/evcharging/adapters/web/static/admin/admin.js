@@ -53,6 +53,22 @@
     retryTimer = setTimeout(connect, delay);
   }
 
+  // Central connected but Kafka away: drivers' requests and CP telemetry wait; say so.
+  function showKafka(m) {
+    const el = $("#kafka-banner");
+    el.hidden = m.up;
+    const since = new Date(m.since * 1000).toISOString().slice(11, 19);
+    el.textContent = m.up
+      ? ""
+      : `${m.problem} since ${since} UTC: drivers' requests and CP figures wait until it is back.`;
+    document.body.dataset.kafka = m.up ? "up" : "down";
+    if (document.body.dataset.ws === "connected") {
+      $("#ws-status").textContent = m.up
+        ? "Live: connected to Central"
+        : "Connected to Central, but Kafka is down: not live";
+    }
+  }
+
   function setStatus(status, text) {
     const el = $("#ws-status");
     el.dataset.status = status;
@@ -79,6 +95,7 @@
     request_changes: (m) => changeRequests(m.changed, m.removed),
     messages: (m) => replaceLog(m.messages),
     message: (m) => addLog(m),
+    kafka: (m) => showKafka(m),
     logged_in: () => setLogin(true, "Logged in"),
     cp_registered: (m) => {
       onReply(m);
