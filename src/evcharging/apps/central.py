@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
@@ -24,7 +23,15 @@ from evcharging.adapters.listening import CannotListen, bind
 from evcharging.adapters.sockets.central_server import MonitorServer
 from evcharging.adapters.web.central_api import create_app
 from evcharging.adapters.web.embedded import EmbeddedServer
-from evcharging.apps.common import env, host_port, positional, run, setup_logging
+from evcharging.apps.common import (
+    Parser,
+    bootstrap,
+    path,
+    port,
+    positive_seconds,
+    run,
+    setup_logging,
+)
 from evcharging.contracts.events import (
     AuthorizationRequest,
     ChargingStopped,
@@ -54,63 +61,56 @@ class CentralSettings:
     group_id: str
     seed_file: Path | None
     ui: str
+    log_level: str = "INFO"
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="EV_Central", description="Control centre of the EVCharging Network")
+    p.positional("port", env="EV_CENTRAL_PORT", type=port, help="TCP port where Monitors connect")
+    p.positional("kafka", env="EV_KAFKA", type=bootstrap, help="Kafka bootstrap HOST:PORT")
+    p.option("--db", env="EV_DB", default=".run/central.db", help="SQLite file")
+    p.option(
+        "--listen-host", env="EV_CENTRAL_HOST", default="0.0.0.0", help="bind address for Monitors"
+    )
+    p.option("--http-host", env="EV_HTTP_HOST", default="0.0.0.0", help="HTTP bind address")
+    p.option(
+        "--http-port",
+        env="EV_HTTP_PORT",
+        type=port,
+        default=8000,
+        help="HTTP API and dashboard port",
+    )
+    p.option(
+        "--admin-token",
+        env="EV_ADMIN_TOKEN",
+        help="token for admin actions; generated and printed if none",
+    )
+    p.option(
+        "--heartbeat-timeout",
+        env="EV_HEARTBEAT_TIMEOUT",
+        type=positive_seconds,
+        default=3.0,
+        help="seconds of Monitor silence before its CP is Desconectado",
+    )
+    p.option(
+        "--group-id", env="EV_CENTRAL_GROUP", default="ev-central", help="Kafka consumer group"
+    )
+    p.option(
+        "--seed", env="EV_SEED", type=path, help="YAML/JSON of CPs and drivers to load at start"
+    )
+    p.option(
+        "--ui",
+        env="EV_UI",
+        choices=("auto", "panel", "plain"),
+        default="auto",
+        help="live panel, or plain log lines (auto: panel on a terminal)",
+    )
+    p.log_level_option()
+    return p
 
 
 def parse_args(argv: list[str] | None = None) -> CentralSettings:
-    p = argparse.ArgumentParser(
-        prog="EV_Central", description="Control centre of the EVCharging Network"
-    )
-    positional(p, "port", "EV_CENTRAL_PORT", type=int, help="TCP port where Monitors connect")
-    positional(p, "kafka", "EV_KAFKA", help="Kafka bootstrap HOST:PORT")
-    p.add_argument("--db", default=env("EV_DB", ".run/central.db"), help="SQLite file (env EV_DB)")
-    p.add_argument(
-        "--listen-host",
-        default=env("EV_CENTRAL_HOST", "0.0.0.0"),
-        help="bind address for Monitors (env EV_CENTRAL_HOST)",
-    )
-    p.add_argument(
-        "--http-host",
-        default=env("EV_HTTP_HOST", "0.0.0.0"),
-        help="HTTP bind address (env EV_HTTP_HOST)",
-    )
-    p.add_argument(
-        "--http-port",
-        type=int,
-        default=int(env("EV_HTTP_PORT", "8000") or 8000),
-        help="HTTP API and dashboard port (env EV_HTTP_PORT)",
-    )
-    p.add_argument(
-        "--admin-token",
-        default=env("EV_ADMIN_TOKEN"),
-        help="token for admin actions; generated and printed if none (env EV_ADMIN_TOKEN)",
-    )
-    p.add_argument(
-        "--heartbeat-timeout",
-        type=float,
-        default=float(env("EV_HEARTBEAT_TIMEOUT", "3") or 3),
-        help="seconds of Monitor silence before its CP is Desconectado (env EV_HEARTBEAT_TIMEOUT)",
-    )
-    p.add_argument(
-        "--group-id",
-        default=env("EV_CENTRAL_GROUP", "ev-central"),
-        help="Kafka consumer group (env EV_CENTRAL_GROUP)",
-    )
-    p.add_argument(
-        "--seed",
-        type=Path,
-        default=env("EV_SEED"),
-        help="YAML/JSON of CPs and drivers to load at start (env EV_SEED)",
-    )
-    p.add_argument(
-        "--ui",
-        choices=("auto", "panel", "plain"),
-        default=env("EV_UI", "auto"),
-        help="live panel, or plain log lines (auto: panel on a terminal) (env EV_UI)",
-    )
-    a = p.parse_args(argv)
-    if a.port is None or a.kafka is None:
-        p.error("PORT and KAFKA_HOST:PORT are required (or EV_CENTRAL_PORT / EV_KAFKA)")
-    host_port(a.kafka)
+    a = build_parser().parse_args(argv)
     token = a.admin_token or secrets.token_urlsafe(16)
     return CentralSettings(
         port=a.port,
@@ -120,11 +120,12 @@ def parse_args(argv: list[str] | None = None) -> CentralSettings:
         http_host=a.http_host,
         http_port=a.http_port,
         admin_token=token,
-        token_generated=a.admin_token is None,
+        token_generated=not a.admin_token,
         heartbeat_timeout=a.heartbeat_timeout,
         group_id=a.group_id,
         seed_file=a.seed,
         ui=a.ui,
+        log_level=a.log_level,
     )
 
 
@@ -229,7 +230,7 @@ def _panel(service: CentralService, ui: str) -> contextlib.AbstractContextManage
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
-    setup_logging("EV_Central")
+    setup_logging("EV_Central", cfg.log_level)
     return run(serve(cfg))
 
 

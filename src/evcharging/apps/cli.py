@@ -9,8 +9,16 @@ from pathlib import Path
 
 from evcharging.adapters.db.seed import SeedError, load_seed_file, seed
 from evcharging.adapters.db.sqlite_repository import SqliteRepository
-from evcharging.apps.common import env, setup_logging
-from evcharging.ops.kafka_cli import add_kafka_commands
+from evcharging.apps.common import (
+    Parser,
+    count,
+    duration,
+    path,
+    port,
+    setup_logging,
+    whole_number,
+)
+from evcharging.apps.kafka_cli import add_kafka_commands
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample_network.yaml"
 log = logging.getLogger("evcharging.cli")
@@ -24,23 +32,23 @@ def _db_init(args: argparse.Namespace) -> int:
 
 
 def _db_seed(args: argparse.Namespace) -> int:
-    path = SAMPLE if args.file is None else Path(args.file)
+    source = SAMPLE if args.file is None else Path(args.file)
     repo = SqliteRepository(args.db)
     try:
-        result = seed(repo, load_seed_file(path))
+        result = seed(repo, load_seed_file(source))
     except (OSError, SeedError) as exc:
-        log.error("cannot seed from %s: %s", path, exc)
+        log.error("cannot seed from %s: %s", source, exc)
         return 2
     finally:
         repo.close()
-    sys.stdout.write(f"seeded {result.cps} CPs and {result.drivers} drivers from {path}\n")
+    sys.stdout.write(f"seeded {result.cps} CPs and {result.drivers} drivers from {source}\n")
     return 0
 
 
 def _docs_events(args: argparse.Namespace) -> int:
     from evcharging.ops.event_docs import render
 
-    Path(args.out).write_text(render() + "\n", encoding="utf-8")
+    args.out.write_text(render() + "\n", encoding="utf-8")
     sys.stdout.write(f"wrote {args.out}\n")
     return 0
 
@@ -48,12 +56,12 @@ def _docs_events(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     import asyncio
 
-    from evcharging.ops.demo import Demo, DemoConfig, parse_duration
+    from evcharging.ops.demo import Demo, DemoConfig
 
     cfg = DemoConfig(
         cps=args.cps,
         drivers=args.drivers,
-        duration=parse_duration(args.for_) if args.for_ else None,
+        duration=args.for_,
         host=args.host,
         kafka_port=args.kafka_port,
         central_port=args.central_port,
@@ -61,13 +69,14 @@ def _demo(args: argparse.Namespace) -> int:
         engine_base_port=args.engine_base_port,
         driver_web_base_port=args.driver_web_base_port,
         admin_token=args.admin_token,
-        workdir=Path(args.workdir),
+        workdir=args.workdir,
     )
     return asyncio.run(Demo(cfg).run())
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="evcharging", description=__doc__)
+def build_parser() -> Parser:
+    parser = Parser(prog="evcharging", description=__doc__)
+    parser.log_level_option()
     sub = parser.add_subparsers(dest="command", required=True)
     add_kafka_commands(sub)
     db = sub.add_parser("db", help="the Central's database").add_subparsers(
@@ -78,39 +87,44 @@ def build_parser() -> argparse.ArgumentParser:
         ("seed", _db_seed, "load CPs and drivers"),
     ):
         cmd = db.add_parser(name, help=text)
-        cmd.add_argument(
-            "--db", default=env("EV_DB", ".run/central.db"), help="SQLite file (env EV_DB)"
-        )
+        cmd.option("--db", env="EV_DB", default=".run/central.db", help="SQLite file")
         if name == "seed":
             cmd.add_argument("file", nargs="?", help=f"YAML or JSON file (default: {SAMPLE.name})")
         cmd.set_defaults(func=func)
     demo = sub.add_parser("demo", help="run a whole network on this machine until Ctrl+C")
-    demo.add_argument("--cps", type=int, default=5, help="charging points (Monitor + Engine each)")
-    demo.add_argument(
-        "--drivers", type=int, default=3, help="drivers, each running a services file"
+    demo.option("--cps", type=count, default=5, help="charging points (Monitor + Engine each)")
+    demo.option(
+        "--drivers", type=whole_number, default=3, help="drivers, each running a services file"
     )
-    demo.add_argument("--for", dest="for_", metavar="DURATION", help="stop after e.g. 40s or 5m")
-    demo.add_argument("--host", default=env("EV_DEMO_HOST", "127.0.0.1"))
-    demo.add_argument("--kafka-port", type=int, default=9092)
-    demo.add_argument("--central-port", type=int, default=7000)
-    demo.add_argument("--http-port", type=int, default=8000)
-    demo.add_argument("--engine-base-port", type=int, default=7100)
-    demo.add_argument("--driver-web-base-port", type=int, default=8100)
-    demo.add_argument("--admin-token", default=env("EV_ADMIN_TOKEN", "demo-admin"))
-    demo.add_argument("--workdir", default=".run/demo")
+    demo.option(
+        "--for", dest="for_", type=duration, metavar="DURATION", help="stop after e.g. 40s or 5m"
+    )
+    demo.option("--host", env="EV_DEMO_HOST", default="127.0.0.1", help="address of every program")
+    for flag, default, what in (
+        ("--kafka-port", 9092, "the broker"),
+        ("--central-port", 7000, "Central's Monitor sockets"),
+        ("--http-port", 8000, "Central's HTTP API and dashboard"),
+        ("--engine-base-port", 7100, "the Engines' Monitor links (one port after it per CP)"),
+        ("--driver-web-base-port", 8100, "the driver dashboards (one port after it per driver)"),
+    ):
+        demo.option(flag, type=port, default=default, help=f"port of {what}")
+    demo.option(
+        "--admin-token", env="EV_ADMIN_TOKEN", default="demo-admin", help="Central's admin token"
+    )
+    demo.option("--workdir", type=path, default=Path(".run/demo"), help="logs, database, files")
     demo.set_defaults(func=_demo)
     docs = sub.add_parser("docs", help="generated documentation").add_subparsers(
         dest="docs_command", required=True
     )
     events = docs.add_parser("events", help="write the Kafka event contract (docs/events.md)")
-    events.add_argument("--out", default="docs/events.md")
+    events.option("--out", type=path, default=Path("docs/events.md"), help="where to write")
     events.set_defaults(func=_docs_events)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging("evcharging")
+    setup_logging("evcharging", args.log_level)
     return int(args.func(args))
 
 

@@ -1,28 +1,35 @@
-"""What every program's main shares: address parsing, env-backed flags, logging, running."""
+"""What every program's main shares: the one command-line rule, logging, running.
+
+The command-line rule (`Parser`): every option and positional may instead come from its `EV_*`
+variable; a value from either place goes through the same value type below; a bad value or a
+missing argument is one line on stderr naming where it came from, and exit code 2.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import math
 import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, NoReturn
+
+from pydantic import TypeAdapter, ValidationError
 
 from evcharging.adapters.kafka.watch import quiet_client_logs
 from evcharging.adapters.listening import CannotListen
+from evcharging.contracts.events import Id
 
 log = logging.getLogger(__name__)
 
-
-def host_port(value: str) -> tuple[str, int]:
-    """'HOST:PORT' -> (host, port), with an argparse-friendly error."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
-    return host, int(port)
+ValueType = Callable[[str], Any]
+"""Text -> value; raises ValueError with the reason (e.g. "not a number") when the text is bad."""
 
 
 def env(name: str, default: str | None = None) -> str | None:
@@ -30,21 +37,321 @@ def env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(name, default)
 
 
-def positional(parser: argparse.ArgumentParser, name: str, env_name: str, **kw: Any) -> None:
-    """A positional argument that may instead come from an environment variable."""
-    default = env(env_name)
-    parser.add_argument(
-        name,
-        nargs="?" if default is not None else None,
-        default=default,
-        help=f"{kw.pop('help', '')} (env {env_name})",
-        **kw,
-    )
+# --- value types: one home for each ------------------------------------------------------------
 
 
-def setup_logging(component: str, level: str | None = None) -> None:
-    """Every log line starts with the component's name, so merged terminals stay readable."""
-    chosen = (level or env("EV_LOG_LEVEL", "INFO") or "INFO").upper()
+def text(value: str) -> str:
+    return value
+
+
+def path(value: str) -> Path:
+    if not value:
+        raise ValueError("expected a path")
+    return Path(value)
+
+
+def boolean(value: str) -> bool:
+    """The one rule for switches and their variables; anything unexpected is an error."""
+    word = value.strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected 1/true/yes/on or 0/false/no/off")
+
+
+def _float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError("not a number") from None
+    if not math.isfinite(number):
+        raise ValueError("not a number")
+    return number
+
+
+def positive_seconds(value: str) -> float:
+    seconds = _float(value)
+    if not seconds > 0:
+        raise ValueError("must be more than 0 seconds")
+    return seconds
+
+
+def seconds(value: str) -> float:
+    """Seconds where 0 means "no wait"."""
+    seconds = _float(value)
+    if seconds < 0:
+        raise ValueError("must be 0 seconds or more")
+    return seconds
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def duration(value: str) -> float:
+    """'40s', '5m', '1h' or plain seconds -> seconds (> 0)."""
+    word = value.strip().lower()
+    unit = _UNITS.get(word[-1:], 0)
+    try:
+        return positive_seconds(word[:-1] if unit else word) * (unit or 1)
+    except ValueError:
+        raise ValueError("expected a duration such as 40s, 5m or 1h") from None
+
+
+def positive_decimal(value: str) -> Decimal:
+    try:
+        number = Decimal(value.strip())
+    except InvalidOperation:
+        raise ValueError("not a number") from None
+    if not number.is_finite():
+        raise ValueError("not a number")
+    if not number > 0:
+        raise ValueError("must be more than 0")
+    return number
+
+
+def _whole(value: str, least: int) -> int:
+    if not value.strip().isdecimal() or int(value) < least:
+        raise ValueError(f"expected a whole number >= {least}")
+    return int(value)
+
+
+def count(value: str) -> int:
+    """A whole number >= 1 (how many of something)."""
+    return _whole(value, 1)
+
+
+def whole_number(value: str) -> int:
+    """A whole number >= 0."""
+    return _whole(value, 0)
+
+
+def port(value: str) -> int:
+    """A TCP port to listen on or connect to: 1-65535."""
+    if not value.strip().isdecimal() or not 0 < int(value) < 65536:
+        raise ValueError("not a TCP port (1-65535)")
+    return int(value)
+
+
+def port_or_any(value: str) -> int:
+    """A port to listen on where 0 means any free port (only where that is documented)."""
+    if not value.strip().isdecimal() or not 0 <= int(value) < 65536:
+        raise ValueError("not a TCP port (1-65535, or 0 for any free port)")
+    return int(value)
+
+
+def host_port(value: str) -> tuple[str, int]:
+    """'HOST:PORT' -> (host, port); an IPv6 host may be written with or without brackets."""
+    host, sep, number = value.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host:
+        raise ValueError("expected HOST:PORT")
+    try:
+        return host, port(number)
+    except ValueError:
+        raise ValueError("expected HOST:PORT with a port 1-65535") from None
+
+
+def bootstrap(value: str) -> str:
+    """Kafka's bootstrap: HOST:PORT, or several comma-separated; kept as text for the client."""
+    servers = [s.strip() for s in value.split(",")]
+    for server in servers:
+        try:
+            host_port(server)
+        except ValueError:
+            raise ValueError("expected HOST:PORT (or several, comma-separated)") from None
+    return ",".join(servers)
+
+
+_ID = TypeAdapter(Id)
+
+
+def ident(value: str) -> str:
+    """A CP or driver id, by the contracts' rule (so a bad id fails here, not in an event)."""
+    try:
+        return str(_ID.validate_python(value))
+    except ValidationError:
+        raise ValueError("not an id (1-64 of A-Z a-z 0-9 _ . : -)") from None
+
+
+def one_of(*choices: str) -> ValueType:
+    def choice(value: str) -> str:
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return value
+
+    return choice
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def log_level(value: str) -> str:
+    level = value.strip().upper()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
+# --- the parser ---------------------------------------------------------------------------------
+
+
+class _NotGiven:
+    """What argparse stores for an argument absent from the command line (no real value is it)."""
+
+    def __repr__(self) -> str:
+        return "<not given>"
+
+
+_NOT_GIVEN = _NotGiven()
+
+EPILOG = (
+    "Each argument may instead come from the environment variable shown; the command line wins "
+    "and an empty variable counts as unset. Switches and their variables take 1/true/yes/on or "
+    "0/false/no/off."
+)
+
+
+@dataclass(frozen=True)
+class _Source:
+    label: str  # how an error names the command line's value: --http-port, or PORT
+    env: str | None
+    type: ValueType
+    default: Any
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the one rule of every program: flag or EV_* variable, same type, one line.
+
+    Values reach argparse as text; `parse_known_args` then turns each into its value with its
+    type, from the command line, else its variable, else its default.  An error is one line
+    (`PROG: error: EV_X='abc': not a number (see --help)`) and exit code 2.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("epilog", EPILOG)
+        super().__init__(*args, **kwargs)
+        self._sources: dict[str, _Source] = {}
+
+    def option(
+        self,
+        flag: str,
+        *,
+        env: str | None = None,
+        type: ValueType = text,
+        default: Any = None,
+        help: str,
+        metavar: str | None = None,
+        choices: Sequence[str] = (),
+        dest: str | None = None,
+        group: argparse._ArgumentGroup | None = None,
+    ) -> None:
+        if choices:
+            type, metavar = one_of(*choices), "{" + ",".join(choices) + "}"
+        action = (group or self).add_argument(
+            flag,
+            default=_NOT_GIVEN,
+            metavar=metavar,
+            help=_help(help, env, default),
+            dest=dest or flag.lstrip("-").replace("-", "_"),
+        )
+        self._sources[action.dest] = _Source(flag, env, type, default)
+
+    def switch(
+        self,
+        flag: str,
+        *,
+        env: str | None = None,
+        help: str,
+        group: argparse._ArgumentGroup | None = None,
+    ) -> None:
+        """An on/off flag; its variable follows the one boolean rule (`boolean`)."""
+        action = (group or self).add_argument(
+            flag,
+            action="store_true",
+            default=_NOT_GIVEN,
+            help=_help(help, env and f"{env}=yes|no", None),
+        )
+        self._sources[action.dest] = _Source(flag, env, boolean, False)
+
+    def positional(
+        self,
+        name: str,
+        *,
+        env: str | None = None,
+        type: ValueType = text,
+        help: str,
+        metavar: str | None = None,
+    ) -> None:
+        """Required on the command line unless its variable is set (then it may be left out)."""
+        label = metavar or name.upper()
+        self.add_argument(
+            name,
+            nargs="?" if env is not None and _env_value(env) is not None else None,
+            default=_NOT_GIVEN,
+            metavar=label,
+            help=_help(help, env, None),
+        )
+        self._sources[name] = _Source(label, env, type, None)
+
+    def log_level_option(self) -> None:
+        self.option(
+            "--log-level",
+            env="EV_LOG_LEVEL",
+            type=log_level,
+            default="INFO",
+            metavar="LEVEL",
+            help=f"log detail: {', '.join(LOG_LEVELS)}",
+        )
+
+    # One signature for typeshed's three overloads; subcommands' parsers pass through here too.
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: Any = None
+    ) -> tuple[Any, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        for dest, source in self._sources.items():
+            self._resolve(parsed, dest, source)
+        return parsed, extras
+
+    def _resolve(self, parsed: argparse.Namespace, dest: str, source: _Source) -> None:
+        given = getattr(parsed, dest, _NOT_GIVEN)
+        if isinstance(given, _NotGiven):
+            raw = _env_value(source.env) if source.env else None
+            if raw is None:
+                setattr(parsed, dest, source.default)
+                return
+            where = source.env
+        elif isinstance(given, str):
+            raw, where = given, source.label
+        else:  # a switch given on the command line
+            return
+        try:
+            setattr(parsed, dest, source.type(raw))
+        except (ValueError, argparse.ArgumentTypeError) as exc:
+            self.error(f"{where}={raw!r}: {exc}")
+
+    def error(self, message: str) -> NoReturn:
+        """One line, no usage dump: the message names the argument, --help says the rest."""
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see --help)\n")
+
+
+def _env_value(name: str) -> str | None:
+    return env(name) or None
+
+
+def _help(text: str, env_name: str | None, default: Any) -> str:
+    notes = [f"env {env_name}"] if env_name else []
+    if default not in (None, "", False):
+        notes.append(f"default {default}")
+    suffix = f" ({'; '.join(notes)})" if notes else ""
+    return f"{text}{suffix}".replace("%", "%%")
+
+
+def setup_logging(component: str, level: str = "INFO") -> None:
+    """Every log line starts with the component's name, so merged terminals stay readable.
+
+    `level` is one of LOG_LEVELS, as the `--log-level` option gives it."""
+    chosen = level.upper()
     logging.basicConfig(
         level=chosen,
         format=f"%(asctime)s {component} %(levelname)s %(name)s: %(message)s",

@@ -11,7 +11,6 @@ Monitor has told the Engine its CP id (SET_CP).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
@@ -20,7 +19,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,16 @@ from evcharging.adapters.kafka.publisher import EventPublisher
 from evcharging.adapters.kafka.router import EventRouter
 from evcharging.adapters.kafka.watch import KafkaWatch
 from evcharging.adapters.sockets.engine_link import EngineLinkServer
-from evcharging.apps.common import env, host_port, positional, run, setup_logging
+from evcharging.apps.common import (
+    Parser,
+    bootstrap,
+    host_port,
+    path,
+    positive_decimal,
+    positive_seconds,
+    run,
+    setup_logging,
+)
 from evcharging.contracts.events import (
     CpResume,
     CpStop,
@@ -66,6 +74,7 @@ class EngineSettings:
     state_dir: Path = Path(".run/engine")
     monitor_timeout: float = 3.0
     menu: bool = True
+    log_level: str = "INFO"
 
     def engine_config(self) -> EngineConfig:
         return EngineConfig(
@@ -274,76 +283,57 @@ class EngineApp:
 # --- command line -------------------------------------------------------------------------
 
 
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except (ValueError, InvalidOperation):
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
-        return value
-
-    return parse
-
-
-def _flag(
-    p: argparse.ArgumentParser, name: str, env_name: str, default: str | None, text: str, **kw: Any
-) -> None:
-    shown = f"; default {default}" if default is not None else ""
-    p.add_argument(
-        name, default=env(env_name, default), help=f"{text} (env {env_name}{shown})", **kw
-    )
-
-
-def _switch(p: argparse.ArgumentParser, name: str, env_name: str, text: str) -> None:
-    p.add_argument(
-        name, action="store_true", default=_truthy(env(env_name)), help=f"{text} (env {env_name})"
-    )
-
-
 def parse_args(argv: list[str] | None = None) -> EngineSettings:
-    p = argparse.ArgumentParser(prog="EV_CP_E", description="Charging point Engine.")
-    positional(p, "kafka", "EV_KAFKA", help="Kafka bootstrap HOST:PORT")
-    positional(
-        p, "link", "EV_ENGINE_LINK", type=host_port, help="HOST:PORT to listen on for the Monitor"
+    p = Parser(prog="EV_CP_E", description="Charging point Engine.")
+    p.positional("kafka", env="EV_KAFKA", type=bootstrap, help="Kafka bootstrap HOST:PORT")
+    p.positional(
+        "link", env="EV_ENGINE_LINK", type=host_port, help="HOST:PORT to listen on for the Monitor"
     )
-    _flag(p, "--kw", "EV_ENGINE_KW", "22", "power while supplying", type=_positive(Decimal))
-    _flag(
-        p,
+    p.option(
+        "--kw",
+        env="EV_ENGINE_KW",
+        type=positive_decimal,
+        default=Decimal(22),
+        help="power in kW while supplying",
+    )
+    p.option(
         "--speedup",
-        "EV_ENGINE_SPEEDUP",
-        "60",
-        "simulated seconds per real second (energy only)",
-        type=_positive(Decimal),
+        env="EV_ENGINE_SPEEDUP",
+        type=positive_decimal,
+        default=Decimal(60),
+        help="simulated seconds per real second (energy only)",
     )
-    _flag(p, "--tick", "EV_ENGINE_TICK", "1.0", "seconds between readings", type=_positive(float))
-    _switch(p, "--auto-plug", "EV_ENGINE_AUTO_PLUG", "plug in as soon as Central authorises")
-    _flag(
-        p,
+    p.option(
+        "--tick",
+        env="EV_ENGINE_TICK",
+        type=positive_seconds,
+        default=1.0,
+        help="seconds between readings",
+    )
+    p.switch("--auto-plug", env="EV_ENGINE_AUTO_PLUG", help="plug in as soon as Central authorises")
+    p.option(
         "--supply-seconds",
-        "EV_ENGINE_SUPPLY_SECONDS",
-        None,
-        "unplug on its own after N real seconds",
-        type=_positive(float),
+        env="EV_ENGINE_SUPPLY_SECONDS",
+        type=positive_seconds,
+        help="unplug on its own after N real seconds",
     )
-    _flag(p, "--state-dir", "EV_ENGINE_STATE_DIR", ".run/engine", "supply state files", type=Path)
-    _flag(
-        p,
+    p.option(
+        "--state-dir",
+        env="EV_ENGINE_STATE_DIR",
+        type=path,
+        default=Path(".run/engine"),
+        help="supply state files",
+    )
+    p.option(
         "--monitor-timeout",
-        "EV_ENGINE_MONITOR_TIMEOUT",
-        "3.0",
-        "the Monitor link is alive this long after its last HEALTH",
-        type=_positive(float),
+        env="EV_ENGINE_MONITOR_TIMEOUT",
+        type=positive_seconds,
+        default=3.0,
+        help="the Monitor link is alive this long after its last HEALTH",
     )
-    _switch(p, "--no-menu", "EV_ENGINE_NO_MENU", "no keys from stdin (unattended runs)")
+    p.switch("--no-menu", env="EV_ENGINE_NO_MENU", help="no keys from stdin (unattended runs)")
+    p.log_level_option()
     args = p.parse_args(argv)
-    if args.kafka is None or args.link is None:
-        p.error("KAFKA_HOST:PORT and MONITOR_LINK_HOST:PORT are required")
     return EngineSettings(
         kafka=args.kafka,
         link=args.link,
@@ -355,12 +345,13 @@ def parse_args(argv: list[str] | None = None) -> EngineSettings:
         state_dir=args.state_dir,
         monitor_timeout=args.monitor_timeout,
         menu=not args.no_menu,
+        log_level=args.log_level,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     settings = parse_args(argv)
-    setup_logging("EV_CP_E")
+    setup_logging("EV_CP_E", settings.log_level)
     log.info(
         "Engine starting: Kafka %s, Monitor link %s:%s, %s kW, speedup x%s, state in %s",
         settings.kafka,

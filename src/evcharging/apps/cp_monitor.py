@@ -9,19 +9,20 @@ each owning its own connection, run side by side until the program is stopped.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
-from typing import Any
-
-from pydantic import TypeAdapter, ValidationError
 
 from evcharging.adapters.sockets.monitor_links import CentralLinkLoop, EngineLinkLoop, Timing
-from evcharging.apps.common import env, host_port, positional, run, setup_logging
-from evcharging.contracts.events import Id
+from evcharging.apps.common import (
+    Parser,
+    host_port,
+    ident,
+    positive_decimal,
+    positive_seconds,
+    run,
+    setup_logging,
+)
 from evcharging.services.monitor import MonitorService
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ class MonitorSettings:
     location: str = ""
     price: str = ""  # empty: Central's database knows the price
     timing: Timing = field(default_factory=Timing)
+    log_level: str = "INFO"
 
 
 class MonitorApp:
@@ -88,62 +90,54 @@ class MonitorApp:
 # --- command line -------------------------------------------------------------------------
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+def _price(value: str) -> str:
+    """€/kWh this Monitor announces; empty: Central's database knows the price."""
+    if not value:
+        return ""
+    price = positive_decimal(value)
+    if price > 100:
+        raise ValueError("must be at most 100 €/kWh")
+    return str(price)
+
+
+def _no_reserved(value: str) -> str:
+    """Free text that travels in a socket frame, where '#' separates fields."""
+    if any(c in value for c in "#\x02\x03"):
+        raise ValueError("'#' is not allowed here")
     return value
 
 
-def _price(text: str) -> str:
-    if not text:
-        return ""
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise argparse.ArgumentTypeError(f"not a price: {text!r}") from None
-    if not 0 < value <= 100:
-        raise argparse.ArgumentTypeError(f"price must be in (0, 100] EUR/kWh, got {text!r}")
-    return str(value)
-
-
-def _no_reserved(text: str) -> str:
-    if any(c in text for c in "#\x02\x03"):
-        raise argparse.ArgumentTypeError(f"'#' is not allowed here: {text!r}")
-    return text
-
-
-def _cp_id(text: str) -> str:
-    try:
-        return str(TypeAdapter(Id).validate_python(text))
-    except ValidationError:
-        raise argparse.ArgumentTypeError(
-            f"CP id must be 1-64 of A-Z a-z 0-9 _ . : -, got {text!r}"
-        ) from None
-
-
-def _flag(p: argparse.ArgumentParser, name: str, env_name: str, default: str, **kw: Any) -> None:
-    p.add_argument(name, default=env(env_name, default), help=f"(env {env_name})", **kw)
+_TIMINGS = (  # flag, variable, default seconds, help
+    ("--interval", "EV_MONITOR_INTERVAL", 1.0, "seconds between health checks and heartbeats"),
+    ("--timeout", "EV_MONITOR_TIMEOUT", 1.0, "seconds to connect, and to wait for each answer"),
+    ("--max-backoff", "EV_MONITOR_MAX_BACKOFF", 5.0, "longest wait between reconnections"),
+    ("--denied-retry", "EV_MONITOR_DENIED_RETRY", 10.0, "seconds before retrying a refused AUTH"),
+)
 
 
 def parse_args(argv: list[str] | None = None) -> MonitorSettings:
-    p = argparse.ArgumentParser(prog="EV_CP_M", description="Charging point Monitor.")
-    positional(p, "engine", "EV_ENGINE", type=host_port, help="the Engine's HOST:PORT")
-    positional(p, "central", "EV_CENTRAL", type=host_port, help="EV_Central's HOST:PORT")
-    positional(p, "cp_id", "EV_CP_ID", type=_cp_id, help="this CP's id")
-    _flag(p, "--location", "EV_CP_LOCATION", "", type=_no_reserved)
-    _flag(p, "--price", "EV_CP_PRICE", "", type=_price)
-    seconds: Callable[[str], float] = _positive_float
-    _flag(p, "--interval", "EV_MONITOR_INTERVAL", "1.0", type=seconds)
-    _flag(p, "--timeout", "EV_MONITOR_TIMEOUT", "1.0", type=seconds)
-    _flag(p, "--max-backoff", "EV_MONITOR_MAX_BACKOFF", "5.0", type=seconds)
-    _flag(p, "--denied-retry", "EV_MONITOR_DENIED_RETRY", "10.0", type=seconds)
+    p = Parser(prog="EV_CP_M", description="Charging point Monitor.")
+    p.positional("engine", env="EV_ENGINE", type=host_port, help="the Engine's HOST:PORT")
+    p.positional("central", env="EV_CENTRAL", type=host_port, help="EV_Central's HOST:PORT")
+    p.positional("cp_id", env="EV_CP_ID", type=ident, help="this CP's id")
+    p.option(
+        "--location",
+        env="EV_CP_LOCATION",
+        type=_no_reserved,
+        default="",
+        help="where the CP stands, told to Central at authentication",
+    )
+    p.option(
+        "--price",
+        env="EV_CP_PRICE",
+        type=_price,
+        default="",
+        help="€/kWh told to Central (unset: the price in Central's database)",
+    )
+    for flag, env, default, text in _TIMINGS:
+        p.option(flag, env=env, type=positive_seconds, default=default, help=text)
+    p.log_level_option()
     args = p.parse_args(argv)
-    if args.engine is None or args.central is None or args.cp_id is None:
-        p.error("ENGINE_HOST:PORT, CENTRAL_HOST:PORT and CP_ID are required")
     return MonitorSettings(
         engine=args.engine,
         central=args.central,
@@ -151,12 +145,13 @@ def parse_args(argv: list[str] | None = None) -> MonitorSettings:
         location=args.location,
         price=args.price,
         timing=Timing(args.interval, args.timeout, args.max_backoff, args.denied_retry),
+        log_level=args.log_level,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     settings = parse_args(argv)
-    setup_logging("EV_CP_M")
+    setup_logging("EV_CP_M", settings.log_level)
     log.info(
         "Monitor starting: cp=%s, Engine %s:%s, Central %s:%s, every %ss",
         settings.cp_id,

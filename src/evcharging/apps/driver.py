@@ -12,7 +12,6 @@ followed its own Kafka reader starts (keyed reads of central-events, group `driv
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import sys
@@ -27,7 +26,17 @@ from evcharging.adapters.kafka.publisher import EventPublisher
 from evcharging.adapters.kafka.router import EventRouter
 from evcharging.adapters.kafka.watch import KafkaWatch
 from evcharging.adapters.listening import bind
-from evcharging.apps.common import env, host_port, positional, run, setup_logging
+from evcharging.apps.common import (
+    Parser,
+    bootstrap,
+    count,
+    ident,
+    port_or_any,
+    positive_seconds,
+    run,
+    seconds,
+    setup_logging,
+)
 from evcharging.contracts.events import CpStatus
 from evcharging.contracts.topics import CENTRAL_EVENTS, CP_STATUS
 from evcharging.services.driver import (
@@ -36,7 +45,6 @@ from evcharging.services.driver import (
     Refused,
     Update,
     describe,
-    is_valid_id,
     parse_services,
 )
 
@@ -59,105 +67,76 @@ class DriverSettings:
     web_port: int | None = None
     web_host: str = "127.0.0.1"
     web_max_drivers: int = 20
+    log_level: str = "INFO"
 
 
 # --- settings ------------------------------------------------------------------------------
 
 
-def _seconds(value: str) -> float:
+def _services_file(value: str) -> list[str]:
+    """A services file's CP ids, read as the arguments are (a bad file stops the program)."""
     try:
-        seconds = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {value!r}") from None
-    if seconds < 0:
-        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {value!r}")
-    return seconds
+        return parse_services(Path(value).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"cannot read it: {exc.strerror}") from None
 
 
-def _port(value: str) -> int:
-    if not value.isdigit() or not 0 <= int(value) < 65536:
-        raise argparse.ArgumentTypeError(f"expected a TCP port (0-65535), got {value!r}")
-    return int(value)
-
-
-def _count(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value!r}")
-    return int(value)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> Parser:
+    parser = Parser(
         prog=PROGRAM, description="The driver's app: asks CENTRAL for supplies and follows them."
     )
-    positional(parser, "kafka", "EV_KAFKA", help="Kafka bootstrap HOST:PORT")
-    positional(parser, "driver_id", "EV_DRIVER_ID", help="this driver's id")
-    parser.add_argument(
+    parser.positional("kafka", env="EV_KAFKA", type=bootstrap, help="Kafka bootstrap HOST:PORT")
+    parser.positional("driver_id", env="EV_DRIVER_ID", type=ident, help="this driver's id")
+    parser.option(
         "--file",
-        default=env("EV_DRIVER_FILE"),
-        help="services file: one CP id per line (env EV_DRIVER_FILE)",
+        env="EV_DRIVER_FILE",
+        type=_services_file,
+        help="services file: one CP id per line",
     )
-    parser.add_argument(
-        "--cp", default=env("EV_DRIVER_CP"), help="request one supply at this CP (env EV_DRIVER_CP)"
+    parser.option("--cp", env="EV_DRIVER_CP", type=ident, help="request one supply at this CP")
+    parser.option(
+        "--pause", env="EV_DRIVER_PAUSE", type=seconds, default=4.0, help="seconds between services"
     )
-    parser.add_argument(
-        "--pause",
-        type=_seconds,
-        default=env("EV_DRIVER_PAUSE", "4"),
-        help="seconds between services (env EV_DRIVER_PAUSE, default 4)",
-    )
-    parser.add_argument(
+    parser.option(
         "--answer-timeout",
-        type=_seconds,
-        default=env("EV_DRIVER_ANSWER_TIMEOUT", "10"),
-        help="seconds to wait for CENTRAL's answer (env EV_DRIVER_ANSWER_TIMEOUT, default 10)",
+        env="EV_DRIVER_ANSWER_TIMEOUT",
+        type=positive_seconds,
+        default=10.0,
+        help="seconds to wait for CENTRAL's answer",
     )
-    parser.add_argument(
-        "--no-menu",
-        action="store_true",
-        default=(env("EV_DRIVER_NO_MENU", "") or "").lower() in {"1", "true", "yes"},
-        help="do not read commands from stdin (env EV_DRIVER_NO_MENU=1)",
-    )
+    parser.switch("--no-menu", env="EV_DRIVER_NO_MENU", help="do not read commands from stdin")
     web = parser.add_argument_group("web dashboard (off unless --web-port is given)")
-    web.add_argument(
+    parser.option(
         "--web-port",
-        type=_port,
-        default=env("EV_DRIVER_WEB_PORT"),
-        help="serve the driver dashboard on this port (env EV_DRIVER_WEB_PORT; 0 = any free port)",
+        env="EV_DRIVER_WEB_PORT",
+        type=port_or_any,
+        help="serve the driver dashboard on this port (0 = any free port)",
+        group=web,
     )
-    web.add_argument(
+    parser.option(
         "--web-host",
-        default=env("EV_DRIVER_WEB_HOST", "127.0.0.1"),
-        help="address the dashboard listens on (env EV_DRIVER_WEB_HOST, default 127.0.0.1; "
-        "0.0.0.0 for every interface: the page has no login, anyone who reaches it acts as any driver)",
+        env="EV_DRIVER_WEB_HOST",
+        default="127.0.0.1",
+        help="address the dashboard listens on (0.0.0.0 for every interface: the page has no "
+        "login, anyone who reaches it acts as any driver)",
+        group=web,
     )
-    web.add_argument(
+    parser.option(
         "--web-max-drivers",
-        type=_count,
-        default=env("EV_DRIVER_WEB_MAX_DRIVERS", "20"),
-        help="driver ids this process serves at most, one Kafka reader each "
-        "(env EV_DRIVER_WEB_MAX_DRIVERS, default 20)",
+        env="EV_DRIVER_WEB_MAX_DRIVERS",
+        type=count,
+        default=20,
+        help="driver ids this process serves at most, one Kafka reader each",
+        group=web,
     )
+    parser.log_level_option()
     return parser
 
 
 def parse_settings(argv: Sequence[str] | None = None) -> DriverSettings:
     """Command line > environment > defaults; bad input exits with a message naming it."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        host_port(args.kafka)
-    except argparse.ArgumentTypeError as exc:
-        parser.error(f"KAFKA: {exc}")
-    if not is_valid_id(args.driver_id):
-        parser.error(f"DRIVER_ID: {args.driver_id!r} is not a valid id")
-    services: list[str] = []
-    if args.cp is not None:
-        if not is_valid_id(args.cp):
-            parser.error(f"--cp: {args.cp!r} is not a valid CP id")
-        services.append(args.cp)
-    if args.file is not None:
-        services += _read_services(parser, Path(args.file))
+    args = build_parser().parse_args(argv)
+    services = ([] if args.cp is None else [args.cp]) + (args.file or [])
     return DriverSettings(
         args.kafka,
         args.driver_id,
@@ -168,16 +147,8 @@ def parse_settings(argv: Sequence[str] | None = None) -> DriverSettings:
         args.web_port,
         args.web_host,
         args.web_max_drivers,
+        args.log_level,
     )
-
-
-def _read_services(parser: argparse.ArgumentParser, path: Path) -> list[str]:
-    try:
-        return parse_services(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        parser.error(f"--file: cannot read {path}: {exc.strerror}")
-    except ValueError as exc:
-        parser.error(f"--file {path}: {exc}")
 
 
 # --- Kafka wiring (also for a process serving several drivers, e.g. a web dashboard) --------
@@ -503,7 +474,7 @@ async def drive(s: DriverSettings) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_settings(argv)
-    setup_logging(PROGRAM)
+    setup_logging(PROGRAM, settings.log_level)
     return run(drive(settings))
 
 

@@ -53,15 +53,6 @@ class Child:
     pump: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
-def parse_duration(text: str) -> float:
-    """'40s', '2m', '90' -> seconds."""
-    units = {"s": 1, "m": 60, "h": 3600}
-    text = text.strip().lower()
-    if text and text[-1] in units:
-        return float(text[:-1]) * units[text[-1]]
-    return float(text)
-
-
 def network_data(cps: int, drivers: int) -> tuple[dict[str, object], list[str], list[str]]:
     """The sample network, grown with generated CPs and drivers when more are asked for."""
     data = yaml.safe_load(SAMPLE.read_text(encoding="utf-8"))

@@ -1,8 +1,9 @@
 """``kafka fetch|start|stop|status|topics``: the command-line face of :mod:`kafka_broker`.
 
 Why a separate module: the main CLI only calls :func:`add_kafka_commands`, and the broker module
-stays free of argument parsing.  Options come from the command line, then ``EV_KAFKA_*``
-environment variables, then the defaults of :class:`BrokerConfig`.
+(in ``ops/``) stays free of argument parsing.  Options come from the command line, then
+``EV_KAFKA_*`` environment variables, then the defaults of :class:`BrokerConfig`, by the
+programs' one rule (:class:`evcharging.apps.common.Parser`).
 """
 
 from __future__ import annotations
@@ -10,13 +11,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from aiokafka.errors import KafkaError
 
+from evcharging.apps.common import Parser, path, port, positive_seconds
 from evcharging.ops import kafka_broker
 from evcharging.ops.kafka_broker import BrokerConfig, BrokerError
 
@@ -25,48 +26,29 @@ logger = logging.getLogger(__name__)
 Command = Callable[[argparse.Namespace], int]
 
 
-def _env(name: str, default: str | None) -> str | None:
-    return os.environ.get(name, default)
-
-
-def _common_options() -> argparse.ArgumentParser:
-    """Options shared by every ``kafka`` subcommand (defaults read from the environment)."""
-    parent = argparse.ArgumentParser(add_help=False)
-    opt = parent.add_argument
-    opt(
-        "--host",
-        default=_env("EV_KAFKA_HOST", "127.0.0.1"),
-        help="listen address (EV_KAFKA_HOST; %(default)s)",
-    )
-    opt(
-        "--port",
-        type=int,
-        default=_env("EV_KAFKA_PORT", "9092"),
-        help="broker port (EV_KAFKA_PORT; %(default)s)",
-    )
-    opt(
+def _broker_options(p: Parser) -> None:
+    """Options shared by every ``kafka`` subcommand."""
+    p.option("--host", env="EV_KAFKA_HOST", default="127.0.0.1", help="listen address")
+    p.option("--port", env="EV_KAFKA_PORT", type=port, default=9092, help="broker port")
+    p.option(
         "--controller-port",
-        type=int,
-        default=_env("EV_KAFKA_CONTROLLER_PORT", None),
-        help="KRaft controller port, default port+1 (EV_KAFKA_CONTROLLER_PORT)",
+        env="EV_KAFKA_CONTROLLER_PORT",
+        type=port,
+        help="KRaft controller port, default port+1",
     )
-    opt(
+    p.option(
         "--advertised-host",
-        default=_env("EV_KAFKA_ADVERTISED_HOST", None),
-        help="address clients use, default --host (EV_KAFKA_ADVERTISED_HOST)",
+        env="EV_KAFKA_ADVERTISED_HOST",
+        help="address clients use, default --host",
     )
-    opt(
+    p.option(
         "--data-dir",
-        type=Path,
-        default=_env("EV_KAFKA_DATA_DIR", ".run/kafka"),
-        help="config, pid, log and data (EV_KAFKA_DATA_DIR; %(default)s)",
+        env="EV_KAFKA_DATA_DIR",
+        type=path,
+        default=Path(".run/kafka"),
+        help="config, pid, log and data",
     )
-    opt(
-        "--heap",
-        default=_env("EV_KAFKA_HEAP", "512m"),
-        help="JVM max heap (EV_KAFKA_HEAP; %(default)s)",
-    )
-    return parent
+    p.option("--heap", env="EV_KAFKA_HEAP", default="512m", help="JVM max heap")
 
 
 def _config(args: argparse.Namespace) -> BrokerConfig:
@@ -120,9 +102,8 @@ def _topics(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_kafka_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_kafka_commands(subparsers: argparse._SubParsersAction[Parser]) -> None:
     """Register ``kafka <command>`` on the main CLI's subparsers; each sets ``func=``."""
-    parent = _common_options()
     kafka = subparsers.add_parser("kafka", help="the project's single-node Kafka broker")
     commands = kafka.add_subparsers(dest="kafka_command", required=True)
     specs: list[tuple[str, Command, str, float | None]] = [
@@ -133,7 +114,8 @@ def add_kafka_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentP
         ("topics", _topics, "create the project's topics (idempotent)", None),
     ]
     for name, command, help_text, timeout in specs:
-        sub = commands.add_parser(name, parents=[parent], help=help_text, description=help_text)
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        _broker_options(sub)
         if timeout is not None:
-            sub.add_argument("--timeout", type=float, default=timeout, help="seconds")
+            sub.option("--timeout", type=positive_seconds, default=timeout, help="seconds")
         sub.set_defaults(func=_reporting_errors(command))
