@@ -162,7 +162,7 @@ def test_the_driver_takes_its_menu_switch_from_the_environment(tmp_path: Path, w
     driver = start_driver(tmp_path, word)
     try:
         # The menu's help is its first line, logged before any Kafka client gets to retry.
-        driver.wait_for("Kafka not reachable at 127.0.0.1:1", timeout=30)
+        driver.wait_for("Kafka unreachable at 127.0.0.1:1", timeout=30)
         assert "menu: r CP_ID" not in driver.output()
     finally:
         driver.terminate()
