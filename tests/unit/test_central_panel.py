@@ -295,3 +295,17 @@ def test_snapshot_copies_what_the_drawing_thread_reads() -> None:
     central.messages.append((NOON, "info", "later"))
     assert list(view.messages) == [(NOON, "info", "hello")]
     assert view.now == NOON
+
+
+def test_log_lines_feed_the_messages_area_even_when_logs_go_to_a_file() -> None:
+    """Standard error redirected to a file: lines still go there, and to the panel."""
+    to_file = logging.StreamHandler(io.StringIO())
+    logging.getLogger().addHandler(to_file)
+    try:
+        with TerminalLogCapture() as capture:
+            logging.getLogger("evcharging.test_file").warning("to the file")
+            assert [text for _, _, text in capture.lines()] == ["to the file"]
+            assert capture.take_unprinted() == []
+        assert to_file.stream.getvalue() == "to the file\n"
+    finally:
+        logging.getLogger().removeHandler(to_file)

@@ -3,10 +3,12 @@
 A log line written straight to the terminal between two frames of a live display moves the
 cursor under the display's feet: the next frame then starts one line too low, leaving a stale copy
 of its top line behind and drawing over the log line. So, for as long as the panel is shown, every
-handler that writes to a terminal is set aside; its records are kept here, for the panel to show
-in its messages area and to print above itself (formatted by the handler that was set aside, so
-the terminal's scrollback reads as without the panel). When the panel closes the handlers return,
-and whatever the panel had not printed yet is written through them.
+handler that writes to a terminal is set aside; its records are kept here, for the panel to print
+above itself (formatted by the handler that was set aside, so the terminal's scrollback reads as
+without the panel). Every record that reaches the root logger is also kept for the panel's
+messages area, wherever else it goes (e.g. to a file when standard error is redirected). When the
+panel closes the handlers return, and whatever the panel had not printed yet is written through
+them.
 """
 
 from __future__ import annotations
@@ -48,8 +50,13 @@ class TerminalLogCapture(logging.Handler):
         self._unprinted: list[logging.LogRecord] = []
         self._unprinted_lock = threading.Lock()
         self._set_aside: list[tuple[logging.Logger, logging.Handler]] = []
+        self._attached: list[logging.Logger] = []
+        self._last: logging.LogRecord | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
+        if record is self._last:  # reached through two loggers this handler is attached to
+            return
+        self._last = record
         self._recent.append(_line(record))
         with self._unprinted_lock:
             self._unprinted.append(record)
@@ -66,17 +73,19 @@ class TerminalLogCapture(logging.Handler):
         return [h.format(r) for r in records for h in self._handlers_for(r) if h.filter(r)]
 
     def __enter__(self) -> TerminalLogCapture:
+        root = logging.getLogger()
         for logger in _loggers():
             terminal = [h for h in logger.handlers if _writes_to_terminal(h)]
             for handler in terminal:
                 logger.removeHandler(handler)
                 self._set_aside.append((logger, handler))
-            if terminal:
+            if terminal or logger is root:  # the root's records feed the panel in any case
                 logger.addHandler(self)
+                self._attached.append(logger)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for logger in {id(lg): lg for lg, _ in self._set_aside}.values():
+        for logger in self._attached:
             logger.removeHandler(self)
         for logger, handler in self._set_aside:
             logger.addHandler(handler)
@@ -86,6 +95,7 @@ class TerminalLogCapture(logging.Handler):
             for handler in self._handlers_for(record):
                 handler.handle(record)
         self._set_aside.clear()
+        self._attached.clear()
 
     def _handlers_for(self, record: logging.LogRecord) -> list[logging.Handler]:
         """The set-aside handlers that would have taken `record`, as logging itself picks them."""
