@@ -1,17 +1,82 @@
-"""The terminal panel renders every CP state with its caption (not only a colour) and the figures."""
+"""The terminal panel: every CP state with its caption and figures, laid out for the terminal's size
+(one line per CP at 80x24, tiles when roomy), never taller than the screen; log lines reach the
+terminal only through the panel, so nothing is left stale between frames."""
 
 from __future__ import annotations
 
+import io
+import logging
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
+import pyte
+import pytest
 from rich.console import Console
 
-from evcharging.adapters.tui.central_panel import render
+from evcharging.adapters.db.seed import load_seed_file, seed
+from evcharging.adapters.tui.central_panel import (
+    TITLE,
+    CentralPanel,
+    MonitoringPanel,
+    render,
+    snapshot,
+)
+from evcharging.adapters.tui.log_capture import TerminalLogCapture
 from evcharging.contracts import events as ev
 from evcharging.services.central import CentralService
 from tests.support.builders import a_cp, a_driver, a_repo
 from tests.support.fakes import RecordingPublisher
+from tests.support.waiting import eventually
+
+SAMPLE = Path(__file__).resolve().parents[2] / "src" / "evcharging" / "data" / "sample_network.yaml"
+NOON = datetime(2026, 11, 27, 12, tzinfo=UTC)
+
+
+def frame(panel: MonitoringPanel, width: int, height: int) -> list[str]:
+    console = Console(record=True, width=width, height=height, color_system=None)
+    console.print(panel)
+    return console.export_text().splitlines()
+
+
+async def busy_central(cp_count: int | None = None, requests: int = 2) -> CentralService:
+    """The sample network (or `cp_count` CPs) with one CP supplying, one reserved, one stopped,
+    one faulted, some connected and some not."""
+    repo = a_repo()
+    if cp_count is None:
+        seed(repo, load_seed_file(SAMPLE))
+    else:
+        for n in range(cp_count):
+            a_cp(repo, f"CP{n:03}", location=f"Town {n}")
+    for n in range(max(requests, 6)):
+        a_driver(repo, f"D{n:03}", balance="100.00")
+    central = CentralService(repo, RecordingPublisher(), now=lambda: NOON)
+    await central.load()
+    ids = list(central.cps)
+    for cp in ids[: len(ids) * 2 // 3]:
+        await central.monitor_auth(cp, object())
+    for n in range(min(requests, len(ids) // 2)):
+        await central.on_authorization_request(
+            ev.AuthorizationRequest(driver_id=f"D{n:03}", cp_id=ids[n])
+        )
+    session = central.cps[ids[0]].session
+    if session is not None:
+        await central.on_telemetry(
+            ev.CpTelemetry(
+                cp_id=ids[0],
+                session_id=session.session_id,
+                driver_id="D000",
+                seq=1,
+                kw=Decimal("22"),
+                energy_kwh=Decimal("1.500"),
+                amount_eur=Decimal("0.60"),
+            )
+        )
+    await central.stop_cp(ids[len(ids) // 2])
+    await central.simulate_error(ids[len(ids) // 2 + 1])
+    return central
 
 
 async def test_panel_shows_tiles_requests_and_messages() -> None:
@@ -19,9 +84,7 @@ async def test_panel_shows_tiles_requests_and_messages() -> None:
     for cp in ("CP1", "CP2", "CP3", "CP4"):
         a_cp(repo, cp, location=f"Alicante {cp}")
     a_driver(repo, "D1")
-    central = CentralService(
-        repo, RecordingPublisher(), now=lambda: datetime(2026, 11, 27, 12, tzinfo=UTC)
-    )
+    central = CentralService(repo, RecordingPublisher(), now=lambda: NOON)
     await central.load()
     for cp in ("CP1", "CP2", "CP3"):
         await central.monitor_auth(cp, object())
@@ -40,10 +103,10 @@ async def test_panel_shows_tiles_requests_and_messages() -> None:
     )
     await central.stop_cp("CP2")
     await central.simulate_error("CP3")
-    console = Console(record=True, width=140, color_system=None)
-    console.print(render(central))
-    text = console.export_text()
+    text = "\n".join(frame(render(central), 140, 45))
+    assert "╭" in text, "a roomy terminal shows tiles"
     for expected in (
+        TITLE,
         "CP1",
         "Suministrando",
         "22 kW",
@@ -53,8 +116,196 @@ async def test_panel_shows_tiles_requests_and_messages() -> None:
         "Out of Order",
         "Averiado",
         "Desconectado",
-        "ON-GOING DRIVERS REQUESTS",
-        "APLICATION MESSAGES",
-        "AUTHORISED driver D1",
+        "*** ON-GOING DRIVERS REQUESTS ***",
+        "*** APPLICATION MESSAGES ***",
+        "12:00:00 UTC AUTHORISED driver D1",
     ):
         assert expected in text, expected
+    assert "APLICATION" not in text
+
+
+async def test_at_80x24_every_cp_of_the_sample_is_one_line_with_requests_and_messages() -> None:
+    central = await busy_central()
+    lines = frame(render(central), 80, 24)
+    assert len(lines) == 24
+    assert all(len(line) <= 80 for line in lines)
+    text = "\n".join(lines)
+    for cp in central.cps:
+        assert sum(line.startswith(cp) for line in lines) == 1, cp
+    supplying = next(line for line in lines if "Suministrando" in line)
+    assert "ALC01" in supplying
+    for figure in ("0.35 €/kWh", "22 kW", "1.500 kWh", "0.53 €", "driver D000"):
+        assert figure in supplying, figure
+    assert "reserved: driver D001" in next(line for line in lines if line.startswith("ALC02"))
+    for expected in ("Out of Order", "Averiado", "Desconectado", "Alicante - Playa San Juan"):
+        assert expected in text, expected
+    at = lines.index(next(line for line in lines if "ON-GOING DRIVERS REQUESTS" in line))
+    assert lines[at + 1].split() == ["DATE", "START", "TIME", "User", "ID", "CP", "STATUS"]
+    assert lines[at + 2].split() == ["2026-11-27", "12:00:00", "UTC", "D000", "ALC01", "supplying"]
+    assert "APPLICATION MESSAGES" in text
+    assert "WARNING CP MAD02 error simulated" in lines[-1], "the newest message is at the bottom"
+
+
+@pytest.mark.parametrize(
+    ("width", "height"), [(80, 24), (150, 45), (100, 30), (60, 15), (40, 8), (20, 5)]
+)
+async def test_a_frame_fills_the_terminal_exactly_whatever_there_is_to_show(
+    width: int, height: int
+) -> None:
+    central = await busy_central(cp_count=40, requests=15)
+    for n in range(50):
+        central.messages.append((NOON, "info", f"message {n} " + "long words " * (n % 12)))
+    lines = frame(render(central), width, height)
+    assert len(lines) == height
+    assert all(len(line) <= width for line in lines)
+    assert TITLE in lines[0] or width < len(TITLE)
+
+
+async def test_cps_that_do_not_fit_are_counted_and_the_other_sections_keep_their_lines() -> None:
+    central = await busy_central(cp_count=40, requests=15)
+    lines = frame(render(central), 80, 24)
+    text = "\n".join(lines)
+    shown = sum(line.startswith("CP0") for line in lines)
+    assert f"+{40 - shown} more CPs" in text
+    assert shown >= 10
+    requests = sum(line.startswith("2026-11-27") for line in lines)
+    assert requests >= 2
+    assert f"+{15 - requests} more requests" in text
+    assert "WARNING CP CP021 error simulated" in lines[-1]
+
+
+async def test_long_messages_wrap_and_the_newest_stays_visible() -> None:
+    central = await busy_central()
+    central.messages.append((NOON, "warning", "a very long warning " * 8 + "THE END"))
+    lines = frame(render(central), 80, 24)
+    assert lines[-1].rstrip().endswith("THE END")
+    assert "12:00:00 UTC WARNING a very long warning" in "\n".join(lines)
+
+
+async def test_with_no_requests_the_table_says_so() -> None:
+    central = await busy_central(requests=0)
+    assert "no ongoing requests" in "\n".join(frame(render(central), 80, 24))
+
+
+# --- the live display -------------------------------------------------------------------
+
+
+class EmulatedTerminal(io.TextIOBase):
+    """What a console writes, fed into a pyte screen that keeps what scrolls off its top."""
+
+    def __init__(self, cols: int, rows: int) -> None:
+        self.screen = pyte.HistoryScreen(cols, rows, history=1000)
+        self._stream = pyte.Stream(self.screen)
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            self._stream.feed(text.replace("\n", "\r\n"))  # as a tty's ONLCR does
+        return len(text)
+
+    def isatty(self) -> bool:
+        return True
+
+    def text(self) -> str:
+        with self._lock:
+            return "\n".join(line.rstrip() for line in self.screen.display)
+
+    def scrolled_off(self) -> str:
+        with self._lock:
+            rows = [
+                "".join(row[x].data for x in range(self.screen.columns))
+                for row in self.screen.history.top
+            ]
+        return "\n".join(row.rstrip() for row in rows)
+
+
+class TtyLog(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def terminal_log_handler() -> Iterator[logging.StreamHandler[TtyLog]]:
+    """A log handler writing to 'the terminal', as logging.basicConfig sets one up."""
+    handler = logging.StreamHandler(TtyLog())
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    yield handler
+    logging.getLogger().removeHandler(handler)
+
+
+async def test_log_lines_go_into_the_panel_and_above_it_never_between_frames(
+    terminal_log_handler: logging.StreamHandler[TtyLog],
+) -> None:
+    central = await busy_central()
+    term = EmulatedTerminal(80, 24)
+    console = Console(file=term, force_terminal=True, width=80, height=24, color_system="256")
+    written_before = terminal_log_handler.stream.getvalue()
+    with CentralPanel(central, console, refresh_per_second=20):
+        assert terminal_log_handler not in logging.getLogger().handlers
+        for cp in ("MAD01", "MAD02", "MAD03"):
+            await central.stop_cp(cp)
+            await eventually(
+                lambda cp=cp: f"CP {cp} stopped by Central" in term.text(), what=f"{cp} stopped"
+            )
+        logging.getLogger("evcharging.elsewhere").warning("Kafka is unreachable")
+        await eventually(
+            lambda: "WARNING Kafka is unreachable" in term.text(),
+            what="the warning in the messages area",
+        )
+        screen = term.text()
+        assert screen.count(TITLE) == 1
+        assert all(cp in screen for cp in central.cps)
+        await eventually(
+            lambda: "evcharging.elsewhere: Kafka is unreachable" in term.scrolled_off(),
+            what="the log line printed above the panel",
+        )
+    assert terminal_log_handler in logging.getLogger().handlers
+    assert terminal_log_handler.stream.getvalue() == written_before, "nothing went past the panel"
+    assert "INFO evcharging.services.central: CP MAD03 stopped" in term.scrolled_off()
+
+
+def test_log_capture_sets_aside_only_terminal_handlers_and_gives_back_what_it_kept() -> None:
+    logger = logging.getLogger("evcharging.test_capture")
+    logger.propagate = False
+    to_terminal, to_file = logging.StreamHandler(TtyLog()), logging.StreamHandler(io.StringIO())
+    logger.addHandler(to_terminal)
+    logger.addHandler(to_file)
+    try:
+        with TerminalLogCapture() as capture:
+            logger.warning("first")
+            assert capture.take_unprinted() == ["first"]
+            logger.warning("second")
+            assert [text for _, _, text in capture.lines()] == ["first", "second"]
+            assert to_terminal not in logger.handlers
+        assert to_terminal in logger.handlers
+        assert to_terminal.stream.getvalue() == "second\n", "what was not printed is written"
+        assert to_file.stream.getvalue() == "first\nsecond\n"
+    finally:
+        logger.removeHandler(to_terminal)
+        logger.removeHandler(to_file)
+        logger.propagate = True
+
+
+def test_snapshot_copies_what_the_drawing_thread_reads() -> None:
+    repo = a_repo()
+    a_cp(repo, "CP1")
+    central = CentralService(repo, RecordingPublisher(), now=lambda: NOON)
+    view = snapshot(central, [(NOON, "info", "hello")], now=NOON)
+    central.messages.append((NOON, "info", "later"))
+    assert list(view.messages) == [(NOON, "info", "hello")]
+    assert view.now == NOON
+
+
+def test_log_lines_feed_the_messages_area_even_when_logs_go_to_a_file() -> None:
+    """Standard error redirected to a file: lines still go there, and to the panel."""
+    to_file = logging.StreamHandler(io.StringIO())
+    logging.getLogger().addHandler(to_file)
+    try:
+        with TerminalLogCapture() as capture:
+            logging.getLogger("evcharging.test_file").warning("to the file")
+            assert [text for _, _, text in capture.lines()] == ["to the file"]
+            assert capture.take_unprinted() == []
+        assert to_file.stream.getvalue() == "to the file\n"
+    finally:
+        logging.getLogger().removeHandler(to_file)

@@ -221,6 +221,8 @@ async def _serve(cfg: CentralSettings, http_socket: socket.socket) -> int:
 
 
 def _panel(service: CentralService, ui: str) -> contextlib.AbstractContextManager[object] | None:
+    """The live panel, or None for plain log lines. While the panel is shown, log lines reach the
+    terminal only through it (above it, and in its messages area): docs/terminal-panel.md."""
     if ui == "plain" or (ui == "auto" and not sys.stdout.isatty()):
         return None
     from evcharging.adapters.tui.central_panel import live_panel
