@@ -30,9 +30,9 @@ def off_this_thread(action, *args):  # type: ignore[no-untyped-def]
 
 
 def test_a_broker_outage_is_said_once_per_program_and_shown_on_both_pages(
-    network: Network, browser: Browser
+    network_own_broker: Network, browser: Browser
 ) -> None:
-    net = network
+    net = network_own_broker
     central = net.central()
     engine, monitor = net.charging_point("ALC01", "--auto-plug", "--supply-seconds", "45")
     web = free_port()

@@ -243,8 +243,8 @@ def test_central_stopped_mid_supply_recovers_and_bills_once(
     )
 
 
-def test_kafka_stopped_10_s_mid_supply_loses_nothing(network: Network) -> None:
-    net = network
+def test_kafka_stopped_10_s_mid_supply_loses_nothing(network_own_broker: Network) -> None:
+    net = network_own_broker
     net.central()
     net.charging_point("ALC01", "--auto-plug", "--supply-seconds", "16")
     driver, _ = supplying(net, "D001", "ALC01")
@@ -317,8 +317,8 @@ def test_duplicated_events_never_change_a_balance_twice(network: Network) -> Non
     assert stops
     # The same events again (same event_id), and the same unplug / stop sent anew (new event_id).
     fresh = [json.dumps({**json.loads(m), "event_id": str(uuid4())}).encode() for m in ends + stops]
-    injected = [("cp-events", "ALC01", m) for m in ends * 2 + fresh[: len(ends)]]
-    injected += [("driver-events", "D002", m) for m in stops * 2 + fresh[len(ends) :]]
+    injected = [(CP_EVENTS.name, "ALC01", m) for m in ends * 2 + fresh[: len(ends)]]
+    injected += [(DRIVER_EVENTS.name, "D002", m) for m in stops * 2 + fresh[len(ends) :]]
     asyncio.run(_produce(net.kafka, injected))
     marker = net.driver("D003", "--cp", "NOPE", name="marker")  # handled after the duplicates
     marker.wait_for("DENIED driver=D003 cp=NOPE")
@@ -352,27 +352,31 @@ def test_garbage_on_every_input_is_logged_and_changes_nothing(network: Network) 
         "amount_eur": "1",
     }
     garbage = [
-        ("driver-events", "D001", b"{not json"),
-        ("driver-events", "D001", json.dumps({"event_type": "FLY_TO_MOON"}).encode()),
+        (DRIVER_EVENTS.name, "D001", b"{not json"),
+        (DRIVER_EVENTS.name, "D001", json.dumps({"event_type": "FLY_TO_MOON"}).encode()),
         (
-            "driver-events",
+            DRIVER_EVENTS.name,
             "D001",
             json.dumps({"event_type": "AUTHORIZATION_REQUEST", "driver_id": 7}).encode(),
         ),
-        ("driver-events", "GHOST", ev.ChargingStopped(driver_id="GHOST", cp_id="ALC01").to_bytes()),
-        ("cp-events", "ALC01", json.dumps({**telemetry, "energy_kwh": "-5"}).encode()),
-        ("cp-events", "ALC01", json.dumps({**telemetry, "energy_kwh": "99999"}).encode()),
         (
-            "cp-events",
+            DRIVER_EVENTS.name,
+            "GHOST",
+            ev.ChargingStopped(driver_id="GHOST", cp_id="ALC01").to_bytes(),
+        ),
+        (CP_EVENTS.name, "ALC01", json.dumps({**telemetry, "energy_kwh": "-5"}).encode()),
+        (CP_EVENTS.name, "ALC01", json.dumps({**telemetry, "energy_kwh": "99999"}).encode()),
+        (
+            CP_EVENTS.name,
             "ALC01",
             json.dumps({**telemetry, "energy_kwh": "1.5"}).encode(),
         ),  # unknown session
         (
-            "cp-events",
+            CP_EVENTS.name,
             "NOPE",
             json.dumps({**telemetry, "cp_id": "NOPE", "energy_kwh": "1"}).encode(),
         ),
-        ("cp-events", "ALC01", b"\xff\xfe binary"),
+        (CP_EVENTS.name, "ALC01", b"\xff\xfe binary"),
     ]
     asyncio.run(_produce(net.kafka, garbage))
     with socket.create_connection(("127.0.0.1", net.central_port), timeout=5) as s:

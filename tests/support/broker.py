@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from evcharging.contracts import topics
 from evcharging.ops import kafka_broker
 from tests.support.ports import free_port
 
@@ -24,3 +26,14 @@ def running_broker(data_dir: Path, port: int | None = None) -> Iterator[kafka_br
         yield cfg
     finally:
         kafka_broker.stop(cfg)
+
+
+@contextmanager
+def in_namespace(bootstrap: str, namespace: str) -> Iterator[None]:
+    """This test process uses `namespace` (and its topics exist) until the block ends."""
+    topics.set_namespace(namespace)
+    try:
+        asyncio.run(kafka_broker.create_topics(bootstrap))
+        yield
+    finally:
+        topics.set_namespace("")

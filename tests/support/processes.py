@@ -94,13 +94,20 @@ class Network:
     http_port: int = 0
     engine_ports: dict[str, int] = field(default_factory=dict)
     broker: Any = None  # the BrokerConfig, for tests that stop and restart Kafka
+    namespace: str = ""  # the Kafka namespace every program of this network uses
 
     def start(
         self, name: str, *args: str, env: dict[str, str] | None = None, netns: str | None = None
     ) -> Proc:
         log = self.workdir / f"{name}.log"
         handle = log.open("ab")
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "EV_LOG_LEVEL": "INFO", **(env or {})}
+        full_env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "EV_LOG_LEVEL": "INFO",
+            "EV_KAFKA_NAMESPACE": self.namespace,
+            **(env or {}),
+        }
         prefix = ["ip", "netns", "exec", netns] if netns else []
         popen = subprocess.Popen(
             [*prefix, str(BIN / args[0]), *args[1:]],

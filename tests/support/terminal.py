@@ -123,6 +123,8 @@ def central_in_terminal(network: Network, cols: int, rows: int, *extra: str) -> 
         str(SAMPLE),
         "--group-id",
         f"central-{network.workdir.name}",
+        "--kafka-namespace",
+        network.namespace,
         *extra,
     ]
     terminal = Terminal(argv, cols, rows, network.workdir, log)

@@ -41,7 +41,7 @@ from evcharging.contracts.events import (
     SupplyStarted,
     set_default_source,
 )
-from evcharging.contracts.topics import CP_EVENTS, DRIVER_EVENTS
+from evcharging.contracts.topics import CP_EVENTS, DRIVER_EVENTS, set_namespace
 from evcharging.services.central import CentralService
 
 log = logging.getLogger("evcharging.central")
@@ -62,6 +62,7 @@ class CentralSettings:
     seed_file: Path | None
     ui: str
     log_level: str = "INFO"
+    kafka_namespace: str = ""  # several networks on one Kafka cluster
 
 
 def build_parser() -> Parser:
@@ -105,6 +106,7 @@ def build_parser() -> Parser:
         default="auto",
         help="live panel, or plain log lines (auto: panel on a terminal)",
     )
+    p.kafka_namespace_option()
     p.log_level_option()
     return p
 
@@ -126,6 +128,7 @@ def parse_args(argv: list[str] | None = None) -> CentralSettings:
         seed_file=a.seed,
         ui=a.ui,
         log_level=a.log_level,
+        kafka_namespace=a.kafka_namespace,
     )
 
 
@@ -233,6 +236,7 @@ def _panel(service: CentralService, ui: str) -> contextlib.AbstractContextManage
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     setup_logging("EV_Central", cfg.log_level)
+    set_namespace(cfg.kafka_namespace)
     return run(serve(cfg))
 
 

@@ -25,6 +25,7 @@ from pydantic import TypeAdapter, ValidationError
 from evcharging.adapters.kafka.watch import quiet_client_logs
 from evcharging.adapters.listening import CannotListen
 from evcharging.contracts.events import Id
+from evcharging.contracts.topics import NAMESPACE_RULE
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +194,12 @@ def log_level(value: str) -> str:
     return level
 
 
+def kafka_namespace(value: str) -> str:
+    if not NAMESPACE_RULE.match(value.strip()):
+        raise ValueError("expected 0-40 of A-Z a-z 0-9 _ -")
+    return value.strip()
+
+
 # --- the parser ---------------------------------------------------------------------------------
 
 
@@ -293,6 +300,17 @@ class Parser(argparse.ArgumentParser):
             help=_help(help, env, None),
         )
         self._sources[name] = _Source(label, env, type, None)
+
+    def kafka_namespace_option(self) -> None:
+        self.option(
+            "--kafka-namespace",
+            env="EV_KAFKA_NAMESPACE",
+            type=kafka_namespace,
+            default="",
+            metavar="NAME",
+            help="run as the network NAME on a shared Kafka cluster: topics and consumer groups "
+            "are named NAME.<topic> (empty: the plain network)",
+        )
 
     def log_level_option(self) -> None:
         self.option(

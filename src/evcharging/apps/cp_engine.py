@@ -51,7 +51,7 @@ from evcharging.contracts.events import (
     StopSupply,
     SupplyAuthorised,
 )
-from evcharging.contracts.topics import CP_COMMANDS
+from evcharging.contracts.topics import CP_COMMANDS, set_namespace
 from evcharging.services.engine import EngineConfig, EngineService
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,7 @@ class EngineSettings:
     monitor_timeout: float = 3.0
     menu: bool = True
     log_level: str = "INFO"
+    kafka_namespace: str = ""  # several networks on one Kafka cluster
 
     def engine_config(self) -> EngineConfig:
         return EngineConfig(
@@ -332,6 +333,7 @@ def parse_args(argv: list[str] | None = None) -> EngineSettings:
         help="the Monitor link is alive this long after its last HEALTH",
     )
     p.switch("--no-menu", env="EV_ENGINE_NO_MENU", help="no keys from stdin (unattended runs)")
+    p.kafka_namespace_option()
     p.log_level_option()
     args = p.parse_args(argv)
     return EngineSettings(
@@ -346,12 +348,14 @@ def parse_args(argv: list[str] | None = None) -> EngineSettings:
         monitor_timeout=args.monitor_timeout,
         menu=not args.no_menu,
         log_level=args.log_level,
+        kafka_namespace=args.kafka_namespace,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     settings = parse_args(argv)
     setup_logging("EV_CP_E", settings.log_level)
+    set_namespace(settings.kafka_namespace)
     log.info(
         "Engine starting: Kafka %s, Monitor link %s:%s, %s kW, speedup x%s, state in %s",
         settings.kafka,

@@ -38,7 +38,7 @@ from evcharging.apps.common import (
     setup_logging,
 )
 from evcharging.contracts.events import CpStatus
-from evcharging.contracts.topics import CENTRAL_EVENTS, CP_STATUS
+from evcharging.contracts.topics import CENTRAL_EVENTS, CP_STATUS, set_namespace
 from evcharging.services.driver import (
     DriverService,
     Kind,
@@ -68,6 +68,7 @@ class DriverSettings:
     web_host: str = "127.0.0.1"
     web_max_drivers: int = 20
     log_level: str = "INFO"
+    kafka_namespace: str = ""  # several networks on one Kafka cluster
 
 
 # --- settings ------------------------------------------------------------------------------
@@ -129,6 +130,7 @@ def build_parser() -> Parser:
         help="driver ids this process serves at most, one Kafka reader each",
         group=web,
     )
+    parser.kafka_namespace_option()
     parser.log_level_option()
     return parser
 
@@ -148,6 +150,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> DriverSettings:
         args.web_host,
         args.web_max_drivers,
         args.log_level,
+        args.kafka_namespace,
     )
 
 
@@ -475,6 +478,7 @@ async def drive(s: DriverSettings) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_settings(argv)
     setup_logging(PROGRAM, settings.log_level)
+    set_namespace(settings.kafka_namespace)
     return run(drive(settings))
 
 

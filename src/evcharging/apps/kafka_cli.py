@@ -18,6 +18,7 @@ from pathlib import Path
 from aiokafka.errors import KafkaError
 
 from evcharging.apps.common import Parser, path, port, positive_seconds
+from evcharging.contracts.topics import set_namespace
 from evcharging.ops import kafka_broker
 from evcharging.ops.kafka_broker import BrokerConfig, BrokerError
 
@@ -98,6 +99,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _topics(args: argparse.Namespace) -> int:
+    set_namespace(args.kafka_namespace)  # another network's topics on the same broker
     asyncio.run(kafka_broker.create_topics(_config(args).bootstrap))
     return 0
 
@@ -118,4 +120,6 @@ def add_kafka_commands(subparsers: argparse._SubParsersAction[Parser]) -> None:
         _broker_options(sub)
         if timeout is not None:
             sub.option("--timeout", type=positive_seconds, default=timeout, help="seconds")
+        if name == "topics":
+            sub.kafka_namespace_option()
         sub.set_defaults(func=_reporting_errors(command))

@@ -7,15 +7,38 @@ Driver) read only the partition their key hashes to, never the whole topic.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+NAMESPACE_RULE = re.compile(r"^[A-Za-z0-9_-]{0,40}$")
+_prefix = ""
+
+
+def set_namespace(namespace: str) -> None:
+    """Several networks on one Kafka cluster (tests, a staging network beside production): every
+    topic and consumer group of this process is then named `NAMESPACE.<name>`. Set once by a
+    program's main (`--kafka-namespace`, env EV_KAFKA_NAMESPACE); "" is the plain network."""
+    global _prefix
+    if not NAMESPACE_RULE.match(namespace):
+        raise ValueError(f"a Kafka namespace is 0-40 of A-Z a-z 0-9 _ -, got {namespace!r}")
+    _prefix = f"{namespace}." if namespace else ""
+
+
+def namespaced(name: str) -> str:
+    """A topic's or consumer group's name in this process's namespace."""
+    return _prefix + name
 
 
 @dataclass(frozen=True, slots=True)
 class Topic:
-    name: str
+    base: str  # the name in the plain network; `name` is the one to use
     partitions: int
     compacted: bool = False
     doc: str = ""
+
+    @property
+    def name(self) -> str:
+        return _prefix + self.base
 
 
 DRIVER_EVENTS = Topic(

@@ -21,7 +21,7 @@ from evcharging.adapters.kafka.publisher import PendingAcks
 from evcharging.adapters.kafka.retry import describe, failure_level, start_with_retry
 from evcharging.adapters.kafka.router import EventRouter
 from evcharging.contracts.events import BadEvent, Event, parse_event
-from evcharging.contracts.topics import Topic
+from evcharging.contracts.topics import Topic, namespaced
 
 log = logging.getLogger(__name__)
 
@@ -88,14 +88,14 @@ class EventConsumer:
         if bool(topics) == bool(keyed):
             raise ValueError("give either topics (subscription) or keyed reads, not both")
         self.bootstrap = bootstrap
-        self.group_id = group_id
+        self.group_id = namespaced(group_id) if group_id else None
         self.router = router
         self._topics = list(topics)
         self._keyed = list(keyed)
         self._offset_reset = offset_reset
         self._start_at = dict(start_at or {})
         self._on_error_cb = on_error
-        self._static_member = static_member
+        self._static_member = namespaced(static_member) if static_member else None
         self._committing: asyncio.Future[None] | None = None
         self._due: dict[TopicPartition, int] = {}  # settled, not yet committed
         self._last_commit = 0.0
