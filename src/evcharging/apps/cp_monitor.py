@@ -2,9 +2,11 @@
 
     EV_CP_M ENGINE_HOST:PORT CENTRAL_HOST:PORT CP_ID [--location TEXT] [--price P]
             [--interval 1.0] [--timeout 1.0] [--max-backoff 5.0] [--denied-retry 10.0]
+            [--summary-every 30]
 
 Thin main: arguments -> settings -> the Monitor service and its two link loops (Central, Engine),
-each owning its own connection, run side by side until the program is stopped.
+each owning its own connection, run side by side until the program is stopped.  The terminal gets
+a status line on every change (from the service) and a summary every `--summary-every` seconds.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class MonitorSettings:
     location: str = ""
     price: str = ""  # empty: Central's database knows the price
     timing: Timing = field(default_factory=Timing)
+    summary_every: float = 30.0  # seconds between summaries; 0 = none
 
 
 class MonitorApp:
@@ -67,6 +70,18 @@ class MonitorApp:
             asyncio.create_task(self.engine_link.run(), name="EV_CP_M engine-link"),
             asyncio.create_task(self.central_link.run(), name="EV_CP_M central-link"),
         ]
+        if self.settings.summary_every > 0:
+            self._tasks.append(asyncio.create_task(self._summaries(), name="EV_CP_M summaries"))
+
+    async def _summaries(self) -> None:
+        """Steady state prints nothing per second: this line shows the Monitor is alive."""
+        loop = asyncio.get_running_loop()
+        last = loop.time()
+        while True:
+            await asyncio.sleep(self.settings.summary_every)
+            now = loop.time()
+            log.info("%s", self.service.summary_line(now - last))
+            last = now
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -95,6 +110,16 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    return value
+
+
+def _seconds_or_off(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (0 = off), got {text!r}")
     return value
 
 
@@ -141,6 +166,7 @@ def parse_args(argv: list[str] | None = None) -> MonitorSettings:
     _flag(p, "--timeout", "EV_MONITOR_TIMEOUT", "1.0", type=seconds)
     _flag(p, "--max-backoff", "EV_MONITOR_MAX_BACKOFF", "5.0", type=seconds)
     _flag(p, "--denied-retry", "EV_MONITOR_DENIED_RETRY", "10.0", type=seconds)
+    _flag(p, "--summary-every", "EV_MONITOR_SUMMARY_EVERY", "30", type=_seconds_or_off)
     args = p.parse_args(argv)
     if args.engine is None or args.central is None or args.cp_id is None:
         p.error("ENGINE_HOST:PORT, CENTRAL_HOST:PORT and CP_ID are required")
@@ -151,6 +177,7 @@ def parse_args(argv: list[str] | None = None) -> MonitorSettings:
         location=args.location,
         price=args.price,
         timing=Timing(args.interval, args.timeout, args.max_backoff, args.denied_retry),
+        summary_every=args.summary_every,
     )
 
 
