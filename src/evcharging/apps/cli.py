@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from evcharging.adapters.db.seed import SeedError, load_seed_file, seed
@@ -48,12 +49,12 @@ def _docs_events(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     import asyncio
 
-    from evcharging.ops.demo import Demo, DemoConfig, parse_duration
+    from evcharging.ops.demo import Demo, DemoConfig
 
     cfg = DemoConfig(
         cps=args.cps,
         drivers=args.drivers,
-        duration=parse_duration(args.for_) if args.for_ else None,
+        duration=args.for_,
         host=args.host,
         kafka_port=args.kafka_port,
         central_port=args.central_port,
@@ -64,6 +65,27 @@ def _demo(args: argparse.Namespace) -> int:
         workdir=Path(args.workdir),
     )
     return asyncio.run(Demo(cfg).run())
+
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        if not text.isdigit() or int(text) < minimum:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}")
+        return int(text)
+
+    return parse
+
+
+def _duration(text: str) -> float:
+    from evcharging.ops.demo import parse_duration
+
+    try:
+        seconds = parse_duration(text)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"expected a duration like 40s, 5m or 1h, got {text!r}")
+    return seconds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,11 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("file", nargs="?", help=f"YAML or JSON file (default: {SAMPLE.name})")
         cmd.set_defaults(func=func)
     demo = sub.add_parser("demo", help="run a whole network on this machine until Ctrl+C")
-    demo.add_argument("--cps", type=int, default=5, help="charging points (Monitor + Engine each)")
     demo.add_argument(
-        "--drivers", type=int, default=3, help="drivers, each running a services file"
+        "--cps", type=_at_least(1), default=5, help="charging points (Monitor + Engine each)"
     )
-    demo.add_argument("--for", dest="for_", metavar="DURATION", help="stop after e.g. 40s or 5m")
+    demo.add_argument(
+        "--drivers", type=_at_least(0), default=3, help="drivers, each on its own CPs"
+    )
+    demo.add_argument(
+        "--for", dest="for_", type=_duration, metavar="DURATION", help="stop after e.g. 40s or 5m"
+    )
     demo.add_argument("--host", default=env("EV_DEMO_HOST", "127.0.0.1"))
     demo.add_argument("--kafka-port", type=int, default=9092)
     demo.add_argument("--central-port", type=int, default=7000)

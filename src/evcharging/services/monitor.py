@@ -237,21 +237,23 @@ class MonitorService:
         )
 
     def summary_line(self, seconds: float) -> str:
-        """What happened since the last summary (`seconds` ago), and the state now."""
+        """What happened since the last summary (`seconds` ago); the state too when it is bad."""
         now = self.counts
         d, self._summarised = now.minus(self._summarised), now
-        checks = f"health checks {d.checks_ok}/{d.checks} OK"
+        line = (
+            f"cp={self.cp_id} last {seconds:.0f}s: heartbeats {d.hb_answered}/{d.hb_sent} "
+            f"answered, health checks {d.checks_ok}/{d.checks} OK"
+        )
         problems = [
             f"{n} {what}"
             for n, what in ((d.checks_ko, "KO"), (d.checks_unanswered, "unanswered"))
             if n
         ]
         if problems:
-            checks += f" ({', '.join(problems)})"
-        return (
-            f"cp={self.cp_id} last {seconds:.0f}s: heartbeats {d.hb_answered}/{d.hb_sent} "
-            f"answered, {checks} · {self.engine_text()} · {self.central_text()}"
-        )
+            line += f" ({', '.join(problems)})"
+        if self.troubled:
+            line += f" · {self.engine_text()} · {self.central_text()}"
+        return line
 
     def _announce(self) -> None:
         """One status line per change of the Engine's health or of Central's link."""
