@@ -1,15 +1,19 @@
-"""`evcharging demo` runs a whole network unattended, and leaves nothing running when it stops."""
+"""`evcharging demo` runs a whole network unattended and busy, and leaves nothing running when it
+stops: every seeded CP is one it started, each driver has its own CPs and never runs out."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from evcharging.services.driver import parse_services
 from tests.support.ports import free_port, free_port_block
 from tests.support.waiting import eventually_sync
 
@@ -34,10 +38,10 @@ def processes_in(folder: Path) -> list[int]:
     return found
 
 
-def test_demo_runs_sessions_to_tickets_and_stops_everything(tmp_path: Path) -> None:
+def test_demo_keeps_every_cp_connected_and_busy_and_stops_everything(tmp_path: Path) -> None:
     workdir = tmp_path / "demo"
     http = free_port()
-    engines, driver_webs = free_port_block(2), free_port_block(1)  # base ports: 2 CPs, 1 driver
+    engines, driver_webs = free_port_block(2), free_port_block(2)  # base ports: 2 CPs, 2 drivers
     ports = [str(p) for p in (free_port(), free_port(), http, engines, driver_webs)]
     log = (tmp_path / "demo.log").open("wb")
     demo = subprocess.Popen(
@@ -47,9 +51,9 @@ def test_demo_runs_sessions_to_tickets_and_stops_everything(tmp_path: Path) -> N
             "--cps",
             "2",
             "--drivers",
-            "1",
+            "2",
             "--for",
-            "40s",
+            "45s",
             "--kafka-port",
             ports[0],
             "--central-port",
@@ -68,34 +72,67 @@ def test_demo_runs_sessions_to_tickets_and_stops_everything(tmp_path: Path) -> N
     )
     api = f"http://127.0.0.1:{http}/api"
 
-    def tickets() -> list:
+    def get(path: str) -> list[dict[str, Any]]:
         try:
-            return [
-                s
-                for s in httpx.get(f"{api}/sessions?status=ended", timeout=2).json()
-                if s["end_reason"] == "unplugged"
-            ]
-        except httpx.HTTPError:
+            found: list[dict[str, Any]] = httpx.get(f"{api}/{path}", timeout=2).json()
+        except (httpx.HTTPError, ValueError):
             return []
+        return found
+
+    def all_connected() -> list[dict[str, Any]]:
+        cps = get("cps")
+        return cps if cps and all(cp["state"] != "Desconectado" for cp in cps) else []
+
+    def tickets_of_each_driver() -> set[str]:
+        ended = get("sessions?status=ended")
+        drivers = {s["driver_id"] for s in ended if s["end_reason"] == "unplugged"}
+        return drivers if drivers == {"D001", "D002"} else set()
 
     try:
-        ended = eventually_sync(tickets, 45, what="a session that ended with its unplug")
+        connected = eventually_sync(all_connected, 90, what="every seeded CP connected")
+        eventually_sync(tickets_of_each_driver, 60, what="a ticket for each driver")
     except AssertionError as exc:
         demo.terminate()
         demo.wait(timeout=60)
         log.close()
         tail = (tmp_path / "demo.log").read_text(encoding="utf-8", errors="replace")[-6000:]
         raise AssertionError(f"{exc}\n--- the demo's output, last lines ---\n{tail}") from exc
-    assert ended[0]["driver_id"] == "D001"
-    assert float(ended[0]["amount_eur"]) > 0
-    assert demo.wait(timeout=90) == 0
+    # Only the CPs the demo started are seeded: no tile stays grey.
+    assert sorted(cp["id"] for cp in connected) == ["ALC01", "ALC02"]
+    assert demo.wait(timeout=120) == 0
     log.close()
     output = (tmp_path / "demo.log").read_text(encoding="utf-8")
+
+    # Each driver goes round its own CPs, with more services than any demo runs.
+    services = {
+        d: parse_services((workdir / f"services-{d}.txt").read_text(encoding="utf-8"))
+        for d in ("D001", "D002")
+    }
+    assert set(services["D001"]) == {"ALC01"}
+    assert set(services["D002"]) == {"ALC02"}
+    assert all(len(s) * 10 >= 3600 for s in services.values())  # an hour, at 10 s a service
+    assert "SERVICES DONE" not in output
+    # ... so no request found its CP busy (nor was denied for anything else).
+    assert "CP busy" not in output
+    assert "DENIED driver=" not in output
+    final = re.findall(r"^demo +\| \d\d:\d\d:\d\d UTC: .*; (\d+) tickets, 0 denied$", output, re.M)
+    assert final, "no final summary line"
+    assert int(final[-1]) >= 2
+
+    # One `label | message` line per program line; the demo's own lines fit in 80 columns.
+    assert "TICKET driver=D001 cp=ALC01" in output
+    assert "TICKET driver=D002 cp=ALC02" in output
+    assert re.search(r"^EV_Central +\| ", output, re.M)
+    assert re.search(r"^ALC01 engine +\| ", output, re.M)
+    assert re.search(r"^ALC02 monitor +\| Engine OK · Central up \(authenticated\)", output, re.M)
+    assert not re.search(r"^\S.*\| \d{4}-\d\d-\d\d ", output, re.M)  # no raw log prefix
+    own = [r for r in output.splitlines() if r.startswith("demo ") and str(tmp_path) not in r]
     assert "admin dashboard:" in output
-    assert "driver D001 dashboard:" in output
-    assert "TICKET driver=D001" in output
-    assert "[EV_Central" in output
-    assert "[ALC01 engine" in output
+    assert "driver D001:" in output
+    assert max(len(row) for row in own) <= 80, max(own, key=len)
+    readings = "session=[0-9a-f-]+: Suministrando "  # the Engine's per-second lines
+    assert not re.search(f"^ALC01 engine .*{readings}", output, re.M)
+    assert re.search(readings, (workdir / "logs" / "ALC01-engine.log").read_text(encoding="utf-8"))
     assert "demo stopped: no program left running" in output
     assert "exited on its own" not in output  # every program ran until the demo stopped it
     assert processes_in(workdir) == []

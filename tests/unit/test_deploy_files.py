@@ -76,3 +76,18 @@ def test_engines_and_monitors_pair_up_by_address() -> None:
         if name.startswith("monitor"):
             host, port = s["environment"]["EV_ENGINE"].split(":")
             assert links[host] == port, f"{name} points at {host}:{port}"
+
+
+def test_cps_and_drivers_run_unattended_in_containers() -> None:
+    """Nobody sits at a container's keys: an Engine waiting for `p` would stall every supply."""
+    cps = yaml.safe_load((DEPLOY / "compose.cps.yml").read_text(encoding="utf-8"))["services"]
+    engines = [s["environment"] for name, s in cps.items() if name.startswith("engine")]
+    assert engines
+    for env in engines:
+        assert env["EV_ENGINE_AUTO_PLUG"] == "1"
+        assert float(env["EV_ENGINE_SUPPLY_SECONDS"]) > 0
+        assert env["EV_ENGINE_NO_MENU"] == "1"
+    drivers = yaml.safe_load((DEPLOY / "compose.drivers.yml").read_text(encoding="utf-8"))
+    for service in drivers["services"].values():
+        assert service["environment"]["EV_DRIVER_FILE"]
+        assert service["environment"]["EV_DRIVER_NO_MENU"] == "1"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from evcharging.apps.cp_monitor import parse_args
+from evcharging.adapters.sockets.monitor_links import Timing
+from evcharging.apps.cp_monitor import MonitorApp, MonitorSettings, parse_args
 from evcharging.services.monitor import (
     Backoff,
     CentralLink,
@@ -15,6 +18,8 @@ from evcharging.services.monitor import (
     Recover,
     Report,
 )
+from tests.support.ports import free_port
+from tests.support.waiting import eventually
 
 
 class Calls:
@@ -194,9 +199,147 @@ def test_command_line_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
+def status_lines(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
+    return [(r.levelno, r.getMessage()) for r in caplog.records if r.name.endswith(".monitor")]
+
+
+def test_one_status_line_per_change_and_none_in_steady_state(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="evcharging.services.monitor")
+    svc, _ = a_monitor()
+    svc.engine_ok()
+    svc.central_accepted()
+    for _ in range(5):  # steady state: checks and heartbeats every second, no line
+        svc.engine_ok()
+        svc.heartbeat_sent()
+        svc.heartbeat_answered()
+    svc.engine_ko("fan")
+    svc.engine_ko("fan")
+    svc.engine_ko("overheat")  # a new reason is a change
+    for _ in range(3):  # the Engine gone: said once, not per retry
+        svc.engine_unreachable("connection refused")
+    svc.central_lost()
+    svc.central_lost()
+    svc.central_denied("unknown CP")
+    svc.central_denied("unknown CP")
+    assert status_lines(caplog) == [
+        (logging.INFO, "cp=CP01 Engine OK · Central not reached yet · heartbeats 0/0 answered"),
+        (logging.INFO, "cp=CP01 Engine OK · Central up (authenticated) · heartbeats 0/0 answered"),
+        (
+            logging.WARNING,
+            "cp=CP01 Engine KO (fan) · Central up (authenticated) · heartbeats 5/5 answered",
+        ),
+        (
+            logging.WARNING,
+            "cp=CP01 Engine KO (overheat) · Central up (authenticated) · heartbeats 5/5 answered",
+        ),
+        (
+            logging.WARNING,
+            "cp=CP01 Engine not answering: connection refused · Central up (authenticated) · "
+            "heartbeats 5/5 answered",
+        ),
+        (
+            logging.WARNING,
+            "cp=CP01 Engine not answering: connection refused · Central down (reconnecting) · "
+            "heartbeats 5/5 answered",
+        ),
+        (
+            logging.WARNING,
+            "cp=CP01 Engine not answering: connection refused · "
+            "Central refused the CP: unknown CP · heartbeats 5/5 answered",
+        ),
+    ]
+
+
+def test_status_line_counts_unanswered_heartbeats() -> None:
+    svc, _ = a_monitor()
+    svc.engine_ok()
+    svc.central_accepted()
+    svc.heartbeat_sent()
+    svc.heartbeat_answered()
+    svc.heartbeat_sent()  # no answer: the link failed
+    svc.central_lost()
+    assert svc.status_line() == (
+        "cp=CP01 Engine OK · Central down (reconnecting) · heartbeats 1/2 answered"
+    )
+
+
+def test_summary_tells_what_happened_since_the_last_one() -> None:
+    svc, _ = a_monitor()
+    svc.central_accepted()
+    for _ in range(30):
+        svc.heartbeat_sent()
+        svc.heartbeat_answered()
+        svc.engine_ok()
+    assert svc.summary_line(30.02) == (
+        "cp=CP01 last 30s: heartbeats 30/30 answered, health checks 30/30 OK"
+    )
+    for _ in range(10):
+        svc.heartbeat_sent()
+        svc.heartbeat_answered()
+    svc.engine_ko("fan")
+    svc.engine_ko("fan")
+    svc.engine_unreachable("timed out")
+    svc.heartbeat_sent()
+    svc.central_lost()
+    assert svc.summary_line(29.9) == (
+        "cp=CP01 last 30s: heartbeats 10/11 answered, health checks 0/3 OK (2 KO, 1 unanswered)"
+        " · Engine not answering: timed out · Central down (reconnecting)"
+    )
+    assert svc.summary_line(30).startswith(
+        "cp=CP01 last 30s: heartbeats 0/0 answered, health checks 0/0 OK · "
+    )
+
+
+async def test_the_app_prints_a_summary_periodically_and_none_when_off(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    nowhere = ("127.0.0.1", free_port())  # nothing listens: the Monitor keeps retrying
+
+    def summaries() -> list[str]:
+        return [r.getMessage() for r in caplog.records if " last " in r.getMessage()]
+
+    async def run(every: float, cp_id: str) -> None:
+        timing = Timing(interval=0.05, timeout=0.2, max_backoff=0.1)
+        app = MonitorApp(
+            MonitorSettings(nowhere, nowhere, cp_id, timing=timing, summary_every=every)
+        )
+        app.start()
+        try:
+            await eventually(
+                lambda: f"cp={cp_id} Engine not answering" in caplog.text, what="status line"
+            )
+            await eventually(lambda: app.service.counts.checks_unanswered >= 5, what="retries")
+            if every:
+                await eventually(lambda: len(summaries()) >= 2, what="two summaries")
+        finally:
+            await app.stop()
+
+    await run(0.2, "ON1")
+    assert summaries()[0].startswith("cp=ON1 last 0s: heartbeats 0/0 answered, health checks 0/")
+    assert "Engine not answering" in summaries()[0]
+    caplog.clear()
+    await run(0, "OFF1")
+    assert caplog.records  # it ran, and said nothing periodic
+    assert summaries() == []
+
+
+def test_summaries_every_30s_by_default_configurable_and_0_is_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert parse_args(["e:1", "c:2", "CP01"]).summary_every == 30
+    assert parse_args(["e:1", "c:2", "CP01", "--summary-every", "0"]).summary_every == 0
+    monkeypatch.setenv("EV_MONITOR_SUMMARY_EVERY", "5")
+    assert parse_args(["e:1", "c:2", "CP01"]).summary_every == 5
+
+
 @pytest.mark.parametrize(
     "argv",
     [
+        ["e:1", "c:2", "CP01", "--summary-every", "-1"],
+        ["e:1", "c:2", "CP01", "--summary-every", "often"],
         ["e:1", "c:2", "bad id"],
         ["e:1", "c:2", "CP01", "--price", "-1"],
         ["e:1", "c:2", "CP01", "--location", "a#b"],

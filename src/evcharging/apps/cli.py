@@ -93,9 +93,7 @@ def build_parser() -> Parser:
         cmd.set_defaults(func=func)
     demo = sub.add_parser("demo", help="run a whole network on this machine until Ctrl+C")
     demo.option("--cps", type=count, default=5, help="charging points (Monitor + Engine each)")
-    demo.option(
-        "--drivers", type=whole_number, default=3, help="drivers, each running a services file"
-    )
+    demo.option("--drivers", type=whole_number, default=3, help="drivers, each on its own CPs")
     demo.option(
         "--for", dest="for_", type=duration, metavar="DURATION", help="stop after e.g. 40s or 5m"
     )

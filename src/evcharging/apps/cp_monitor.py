@@ -2,9 +2,11 @@
 
     EV_CP_M ENGINE_HOST:PORT CENTRAL_HOST:PORT CP_ID [--location TEXT] [--price P]
             [--interval 1.0] [--timeout 1.0] [--max-backoff 5.0] [--denied-retry 10.0]
+            [--summary-every 30]
 
 Thin main: arguments -> settings -> the Monitor service and its two link loops (Central, Engine),
-each owning its own connection, run side by side until the program is stopped.
+each owning its own connection, run side by side until the program is stopped.  The terminal gets
+a status line on every change (from the service) and a summary every `--summary-every` seconds.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from evcharging.apps.common import (
     positive_decimal,
     positive_seconds,
     run,
+    seconds,
     setup_logging,
 )
 from evcharging.services.monitor import MonitorService
@@ -37,6 +40,7 @@ class MonitorSettings:
     price: str = ""  # empty: Central's database knows the price
     timing: Timing = field(default_factory=Timing)
     log_level: str = "INFO"
+    summary_every: float = 30.0  # seconds between summaries; 0 = none
 
 
 class MonitorApp:
@@ -69,6 +73,18 @@ class MonitorApp:
             asyncio.create_task(self.engine_link.run(), name="EV_CP_M engine-link"),
             asyncio.create_task(self.central_link.run(), name="EV_CP_M central-link"),
         ]
+        if self.settings.summary_every > 0:
+            self._tasks.append(asyncio.create_task(self._summaries(), name="EV_CP_M summaries"))
+
+    async def _summaries(self) -> None:
+        """Steady state prints nothing per second: this line shows the Monitor is alive."""
+        loop = asyncio.get_running_loop()
+        last = loop.time()
+        while True:
+            await asyncio.sleep(self.settings.summary_every)
+            now = loop.time()
+            log.info("%s", self.service.summary_line(now - last))
+            last = now
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -136,6 +152,13 @@ def parse_args(argv: list[str] | None = None) -> MonitorSettings:
     )
     for flag, env, default, text in _TIMINGS:
         p.option(flag, env=env, type=positive_seconds, default=default, help=text)
+    p.option(
+        "--summary-every",
+        env="EV_MONITOR_SUMMARY_EVERY",
+        type=seconds,
+        default=30.0,
+        help="seconds between summaries of heartbeats and health checks (0: none)",
+    )
     p.log_level_option()
     args = p.parse_args(argv)
     return MonitorSettings(
@@ -146,6 +169,7 @@ def parse_args(argv: list[str] | None = None) -> MonitorSettings:
         price=args.price,
         timing=Timing(args.interval, args.timeout, args.max_backoff, args.denied_retry),
         log_level=args.log_level,
+        summary_every=args.summary_every,
     )
 
 

@@ -1,8 +1,12 @@
 """`evcharging demo`: a whole network on this machine, unattended, until Ctrl+C (or --for).
 
-It starts the Kafka broker, EV_Central with the sample data, N charging points (Monitor + Engine,
-plugging in when authorised and unplugging after a while) and M drivers each running a services
-file, prefixes every program's output with its name, and stops everything it started on exit.
+It starts the Kafka broker, EV_Central seeded with exactly the CPs and drivers it starts, N charging
+points (Engine with `--auto-plug --supply-seconds S --no-menu`, then its Monitor) and M drivers,
+each running a services file on its own CPs (`demo_plan`), and waits for each step before the next
+(Central listening, Engines listening, every CP Activado), so no program starts into refusals.
+Every program's output is merged, one `label | message` line each, into this terminal (full
+logs in WORKDIR/logs/); a summary line every 30 s says the demo is busy.  Everything it started
+is stopped on exit.
 """
 
 from __future__ import annotations
@@ -10,24 +14,26 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
+import os
 import shutil
 import signal
 import sys
 import time
 import urllib.request
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Any
 
 import yaml
 
 from evcharging.ops import kafka_broker
+from evcharging.ops.demo_plan import PAUSE_SECONDS, NetworkPlan, compact, plan_network, render
 
 log = logging.getLogger(__name__)
 
 BIN = Path(sys.executable).parent
-SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample_network.yaml"
-CITIES = ("Alicante", "Valencia", "Madrid", "Barcelona", "Murcia", "Sevilla")
+STEP_TIMEOUT = 60.0  # for each start-up step
 
 
 @dataclass
@@ -43,48 +49,71 @@ class DemoConfig:
     driver_web_base_port: int = 8100
     admin_token: str = "demo-admin"
     workdir: Path = Path(".run/demo")
-    services_per_driver: int = 12
+    summary_every: float = 30.0
+
+
+class DemoError(Exception):
+    """A start-up step failed; the message says which program and what to look at."""
 
 
 @dataclass
 class Child:
     name: str
+    cp_id: str | None
     proc: asyncio.subprocess.Process
+    log_file: IO[str]
+    ready_text: str | None = None  # the line that says it is up (e.g. listening)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
     pump: asyncio.Task[None] | None = field(default=None, repr=False)
 
-
-def network_data(cps: int, drivers: int) -> tuple[dict[str, object], list[str], list[str]]:
-    """The sample network, grown with generated CPs and drivers when more are asked for."""
-    data = yaml.safe_load(SAMPLE.read_text(encoding="utf-8"))
-    cp_rows, driver_rows = list(data["charging_points"]), list(data["drivers"])
-    for i in range(len(cp_rows), cps):
-        city = CITIES[i % len(CITIES)]
-        cp_rows.append(
-            {
-                "id": f"CP{i + 1:03d}",
-                "location": f"{city} - Demo {i + 1}",
-                "price_eur_per_kwh": "0.40",
-            }
-        )
-    for i in range(len(driver_rows), drivers):
-        driver_rows.append(
-            {"id": f"D{i + 1:03d}", "name": f"Driver {i + 1}", "balance_eur": "100.00"}
-        )
-    funded = [d for d in driver_rows if str(d["balance_eur"]) not in ("0", "0.00")]
-    seed: dict[str, object] = {"charging_points": cp_rows, "drivers": driver_rows}
-    return seed, [str(c["id"]) for c in cp_rows[:cps]], [str(d["id"]) for d in funded[:drivers]]
+    async def wait_ready(self, timeout: float = STEP_TIMEOUT) -> None:  # noqa: ASYNC109
+        """Until the program printed its ready line; DemoError if it exits or takes too long."""
+        exited = asyncio.create_task(self.proc.wait())
+        waiting = asyncio.create_task(self.ready.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {exited, waiting}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            exited.cancel()
+            waiting.cancel()
+        if waiting in done:
+            return
+        if exited in done:
+            raise DemoError(f"{self.name} stopped while starting; its last lines are above")
+        raise DemoError(f"{self.name} did not say {self.ready_text!r} within {timeout:g}s")
 
 
 class Demo:
-    def __init__(self, cfg: DemoConfig) -> None:
+    def __init__(self, cfg: DemoConfig, plan: NetworkPlan | None = None) -> None:
         self.cfg = cfg
+        self.plan = plan or plan_network(cfg.cps, cfg.drivers)
         self.children: list[Child] = []
         self.stopping = False
+        self.seen: Counter[str] = Counter()  # TICKET / DENIED / CP busy lines of the drivers
+        self._broker_start: asyncio.Future[str] | None = None
         self.broker = kafka_broker.BrokerConfig(
             host=cfg.host, port=cfg.kafka_port, data_dir=cfg.workdir / "kafka", heap="512m"
         )
+        labels = ["EV_Central", "demo", "kafka"]
+        labels += [f"{cp} {part}" for cp in self.plan.cps for part in ("engine", "monitor")]
+        labels += [f"driver {d.driver_id}" for d in self.plan.drivers]
+        self.label_width = max(len(label) for label in labels)
+        self.width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
 
-    async def spawn(self, name: str, *argv: str) -> Child:
+    # --- output ---------------------------------------------------------------------------
+
+    def say(self, text: str, label: str = "demo") -> None:
+        for line in text.splitlines() or [""]:
+            for row in render(label, line, self.label_width, self.width):
+                sys.stdout.write(row + "\n")
+        sys.stdout.flush()
+
+    async def spawn(
+        self, name: str, *argv: str, cp_id: str | None = None, ready: str | None = None
+    ) -> Child:
+        logs = self.cfg.workdir / "logs"
+        logs.mkdir(exist_ok=True)
         proc = await asyncio.create_subprocess_exec(
             str(BIN / argv[0]),
             *argv[1:],
@@ -95,44 +124,84 @@ class Demo:
             env={"PYTHONUNBUFFERED": "1", "EV_UI": "plain", **_base_env()},
             start_new_session=True,
         )
-        child = Child(name, proc)
+        log_file = (logs / f"{name.replace(' ', '-')}.log").open("w", encoding="utf-8", buffering=1)
+        child = Child(name, cp_id, proc, log_file, ready)
         child.pump = asyncio.create_task(self._pump(child))
         self.children.append(child)
         return child
 
     async def _pump(self, child: Child) -> None:
         assert child.proc.stdout is not None
-        width = max(len(c.name) for c in self.children) if self.children else len(child.name)
         async for raw in child.proc.stdout:
             line = raw.decode(errors="replace").rstrip()
-            sys.stdout.write(f"[{child.name:<{max(width, 14)}}] {line}\n")
-            sys.stdout.flush()
+            child.log_file.write(line + "\n")
+            self._count(line)
+            if child.ready_text is not None and child.ready_text in line:
+                child.ready.set()
+            shown = compact(line, child.cp_id)
+            if shown is not None:
+                self.say(shown, child.name)
+        child.log_file.close()
         code = await child.proc.wait()
         if not self.stopping:
-            _say(f"{child.name} exited on its own (code {code}); its last lines are above")
+            self.say(f"{child.name} exited on its own (code {code}); its last lines are above")
+
+    def _count(self, line: str) -> None:
+        for marker in ("TICKET driver=", "DENIED driver=", "reason=CP busy"):
+            if marker in line:
+                self.seen[marker] += 1
+
+    # --- the run --------------------------------------------------------------------------
 
     async def run(self) -> int:
+        """0 after Ctrl+C or --for; 1 when a program fails to start; 2 when the broker cannot."""
         cfg = self.cfg
         if cfg.workdir.exists():
             shutil.rmtree(cfg.workdir)
         cfg.workdir.mkdir(parents=True)
-        seed, cps, drivers = network_data(cfg.cps, cfg.drivers)
+        _log_as(self)
         seed_file = (cfg.workdir / "network.yaml").resolve()
-        seed_file.write_text(yaml.safe_dump(seed, sort_keys=False), encoding="utf-8")
-        bootstrap = await asyncio.to_thread(kafka_broker.start, self.broker)
-        _say(f"Kafka broker at {bootstrap}")
+        seed_file.write_text(yaml.safe_dump(self.plan.seed, sort_keys=False), encoding="utf-8")
+        stop = asyncio.Event()  # Ctrl+C or SIGTERM, at any time (also while starting)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        # A thread cannot be cancelled: the broker's start is always awaited to its end (stop()).
+        broker = asyncio.ensure_future(asyncio.to_thread(kafka_broker.start, self.broker))
+        self._broker_start = broker
+        work = asyncio.create_task(self._start_and_wait(broker, seed_file, stop))
+        interrupted = asyncio.create_task(stop.wait())
         try:
-            await self._start_network(bootstrap, seed_file, cps, drivers)
-            await self._wait()
+            await asyncio.wait({work, interrupted}, return_when=asyncio.FIRST_COMPLETED)
+            if not work.done():
+                self.say("interrupted while starting")
+                work.cancel()
+            await asyncio.gather(work, return_exceptions=True)
+            error = None if work.cancelled() else work.exception()
+            if error is None:
+                return 0
+            if isinstance(error, kafka_broker.BrokerError):
+                self.say(f"cannot start the Kafka broker: {error}")
+                return 2
+            if isinstance(error, DemoError):
+                self.say(f"cannot start the demo: {error}")
+                return 1
+            raise error
         finally:
+            interrupted.cancel()
             await self.stop()
-        return 0
 
-    async def _start_network(
-        self, kafka: str, seed_file: Path, cps: list[str], drivers: list[str]
+    async def _start_and_wait(
+        self, broker: asyncio.Future[str], seed_file: Path, stop: asyncio.Event
     ) -> None:
-        cfg = self.cfg
-        await self.spawn(
+        bootstrap = await asyncio.shield(broker)
+        self.say(f"Kafka broker at {bootstrap}")
+        await self._start_network(bootstrap, seed_file)
+        await self._wait(stop)
+
+    async def _start_network(self, kafka: str, seed_file: Path) -> None:
+        cfg, plan = self.cfg, self.plan
+        central = await self.spawn(
             "EV_Central",
             "EV_Central",
             str(cfg.central_port),
@@ -149,12 +218,13 @@ class Demo:
             str(seed_file),
             "--ui",
             "plain",
+            ready="HTTP API on",
         )
-        rng = random.Random(7)
-        for i, cp in enumerate(cps):
+        engines = []
+        for i, cp in enumerate(plan.cps):
             link = f"{cfg.host}:{cfg.engine_base_port + i}"
-            seconds = str(rng.randint(6, 12))
-            await self.spawn(
+            seconds = str(plan.supply_seconds[cp])
+            engine = await self.spawn(
                 f"{cp} engine",
                 "EV_CP_E",
                 kafka,
@@ -163,98 +233,165 @@ class Demo:
                 "--supply-seconds",
                 seconds,
                 "--no-menu",
+                cp_id=cp,
+                ready="waiting for the Monitor on",
             )
-            await self.spawn(f"{cp} monitor", "EV_CP_M", link, f"{cfg.host}:{cfg.central_port}", cp)
-        await asyncio.to_thread(self._wait_until_available, len(cps))
-        files = await asyncio.to_thread(self._services_files, cps, drivers)
+            engines.append((cp, link, engine))
+        # Monitors start once Central and their Engine listen: no "cannot connect" at start-up.
+        await central.wait_ready()
+        for cp, link, engine in engines:
+            await engine.wait_ready()
+            await self.spawn(
+                f"{cp} monitor",
+                "EV_CP_M",
+                link,
+                f"{cfg.host}:{cfg.central_port}",
+                cp,
+                "--summary-every",
+                str(cfg.summary_every),
+                cp_id=cp,
+            )
+        await asyncio.to_thread(self._wait_until_available, len(plan.cps))
         urls = []
-        for i, (driver, services) in enumerate(zip(drivers, files, strict=True)):
+        for i, driver in enumerate(plan.drivers):
+            services = cfg.workdir / f"services-{driver.driver_id}.txt"
+            services.write_text(driver.services_text(), encoding="utf-8")
             port = cfg.driver_web_base_port + i
             await self.spawn(
-                f"driver {driver}",
+                f"driver {driver.driver_id}",
                 "EV_Driver",
                 kafka,
-                driver,
+                driver.driver_id,
                 "--file",
                 services.name,
                 "--no-menu",
+                "--pause",
+                str(PAUSE_SECONDS),
                 "--web-port",
                 str(port),
                 "--web-host",
                 cfg.host,
             )
-            urls.append(f"  driver {driver} dashboard: http://{cfg.host}:{port}/")
-        _say(
-            "\n".join(
-                [
-                    "EVCharging demo running: "
-                    f"{len(cps)} charging points, {len(drivers)} drivers. Ctrl+C stops everything.",
-                    f"  admin dashboard:  http://{cfg.host}:{cfg.http_port}/   (admin token: {cfg.admin_token})",
-                    f"  Central API:      http://{cfg.host}:{cfg.http_port}/api/cps  (OpenAPI at /docs)",
-                    *urls,
-                ]
+            urls.append(
+                f"  driver {driver.driver_id}:     http://{cfg.host}:{port}/ ({_few(driver.cps)})"
             )
-        )
+        self.say(self._banner(urls))
 
-    def _services_files(self, cps: list[str], drivers: list[str]) -> list[Path]:
-        files = []
-        for i, driver in enumerate(drivers):
-            services = self.cfg.workdir / f"services-{driver}.txt"
-            picks = [cps[(i + k) % len(cps)] for k in range(self.cfg.services_per_driver)]
-            services.write_text("\n".join(picks) + "\n", encoding="utf-8")
-            files.append(services)
-        return files
+    def _banner(self, urls: list[str]) -> str:
+        cfg, plan = self.cfg, self.plan
+        lines = [
+            f"EVCharging demo: {len(plan.cps)} charging points, {len(plan.drivers)} drivers.",
+            f"  admin dashboard: http://{cfg.host}:{cfg.http_port}/",
+            f"  admin token:     {cfg.admin_token}",
+            f"  Central API:     http://{cfg.host}:{cfg.http_port}/docs",
+            *urls,
+            f"  full logs:       {cfg.workdir}/logs/",
+        ]
+        if plan.shared:
+            lines.append("More drivers than CPs: some share a CP and may find it busy.")
+        until = f"for {cfg.duration:g}s" if cfg.duration else "until Ctrl+C"
+        lines.append(f"Drivers keep charging {until}; a summary every {cfg.summary_every:g}s.")
+        return "\n".join(lines)
 
-    def _wait_until_available(self, count: int, timeout: float = 60.0) -> None:
-        """Drivers start once the CPs have authenticated, so the first requests find them."""
-        url = f"http://{self.cfg.host}:{self.cfg.http_port}/api/cps"
+    def _wait_until_available(self, count: int, timeout: float = STEP_TIMEOUT) -> None:
+        """Drivers start once every CP has authenticated, so the first requests find them."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    cps = json.loads(response.read())
-            except OSError:
-                cps = []
-            if sum(1 for cp in cps if cp["state"] == "Activado") >= count:
+            cps = self._cps()
+            if len(cps) >= count and all(cp["state"] == "Activado" for cp in cps):
                 return
             time.sleep(0.3)
         log.warning("not every CP is Activado after %ss; starting the drivers anyway", timeout)
 
-    async def _wait(self) -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+    def _cps(self) -> list[dict[str, Any]]:
+        url = f"http://{self.cfg.host}:{self.cfg.http_port}/api/cps"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                found: list[dict[str, Any]] = json.loads(response.read())
+        except (OSError, ValueError):
+            return []
+        return found
+
+    def summary(self) -> str:
+        """E.g. `14:03:05 UTC: 3 Suministrando, 2 Activado; 14 tickets, 0 denied`."""
+        states = Counter(cp["state"] for cp in self._cps())
+        cps = ", ".join(f"{n} {state}" for state, n in states.most_common()) or "CPs unknown"
+        denied = self.seen["DENIED driver="]
+        busy = self.seen["reason=CP busy"]
+        return (
+            f"{time.strftime('%H:%M:%S', time.gmtime())} UTC: "
+            f"{cps}; {self.seen['TICKET driver=']} tickets, {denied} denied"
+            + (f" ({busy} CP busy)" if busy else "")
+        )
+
+    async def _summaries(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.summary_every)
+            self.say(await asyncio.to_thread(self.summary))
+
+    async def _wait(self, stop: asyncio.Event) -> None:
+        summaries = asyncio.create_task(self._summaries()) if self.cfg.summary_every > 0 else None
         try:
             await asyncio.wait_for(stop.wait(), timeout=self.cfg.duration)
         except TimeoutError:
-            _say(f"demo time ({self.cfg.duration:g}s) is over")
+            self.say(f"demo time ({self.cfg.duration:g}s) is over")
+        finally:
+            if summaries is not None:
+                summaries.cancel()
+        self.say(await asyncio.to_thread(self.summary))
 
     async def stop(self) -> None:
-        _say("stopping every program the demo started")
+        """Drivers first (no new requests), then the CPs, then Central, then the broker."""
+        self.say("stopping every program the demo started")
         self.stopping = True
-        for child in reversed(self.children):
-            if child.proc.returncode is None:
-                child.proc.terminate()
+        stages: list[list[Child]] = [[], [], []]
         for child in self.children:
-            try:
-                await asyncio.wait_for(child.proc.wait(), timeout=10)
-            except TimeoutError:
-                log.warning("%s did not stop in 10 s: killing it", child.name)
-                child.proc.kill()
-                await child.proc.wait()
-            if child.pump is not None:
-                await asyncio.gather(child.pump, return_exceptions=True)
-        await asyncio.to_thread(kafka_broker.stop, self.broker)
-        _say("demo stopped: no program left running")
+            stages[0 if child.name.startswith("driver ") else 1 if child.cp_id else 2].append(child)
+        for group in stages:
+            await asyncio.gather(*(self._end(child) for child in group))
+        if self._broker_start is not None:
+            await asyncio.gather(self._broker_start, return_exceptions=True)
+            await asyncio.to_thread(kafka_broker.stop, self.broker)
+        self.say("demo stopped: no program left running")
+
+    async def _end(self, child: Child) -> None:
+        if child.proc.returncode is None:
+            child.proc.terminate()
+        try:
+            await asyncio.wait_for(child.proc.wait(), timeout=10)
+        except TimeoutError:
+            log.warning("%s did not stop in 10 s: killing it", child.name)
+            child.proc.kill()
+            await child.proc.wait()
+        if child.pump is not None:
+            await asyncio.gather(child.pump, return_exceptions=True)
+
+
+def _few(items: tuple[str, ...], shown: int = 3) -> str:
+    if len(items) <= shown + 1:
+        return ", ".join(items)
+    return f"{', '.join(items[:shown])} +{len(items) - shown} more"
+
+
+class _DemoLines(logging.Handler):
+    """The demo's own log lines (and the broker helper's) in the merged `label | message` form."""
+
+    def __init__(self, demo: Demo) -> None:
+        super().__init__()
+        self.demo = demo
+
+    def emit(self, record: logging.LogRecord) -> None:
+        label = "kafka" if record.name.endswith("kafka_broker") else "demo"
+        level = {"WARNING": "warning: ", "ERROR": "error: "}.get(record.levelname, "")
+        self.demo.say(level + record.getMessage(), label)
+
+
+def _log_as(demo: Demo) -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.addHandler(_DemoLines(demo))
 
 
 def _base_env() -> dict[str, str]:
-    import os
-
     return {k: v for k, v in os.environ.items() if not k.startswith("EV_")}
-
-
-def _say(text: str) -> None:
-    sys.stdout.write(f"[{'demo':<14}] " + text.replace("\n", f"\n[{'demo':<14}] ") + "\n")
-    sys.stdout.flush()

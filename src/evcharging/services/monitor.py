@@ -8,13 +8,17 @@ Reporting rule: Central is told FAULT once when the Engine turns KO or stops ans
 on each new Central link while the fault lasts (Central resets a CP's health when it
 authenticates); RECOVER once when the Engine answers OK after a FAULT was sent.  The heartbeat
 carries the same health (OK/KO) every interval.
+
+What the operator reads: one status line whenever the Engine's health or Central's link changes
+(`status_line`), and, from the app, a periodic `summary_line` of heartbeats and health checks, so
+a Monitor in steady state still shows it is alive without printing every second.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 log = logging.getLogger(__name__)
@@ -67,6 +71,30 @@ class Backoff:
         self._next = self.first
 
 
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """What the Monitor has done since it started (heartbeats to Central, checks of the Engine)."""
+
+    hb_sent: int = 0
+    hb_answered: int = 0
+    checks_ok: int = 0
+    checks_ko: int = 0
+    checks_unanswered: int = 0
+
+    def minus(self, earlier: Counts) -> Counts:
+        return Counts(
+            self.hb_sent - earlier.hb_sent,
+            self.hb_answered - earlier.hb_answered,
+            self.checks_ok - earlier.checks_ok,
+            self.checks_ko - earlier.checks_ko,
+            self.checks_unanswered - earlier.checks_unanswered,
+        )
+
+    @property
+    def checks(self) -> int:
+        return self.checks_ok + self.checks_ko + self.checks_unanswered
+
+
 class MonitorService:
     """One CP's Monitor; `on_change` is called whenever a link loop may have something to send."""
 
@@ -76,31 +104,38 @@ class MonitorService:
         self.health = EngineHealth.UNKNOWN
         self.health_reason = ""
         self.central = CentralLink.UNKNOWN
+        self.central_reason = ""  # why Central refused the CP
+        self.counts = Counts()
+        self._summarised = Counts()  # the counts at the last summary
         self._fault_told: bool = False  # the last thing Central was told was a FAULT
         self._told_on_link: Report | None = None  # what this Central link has been told
 
     # --- the Engine link ---------------------------------------------------------------
 
     def engine_ok(self) -> None:
-        if self.health is not EngineHealth.OK:
-            log.info("cp=%s: Engine health OK", self.cp_id)
+        """The Engine answered a HEALTH check with OK."""
+        self.counts = replace(self.counts, checks_ok=self.counts.checks_ok + 1)
         self._set_health(EngineHealth.OK, "")
 
     def engine_ko(self, reason: str) -> None:
+        """The Engine answered a HEALTH check with KO#reason."""
+        self.counts = replace(self.counts, checks_ko=self.counts.checks_ko + 1)
         reason = reason or "Engine KO"
-        if (self.health, self.health_reason) != (EngineHealth.KO, reason):
-            log.warning("cp=%s: Engine reports KO: %s", self.cp_id, reason)
+        new_reason = self.health is EngineHealth.KO and reason != self.health_reason
         self._set_health(EngineHealth.KO, reason)
+        if new_reason:
+            self._announce()
 
     def engine_unreachable(self, reason: str) -> None:
-        if self.health is not EngineHealth.UNREACHABLE:
-            log.warning("cp=%s: Engine not answering: %s", self.cp_id, reason)
+        """No answer from the Engine (refused, timed out, link lost); said once, not per retry."""
+        self.counts = replace(self.counts, checks_unanswered=self.counts.checks_unanswered + 1)
         self._set_health(EngineHealth.UNREACHABLE, f"Engine not answering: {reason}")
 
     def _set_health(self, health: EngineHealth, reason: str) -> None:
         changed = health is not self.health
         self.health, self.health_reason = health, reason
         if changed:
+            self._announce()
             self._on_change()
 
     @property
@@ -126,23 +161,27 @@ class MonitorService:
     # --- the Central link --------------------------------------------------------------
 
     def central_accepted(self) -> None:
-        if self.central is not CentralLink.UP:
-            log.info("cp=%s: Central accepted the CP", self.cp_id)
         self._told_on_link = None
         self._set_central(CentralLink.UP)
 
     def central_denied(self, reason: str) -> None:
-        log.warning("cp=%s: Central refused the CP: %s", self.cp_id, reason)
-        self._set_central(CentralLink.DENIED)
+        self._set_central(CentralLink.DENIED, reason)
 
     def central_lost(self) -> None:
         self._set_central(CentralLink.DOWN)
 
-    def _set_central(self, state: CentralLink) -> None:
-        changed = state is not self.central
-        self.central = state
+    def _set_central(self, state: CentralLink, reason: str = "") -> None:
+        changed = (state, reason) != (self.central, self.central_reason)
+        self.central, self.central_reason = state, reason
         if changed:
+            self._announce()
             self._on_change()
+
+    def heartbeat_sent(self) -> None:
+        self.counts = replace(self.counts, hb_sent=self.counts.hb_sent + 1)
+
+    def heartbeat_answered(self) -> None:
+        self.counts = replace(self.counts, hb_answered=self.counts.hb_answered + 1)
 
     def pending_report(self) -> Report | None:
         """What Central must be told now on this link, besides the heartbeat."""
@@ -164,6 +203,58 @@ class MonitorService:
             f"FAULT ({report.reason})" if isinstance(report, Fault) else "RECOVER",
         )
 
+    # --- what the operator reads ----------------------------------------------------------
+
+    @property
+    def troubled(self) -> bool:
+        """Something an operator must look at (not merely "not known yet")."""
+        return self.health in (EngineHealth.KO, EngineHealth.UNREACHABLE) or self.central in (
+            CentralLink.DOWN,
+            CentralLink.DENIED,
+        )
+
+    def engine_text(self) -> str:
+        if self.health is EngineHealth.KO:
+            return f"Engine KO ({self.health_reason})"
+        if self.health is EngineHealth.UNREACHABLE:
+            return self.health_reason  # "Engine not answering: <why>"
+        return "Engine OK" if self.health is EngineHealth.OK else "Engine not checked yet"
+
+    def central_text(self) -> str:
+        return {
+            CentralLink.UNKNOWN: "Central not reached yet",
+            CentralLink.UP: "Central up (authenticated)",
+            CentralLink.DOWN: "Central down (reconnecting)",
+            CentralLink.DENIED: f"Central refused the CP: {self.central_reason}",
+        }[self.central]
+
     def status_line(self) -> str:
-        health = self.health.value + (f" ({self.health_reason})" if self.health_reason else "")
-        return f"cp={self.cp_id} Engine {health}, Central {self.central.value}"
+        """E.g. `cp=ALC01 Engine OK · Central up (authenticated) · heartbeats 123/123 answered`."""
+        c = self.counts
+        return (
+            f"cp={self.cp_id} {self.engine_text()} · {self.central_text()} · "
+            f"heartbeats {c.hb_answered}/{c.hb_sent} answered"
+        )
+
+    def summary_line(self, seconds: float) -> str:
+        """What happened since the last summary (`seconds` ago); the state too when it is bad."""
+        now = self.counts
+        d, self._summarised = now.minus(self._summarised), now
+        line = (
+            f"cp={self.cp_id} last {seconds:.0f}s: heartbeats {d.hb_answered}/{d.hb_sent} "
+            f"answered, health checks {d.checks_ok}/{d.checks} OK"
+        )
+        problems = [
+            f"{n} {what}"
+            for n, what in ((d.checks_ko, "KO"), (d.checks_unanswered, "unanswered"))
+            if n
+        ]
+        if problems:
+            line += f" ({', '.join(problems)})"
+        if self.troubled:
+            line += f" · {self.engine_text()} · {self.central_text()}"
+        return line
+
+    def _announce(self) -> None:
+        """One status line per change of the Engine's health or of Central's link."""
+        log.log(logging.WARNING if self.troubled else logging.INFO, "%s", self.status_line())

@@ -136,7 +136,9 @@ class CentralLinkLoop:
             report = self.svc.pending_report()
             if report is not None:
                 await self._tell(conn, report)
+            self.svc.heartbeat_sent()
             await expect_ok(conn, timeout, "HB", cp_id, self.svc.heartbeat_status)
+            self.svc.heartbeat_answered()
             await pause(self.wake, self.timing.interval)
 
     async def _tell(self, conn: FramedConnection, report: Report) -> None:

@@ -1,0 +1,155 @@
+"""What `evcharging demo` starts, and how its merged output reads: pure, unit-tested.
+
+The network: exactly the CPs and drivers the demo starts are seeded (a seeded CP that nobody starts
+would stay a grey Desconectado tile for the whole run).  Each driver gets its own CPs (the CPs are
+dealt out like cards), so no driver asks for a CP another one is using: requests are not denied
+for "CP busy" unless there are more drivers than CPs.  Each driver's services file goes round its
+CPs for longer than a demo runs (`SERVICES_PER_DRIVER`, at least ~11 h), and its balance pays for
+all of them, so the demo stays busy until Ctrl+C or `--for`.
+
+The output: every program logs `DATE TIME,ms PROGRAM LEVEL logger: message`; the merged terminal
+shows `label | message` (what matters within 80 columns), and leaves out the Engines' per-second
+readings, which the drivers' PROGRESS lines repeat.  Each program's full log is kept in a file.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import textwrap
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample_network.yaml"
+CITIES = ("Alicante", "Valencia", "Madrid", "Barcelona", "Murcia", "Sevilla")
+
+SUPPLY_SECONDS = (6, 12)  # each Engine unplugs after a fixed time in this range
+PAUSE_SECONDS = 4  # the Driver's pause between services (mechanic 12)
+SERVICES_PER_DRIVER = 4000  # >= 4000 x (6 + 4) s, about 11 h at the fastest
+# Pays for every service even at the dearest: 12 s x60 speed-up at 22 kW = 4.4 kWh, x 0.49 €/kWh.
+DEMO_BALANCE = Decimal("10000.00")
+
+
+@dataclass(frozen=True)
+class DriverPlan:
+    driver_id: str
+    cps: tuple[str, ...]  # the CPs it uses (its own, unless drivers outnumber CPs)
+    services: tuple[str, ...]  # its services file: its CPs, round and round
+
+    def services_text(self) -> str:
+        head = (
+            f"# Services of driver {self.driver_id} in `evcharging demo`: its CPs "
+            f"({', '.join(self.cps)}) in turn, more services than a demo runs.\n"
+        )
+        return head + "\n".join(self.services) + "\n"
+
+
+@dataclass(frozen=True)
+class NetworkPlan:
+    seed: dict[str, Any]  # what Central is seeded with: only what the demo starts
+    cps: tuple[str, ...]
+    supply_seconds: dict[str, int]  # per CP: the Engine's --supply-seconds
+    drivers: tuple[DriverPlan, ...]
+
+    @property
+    def shared(self) -> bool:
+        """More drivers than CPs: some share a CP, and may find it busy."""
+        return len(self.drivers) > len(self.cps)
+
+
+def deal(cps: list[str], drivers: int) -> list[tuple[str, ...]]:
+    """Each driver's CPs: dealt round (driver i gets CPs i, i+n, ...); shared only if unavoidable."""
+    if not cps:
+        return [() for _ in range(drivers)]
+    if drivers > len(cps):
+        return [(cps[i % len(cps)],) for i in range(drivers)]
+    return [tuple(cps[i::drivers]) for i in range(drivers)]
+
+
+def plan_network(
+    cps: int,
+    drivers: int,
+    sample: dict[str, Any] | None = None,
+    services_per_driver: int = SERVICES_PER_DRIVER,
+) -> NetworkPlan:
+    """The sample network's first `cps` CPs and `drivers` drivers, grown with generated ones."""
+    if sample is None:
+        sample = yaml.safe_load(SAMPLE.read_text(encoding="utf-8"))
+    cp_rows = [dict(row) for row in sample["charging_points"][:cps]]
+    for i in range(len(cp_rows), cps):
+        city = CITIES[i % len(CITIES)]
+        cp_rows.append(
+            {
+                "id": f"CP{i + 1:03d}",
+                "location": f"{city} - Demo {i + 1}",
+                "price_eur_per_kwh": "0.40",
+            }
+        )
+    driver_rows = [
+        {"id": row["id"], "name": row["name"], "balance_eur": str(DEMO_BALANCE)}
+        for row in sample["drivers"][:drivers]
+    ]
+    for i in range(len(driver_rows), drivers):
+        driver_rows.append(
+            {"id": f"D{i + 1:03d}", "name": f"Driver {i + 1}", "balance_eur": str(DEMO_BALANCE)}
+        )
+    cp_ids = [str(row["id"]) for row in cp_rows]
+    rng = random.Random(7)  # the same supply times on every run
+    supply = {cp: rng.randint(*SUPPLY_SECONDS) for cp in cp_ids}
+    plans = tuple(
+        DriverPlan(
+            str(row["id"]),
+            own,
+            tuple(own[k % len(own)] for k in range(services_per_driver)) if own else (),
+        )
+        for row, own in zip(driver_rows, deal(cp_ids, drivers), strict=True)
+    )
+    seed = {"charging_points": cp_rows, "drivers": driver_rows}
+    return NetworkPlan(seed, tuple(cp_ids), supply, plans)
+
+
+# --- the merged output ----------------------------------------------------------------------
+
+_LOG_LINE = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} \S+ (?P<level>[A-Z]+) (?P<logger>\S+): (?P<message>.*)$"
+)
+_UUID = re.compile(r"\b([0-9a-f]{8})-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
+_ENGINE_READING = re.compile(r"^cp=\S+ driver=\S+ session=\S+: Suministrando ")
+_LEVELS = {"WARNING": "warning: ", "ERROR": "error: ", "CRITICAL": "error: "}
+
+
+def compact(line: str, cp_id: str | None = None) -> str | None:
+    """A program's log line as the merged terminal shows it; None when it is left out.
+
+    Drops the date, time, program and logger (the label says who; times: the summary lines),
+    shortens session ids to their first 8 characters, drops `cp=ID` on a line of that CP's own
+    programs, and marks warnings and errors.  Lines that are not log lines pass unchanged.
+    """
+    match = _LOG_LINE.match(line)
+    if match is None:
+        return line
+    message = match["message"]
+    if match["logger"].endswith("services.engine") and _ENGINE_READING.match(message):
+        return None
+    message = _UUID.sub(r"\1", message)
+    if cp_id is not None:
+        for prefix in (f"cp={cp_id}: ", f"cp={cp_id} "):
+            if message.startswith(prefix):
+                message = message[len(prefix) :]
+                break
+    return _LEVELS.get(match["level"], "") + message
+
+
+def render(label: str, message: str, label_width: int, width: int | None = None) -> list[str]:
+    """`label | message`; wrapped under the message to `width` columns when one is given."""
+    head = f"{label:<{label_width}} | "
+    if width is None or len(head) + len(message) <= width:
+        return [head + message]
+    room = max(width - len(head), 20)
+    rows = textwrap.wrap(message, room, subsequent_indent="  ", break_on_hyphens=False) or [""]
+    blank = f"{'':<{label_width}} | "
+    return [head + rows[0], *(blank + row for row in rows[1:])]

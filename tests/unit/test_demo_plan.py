@@ -1,0 +1,135 @@
+"""What `evcharging demo` starts and how its output reads (the pure part of the demo)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from evcharging.apps.cli import build_parser
+from evcharging.ops.demo_plan import (
+    DEMO_BALANCE,
+    PAUSE_SECONDS,
+    SERVICES_PER_DRIVER,
+    SUPPLY_SECONDS,
+    compact,
+    deal,
+    plan_network,
+    render,
+)
+from evcharging.services.driver import parse_services
+from evcharging.services.engine import EngineConfig, energy_after
+
+
+def ids(rows: list[dict[str, str]]) -> list[str]:
+    return [row["id"] for row in rows]
+
+
+def test_only_what_the_demo_starts_is_seeded() -> None:
+    plan = plan_network(5, 3)
+    assert ids(plan.seed["charging_points"]) == ["ALC01", "ALC02", "ALC03", "VLC01", "VLC02"]
+    assert list(plan.cps) == ids(plan.seed["charging_points"])
+    assert ids(plan.seed["drivers"]) == ["D001", "D002", "D003"]
+    assert [d.driver_id for d in plan.drivers] == ["D001", "D002", "D003"]
+    assert set(plan.supply_seconds) == set(plan.cps)
+
+
+def test_bigger_networks_are_generated_beyond_the_sample() -> None:
+    plan = plan_network(14, 8)
+    assert ids(plan.seed["charging_points"])[-2:] == ["CP013", "CP014"]
+    assert ids(plan.seed["drivers"])[-2:] == ["D007", "D008"]
+    assert len(set(plan.cps)) == 14
+
+
+def test_each_driver_has_its_own_cps_and_together_they_use_every_cp() -> None:
+    for cps, drivers in ((5, 3), (2, 2), (12, 5), (3, 1), (7, 7)):
+        plan = plan_network(cps, drivers, services_per_driver=20)
+        assert not plan.shared
+        used = [cp for d in plan.drivers for cp in d.cps]
+        assert sorted(used) == sorted(plan.cps), (cps, drivers)  # each CP exactly once
+        for d in plan.drivers:
+            assert set(d.services) == set(d.cps)  # a driver never asks for another's CP
+    assert [d.cps for d in plan_network(5, 3).drivers] == [
+        ("ALC01", "VLC01"),
+        ("ALC02", "VLC02"),
+        ("ALC03",),
+    ]
+
+
+def test_more_drivers_than_cps_share_them_round() -> None:
+    assert deal(["A", "B"], 3) == [("A",), ("B",), ("A",)]
+    assert plan_network(2, 3).shared
+    assert plan_network(5, 0).drivers == ()
+
+
+def test_drivers_have_services_for_hours_and_a_balance_that_pays_for_them() -> None:
+    plan = plan_network(5, 3)
+    fastest = SUPPLY_SECONDS[0] + PAUSE_SECONDS
+    for d in plan.drivers:
+        assert len(d.services) == SERVICES_PER_DRIVER
+        assert len(d.services) * fastest >= 10 * 3600
+    engine = EngineConfig()
+    dearest = max(Decimal(row["price_eur_per_kwh"]) for row in plan.seed["charging_points"])
+    worst = energy_after(engine.kw, SUPPLY_SECONDS[1], engine.speedup) * dearest
+    assert worst * SERVICES_PER_DRIVER <= DEMO_BALANCE
+    assert {row["balance_eur"] for row in plan.seed["drivers"]} == {str(DEMO_BALANCE)}
+
+
+def test_a_services_file_reads_back_as_the_plan() -> None:
+    driver = plan_network(5, 3, services_per_driver=7).drivers[0]
+    text = driver.services_text()
+    assert text.startswith("# Services of driver D001")
+    assert parse_services(text) == list(driver.services)
+    assert driver.services == ("ALC01", "VLC01") * 3 + ("ALC01",)
+
+
+LOG = "2026-12-01 14:28:22,205 EV_CP_E {level} evcharging.{logger}: {message}"
+
+
+def line(message: str, level: str = "INFO", logger: str = "services.engine") -> str:
+    return LOG.format(level=level, logger=logger, message=message)
+
+
+def test_compact_keeps_the_message_and_drops_what_the_label_says() -> None:
+    assert compact(line("cp=ALC02: state: Activado (idle)"), "ALC02") == "state: Activado (idle)"
+    assert compact(line("cp=ALC02 driver=D001: x"), "ALC02") == "driver=D001: x"
+    assert compact(line("cp=ALC02: x"), None) == "cp=ALC02: x"
+    assert (
+        compact(
+            line("AUTHORISED driver=D001 cp=ALC01 session=9d2e23c2-8561-44ba-89d5-a50fef1a79bb")
+        )
+        == "AUTHORISED driver=D001 cp=ALC01 session=9d2e23c2"
+    )
+    assert (
+        compact(line("DENIED driver=D1 cp=A reason=x", "WARNING", "apps.driver"))
+        == "warning: DENIED driver=D1 cp=A reason=x"
+    )
+    assert compact("Traceback (most recent call last):") == "Traceback (most recent call last):"
+
+
+def test_compact_leaves_out_the_engines_per_second_readings() -> None:
+    reading = (
+        "cp=ALC02 driver=D001 session=9d2e23c2-8561-44ba-89d5-a50fef1a79bb: Suministrando 22 kW"
+    )
+    assert compact(line(reading), "ALC02") is None
+    assert compact(line(reading, logger="apps.driver"), "ALC02") is not None
+
+
+def test_render_wraps_under_the_message_only_when_given_a_width() -> None:
+    message = "TICKET driver=D001 cp=ALC01 kwh=2.932 eur=1.14 reason=unplugged balance=9998.86"
+    assert render("driver D001", message, 13) == [f"driver D001   | {message}"]
+    rows = render("driver D001", message, 13, 80)
+    assert all(len(row) <= 80 for row in rows)
+    assert rows[0].startswith("driver D001   | TICKET driver=D001 cp=ALC01")
+    assert rows[1].startswith("              |   ")
+    assert " ".join(r.split("|", 1)[1].strip() for r in rows) == message
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--cps", "0"], ["--drivers", "-1"], ["--for", "soon"], ["--for", "0s"]],
+)
+def test_bad_demo_arguments_are_refused(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["demo", *argv])
+    assert exited.value.code == 2
