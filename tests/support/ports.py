@@ -8,6 +8,7 @@ are only ever taken by an explicit bind, and each is handed out once per test ru
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 from pathlib import Path
@@ -16,11 +17,18 @@ _given: set[int] = set()
 
 
 def _candidates() -> range:
+    """Below the ephemeral range; with pytest-xdist, a slice of it per worker, so two workers
+    never hand out the same port."""
     try:
         low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         low = 32768
-    return range(10000, max(low, 11000))
+    whole = range(10000, max(low, 11000))
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    size = len(whole) // max(count, 1)
+    first = whole.start + size * int(worker or 0)
+    return range(first, first + size)
 
 
 def _bindable(host: str, port: int) -> bool:
