@@ -185,11 +185,11 @@ def test_admin_dashboard_live_stop_resume_error_fix_reload(
     delays["click"].append(click_to_dom(page, "error-ALC01", "ALC01", "Averiado"))
     expect(tile(page, "ALC01")).to_have_class("tile fault")
     expect_buttons(page, "ALC01", error=False, fix=True)
-    expect(page.get_by_test_id("notice")).to_contain_text('Error "fault" simulado en ALC01')
+    expect(page.get_by_test_id("notice")).to_contain_text('Error "fault" simulated at ALC01')
     expect(page.get_by_test_id("messages")).to_contain_text("ALC01 error simulated")
     page.screenshot(path=str(screenshots / "admin-1280-averiado.png"), full_page=True)
     delays["click"].append(click_to_dom(page, "fix-ALC01", "ALC01", "Activado"))
-    expect(page.get_by_test_id("notice")).to_contain_text("Error corregido en ALC01")
+    expect(page.get_by_test_id("notice")).to_contain_text("Error fixed at ALC01")
     expect_buttons(page, "ALC01", error=True, fix=False)
 
     # Per-CP stop / resume.

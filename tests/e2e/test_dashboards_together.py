@@ -122,7 +122,7 @@ def test_seed_flow_2_from_the_admin_page_reaches_the_driver_page_within_1_s(
     admin.get_by_test_id("error-MAD01").click()
     expect(driver.get_by_test_id("status")).to_have_text("ERROR EN CP", timeout=1000)
     shown_after = time.monotonic() - clicked
-    expect(driver.get_by_test_id("notifications")).to_contain_text("simulado en MAD01")
+    expect(driver.get_by_test_id("notifications")).to_contain_text("simulated at MAD01")
     expect(admin.get_by_test_id("tile-MAD01")).to_have_attribute(
         "data-state", "Averiado", timeout=WAIT_MS
     )
@@ -130,7 +130,7 @@ def test_seed_flow_2_from_the_admin_page_reaches_the_driver_page_within_1_s(
     admin.screenshot(path=str(screenshots / "admin-averiado.png"), full_page=True)
     admin.get_by_test_id("fix-MAD01").click()
     expect(driver.get_by_test_id("notifications")).to_contain_text(
-        "corregido en MAD01", timeout=WAIT_MS
+        "fixed at MAD01", timeout=WAIT_MS
     )
     expect(admin.get_by_test_id("tile-MAD01")).to_have_attribute(
         "data-state", "Activado", timeout=WAIT_MS

@@ -319,10 +319,10 @@ async def test_seed_flow_2_simulate_and_fix_error_replies_and_events(
     assert isinstance(sink, RecordingPublisher)
     async with dashboard(app) as ws:
         simulated = await reply_to(ws, {"type": "simulate_error", "cp_id": "CP1", "token": TOKEN})
-        assert simulated["message"] == 'Error "fault" simulado en CP1'
+        assert simulated["message"] == 'Error "fault" simulated at CP1'
         assert simulated["cp"]["state"] == "Averiado"
         fixed = await reply_to(ws, {"type": "fix_error", "cp_id": "CP1", "token": TOKEN})
-        assert fixed["message"] == "Error corregido en CP1"
+        assert fixed["message"] == "Error fixed at CP1"
         assert fixed["cp"]["state"] == "Activado"
         stopped = await reply_to(ws, {"type": "stop_all", "token": TOKEN})
     assert stopped["cp_ids"] == ["CP1", "CP2"]

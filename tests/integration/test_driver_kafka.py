@@ -261,13 +261,13 @@ async def test_cp_error_reaches_the_driver_charging_there(kafka_bootstrap, drive
         await until(lambda: driver.service.state(me).phase is Phase.SUPPLYING, "supplying")
 
         await central.publisher.publish(
-            CpErrorSimulated(cp_id="MAD01", driver_id=me, message='Error "fault" simulado')
+            CpErrorSimulated(cp_id="MAD01", driver_id=me, message='Error "fault" simulated')
         )
         await until(lambda: Kind.CP_ERROR in driver.kinds(), "ERROR EN CP")
         await central.send_ticket(me, "cp_fault")
         result = await asyncio.wait_for(serving, DEADLINE)
 
-    assert driver.service.state(me).cp_error == 'Error "fault" simulado'
+    assert driver.service.state(me).cp_error == 'Error "fault" simulated'
     assert (result.outcome, result.reason) == (Outcome.TICKET, "cp_fault")
 
 
@@ -322,7 +322,7 @@ async def test_ev_driver_program_runs_a_service_and_quits_on_q(kafka_bootstrap) 
             assert proc.stdin is not None
             proc.stdin.write(b"l\n")
             await proc.stdin.drain()
-            lines += await _read_until(proc, "ALC03 0.30 EUR/kWh")
+            lines += await _read_until(proc, "ALC03 0.30 €/kWh")
             proc.stdin.write(b"q\n")
             await proc.stdin.drain()
             code = await asyncio.wait_for(proc.wait(), DEADLINE)

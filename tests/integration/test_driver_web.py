@@ -324,21 +324,21 @@ def test_cp_error_shows_error_en_cp_with_its_message_then_cp_fixed(net: Net, pag
     net.supply(answer)
 
     net.deliver(
-        CpErrorSimulated(cp_id="ALC01", driver_id=D1, message='Error "fault" simulado en ALC01')
+        CpErrorSimulated(cp_id="ALC01", driver_id=D1, message='Error "fault" simulated at ALC01')
     )
     error = page.until("cp_error")
     assert error["cp_id"] == "ALC01"
-    assert error["message"] == 'Error "fault" simulado en ALC01'
+    assert error["message"] == 'Error "fault" simulated at ALC01'
     assert error["level"] == "error"
     assert error["state"]["status"] == "ERROR EN CP"
-    assert error["notification"]["text"] == 'ERROR EN CP ALC01: Error "fault" simulado en ALC01'
+    assert error["notification"]["text"] == 'ERROR EN CP ALC01: Error "fault" simulated at ALC01'
 
     net.ticket(answer, "cp_fault")
     assert page.until("ticket")["state"]["status"] == "ERROR EN CP"  # until the CP is fixed
 
-    net.deliver(CpErrorFixed(cp_id="ALC01", driver_id=D1, message="Error corregido en ALC01"))
+    net.deliver(CpErrorFixed(cp_id="ALC01", driver_id=D1, message="Error fixed at ALC01"))
     fixed = page.until("cp_fixed")
-    assert fixed["message"] == "Error corregido en ALC01"
+    assert fixed["message"] == "Error fixed at ALC01"
     assert fixed["state"]["status"] == "Charging interrupted"
     assert fixed["state"]["cp_error"] is None
 

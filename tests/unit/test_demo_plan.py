@@ -83,7 +83,7 @@ def test_a_services_file_reads_back_as_the_plan() -> None:
     assert driver.services == ("ALC01", "VLC01") * 3 + ("ALC01",)
 
 
-LOG = "2026-12-01 14:28:22,205 EV_CP_E {level} evcharging.{logger}: {message}"
+LOG = "2026-12-01 14:28:22,205 UTC EV_CP_E {level} evcharging.{logger}: {message}"
 
 
 def line(message: str, level: str = "INFO", logger: str = "services.engine") -> str:

@@ -379,11 +379,11 @@ async def test_cp_error_on_my_cp_is_shown_at_once(service, publisher, updates) -
     answer = await authorised(service, publisher)
     await service.handle(progress(answer))
 
-    await service.handle(CpErrorSimulated(cp_id="ALC01", driver_id=D1, message="Error simulado"))
+    await service.handle(CpErrorSimulated(cp_id="ALC01", driver_id=D1, message="Error simulated"))
 
-    assert service.state(D1).cp_error == "Error simulado"
+    assert service.state(D1).cp_error == "Error simulated"
     assert updates[-1].kind is Kind.CP_ERROR
-    assert describe(updates[-1]) == ("ERROR EN CP cp=ALC01 message=Error simulado [driver=D001]")
+    assert describe(updates[-1]) == ("ERROR EN CP cp=ALC01 message=Error simulated [driver=D001]")
 
 
 async def test_the_ticket_after_a_cp_error_ends_the_service(service, publisher) -> None:
@@ -452,10 +452,10 @@ async def test_cp_fixed_is_shown_and_clears_the_error(service, publisher, update
     await authorised(service, publisher)
     await service.handle(CpErrorSimulated(cp_id="ALC01", driver_id=D1, message="fault"))
 
-    await service.handle(CpErrorFixed(cp_id="ALC01", driver_id=D1, message="Error corregido"))
+    await service.handle(CpErrorFixed(cp_id="ALC01", driver_id=D1, message="Error fixed"))
 
     assert service.state(D1).cp_error is None
-    assert describe(updates[-1]) == "CP FIXED cp=ALC01 message=Error corregido [driver=D001]"
+    assert describe(updates[-1]) == "CP FIXED cp=ALC01 message=Error fixed [driver=D001]"
 
 
 # --- commands ----------------------------------------------------------------------------
@@ -650,7 +650,7 @@ def test_lines_carry_the_markers() -> None:
 
     assert lines == {
         "REQUEST sent driver=D001 cp=ALC01",
-        f"AUTHORISED driver=D001 cp=ALC01 session={session} price=0.35 EUR/kWh",
+        f"AUTHORISED driver=D001 cp=ALC01 session={session} price=0.35 €/kWh",
         f"SUPPLYING driver=D001 cp=ALC01 session={session}",
         "PROGRESS driver=D001 cp=ALC01 kw=7.20 kwh=1.500 eur=0.53",
         "TICKET driver=D001 cp=ALC01 kwh=2.000 eur=0.70 reason=unplugged balance=149.30 "

@@ -14,6 +14,7 @@ import math
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -366,15 +367,18 @@ def _help(text: str, env_name: str | None, default: Any) -> str:
 
 
 def setup_logging(component: str, level: str = "INFO") -> None:
-    """Every log line starts with the component's name, so merged terminals stay readable.
+    """Every log line starts with the time, in UTC and labelled so (the network's one clock,
+    whatever host a program runs on), and the component's name, so merged terminals read well.
 
     `level` is one of LOG_LEVELS, as the `--log-level` option gives it."""
     chosen = level.upper()
-    logging.basicConfig(
-        level=chosen,
-        format=f"%(asctime)s {component} %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+    formatter = logging.Formatter(
+        f"%(asctime)s UTC {component} %(levelname)s %(name)s: %(message)s"
     )
+    formatter.converter = time.gmtime
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    logging.basicConfig(level=chosen, handlers=[handler])
     if chosen != "DEBUG":  # a broker outage is said once by the program's KafkaWatch
         quiet_client_logs()
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)

@@ -294,7 +294,7 @@ def list_available(service: DriverService) -> None:
     cps = service.available_cps()
     log.info("AVAILABLE n=%d of %d CPs", len(cps), len(service.board))
     for cp in cps:
-        log.info("  %s %s EUR/kWh %s", cp.cp_id, cp.price_eur_per_kwh, cp.location)
+        log.info("  %s %s €/kWh %s", cp.cp_id, cp.price_eur_per_kwh, cp.location)
 
 
 def _stdin_lines(loop: asyncio.AbstractEventLoop) -> asyncio.Queue[str | None]:

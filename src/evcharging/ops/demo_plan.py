@@ -115,7 +115,8 @@ def plan_network(
 # --- the merged output ----------------------------------------------------------------------
 
 _LOG_LINE = re.compile(
-    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} \S+ (?P<level>[A-Z]+) (?P<logger>\S+): (?P<message>.*)$"
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} UTC \S+ (?P<level>[A-Z]+) (?P<logger>\S+): "
+    r"(?P<message>.*)$"
 )
 _UUID = re.compile(r"\b([0-9a-f]{8})-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
 _ENGINE_READING = re.compile(r"^cp=\S+ driver=\S+ session=\S+: Suministrando ")

@@ -115,6 +115,15 @@ def _request_view(key: str, r: RequestRow) -> dict[str, Any]:
 _OK = Answer(True)
 
 
+def error_simulated_text(cp_id: str, error_type: str) -> str:
+    """The seed's CP_ERROR_SIMULATED message, in the product's one language (English)."""
+    return f'Error "{error_type}" simulated at {cp_id}'
+
+
+def error_fixed_text(cp_id: str) -> str:
+    return f"Error fixed at {cp_id}"
+
+
 class CentralService:
     def __init__(
         self,
@@ -609,7 +618,7 @@ class CentralService:
         assert ended.end_reason is not None
         self._say(
             f"TICKET driver {ended.driver_id} CP {ended.cp_id}: {ended.energy_kwh} kWh, "
-            f"{ended.amount_eur} EUR ({ended.end_reason.value}); balance {balance} EUR"
+            f"{ended.amount_eur} € ({ended.end_reason.value}); balance {balance} €"
         )
         await self.publisher.publish(
             ChargingTicket(
@@ -686,7 +695,7 @@ class CentralService:
         cp = self._cp(cp_id, AdminAction.SIMULATE_ERROR)
         self.repo.set_cp_error_simulated(cp_id, True)
         cp.facts = cp.facts.with_(error_simulated=True)
-        message = f'Error "{error_type}" simulado en {cp_id}'
+        message = error_simulated_text(cp_id, error_type)
         driver = cp.session.driver_id if cp.session else None
         cp.affected_driver = driver or cp.affected_driver
         self._say(f"CP {cp_id} error simulated ({error_type}) -> Averiado", "warning")
@@ -707,7 +716,7 @@ class CentralService:
                 cp_id=cp_id,
                 driver_id=cp.affected_driver,
                 new_status=cp.state.value,
-                message=f"Error corregido en {cp_id}",
+                message=error_fixed_text(cp_id),
             )
         )
         cp.affected_driver = None

@@ -781,7 +781,7 @@ def describe(update: Update) -> str:
         return _describe_ticket(u, u.ticket)
     simple: dict[Kind, str] = {
         Kind.REQUEST_SENT: f"REQUEST sent {who}",
-        Kind.AUTHORISED: f"AUTHORISED {who} session={u.session_id} price={u.message or '?'} EUR/kWh",
+        Kind.AUTHORISED: f"AUTHORISED {who} session={u.session_id} price={u.message or '?'} €/kWh",
         Kind.DENIED: f"DENIED {who} reason={u.message}",
         Kind.NO_ANSWER: f"NO ANSWER {who}: {u.message}",
         Kind.SUPPLYING: f"SUPPLYING {who} session={u.session_id}",

@@ -226,7 +226,7 @@ class EngineService:
             return f"Authorised: waiting for plug-in, driver {s.driver_id}"
         amount = cost(s.energy, s.price)
         return (
-            f"Suministrando {self.config.kw} kW, {s.energy} kWh, {amount} EUR, driver {s.driver_id}"
+            f"Suministrando {self.config.kw} kW, {s.energy} kWh, {amount} €, driver {s.driver_id}"
         )
 
     # --- the Monitor link -------------------------------------------------------------
@@ -462,7 +462,7 @@ class EngineService:
             )
         )
         log.info(
-            "cp=%s driver=%s session=%s: Suministrando %s kW, %s kWh, %s EUR",
+            "cp=%s driver=%s session=%s: Suministrando %s kW, %s kWh, %s €",
             self._cp_id,
             s.driver_id,
             s.session_id,
@@ -513,7 +513,7 @@ class EngineService:
             delivered=partial(self._forget, key),
         )
         log.info(
-            "cp=%s driver=%s session=%s: supply ended (%s): %s kWh, %s EUR",
+            "cp=%s driver=%s session=%s: supply ended (%s): %s kWh, %s €",
             cp_id,
             s.driver_id,
             s.session_id,

@@ -34,7 +34,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from evcharging.adapters.kafka.watch import KafkaState
 from evcharging.domain.admin_rules import Conflict, UnknownCP
-from evcharging.services.central import CentralService
+from evcharging.services.central import CentralService, error_fixed_text, error_simulated_text
 
 log = logging.getLogger(__name__)
 
@@ -112,14 +112,14 @@ async def _login(svc: CentralService, a: _Args) -> Frame:
 
 async def _simulate_error(svc: CentralService, a: _SimulateError) -> Frame:
     view = await svc.simulate_error(a.cp_id, a.error_type)
-    message = f'Error "{a.error_type}" simulado en {a.cp_id}'  # the seed's wording
+    message = error_simulated_text(a.cp_id, a.error_type)
     reply = {"type": "error_simulated", "cp_id": a.cp_id, "message": message, "cp": view}
     return {**reply, "error_type": a.error_type}
 
 
 async def _fix_error(svc: CentralService, a: _OnCP) -> Frame:
     view = await svc.fix_error(a.cp_id)
-    message = f"Error corregido en {a.cp_id}"
+    message = error_fixed_text(a.cp_id)
     return {"type": "error_fixed", "cp_id": a.cp_id, "message": message, "cp": view}
 
 
