@@ -28,6 +28,7 @@ lint: install
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
 	$(VENV)/bin/mypy src
+	$(VENV)/bin/lint-imports
 
 # The suite waits on real processes most of the time (measured: ~0.5 of a core busy on average),
 # so four workers on two cores finish it in about a third of the time; each worker has its own
@@ -37,6 +38,7 @@ TEST_WORKERS ?= 4
 test: install kafka-jars
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy src
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist worksteal
 
 test-fast: install
