@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import Proc
+from tests.support.processes import Proc, run_to_end
 
 pytestmark = pytest.mark.e2e
 
@@ -25,15 +25,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def run(tmp_path: Path, argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / argv[0]), *argv[1:]],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-        env=clean_env(**env),
-        stdin=subprocess.DEVNULL,
-    )
+    return run_to_end(tmp_path, *argv, env=clean_env(**env))
 
 
 CASES = [

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.ports import free_port
+from tests.support.processes import run_to_end
 
 pytestmark = pytest.mark.e2e
 
@@ -19,14 +20,7 @@ KAFKA = "127.0.0.1:1"  # never reached: the port is checked before anything else
 
 
 def run(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / argv[0]), *argv[1:]],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-        stdin=subprocess.DEVNULL,
-    )
+    return run_to_end(tmp_path, *argv)
 
 
 @pytest.fixture

@@ -78,13 +78,17 @@ def the_session(net: Network, driver_id: str, status: str | None = None) -> dict
     )
 
 
-def test_monitor_killed_mid_supply(network: Network) -> None:
+STOPS = [signal.SIGKILL, signal.SIGTERM, signal.SIGINT]  # kill, `kill`, Ctrl+C
+
+
+@pytest.mark.parametrize("how", STOPS, ids=lambda s: s.name)
+def test_monitor_killed_mid_supply(network: Network, how: signal.Signals) -> None:
     net = network
     net.central()
     engine, monitor = net.charging_point("ALC01", "--auto-plug")
     driver, _ = supplying(net, "D001", "ALC01")
     killed_at = time.monotonic()
-    monitor.kill()
+    monitor.stop_by(how)
     net.wait_state("ALC01", "Desconectado", timeout=3.5)
     detected = time.monotonic() - killed_at
     driver.wait_for("TICKET driver=D001 cp=ALC01")
@@ -101,7 +105,7 @@ def test_monitor_killed_mid_supply(network: Network) -> None:
     again.wait_for("AUTHORISED driver=D002 cp=ALC01")
     books = check_books(net, "D001")
     record(
-        "Monitor killed (SIGKILL) mid-supply",
+        f"Monitor stopped ({how.name}) mid-supply",
         checked="Desconectado, ticket, refusals, recovery",
         detected_s=round(detected, 2),
         tickets=driver.count("TICKET driver="),
@@ -111,13 +115,16 @@ def test_monitor_killed_mid_supply(network: Network) -> None:
     )
 
 
-def test_engine_killed_mid_supply_keeps_what_was_supplied(network: Network) -> None:
+@pytest.mark.parametrize("how", STOPS, ids=lambda s: s.name)
+def test_engine_killed_mid_supply_keeps_what_was_supplied(
+    network: Network, how: signal.Signals
+) -> None:
     net = network
     net.central()
     engine, _ = net.charging_point("VLC01", "--auto-plug")
     driver, at = supplying(net, "D002", "VLC01")
     driver.wait_for("PROGRESS driver=D002 cp=VLC01", after=at)
-    engine.kill()
+    engine.stop_by(how)
     net.wait_state("VLC01", "Averiado", timeout=5)
     driver.wait_for("ERROR EN CP")
     driver.wait_for("TICKET driver=D002 cp=VLC01")
@@ -141,7 +148,7 @@ def test_engine_killed_mid_supply_keeps_what_was_supplied(network: Network) -> N
     assert Decimal(final["energy_kwh"]) == max(metered, billed_at_fault)
     books = check_books(net, "D002")
     record(
-        "Engine killed (SIGKILL) mid-supply, restarted",
+        f"Engine stopped ({how.name}) mid-supply, restarted",
         checked="Averiado, driver told, final reading replayed",
         kwh_at_fault=str(billed_at_fault),
         kwh_metered=str(metered),

@@ -20,6 +20,21 @@ BIN = Path(sys.executable).parent
 SAMPLE = Path(__file__).resolve().parents[2] / "src" / "evcharging" / "data" / "sample_network.yaml"
 
 
+def run_to_end(
+    workdir: Path, *argv: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """A program run to its exit (a start-up check), its output captured, no stdin."""
+    return subprocess.run(
+        [str(BIN / argv[0]), *argv[1:]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=workdir,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+
+
 @dataclass
 class Proc:
     """One program: its process, its merged output file, and a way to talk to its menu."""
