@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -136,3 +137,43 @@ def test_demo_keeps_every_cp_connected_and_busy_and_stops_everything(tmp_path: P
     assert "demo stopped: no program left running" in output
     assert "exited on its own" not in output  # every program ran until the demo stopped it
     assert processes_in(workdir) == []
+
+
+def test_a_closed_terminal_stops_the_demo_and_everything_it_started(tmp_path: Path) -> None:
+    """SIGHUP (the terminal closed) is Ctrl+C for the demo: its programs, in sessions of their
+    own, would otherwise run on with nobody to stop them."""
+    workdir = tmp_path / "demo"
+    ports = [str(free_port()) for _ in range(4)]
+    log = tmp_path / "demo.log"
+    with log.open("wb") as out:
+        demo = subprocess.Popen(
+            [
+                str(BIN / "evcharging"),
+                "demo",
+                "--cps",
+                "1",
+                "--drivers",
+                "1",
+                *("--kafka-port", ports[0], "--central-port", ports[1], "--http-port", ports[2]),
+                *("--engine-base-port", ports[3], "--driver-web-base-port", str(free_port())),
+                *("--workdir", str(workdir)),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        eventually_sync(
+            lambda: "EVCharging demo:" in log.read_text(errors="replace"),
+            90,
+            what="the demo running",
+        )
+        demo.send_signal(signal.SIGHUP)
+        assert demo.wait(timeout=60) == 0
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+        left = processes_in(workdir)
+        for pid in left:  # never leak them into the other tests, even when this one fails
+            os.kill(pid, signal.SIGKILL)
+    assert "demo stopped: no program left running" in log.read_text(errors="replace")
+    assert left == []

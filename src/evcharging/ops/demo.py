@@ -162,9 +162,11 @@ class Demo:
         _log_as(self)
         seed_file = (cfg.workdir / "network.yaml").resolve()
         seed_file.write_text(yaml.safe_dump(self.plan.seed, sort_keys=False), encoding="utf-8")
-        stop = asyncio.Event()  # Ctrl+C or SIGTERM, at any time (also while starting)
+        # Ctrl+C, SIGTERM or a closed terminal (SIGHUP), at any time (also while starting): the
+        # programs run in sessions of their own, so only the demo can stop them.
+        stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(sig, stop.set)
         # A thread cannot be cancelled: the broker's start is always awaited to its end (stop()).
         broker = asyncio.ensure_future(asyncio.to_thread(kafka_broker.start, self.broker))
