@@ -8,6 +8,7 @@ Screenshots go to test-artifacts/screenshots/<test>/.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -199,6 +200,9 @@ def test_a_restarted_driver_app_opens_on_its_driver_with_its_supply_and_stops_it
     expect(page.locator("#following")).to_have_text("Following D001.", timeout=KAFKA_MS)
     expect(page.get_by_test_id("status")).to_have_text("Supplying", timeout=KAFKA_MS)
     expect(page.get_by_test_id("notifications")).to_contain_text("Supply in progress at MAD01")
+    expect(page.locator("#notifications time").first).to_have_text(
+        re.compile(r"^\d\d:\d\d:\d\d UTC$")
+    )
     page.wait_for_function(KWH_ABOVE, arg=0, timeout=KAFKA_MS)
     expect(page.get_by_test_id("stop")).to_be_enabled()
     page.screenshot(path=screenshots / "d001-resumed.png", full_page=True)

@@ -23,7 +23,7 @@ from tests.support.processes import Network, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
-STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})")
+STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) UTC ")  # one clock: UTC
 
 
 def stamp_of(output: str, marker: str, nth: int = 0) -> datetime:
