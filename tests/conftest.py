@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from evcharging.adapters.kafka.watch import quiet_client_logs
 from evcharging.ops.kafka_broker import BrokerConfig
@@ -25,6 +26,11 @@ def kafka_bootstrap(kafka_broker_cfg: BrokerConfig) -> str:
 
 
 quiet_client_logs()  # as every program does: aiokafka's retries are not our errors
+
+# Property tests check behaviour, not speed (speed lives in bench/): on a machine whose cores are
+# busy one example can take 600 ms, which Hypothesis's default 200 ms deadline calls a failure.
+settings.register_profile("evcharging", deadline=None)
+settings.load_profile("evcharging")
 
 
 @pytest.fixture(autouse=True)
