@@ -16,7 +16,14 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from evcharging.adapters.web.central_ws import CpId, DashboardHub, Location, Price, message_rows
+from evcharging.adapters.web.central_ws import (
+    CpId,
+    DashboardHub,
+    Location,
+    message_rows,
+    require_a_change,
+)
+from evcharging.contracts.events import Price
 from evcharging.domain.admin_rules import Conflict, UnknownCP
 from evcharging.domain.session import Session
 from evcharging.services.central import CentralService
@@ -47,8 +54,7 @@ class CPChanges(BaseModel):
 
     @model_validator(mode="after")
     def _something_to_change(self) -> CPChanges:
-        if self.location is None and self.price_eur_per_kwh is None:
-            raise ValueError("give location and/or price_eur_per_kwh")
+        require_a_change(self.location, self.price_eur_per_kwh)
         return self
 
 

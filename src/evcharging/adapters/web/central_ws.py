@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from evcharging.adapters.kafka.watch import KafkaState
+from evcharging.contracts.events import Id, Price
 from evcharging.domain.admin_rules import Conflict, UnknownCP
 from evcharging.services.central import CentralService, error_fixed_text, error_simulated_text
 
@@ -63,10 +64,16 @@ def encode(frame: Frame) -> str:
 
 # --- client -> server: admin actions ----------------------------------------------------------
 
-# The fields of a CP as both transports accept them (the HTTP API imports these).
-CpId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+# The fields of a CP as both transports accept them (the HTTP API imports these); the id and
+# price rules are the contracts' own.
+CpId = Id
 Location = Annotated[str, Field(min_length=1, max_length=200)]
-Price = Annotated[Decimal, Field(gt=0, le=100)]
+
+
+def require_a_change(location: str | None, price: Decimal | None) -> None:
+    """An edit of a CP names its location, its price, or both (HTTP and WebSocket alike)."""
+    if location is None and price is None:
+        raise ValueError("give location and/or price_eur_per_kwh")
 
 
 class _Args(BaseModel):
@@ -93,8 +100,7 @@ class _EditCP(_OnCP):
 
     @model_validator(mode="after")
     def _something_to_edit(self) -> _EditCP:
-        if self.location is None and self.price_eur_per_kwh is None:
-            raise ValueError("give location and/or price_eur_per_kwh")
+        require_a_change(self.location, self.price_eur_per_kwh)
         return self
 
 
