@@ -182,7 +182,7 @@ def test_driver_killed_mid_supply_sees_its_ticket_when_back(network: Network) ->
     )
 
 
-@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT], ids=lambda s: s.name)
+@pytest.mark.parametrize("how", STOPS, ids=lambda s: s.name)
 def test_a_restarted_driver_finds_its_open_supply_and_stops_it(
     network: Network, how: signal.Signals
 ) -> None:
