@@ -235,7 +235,7 @@ async def test_stop_supply_for_the_running_session_ends_it_with_the_commands_rea
 async def test_stop_supply_for_another_session_is_ignored() -> None:
     rig = Rig(auto_plug=True).ready()
     rig.authorise()
-    rig.engine.on_stop_supply(StopSupply(cp_id=CP, session_id=uuid4(), reason="x"))
+    rig.engine.on_stop_supply(StopSupply(cp_id=CP, session_id=uuid4(), reason="stopped_by_driver"))
     assert rig.engine.phase() is Phase.SUMINISTRANDO
     assert types(await rig.events()) == ["SUPPLY_STARTED"]
 
@@ -284,7 +284,7 @@ async def test_redelivered_commands_change_nothing() -> None:
     rig.engine.on_supply_authorised(auth)  # redelivered while supplying
     rig.engine.unplug()
     rig.engine.on_supply_authorised(auth)  # redelivered after the end
-    stop = StopSupply(cp_id=CP, session_id=auth.session_id, reason="late")
+    stop = StopSupply(cp_id=CP, session_id=auth.session_id, reason="stopped_by_central")
     rig.engine.on_stop_supply(stop)
     assert types(await rig.events()) == ["SUPPLY_STARTED", "SUPPLY_ENDED"]
     assert rig.engine.phase() is Phase.ACTIVADO
@@ -564,7 +564,9 @@ def test_every_session_ends_at_most_once_and_readings_never_go_back(actions: lis
 
     def stop_last() -> None:
         if sessions:
-            engine.on_stop_supply(StopSupply(cp_id=CP, session_id=sessions[-1], reason="stop"))
+            engine.on_stop_supply(
+                StopSupply(cp_id=CP, session_id=sessions[-1], reason="stopped_by_central")
+            )
 
     do = {
         "auth": lambda: sessions.append(rig.authorise().session_id),

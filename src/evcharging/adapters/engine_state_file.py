@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from evcharging.contracts.end_reasons import SupplyEndReason
 from evcharging.domain.money import kwh
 from evcharging.services.engine import MAX_ENERGY_KWH, SupplyRecord
 
@@ -86,6 +87,11 @@ def _dump(record: SupplyRecord) -> dict[str, Any]:
     }
 
 
+def _reason(value: object) -> SupplyEndReason | None:
+    """A reason this Engine wrote; anything else makes the record unreadable (logged, skipped)."""
+    return None if value is None else SupplyEndReason(str(value))
+
+
 def _record(item: dict[str, Any]) -> SupplyRecord:
     energy = kwh(item["energy_kwh"])
     if not 0 <= energy <= MAX_ENERGY_KWH:
@@ -96,5 +102,5 @@ def _record(item: dict[str, Any]) -> SupplyRecord:
         price_eur_per_kwh=Decimal(item["price_eur_per_kwh"]),
         energy_kwh=energy,
         seq=int(item["seq"]),
-        ended_reason=item.get("ended_reason"),
+        ended_reason=_reason(item.get("ended_reason")),
     )

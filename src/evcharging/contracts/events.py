@@ -16,6 +16,7 @@ from uuid import UUID, uuid4
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from evcharging.contracts.end_reasons import SupplyEndReason
 from evcharging.contracts.topics import (
     CENTRAL_EVENTS,
     CP_COMMANDS,
@@ -24,6 +25,7 @@ from evcharging.contracts.topics import (
     DRIVER_EVENTS,
     Topic,
 )
+from evcharging.domain.session import EndReason
 
 Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 Energy = Annotated[Decimal, Field(ge=0, le=1000, decimal_places=3)]
@@ -180,7 +182,7 @@ class ChargingTicket(Event):
     energy_kwh: Energy
     price_eur_per_kwh: Price
     amount_eur: Euros
-    end_reason: Text
+    end_reason: EndReason
     started_at: datetime
     ended_at: datetime
     balance_eur: Decimal
@@ -277,7 +279,7 @@ class StopSupply(Event):
     event_type: Literal["STOP_SUPPLY"] = "STOP_SUPPLY"
     cp_id: Id
     session_id: UUID
-    reason: Text
+    reason: SupplyEndReason
 
 
 class CpStop(Event):
@@ -333,7 +335,7 @@ class SupplyEnded(Event):
     session_id: UUID
     driver_id: Id
     energy_kwh: Energy
-    reason: Text
+    reason: SupplyEndReason
 
 
 EVENT_TYPES: tuple[type[Event], ...] = (

@@ -14,9 +14,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 from uuid import UUID, uuid4
 
+from evcharging.contracts.end_reasons import SupplyEndReason
 from evcharging.contracts.events import (
     AuthorizationRequest,
     AuthorizationResponse,
@@ -33,7 +34,6 @@ from evcharging.contracts.events import (
     DriverNotice,
     DriverStatus,
     DriverStatusRequest,
-    Event,
     RequestDenied,
     StopSupply,
     SupplyAuthorised,
@@ -53,32 +53,9 @@ from evcharging.domain.session import (
     start_supply,
 )
 from evcharging.services.central_view import LiveCP
-from evcharging.services.ports import Repository
+from evcharging.services.ports import Publisher, Repository
 
 log = logging.getLogger(__name__)
-
-# How the Engine names the end of a supply -> the domain's reason.
-_ENGINE_REASONS = {
-    "unplugged": EndReason.UNPLUGGED,
-    "cp_fault": EndReason.CP_FAULT,
-    "engine_restarted": EndReason.CP_FAULT,
-    "stopped_by_central": EndReason.STOPPED_BY_CENTRAL,
-    "stopped_by_driver": EndReason.STOPPED_BY_DRIVER,
-    "monitor_lost": EndReason.MONITOR_LOST,
-    "energy_limit_reached": EndReason.UNPLUGGED,
-}
-
-
-class Publisher(Protocol):
-    async def publish(
-        self, event: Event, *, on_delivered: Callable[[], None] | None = None
-    ) -> None:
-        """Never drops the event. Returns once the broker has it or, while a consumed batch is
-        being handled, once it is queued: the batch is committed only after every such event is
-        acked. `on_delivered` runs after the ack."""
-
-    async def publish_soon(self, event: Event) -> None:
-        """Returns once the event is queued: for high-rate events a later one supersedes."""
 
 
 @dataclass(frozen=True)
@@ -534,9 +511,8 @@ class CentralService:
         if cp is None:
             await self._late_final_reading(ev)
             return
-        reason = _ENGINE_REASONS.get(ev.reason, EndReason.UNPLUGGED)
         self._say(f"CP {ev.cp_id} reports end of supply ({ev.reason}), {ev.energy_kwh} kWh")
-        await self._end(cp, reason, final_kwh=ev.energy_kwh, tell_engine=False)
+        await self._end(cp, ev.reason.session_reason, final_kwh=ev.energy_kwh, tell_engine=False)
         await self._changed(cp)
 
     async def _late_final_reading(self, ev: SupplyEnded) -> None:
@@ -579,7 +555,9 @@ class CentralService:
         if self._monotonic() - last > 2.0:
             self._stop_sent[str(session_id)] = self._monotonic()
             await self.publisher.publish(
-                StopSupply(cp_id=cp_id, session_id=session_id, reason="session closed")
+                StopSupply(
+                    cp_id=cp_id, session_id=session_id, reason=SupplyEndReason.SESSION_CLOSED
+                )
             )
 
     # --- the one way a supply ends ----------------------------------------------------
@@ -609,7 +587,11 @@ class CentralService:
         self._request(ended.driver_id, ended.cp_id, "ended", ended.session_id)
         if tell_engine:
             await self.publisher.publish(
-                StopSupply(cp_id=cp.cp_id, session_id=UUID(ended.session_id), reason=reason.value)
+                StopSupply(
+                    cp_id=cp.cp_id,
+                    session_id=UUID(ended.session_id),
+                    reason=SupplyEndReason.of(reason),
+                )
             )
         await self._send_ticket(ended, balance)
 
@@ -628,7 +610,7 @@ class CentralService:
                 energy_kwh=ended.energy_kwh,
                 price_eur_per_kwh=ended.price_eur_per_kwh,
                 amount_eur=ended.amount_eur,
-                end_reason=ended.end_reason.value,
+                end_reason=ended.end_reason,
                 started_at=ended.started_at,
                 ended_at=ended.ended_at,
                 balance_eur=balance,

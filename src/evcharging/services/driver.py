@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from pydantic import TypeAdapter, ValidationError
@@ -46,6 +46,7 @@ from evcharging.contracts.events import (
 )
 from evcharging.domain.money import euros, kwh
 from evcharging.domain.session import EndReason
+from evcharging.services.ports import Publisher
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +79,6 @@ def parse_services(text: str) -> list[str]:
             raise ValueError(f"line {number}: {raw.strip()!r} is not a CP id")
         cp_ids.append(line)
     return cp_ids
-
-
-class Publisher(Protocol):
-    async def publish(self, event: Event) -> None: ...
 
 
 class Phase(StrEnum):
@@ -143,25 +140,21 @@ class Ticket:
     energy_kwh: Decimal
     price_eur_per_kwh: Decimal
     amount_eur: Decimal
-    end_reason: str
+    end_reason: EndReason
     balance_eur: Decimal
     ended_at: datetime
     earlier: bool = False
 
     @property
     def interrupted(self) -> bool:
-        """Cut short (CP fault, Monitor lost, stopped by Central): said so, never "completed".
-        A reason this app does not know is shown as it came, as an interruption."""
-        try:
-            return EndReason(self.end_reason).interrupted
-        except ValueError:
-            return True
+        """Cut short (CP fault, Monitor lost, stopped by Central): said so, never "completed"."""
+        return self.end_reason.interrupted
 
     @property
     def outcome(self) -> str:
         """How the supply ended, in words: "charging completed" or "charging interrupted (why)"."""
         if self.interrupted:
-            return f"charging interrupted ({self.end_reason.replace('_', ' ')})"
+            return f"charging interrupted ({self.end_reason.words})"
         return "charging completed"
 
     @classmethod

@@ -30,6 +30,7 @@ from uuid import UUID
 
 from pydantic import ValidationError
 
+from evcharging.contracts.end_reasons import SupplyEndReason
 from evcharging.contracts.events import (
     AuthorizationRequest,
     CpResume,
@@ -43,6 +44,7 @@ from evcharging.contracts.events import (
     SupplyStarted,
 )
 from evcharging.domain.money import cost, kwh
+from evcharging.services.ports import Publisher
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +53,6 @@ _REMEMBERED_SESSIONS = 200  # ended sessions kept to recognise redelivered comma
 
 Clock = Callable[[], float]
 """Monotonic seconds (time.monotonic in the program, a settable fake in tests)."""
-
-
-class Publisher(Protocol):
-    async def publish(self, event: Event) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +64,9 @@ class SupplyRecord:
     price_eur_per_kwh: Decimal
     energy_kwh: Decimal = Decimal("0.000")
     seq: int = 0
-    ended_reason: str | None = None  # set once ended, until its SupplyEnded is delivered
+    ended_reason: SupplyEndReason | None = (
+        None  # set once ended, until its SupplyEnded is delivered
+    )
 
 
 class SupplyStore(Protocol):
@@ -294,7 +294,7 @@ class EngineService:
     def unplug(self) -> Outcome:
         if self.phase() is not Phase.SUMINISTRANDO:
             return self._refuse("unplug", "no vehicle is plugged in")
-        self._end("unplugged")
+        self._end(SupplyEndReason.UNPLUGGED)
         self._changed()
         return Accepted()
 
@@ -307,7 +307,7 @@ class EngineService:
         log.warning(
             "cp=%s: KO (%s): the Monitor is told at its next health check", self._cp_id, reason
         )
-        self._end("cp_fault")
+        self._end(SupplyEndReason.CP_FAULT)
         self._changed()
 
     def recover(self) -> None:
@@ -416,7 +416,7 @@ class EngineService:
             return
         self._stopped = True
         log.warning("cp=%s: stopped by Central: Parado - Out of Order", ev.cp_id)
-        self._end("stopped_by_central")
+        self._end(SupplyEndReason.STOPPED_BY_CENTRAL)
         self._changed()
 
     def on_cp_resume(self, ev: CpResume) -> None:
@@ -475,26 +475,28 @@ class EngineService:
     def _end_if_due(self, elapsed: float, energy: Decimal) -> None:
         if energy >= MAX_ENERGY_KWH:
             log.info("cp=%s: energy ceiling reached, ending the supply", self._cp_id)
-            self._end("energy_limit_reached")
+            self._end(SupplyEndReason.ENERGY_LIMIT_REACHED)
         elif self.config.supply_seconds is not None and elapsed >= self.config.supply_seconds:
             log.info(
                 "cp=%s: %ss of supply done, unplugging", self._cp_id, self.config.supply_seconds
             )
-            self._end("unplugged")
+            self._end(SupplyEndReason.UNPLUGGED)
         else:
             return
         self._changed()
 
     # --- ending, and surviving a crash ------------------------------------------------
 
-    def _end(self, reason: str) -> None:
+    def _end(self, reason: SupplyEndReason) -> None:
         """The one way a session held here ends: exactly one SupplyEnded."""
         s, cp_id = self._session, self._cp_id
         if s is None or cp_id is None:
             return
         energy = s.energy
         if s.started_at is not None:
-            if reason == "unplugged":  # the meter's last reading is taken at the unplug itself
+            if (
+                reason is SupplyEndReason.UNPLUGGED
+            ):  # the meter's last reading is taken at the unplug itself
                 elapsed = self._clock() - s.started_at
                 energy = max(energy, energy_after(self.config.kw, elapsed, self.config.speedup))
             # Any other end (stop, fault) halts the meter at its last tick, the reading Central has.
@@ -524,7 +526,7 @@ class EngineService:
 
     def _report_leftovers(self, cp_id: str) -> None:
         for rec in self._store.load(cp_id):
-            reason = rec.ended_reason or "engine_restarted"
+            reason = rec.ended_reason or SupplyEndReason.ENGINE_RESTARTED
             self._records[rec.session_id] = replace(rec, ended_reason=reason)
             session_id = UUID(rec.session_id)
             self._ended.append(session_id)
@@ -549,7 +551,7 @@ class EngineService:
             )
         self._persist()
 
-    def _save_record(self, s: _Session, ended_reason: str | None = None) -> None:
+    def _save_record(self, s: _Session, ended_reason: SupplyEndReason | None = None) -> None:
         key = str(s.session_id)
         self._records[key] = SupplyRecord(key, s.driver_id, s.price, s.energy, s.seq, ended_reason)
         self._persist()

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Protocol
 
+from evcharging.contracts.events import Event
 from evcharging.domain.records import CPRecord, DriverRecord
 from evcharging.domain.session import Session
 
@@ -51,3 +52,15 @@ class Repository(Protocol):
 
     # idempotency
     def remember_event(self, event_id: str, event_type: str) -> bool: ...
+
+
+class Publisher(Protocol):
+    async def publish(
+        self, event: Event, *, on_delivered: Callable[[], None] | None = None
+    ) -> None:
+        """Never drops the event. Returns once the broker has it or, while a consumed batch is
+        being handled, once it is queued: the batch is committed only after every such event is
+        acked. `on_delivered` runs after the ack."""
+
+    async def publish_soon(self, event: Event) -> None:
+        """Returns once the event is queued: for high-rate events a later one supersedes."""
