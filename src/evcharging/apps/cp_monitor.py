@@ -123,7 +123,7 @@ def _price(value: str) -> str:
     try:
         return str(_PRICE.validate_python(positive_decimal(value)))
     except ValidationError:
-        raise ValueError(f"must be more than 0 and at most {MAX_PRICE} €/kWh") from None
+        raise ValueError(f"must be at most {MAX_PRICE} €/kWh") from None  # > 0: checked above
 
 
 def _location(value: str) -> str:
