@@ -237,17 +237,18 @@ class MonitorLink(asyncio.Protocol):
 
     def _answer_now(self, frame: Frame) -> bytes | None:
         """The answer when it needs no waiting (a routine heartbeat, a refusal); else None."""
-        fields = frame.fields
         route = REQUESTS.get(frame.opcode)
+        fields = frame.fields
         if route is None or not (fields or route.own_cp):  # an AUTH names its CP, or is no AUTH
             log.warning("monitor %s: unknown opcode %r", self.peer, frame.opcode)
             return _UNKNOWN_OPCODE
-        if route.own_cp and (not fields or self.cp_id is None or fields[0] != self.cp_id):
+        if route.own_cp and (not fields or fields[0] != self.cp_id):  # cp_id None: never equal
             log.warning(
                 "monitor %s: %s before authentication or for another CP", self.peer, frame.opcode
             )
             return _NOT_AUTHENTICATED
-        return None if route.now is None else route.now(self, fields)
+        now = route.now
+        return None if now is None else now(self, fields)
 
     async def _answer_later(self, frame: Frame) -> None:
         try:
@@ -287,8 +288,11 @@ class MonitorLink(asyncio.Protocol):
 
     def _heartbeat_now(self, fields: tuple[str, ...]) -> bytes | None:
         """HB#cp#OK|KO that changes nothing but the CP's liveness: answered at once (the hot path)."""
-        answer = self.service.heartbeat_now(fields[0], self.token, _engine_ok(fields))
-        return None if answer is None else _reply(answer)
+        engine_ok = len(fields) < 2 or fields[1] == _ENGINE_OK  # inline: once per heartbeat
+        answer = self.service.heartbeat_now(fields[0], self.token, engine_ok)
+        if answer is None:
+            return None
+        return _ACK_OK if answer.ok else _reply(answer)
 
     async def _heartbeat(self, fields: tuple[str, ...]) -> bytes:
         """HB whose Engine health changed: the service awaits Kafka."""
