@@ -157,6 +157,7 @@ async def test_every_action_is_reachable_from_both_transports_with_the_same_repl
     http: tuple[CentralService, httpx.AsyncClient],
     ws_app: tuple[CentralService, FastAPI],
     records: list[Record],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     (method, path, body), fields, first = WAYS[command]
     by_http, client = http
@@ -180,6 +181,10 @@ async def test_every_action_is_reachable_from_both_transports_with_the_same_repl
         assert [v["id"] for v in answer.json()["changed"]] == reply["cp_ids"]
         assert answer.json()["skipped"] == reply["skipped"]
     assert TOKEN not in json.dumps(records)
+    for who in ("admin via http 127.0.0.1:", "admin via websocket #"):  # who, how, from where
+        assert f"{who}" in caplog.text
+        assert f"admin action {command.value} done: {reply['message']}" in caplog.text
+    assert TOKEN not in caplog.text
 
 
 @pytest.mark.parametrize(
@@ -264,3 +269,56 @@ async def test_the_panel_the_api_and_the_websocket_show_the_same_cp_figures(
         == [r.json for r in central.requests()]
         == [r.json for r in snapshot(central).requests]
     )
+
+
+# --- one set of command models: the same field rules on both transports ----------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "frame", "field"),
+    [
+        (
+            "/api/cps/CP1/simulate-error",
+            {"error_type": ""},
+            {"type": "simulate_error", "cp_id": "CP1", "error_type": ""},
+            "error_type",
+        ),
+        (
+            "/api/cps",
+            {"id": "CP9", "location": "X", "price_eur_per_kwh": "0.31", "colour": "red"},
+            {
+                "type": "register_cp",
+                "cp_id": "CP9",
+                "location": "X",
+                "price_eur_per_kwh": "0.31",
+                "colour": "red",
+            },
+            "colour",
+        ),
+        (
+            "/api/cps",
+            {"id": "CP9", "location": "X", "price_eur_per_kwh": "-1"},
+            {"type": "register_cp", "cp_id": "CP9", "location": "X", "price_eur_per_kwh": "-1"},
+            "price_eur_per_kwh",
+        ),
+    ],
+    ids=["empty-error-type", "unknown-field", "negative-price"],
+)
+async def test_a_field_breaking_a_rule_is_refused_by_both_transports(
+    http: tuple[CentralService, httpx.AsyncClient],
+    ws_app: tuple[CentralService, FastAPI],
+    path: str,
+    body: dict[str, Any],
+    frame: dict[str, Any],
+    field: str,
+) -> None:
+    answer = await http[1].post(path, json=body, headers={"X-Admin-Token": TOKEN})
+    assert answer.status_code == 422
+    assert field in json.dumps(answer.json()["detail"])
+    async with dashboard(ws_app[1]) as ws:
+        reply = await reply_to(ws, {**frame, "token": TOKEN})
+    assert reply["type"] == "error"
+    assert reply["reason"].startswith(f"invalid fields: {field}")
+    for central in (http[0], ws_app[0]):
+        assert central.cp("CP9") is None
+        assert not central.cp("CP1").error_simulated  # type: ignore[union-attr]
