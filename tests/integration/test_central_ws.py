@@ -24,6 +24,7 @@ from evcharging.adapters.kafka.watch import KafkaState
 from evcharging.adapters.web.central_api import create_app, mount_dashboard
 from evcharging.adapters.web.central_feed import DashboardHub, coalesce
 from evcharging.contracts import events as ev
+from evcharging.services.admin import AdminDesk
 from evcharging.services.central import CentralService
 from evcharging.services.central_views import (
     CentralChange,
@@ -512,7 +513,7 @@ async def test_a_client_that_falls_behind_gets_the_full_state_again(
     central: CentralService, caplog: pytest.LogCaptureFixture
 ) -> None:
     app = FastAPI()
-    mount_dashboard(app, DashboardHub(central, TOKEN, queue_size=3))
+    mount_dashboard(app, DashboardHub(central, AdminDesk(central, TOKEN), queue_size=3))
     async with dashboard(app) as ws:
         for _ in range(2):  # 6+ changes without yielding: more than the queue holds
             await central.stop_all()
@@ -550,7 +551,7 @@ class StuckSocket:
 async def test_a_client_that_takes_nothing_is_disconnected_and_never_blocks_central(
     central: CentralService, caplog: pytest.LogCaptureFixture
 ) -> None:
-    hub = DashboardHub(central, TOKEN, queue_size=2, send_timeout=0.2)
+    hub = DashboardHub(central, AdminDesk(central, TOKEN), queue_size=2, send_timeout=0.2)
     serving = asyncio.create_task(hub.serve(StuckSocket()))  # type: ignore[arg-type]
     await asyncio.sleep(0)
     assert hub.client_count == 1

@@ -236,7 +236,7 @@ def create_app(service: CentralService, admin_token: str) -> FastAPI:
         """Clears a simulated error (CP_ERROR_FIXED goes out). 409 if none is simulated."""
         return await on_cp(caller, Command.FIX_ERROR, {"cp_id": cp_id})
 
-    mount_dashboard(app, DashboardHub(service, admin_token))
+    mount_dashboard(app, DashboardHub(service, desk))
     return app
 
 

@@ -150,13 +150,13 @@ class DashboardHub:
     def __init__(
         self,
         service: CentralService,
-        admin_token: str,
+        desk: AdminDesk,
         *,
         queue_size: int = 1000,
         send_timeout: float = 5.0,
     ) -> None:
         self.service = service
-        self.admin = WsAdmin(AdminDesk(service, admin_token))
+        self.admin = WsAdmin(desk)  # the admin front door the HTTP API uses too
         self.queue_size = queue_size
         self.send_timeout = send_timeout
         self._clients: set[_Client] = set()
