@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from evcharging.adapters.db.sqlite_repository import SqliteRepository
 from evcharging.adapters.web.central_api import create_app
 from evcharging.contracts import events as ev
 from evcharging.services.central import CentralService
@@ -18,8 +19,12 @@ TOKEN = "s3cret"
 
 
 @pytest.fixture
-def central() -> CentralService:
-    repo = a_repo()
+def repo() -> SqliteRepository:
+    return a_repo()
+
+
+@pytest.fixture
+def central(repo: SqliteRepository) -> CentralService:
     a_cp(repo, "CP1", price="0.35")  # never connected: Desconectado
     a_cp(repo, "CP2", price="0.39", location="Valencia")  # its Monitor connects: Activado
     a_driver(repo, "D1", balance="12.34")
@@ -45,14 +50,9 @@ def sent(central: CentralService) -> list[Any]:
     return list(publisher.sent)
 
 
-def snapshot(central: CentralService) -> tuple[Any, ...]:
+def snapshot(central: CentralService, repo: SqliteRepository) -> tuple[Any, ...]:
     """Everything an admin action could change: views, stored records, events, messages."""
-    return (
-        [cp.view() for cp in central.cps.values()],
-        central.repo.list_cps(),
-        sent(central),
-        list(central.messages),
-    )
+    return (central.cps(), repo.list_cps(), sent(central), central.messages())
 
 
 async def test_reads_need_no_token(client: httpx.AsyncClient) -> None:
@@ -129,6 +129,7 @@ async def test_actions_on_an_unknown_cp_are_404(client: httpx.AsyncClient) -> No
 async def test_a_senseless_action_is_409_with_the_reason_and_changes_nothing(
     client: httpx.AsyncClient,
     central: CentralService,
+    repo: SqliteRepository,
     caplog: pytest.LogCaptureFixture,
     before: list[str],
     path: str,
@@ -136,22 +137,22 @@ async def test_a_senseless_action_is_409_with_the_reason_and_changes_nothing(
 ) -> None:
     for step in before:
         assert (await client.post(step, headers=admin())).status_code == 200
-    was = snapshot(central)
+    was = snapshot(central, repo)
     answer = await client.post(path, headers=admin())
     assert answer.status_code == 409
     assert answer.json()["detail"].startswith(reason)
-    assert snapshot(central) == was
+    assert snapshot(central, repo) == was
     assert f"refused: {reason}" in caplog.text
 
 
 async def test_simulate_error_on_a_desconectado_cp_no_longer_claims_averiado(
-    client: httpx.AsyncClient, central: CentralService
+    client: httpx.AsyncClient, central: CentralService, repo: SqliteRepository
 ) -> None:
     """The issue's log line '-> Averiado' for a CP that stayed Desconectado."""
     answer = await client.post("/api/cps/CP1/simulate-error", headers=admin())
     assert answer.status_code == 409
-    assert not any("Averiado" in text for _, _, text in central.messages)
-    assert not central.repo.get_cp("CP1").error_simulated  # type: ignore[union-attr]
+    assert not any("Averiado" in m.text for m in central.messages())
+    assert not repo.get_cp("CP1").error_simulated  # type: ignore[union-attr]
     assert (await client.get("/api/cps/CP1")).json()["actions"] == ["stop_cp"]
 
 
@@ -207,15 +208,15 @@ async def test_stop_shows_out_of_order_and_register_adds_a_cp(client: httpx.Asyn
 
 
 async def test_registering_an_existing_cp_is_409_and_changes_nothing(
-    client: httpx.AsyncClient, central: CentralService
+    client: httpx.AsyncClient, central: CentralService, repo: SqliteRepository
 ) -> None:
     """The issue: 201, and the price changed from 0.39 to 9.99."""
-    was = snapshot(central)
+    was = snapshot(central, repo)
     body = {"id": "CP2", "location": "Elsewhere", "price_eur_per_kwh": "9.99"}
     answer = await client.post("/api/cps", json=body, headers=admin())
     assert answer.status_code == 409
     assert answer.json()["detail"].startswith("CP CP2 is already registered: nothing changed")
-    assert snapshot(central) == was
+    assert snapshot(central, repo) == was
     cp = (await client.get("/api/cps/CP2")).json()
     assert (cp["location"], cp["price_eur_per_kwh"], cp["state"]) == (
         "Valencia",
@@ -225,7 +226,7 @@ async def test_registering_an_existing_cp_is_409_and_changes_nothing(
 
 
 async def test_patch_edits_location_and_price_of_a_registered_cp(
-    client: httpx.AsyncClient, central: CentralService
+    client: httpx.AsyncClient, central: CentralService, repo: SqliteRepository
 ) -> None:
     path = "/api/cps/CP2"
     assert (await client.patch(path, json={"price_eur_per_kwh": "0.45"})).status_code == 401
@@ -238,12 +239,12 @@ async def test_patch_edits_location_and_price_of_a_registered_cp(
         "0.45",
         "Activado",
     )
-    stored = central.repo.get_cp("CP2")
+    stored = repo.get_cp("CP2")
     assert stored is not None
     assert (stored.location, str(stored.price_eur_per_kwh)) == ("Elche", "0.45")
     status = [e for e in sent(central) if isinstance(e, ev.CpStatus) and e.cp_id == "CP2"][-1]
     assert (status.location, str(status.price_eur_per_kwh)) == ("Elche", "0.45")  # drivers told
-    assert any("CP CP2 edited: Elche, 0.45 €/kWh" in text for _, _, text in central.messages)
+    assert any("CP CP2 edited: Elche, 0.45 €/kWh" in m.text for m in central.messages())
 
 
 @pytest.mark.parametrize(
@@ -257,11 +258,16 @@ async def test_patch_edits_location_and_price_of_a_registered_cp(
     ],
 )
 async def test_a_bad_patch_is_refused_and_changes_nothing(
-    client: httpx.AsyncClient, central: CentralService, path: str, body: Any, status: int
+    client: httpx.AsyncClient,
+    central: CentralService,
+    repo: SqliteRepository,
+    path: str,
+    body: Any,
+    status: int,
 ) -> None:
-    was = snapshot(central)
+    was = snapshot(central, repo)
     assert (await client.patch(path, json=body, headers=admin())).status_code == status
-    assert snapshot(central) == was
+    assert snapshot(central, repo) == was
 
 
 # --- issue point 13: the API docs work offline and document the token and the answers -----

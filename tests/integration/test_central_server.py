@@ -81,7 +81,7 @@ async def monitor(server: MonitorServer) -> AsyncIterator[Monitor]:
 
 
 def state(central: CentralService, cp_id: str) -> str:
-    return central.cps[cp_id].state.value
+    return central.cp(cp_id).state.value  # type: ignore[union-attr]
 
 
 async def test_auth_then_heartbeats_keep_the_cp_activado(
@@ -113,7 +113,8 @@ async def test_a_cp_is_never_activado_before_its_engine_is_known_healthy(
 ) -> None:
     """The Engine's health comes with AUTH; without it, the CP waits for an OK heartbeat."""
     assert await monitor.ask("AUTH", "CP1", "", "", *health) == Frame("AUTH_OK", ("CP1",))
-    cp = central.cps["CP1"]
+    cp = central.cp("CP1")
+    assert cp is not None
     assert (cp.state.value, cp.available) == ("Averiado", False)
     assert cp.fault_reason == (health[1] if health else "Engine health not reported yet")
     assert await monitor.ask("HB", "CP1", "OK") == Frame("OK")
@@ -173,15 +174,15 @@ async def test_closing_the_server_ends_every_link_and_no_supply(
     central: CentralService, server: MonitorServer, monitor: Monitor
 ) -> None:
     """A stopping Central drops its links as a dying one would: nothing is ended or billed."""
-    a_driver(central.repo, "D1")  # type: ignore[arg-type]
+    a_driver(central._repo, "D1")  # type: ignore[arg-type]
     await monitor.ask("AUTH", "CP1", "", "", "OK", "")
     await central.on_authorization_request(AuthorizationRequest(driver_id="D1", cp_id="CP1"))
-    assert central.cps["CP1"].session is not None
+    assert central.cp("CP1").session_id is not None  # type: ignore[union-attr]
     await server.close()
     assert await monitor.closed_by_central()
     publisher = central.publisher
     assert isinstance(publisher, RecordingPublisher)
     assert not publisher.of(ChargingTicket)
     assert not publisher.of(StopSupply)
-    assert central.cps["CP1"].session is not None
-    assert [s.cp_id for s in central.repo.open_sessions()] == ["CP1"]
+    assert central.cp("CP1").session_id is not None  # type: ignore[union-attr]
+    assert [s.cp_id for s in central._repo.open_sessions()] == ["CP1"]

@@ -11,6 +11,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -18,11 +19,22 @@ import pytest
 from fastapi import FastAPI
 from starlette.websockets import WebSocketState
 
+from evcharging.adapters.db.sqlite_repository import SqliteRepository
 from evcharging.adapters.kafka.watch import KafkaState
 from evcharging.adapters.web.central_api import create_app, mount_dashboard
-from evcharging.adapters.web.central_ws import DashboardHub, coalesce
+from evcharging.adapters.web.central_feed import DashboardHub, coalesce
 from evcharging.contracts import events as ev
+from evcharging.services.admin import AdminDesk
 from evcharging.services.central import CentralService
+from evcharging.services.central_views import (
+    CentralChange,
+    CPChanged,
+    CPView,
+    MessageAdded,
+    MessageView,
+    RequestChanged,
+    RequestView,
+)
 from tests.support.builders import a_cp, a_driver, a_repo
 from tests.support.fakes import RecordingPublisher
 
@@ -32,6 +44,7 @@ TOKEN = "s3cret-admin-token"
 WRONG = "not-the-token-123"
 PUSHED = {"all_cps", "cps", "requests", "request_changes", "messages", "message", "kafka"}
 FULL_STATE = ["all_cps", "requests", "messages", "kafka"]
+NOON = datetime(2026, 11, 27, 12, tzinfo=UTC)
 MONITOR = object()  # stands for the Monitor connection that authenticated a CP
 
 
@@ -84,8 +97,12 @@ class Dashboard:
 
 
 @pytest.fixture
-async def central() -> CentralService:
-    repo = a_repo()
+def repo() -> SqliteRepository:
+    return a_repo()
+
+
+@pytest.fixture
+async def central(repo: SqliteRepository) -> CentralService:
     a_cp(repo, "CP1", price="0.35", location="Alicante")
     a_cp(repo, "CP2", price="0.40", location="Valencia")
     a_driver(repo, "D1")
@@ -130,7 +147,7 @@ async def pushed(ws: Dashboard, until: Callable[[dict[str, Any]], bool]) -> list
 
 
 def state_of(central: CentralService) -> tuple[Any, ...]:
-    views = tuple(tuple(sorted(cp.view().items())) for cp in central.cps.values())
+    views = tuple(central.cps())
     sink = central.publisher
     assert isinstance(sink, RecordingPublisher)
     return views, len(sink.sent)
@@ -162,7 +179,7 @@ async def test_a_change_at_central_is_pushed_as_it_happens(
     async with dashboard(app) as ws:
         await central.monitor_auth("CP2", MONITOR)
         frames = await pushed(ws, lambda f: f["type"] == "cps")
-        assert frames[-1]["charging_points"] == [central.cps["CP2"].view()]
+        assert frames[-1]["charging_points"] == [central.cp("CP2").json]  # type: ignore[union-attr]
         assert frames[-1]["charging_points"][0]["state"] == "Activado"
         frames += await pushed(ws, lambda f: f["type"] == "message")
         assert any("CP CP2 authenticated" in f.get("text", "") for f in frames)
@@ -198,17 +215,24 @@ async def test_a_change_made_on_another_thread_is_handed_to_the_hub_loop(
         assert frames[-1]["charging_points"][0]["admin_stopped"] is True
 
 
+def _cp(cp_id: str, state: str) -> CPView:
+    return CPView({"id": cp_id, "state": state})  # type: ignore[typeddict-item]
+
+
+def _row(key: str, status: str) -> RequestView:
+    return RequestView({"key": key, "status": status})  # type: ignore[typeddict-item]
+
+
 def test_coalesce_keeps_the_latest_view_per_cp_and_row_and_the_oldest_stamp() -> None:
-    row = {"key": "s1", "status": "authorised"}
-    batch = [
-        ("cp", {"id": "A", "state": "Activado"}, 10),
-        ("message", {"at": "t", "level": "info", "text": "one"}, 11),
-        ("cp", {"id": "B", "state": "Parado"}, 12),
-        ("request", {"key": "s1", "row": row}, 13),
-        ("request", {"key": "s2", "row": {"key": "s2", "status": "authorised"}}, 13),
-        ("cp", {"id": "A", "state": "Averiado"}, 14),
-        ("request", {"key": "s1", "row": {**row, "status": "supplying"}}, 15),
-        ("request", {"key": "s2", "row": None}, 16),
+    batch: list[Any] = [
+        (CPChanged(_cp("A", "Activado")), 10),
+        (MessageAdded(MessageView(NOON, "info", "one")), 11),
+        (CPChanged(_cp("B", "Parado")), 12),
+        (RequestChanged("s1", _row("s1", "authorised")), 13),
+        (RequestChanged("s2", _row("s2", "authorised")), 13),
+        (CPChanged(_cp("A", "Averiado")), 14),
+        (RequestChanged("s1", _row("s1", "supplying")), 15),
+        (RequestChanged("s2", None), 16),
     ]
     assert coalesce(batch) == [
         {
@@ -222,21 +246,27 @@ def test_coalesce_keeps_the_latest_view_per_cp_and_row_and_the_oldest_stamp() ->
             "removed": ["s2"],
             "ts": 13,
         },
-        {"type": "message", "at": "t", "level": "info", "text": "one", "ts": 11},
+        {"type": "message", "at": NOON.isoformat(), "level": "info", "text": "one", "ts": 11},
     ]
 
 
 async def test_a_request_row_push_does_not_grow_with_the_table(central: CentralService) -> None:
     """A burst of N authorisations must cost N, not N^2: each push carries only its own row."""
-    seen: list[tuple[str, dict[str, Any]]] = []
-    central.subscribe(lambda kind, payload: seen.append((kind, payload)))
+    seen: list[CentralChange] = []
+    central.subscribe(seen.append)
     for i in range(50):
         central._request(f"D{i}", "CP1", "authorised", f"s{i}")
-    frames = coalesce([(kind, payload, 1) for kind, payload in seen if kind == "request"][-1:])
-    assert frames == [
-        {"type": "request_changes", "changed": [central.request_rows()[-1]], "removed": [], "ts": 1}
+    rows = [change for change in seen if isinstance(change, RequestChanged)]
+    assert len(rows) == 50
+    assert coalesce([(rows[-1], 1)]) == [
+        {
+            "type": "request_changes",
+            "changed": [central.requests()[-1].json],
+            "removed": [],
+            "ts": 1,
+        }
     ]
-    assert len(central.request_rows()) == 50
+    assert len(central.requests()) == 50
 
 
 # --- admin actions --------------------------------------------------------------------------
@@ -328,7 +358,7 @@ async def test_seed_flow_2_simulate_and_fix_error_replies_and_events(
     assert stopped["cp_ids"] == ["CP1", "CP2"]
     errors = [e for e in sink.sent if isinstance(e, ev.CpErrorSimulated | ev.CpErrorFixed)]
     assert [type(e) for e in errors] == [ev.CpErrorSimulated, ev.CpErrorFixed]
-    assert central.cps["CP1"].view()["caption"] == "Out of Order"
+    assert central.cp("CP1").caption == "Out of Order"  # type: ignore[union-attr]
 
 
 # --- issue point 15: an action that makes no sense is refused with the reason, as HTTP's 409 ---
@@ -358,6 +388,7 @@ async def test_seed_flow_2_simulate_and_fix_error_replies_and_events(
 async def test_a_senseless_action_is_refused_with_the_reason_and_changes_nothing(
     app: FastAPI,
     central: CentralService,
+    repo: SqliteRepository,
     caplog: pytest.LogCaptureFixture,
     before: list[str],
     action: dict[str, Any],
@@ -365,7 +396,7 @@ async def test_a_senseless_action_is_refused_with_the_reason_and_changes_nothing
 ) -> None:
     for step in before:
         await getattr(central, step)("CP1")
-    was = state_of(central), central.repo.list_cps(), list(central.messages)
+    was = state_of(central), repo.list_cps(), central.messages()
     async with dashboard(app) as ws:
         reply = await reply_to(ws, {**action, "token": TOKEN})
     assert {k: v for k, v in reply.items() if k not in ("ts", "reason")} == {
@@ -373,7 +404,7 @@ async def test_a_senseless_action_is_refused_with_the_reason_and_changes_nothing
         "action": action["type"],
     }
     assert reply["reason"].startswith(reason)
-    assert (state_of(central), central.repo.list_cps(), list(central.messages)) == was
+    assert (state_of(central), repo.list_cps(), central.messages()) == was
     assert f"action {action['type']} refused: {reason}" in caplog.text
 
 
@@ -398,7 +429,7 @@ async def test_stop_all_says_which_cps_it_stopped_and_which_it_skipped(
 
 
 async def test_edit_cp_changes_location_and_price_and_every_page_sees_it(
-    app: FastAPI, central: CentralService
+    app: FastAPI, repo: SqliteRepository
 ) -> None:
     async with dashboard(app) as admin, dashboard(app) as watcher:
         edit = {"type": "edit_cp", "cp_id": "CP1", "location": "Elche", "token": TOKEN}
@@ -408,7 +439,7 @@ async def test_edit_cp_changes_location_and_price_and_every_page_sees_it(
     assert reply["message"] == "CP CP1 edited (Elche, 0.45 €/kWh)"
     assert (reply["cp"]["location"], reply["cp"]["price_eur_per_kwh"]) == ("Elche", "0.45")
     assert frames[-1]["charging_points"][0]["price_eur_per_kwh"] == "0.45"
-    stored = central.repo.get_cp("CP1")
+    stored = repo.get_cp("CP1")
     assert stored is not None
     assert (stored.location, str(stored.price_eur_per_kwh)) == ("Elche", "0.45")
 
@@ -482,7 +513,7 @@ async def test_a_client_that_falls_behind_gets_the_full_state_again(
     central: CentralService, caplog: pytest.LogCaptureFixture
 ) -> None:
     app = FastAPI()
-    mount_dashboard(app, DashboardHub(central, TOKEN, queue_size=3))
+    mount_dashboard(app, DashboardHub(central, AdminDesk(central, TOKEN), queue_size=3))
     async with dashboard(app) as ws:
         for _ in range(2):  # 6+ changes without yielding: more than the queue holds
             await central.stop_all()
@@ -520,7 +551,7 @@ class StuckSocket:
 async def test_a_client_that_takes_nothing_is_disconnected_and_never_blocks_central(
     central: CentralService, caplog: pytest.LogCaptureFixture
 ) -> None:
-    hub = DashboardHub(central, TOKEN, queue_size=2, send_timeout=0.2)
+    hub = DashboardHub(central, AdminDesk(central, TOKEN), queue_size=2, send_timeout=0.2)
     serving = asyncio.create_task(hub.serve(StuckSocket()))  # type: ignore[arg-type]
     await asyncio.sleep(0)
     assert hub.client_count == 1

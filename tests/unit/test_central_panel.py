@@ -54,19 +54,19 @@ async def busy_central(cp_count: int | None = None, requests: int = 2) -> Centra
         a_driver(repo, f"D{n:03}", balance="100.00")
     central = CentralService(repo, RecordingPublisher(), now=lambda: NOON)
     await central.load()
-    ids = list(central.cps)
+    ids = [view.id for view in central.cps()]
     for cp in ids[: len(ids) * 2 // 3]:
         await central.monitor_auth(cp, object())
     for n in range(min(requests, len(ids) // 2)):
         await central.on_authorization_request(
             ev.AuthorizationRequest(driver_id=f"D{n:03}", cp_id=ids[n])
         )
-    session = central.cps[ids[0]].session
-    if session is not None:
+    first = central.cp(ids[0])
+    if first is not None and first.session_id is not None:
         await central.on_telemetry(
             ev.CpTelemetry(
                 cp_id=ids[0],
-                session_id=session.session_id,
+                session_id=first.session_id,
                 driver_id="D000",
                 seq=1,
                 kw=Decimal("22"),
@@ -89,7 +89,7 @@ async def test_panel_shows_tiles_requests_and_messages() -> None:
     for cp in ("CP1", "CP2", "CP3"):
         await central.monitor_auth(cp, object())
     await central.on_authorization_request(ev.AuthorizationRequest(driver_id="D1", cp_id="CP1"))
-    sid = central.cps["CP1"].session.session_id  # type: ignore[union-attr]
+    sid = central.cp("CP1").session_id  # type: ignore[union-attr]
     await central.on_telemetry(
         ev.CpTelemetry(
             cp_id="CP1",
@@ -130,7 +130,7 @@ async def test_at_80x24_every_cp_of_the_sample_is_one_line_with_requests_and_mes
     assert len(lines) == 24
     assert all(len(line) <= 80 for line in lines)
     text = "\n".join(lines)
-    for cp in central.cps:
+    for cp in (view.id for view in central.cps()):
         assert sum(line.startswith(cp) for line in lines) == 1, cp
     supplying = next(line for line in lines if "Suministrando" in line)
     assert "ALC01" in supplying
@@ -154,7 +154,7 @@ async def test_a_frame_fills_the_terminal_exactly_whatever_there_is_to_show(
 ) -> None:
     central = await busy_central(cp_count=40, requests=15)
     for n in range(50):
-        central.messages.append((NOON, "info", f"message {n} " + "long words " * (n % 12)))
+        central._say(f"message {n} " + "long words " * (n % 12))
     lines = frame(render(central), width, height)
     assert len(lines) == height
     assert all(len(line) <= width for line in lines)
@@ -176,7 +176,7 @@ async def test_cps_that_do_not_fit_are_counted_and_the_other_sections_keep_their
 
 async def test_long_messages_wrap_and_the_newest_stays_visible() -> None:
     central = await busy_central()
-    central.messages.append((NOON, "warning", "a very long warning " * 8 + "THE END"))
+    central._say("a very long warning " * 8 + "THE END", "warning")
     lines = frame(render(central), 80, 24)
     assert lines[-1].rstrip().endswith("THE END")
     assert "12:00:00 UTC WARNING a very long warning" in "\n".join(lines)
@@ -255,7 +255,7 @@ async def test_log_lines_go_into_the_panel_and_above_it_never_between_frames(
         )
         screen = term.text()
         assert screen.count(TITLE) == 1
-        assert all(cp in screen for cp in central.cps)
+        assert all(view.id in screen for view in central.cps())
         await eventually(
             lambda: "evcharging.elsewhere: Kafka is unreachable" in term.scrolled_off(),
             what="the log line printed above the panel",
@@ -292,7 +292,7 @@ def test_snapshot_copies_what_the_drawing_thread_reads() -> None:
     a_cp(repo, "CP1")
     central = CentralService(repo, RecordingPublisher(), now=lambda: NOON)
     view = snapshot(central, [(NOON, "info", "hello")], now=NOON)
-    central.messages.append((NOON, "info", "later"))
+    central._say("later")
     assert list(view.messages) == [(NOON, "info", "hello")]
     assert view.now == NOON
 

@@ -88,11 +88,13 @@ async def supplying(
 
 
 def state(central: CentralService, cp: str) -> str:
-    return central.cps[cp].view()["state"]
+    view = central.cp(cp)
+    assert view is not None
+    return view.state.value
 
 
 async def test_every_cp_starts_desconectado(central: CentralService) -> None:
-    assert {state(central, c) for c in central.cps} == {"Desconectado"}
+    assert {view.state.value for view in central.cps()} == {"Desconectado"}
     assert {e.state for e in pub(central).of(ev.CpStatus)} == {"Desconectado"}
 
 
@@ -110,7 +112,7 @@ async def test_happy_path_bills_energy_times_price_exactly_once(
     await connect(central, "CP1")
     sid = await supplying(central, kwh="2.500")
     assert state(central, "CP1") == "Suministrando"
-    assert central.cps["CP1"].view()["amount_eur"] == "1.00"
+    assert central.cp("CP1").amount_eur == "1.00"  # type: ignore[union-attr]
     assert [e.energy_kwh for e in pub(central).of(ev.ChargingProgress)] == [
         Decimal("0.800"),
         Decimal("1.700"),
@@ -244,7 +246,7 @@ async def test_stop_all_ends_every_supply_with_a_ticket_and_resume_all_restores(
     await supplying(central, "D2", "CP2")
     await central.stop_all()
     assert {state(central, c) for c in ("CP1", "CP2")} == {"Parado"}
-    assert central.cps["CP1"].view()["caption"] == "Out of Order"
+    assert central.cp("CP1").caption == "Out of Order"  # type: ignore[union-attr]
     assert sorted(t.driver_id for t in pub(central).of(ev.ChargingTicket)) == ["D1", "D2"]
     assert {t.end_reason for t in pub(central).of(ev.ChargingTicket)} == {"stopped_by_central"}
     assert len(pub(central).of(ev.CpStop)) == 2
@@ -318,9 +320,9 @@ async def test_a_restarted_central_reattaches_open_sessions_and_resends_unsent_t
         )
     again = CentralService(repo, RecordingPublisher(), now=lambda: NOW, monotonic=clock)
     await again.load()
-    assert again.cps["CP1"].session is not None
-    assert again.cps["CP1"].session.session_id == str(open_sid)
-    assert again.cps["CP1"].session.energy_kwh == Decimal("1.900")
+    view = again.cp("CP1")
+    assert view is not None
+    assert (view.session_id, view.energy_kwh) == (str(open_sid), "1.900")
     assert [t.session_id for t in pub(again).of(ev.ChargingTicket)] == [ended_sid]
     assert repo.get_driver("D2").balance_eur == Decimal("48.75")  # debited once, not again
     assert state(again, "CP1") == "Desconectado"

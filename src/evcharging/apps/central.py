@@ -1,4 +1,11 @@
-"""EV_Central: arguments -> settings -> adapters (DB, Kafka, Monitor sockets, HTTP, panel) -> run."""
+"""EV_Central: the control centre of the network.
+
+    EV_Central PORT KAFKA_HOST:PORT [--db FILE] [--http-port 8000] [--admin-token TOKEN]
+               [--heartbeat-timeout 3] [--seed FILE] [--ui auto|panel|plain]
+
+Thin main, shaped as the Monitor's and the Engine's: arguments -> `CentralSettings` ->
+`CentralApp` (DB, Kafka, Monitor sockets, HTTP API and dashboard, panel) -> run.
+"""
 
 from __future__ import annotations
 
@@ -63,6 +70,123 @@ class CentralSettings:
     ui: str
     log_level: str = "INFO"
     kafka_namespace: str = ""  # several networks on one Kafka cluster
+
+
+def build_router(service: CentralService) -> EventRouter:
+    router = EventRouter("central")
+    router.add(AuthorizationRequest, service.on_authorization_request)
+    router.add(ChargingStopped, service.on_charging_stopped)
+    router.add(DriverStatusRequest, service.on_driver_status_request)
+    router.add(SupplyStarted, service.on_supply_started)
+    router.add(CpTelemetry, service.on_telemetry)
+    router.add(SupplyEnded, service.on_supply_ended)
+    return router
+
+
+async def housekeeping(service: CentralService) -> None:
+    """Twice a second: lost Monitors, and the running figures written in one batch."""
+    while True:
+        await asyncio.sleep(min(0.5, service.heartbeat_timeout / 4))
+        await service.check_heartbeats()
+        service.save_running_figures()
+
+
+class CentralApp:
+    """Everything EV_Central runs: the database, Kafka in and out, the Monitors' socket server,
+    the HTTP API with the dashboard, housekeeping and (on a terminal) the live panel."""
+
+    def __init__(self, settings: CentralSettings) -> None:
+        self.settings = settings
+
+    async def run(self) -> int:
+        """Runs until a part fails or the program is stopped. The HTTP port is taken first, so a
+        port in use is said before anything else starts."""
+        cfg = self.settings
+        http_socket = bind("the HTTP API", cfg.http_host, cfg.http_port)
+        try:
+            return await self._serve(http_socket)
+        finally:
+            http_socket.close()
+
+    async def _serve(self, http_socket: socket.socket) -> int:
+        cfg = self.settings
+        repo = SqliteRepository(cfg.db)
+        if cfg.seed_file is not None:
+            result = seed(repo, load_seed_file(cfg.seed_file))
+            log.info(
+                "seeded %d CPs and %d drivers from %s", result.cps, result.drivers, cfg.seed_file
+            )
+        set_default_source("central")
+        publisher = EventPublisher(cfg.kafka, "central")
+        service = CentralService(repo, publisher, heartbeat_timeout=cfg.heartbeat_timeout)
+        consumer = EventConsumer(
+            cfg.kafka,
+            cfg.group_id,
+            build_router(service),
+            topics=[DRIVER_EVENTS, CP_EVENTS],
+            static_member=f"{cfg.group_id}-central",  # one Central per group: it takes over at once
+        )
+        monitors = MonitorServer(service, cfg.listen_host, cfg.port)
+        try:
+            await monitors.start()
+        except CannotListen:
+            repo.close()
+            raise
+        publisher.start_in_background()
+        app = create_app(service, cfg.admin_token)
+        http = EmbeddedServer(
+            uvicorn.Config(
+                app,
+                host=cfg.http_host,
+                port=cfg.http_port,
+                log_level="warning",
+                lifespan="off",
+            )
+        )
+        log.info("HTTP API on http://%s:%s (OpenAPI at /docs)", cfg.http_host, cfg.http_port)
+        if cfg.token_generated:
+            log.info("admin token (generated): %s", cfg.admin_token)
+        watch = KafkaWatch(cfg.kafka)
+        watch.subscribe(app.state.dashboard_hub.set_kafka)  # the admin page's Kafka banner
+        tasks = [
+            asyncio.create_task(watch.run(), name="kafka-watch"),
+            asyncio.create_task(service.load(), name="load"),
+            asyncio.create_task(consumer.run(), name="kafka-consumer"),
+            asyncio.create_task(housekeeping(service), name="housekeeping"),
+            asyncio.create_task(http.serve([http_socket]), name="http"),
+        ]
+        panel = _panel(service, cfg.ui)
+        try:
+            with panel if panel is not None else contextlib.nullcontext():
+                done, _ = await asyncio.wait(
+                    [t for t in tasks if t.get_name() != "load"],
+                    return_when=asyncio.FIRST_EXCEPTION,
+                )
+                for task in done:
+                    task.result()
+        finally:
+            http.should_exit = True
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await monitors.close()
+            await publisher.stop()
+            service.save_running_figures()
+            repo.close()
+        return 0
+
+
+def _panel(service: CentralService, ui: str) -> contextlib.AbstractContextManager[object] | None:
+    """The live panel, or None for plain log lines. While the panel is shown, log lines reach the
+    terminal only through it (above it, and in its messages area): docs/terminal-panel.md."""
+    if ui == "plain" or (ui == "auto" and not sys.stdout.isatty()):
+        return None
+    from evcharging.adapters.tui.central_panel import live_panel
+
+    return live_panel(service)
+
+
+# --- command line -------------------------------------------------------------------------
 
 
 def build_parser() -> Parser:
@@ -132,112 +256,11 @@ def parse_args(argv: list[str] | None = None) -> CentralSettings:
     )
 
 
-def build_router(service: CentralService) -> EventRouter:
-    router = EventRouter("central")
-    router.add(AuthorizationRequest, service.on_authorization_request)
-    router.add(ChargingStopped, service.on_charging_stopped)
-    router.add(DriverStatusRequest, service.on_driver_status_request)
-    router.add(SupplyStarted, service.on_supply_started)
-    router.add(CpTelemetry, service.on_telemetry)
-    router.add(SupplyEnded, service.on_supply_ended)
-    return router
-
-
-async def housekeeping(service: CentralService) -> None:
-    """Twice a second: lost Monitors, and the running figures written in one batch."""
-    while True:
-        await asyncio.sleep(min(0.5, service.heartbeat_timeout / 4))
-        await service.check_heartbeats()
-        service.save_running_figures()
-
-
-async def serve(cfg: CentralSettings) -> int:
-    http_socket = bind("the HTTP API", cfg.http_host, cfg.http_port)
-    try:
-        return await _serve(cfg, http_socket)
-    finally:
-        http_socket.close()
-
-
-async def _serve(cfg: CentralSettings, http_socket: socket.socket) -> int:
-    repo = SqliteRepository(cfg.db)
-    if cfg.seed_file is not None:
-        result = seed(repo, load_seed_file(cfg.seed_file))
-        log.info("seeded %d CPs and %d drivers from %s", result.cps, result.drivers, cfg.seed_file)
-    set_default_source("central")
-    publisher = EventPublisher(cfg.kafka, "central")
-    service = CentralService(repo, publisher, heartbeat_timeout=cfg.heartbeat_timeout)
-    consumer = EventConsumer(
-        cfg.kafka,
-        cfg.group_id,
-        build_router(service),
-        topics=[DRIVER_EVENTS, CP_EVENTS],
-        static_member=f"{cfg.group_id}-central",  # one Central per group: it takes over at once
-    )
-    monitors = MonitorServer(service, cfg.listen_host, cfg.port)
-    try:
-        await monitors.start()
-    except CannotListen:
-        repo.close()
-        raise
-    publisher.start_in_background()
-    app = create_app(service, cfg.admin_token)
-    http = EmbeddedServer(
-        uvicorn.Config(
-            app,
-            host=cfg.http_host,
-            port=cfg.http_port,
-            log_level="warning",
-            lifespan="off",
-        )
-    )
-    log.info("HTTP API on http://%s:%s (OpenAPI at /docs)", cfg.http_host, cfg.http_port)
-    if cfg.token_generated:
-        log.info("admin token (generated): %s", cfg.admin_token)
-    watch = KafkaWatch(cfg.kafka)
-    watch.subscribe(app.state.dashboard_hub.set_kafka)  # the admin page's Kafka banner
-    tasks = [
-        asyncio.create_task(watch.run(), name="kafka-watch"),
-        asyncio.create_task(service.load(), name="load"),
-        asyncio.create_task(consumer.run(), name="kafka-consumer"),
-        asyncio.create_task(housekeeping(service), name="housekeeping"),
-        asyncio.create_task(http.serve([http_socket]), name="http"),
-    ]
-    panel = _panel(service, cfg.ui)
-    try:
-        with panel if panel is not None else contextlib.nullcontext():
-            done, _ = await asyncio.wait(
-                [t for t in tasks if t.get_name() != "load"], return_when=asyncio.FIRST_EXCEPTION
-            )
-            for task in done:
-                task.result()
-    finally:
-        http.should_exit = True
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await monitors.close()
-        await publisher.stop()
-        service.save_running_figures()
-        repo.close()
-    return 0
-
-
-def _panel(service: CentralService, ui: str) -> contextlib.AbstractContextManager[object] | None:
-    """The live panel, or None for plain log lines. While the panel is shown, log lines reach the
-    terminal only through it (above it, and in its messages area): docs/terminal-panel.md."""
-    if ui == "plain" or (ui == "auto" and not sys.stdout.isatty()):
-        return None
-    from evcharging.adapters.tui.central_panel import live_panel
-
-    return live_panel(service)
-
-
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     setup_logging("EV_Central", cfg.log_level)
     set_namespace(cfg.kafka_namespace)
-    return run(serve(cfg))
+    return run(CentralApp(cfg).run())
 
 
 if __name__ == "__main__":

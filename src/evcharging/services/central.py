@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
 from uuid import UUID, uuid4
 
 from evcharging.contracts.end_reasons import SupplyEndReason
@@ -52,7 +51,24 @@ from evcharging.domain.session import (
     record_reading,
     start_supply,
 )
-from evcharging.services.central_view import LiveCP
+from evcharging.services.central_live import LiveCP, RequestRow
+from evcharging.services.central_views import (
+    BulkOutcome,
+    CentralChange,
+    CPChanged,
+    CPView,
+    DriverView,
+    MessageAdded,
+    MessageView,
+    RequestChanged,
+    RequestView,
+    SessionView,
+    Skipped,
+    cp_view,
+    driver_view,
+    request_view,
+    session_view,
+)
 from evcharging.services.ports import Publisher, Repository
 
 log = logging.getLogger(__name__)
@@ -64,29 +80,6 @@ class Answer:
 
     ok: bool
     reason: str = ""
-
-
-@dataclass
-class RequestRow:
-    """A line of the panel's table of ongoing driver requests."""
-
-    at: datetime
-    driver_id: str
-    cp_id: str
-    status: str
-    session_id: str | None = None
-
-
-def _request_view(key: str, r: RequestRow) -> dict[str, Any]:
-    """A request row as the panel, the API and the dashboard show it; `key` identifies it."""
-    return {
-        "key": key,
-        "date": r.at.date().isoformat(),
-        "start": r.at.strftime("%H:%M:%S"),
-        "driver_id": r.driver_id,
-        "cp_id": r.cp_id,
-        "status": r.status,
-    }
 
 
 _OK = Answer(True)
@@ -111,38 +104,75 @@ class CentralService:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.repo = repo
+        self._repo = repo
         self.publisher = publisher
         self.heartbeat_timeout = heartbeat_timeout
         self._now = now
         self._monotonic = monotonic
-        self.cps: dict[str, LiveCP] = {}
-        self.requests: dict[str, RequestRow] = {}
-        self.messages: deque[tuple[datetime, str, str]] = deque(maxlen=300)
-        self._listeners: list[Callable[[str, dict[str, Any]], None]] = []
+        self._cps: dict[str, LiveCP] = {}
+        self._requests: dict[str, RequestRow] = {}
+        self._messages: deque[MessageView] = deque(maxlen=300)
+        self._listeners: list[Callable[[CentralChange], None]] = []
         self._stop_sent: dict[str, float] = {}
         self._unsaved: dict[str, Session] = {}  # running figures not yet written (batched)
         self._driver_cp: dict[str, str] = {}  # driver id -> CP of its open session
 
-    # --- observers (panel, WebSocket) ----------------------------------------------------
+    # --- what the outside world reads (HTTP API, WebSocket, panel) --------------------------
 
-    def subscribe(self, listener: Callable[[str, dict[str, Any]], None]) -> None:
+    def cps(self) -> list[CPView]:
+        """Every CP, in the order Central loaded or registered them."""
+        return [cp_view(cp) for cp in self._cps.values()]
+
+    def cp(self, cp_id: str) -> CPView | None:
+        cp = self._cps.get(cp_id)
+        return None if cp is None else cp_view(cp)
+
+    def requests(self) -> list[RequestView]:
+        """The ongoing driver requests, oldest first."""
+        return [request_view(key, r) for key, r in self._requests.items()]
+
+    def messages(self) -> list[MessageView]:
+        """The latest application messages (300 at most), oldest first."""
+        return list(self._messages)
+
+    def driver(self, driver_id: str) -> DriverView | None:
+        record = self._repo.get_driver(driver_id)
+        return None if record is None else driver_view(record)
+
+    def sessions(
+        self,
+        *,
+        driver_id: str | None = None,
+        cp_id: str | None = None,
+        status: str | None = None,
+        limit: int = 200,
+        offset: int = 0,
+    ) -> list[SessionView]:
+        """Newest first, `limit` at a time; `offset` pages through the rest."""
+        found = self._repo.find_sessions(
+            driver_id=driver_id, cp_id=cp_id, status=status, limit=limit, offset=offset
+        )
+        return [session_view(s) for s in found]
+
+    def subscribe(self, listener: Callable[[CentralChange], None]) -> None:
+        """`listener` is called, synchronously and in the service's thread, with every change."""
         self._listeners.append(listener)
 
-    def _emit(self, kind: str, payload: dict[str, Any]) -> None:
+    def _emit(self, change: CentralChange) -> None:
         for listener in self._listeners:
-            listener(kind, payload)
+            listener(change)
 
     def _say(self, text: str, level: str = "info") -> None:
         """An application message: logged, kept for the panel, pushed to dashboards."""
-        at = self._now()
-        self.messages.append((at, level, text))
+        message = MessageView(self._now(), level, text)
+        self._messages.append(message)
         log.log(logging.WARNING if level == "warning" else logging.INFO, "%s", text)
-        self._emit("message", {"at": at.isoformat(), "level": level, "text": text})
+        self._emit(MessageAdded(message))
 
-    async def _changed(self, cp: LiveCP) -> None:
-        self._emit("cp", cp.view())
-        public = (cp.state.value, cp.available)
+    async def _changed(self, cp: LiveCP) -> CPView:
+        view = cp_view(cp)
+        self._emit(CPChanged(view))
+        public = (view.json["state"], view.json["available"])
         if public != cp.published:
             cp.published = public
             await self.publisher.publish_soon(
@@ -151,25 +181,23 @@ class CentralService:
                     location=cp.record.location,
                     price_eur_per_kwh=cp.record.price_eur_per_kwh,
                     state=cp.state.value,
-                    available=cp.available,
+                    available=view.json["available"],
                 )
             )
+        return view
 
     def _request(self, driver_id: str, cp_id: str, status: str, session_id: str | None) -> None:
         key = session_id or f"{driver_id}@{cp_id}"
         if status in ("ended", "denied"):
-            if self.requests.pop(key, None) is None:
+            if self._requests.pop(key, None) is None:
                 return
-            row = None
+            view = None
         else:
             line = RequestRow(self._now(), driver_id, cp_id, status, session_id)
-            self.requests[key] = line
-            row = _request_view(key, line)
+            self._requests[key] = line
+            view = request_view(key, line)
         # One row per change, never the table: a burst of N authorisations must not cost N^2.
-        self._emit("request", {"key": key, "row": row})
-
-    def request_rows(self) -> list[dict[str, Any]]:
-        return [_request_view(key, r) for key, r in self.requests.items()]
+        self._emit(RequestChanged(key, view))
 
     def _attach(self, cp: LiveCP, session: Session | None) -> None:
         """Every change of a CP's session goes here, so the driver index never disagrees."""
@@ -183,25 +211,25 @@ class CentralService:
 
     async def load(self) -> None:
         """Every CP from the DB, Desconectado until its Monitor connects; open sessions re-attached."""
-        for record in self.repo.list_cps():
+        for record in self._repo.list_cps():
             facts = CPFacts(
                 admin_stopped=record.admin_stopped, error_simulated=record.error_simulated
             )
-            self.cps[record.cp_id] = LiveCP(record, facts)
-        for session in self.repo.open_sessions():
-            cp = self.cps.get(session.cp_id)
+            self._cps[record.cp_id] = LiveCP(record, facts)
+        for session in self._repo.open_sessions():
+            cp = self._cps.get(session.cp_id)
             if cp is not None:
                 self._attach(cp, session)
                 self._request(
                     session.driver_id, session.cp_id, session.status.value, session.session_id
                 )
-        for session in self.repo.unsent_tickets():
-            driver = self.repo.get_driver(session.driver_id)
+        for session in self._repo.unsent_tickets():
+            driver = self._repo.get_driver(session.driver_id)
             await self._send_ticket(session, driver.balance_eur if driver else Decimal("0"))
-        for cp in self.cps.values():
+        for cp in self._cps.values():
             await self._changed(cp)
         self._say(
-            f"Central started: {len(self.cps)} CPs loaded, all Desconectado until their Monitor connects"
+            f"Central started: {len(self._cps)} CPs loaded, all Desconectado until their Monitor connects"
         )
 
     # --- Monitor (sockets) ------------------------------------------------------------
@@ -216,7 +244,7 @@ class CentralService:
     ) -> Answer:
         """A Monitor authenticates its CP, telling the Engine's health as it knows it: a CP is
         never shown or offered as available before Central knows its Engine is healthy."""
-        cp = self.cps.get(cp_id)
+        cp = self._cps.get(cp_id)
         if cp is None:
             self._say(
                 f"CP {cp_id} refused: unknown CP (register it through the admin API first)",
@@ -239,7 +267,7 @@ class CentralService:
         return Answer(True)
 
     def _own(self, cp_id: str, token: object) -> LiveCP | None:
-        cp = self.cps.get(cp_id)
+        cp = self._cps.get(cp_id)
         return cp if cp is not None and cp.monitor is token else None
 
     def heartbeat_now(self, cp_id: str, token: object, engine_ok: bool) -> Answer | None:
@@ -326,13 +354,13 @@ class CentralService:
         if not self._unsaved:
             return 0
         batch, self._unsaved = list(self._unsaved.values()), {}
-        self.repo.record_energies([(s.session_id, s.energy_kwh, s.amount_eur) for s in batch])
+        self._repo.record_energies([(s.session_id, s.energy_kwh, s.amount_eur) for s in batch])
         return len(batch)
 
     async def check_heartbeats(self) -> None:
         """Called periodically: a Monitor silent for longer than the timeout is lost."""
         limit = self._monotonic() - self.heartbeat_timeout
-        for cp in list(self.cps.values()):
+        for cp in list(self._cps.values()):
             if cp.monitor is not None and cp.last_heartbeat < limit:
                 await self.monitor_lost(
                     cp.cp_id, cp.monitor, f"no heartbeat for {self.heartbeat_timeout:g}s"
@@ -341,7 +369,7 @@ class CentralService:
     # --- drivers (Kafka) --------------------------------------------------------------
 
     async def on_authorization_request(self, ev: AuthorizationRequest) -> None:
-        seen = self.repo.session_by_request(str(ev.request_id))
+        seen = self._repo.session_by_request(str(ev.request_id))
         if seen is not None:  # redelivery: answer again, change nothing
             await self._answer(ev, None, seen)
             return
@@ -349,8 +377,8 @@ class CentralService:
             " (CP menu)" if ev.origin == "cp" else ""
         )
         self._say(f"Request from {who}: checking")
-        cp = self.cps.get(ev.cp_id)
-        driver = self.repo.get_driver(ev.driver_id)
+        cp = self._cps.get(ev.cp_id)
+        driver = self._repo.get_driver(ev.driver_id)
         busy = ev.driver_id in self._driver_cp
         decision = authorise(cp.facts if cp else None, driver.balance_eur if driver else None, busy)
         if isinstance(decision, Denied):
@@ -360,7 +388,7 @@ class CentralService:
         session = open_session(
             str(uuid4()), ev.driver_id, ev.cp_id, cp.record.price_eur_per_kwh, self._now()
         )
-        if not self.repo.create_session(session, str(ev.request_id)):
+        if not self._repo.create_session(session, str(ev.request_id)):
             await self._answer(ev, "CP busy (another supply is open)", None)
             return
         self._attach(cp, session)
@@ -407,8 +435,8 @@ class CentralService:
     async def on_driver_status_request(self, ev: DriverStatusRequest) -> None:
         """A Driver app (re)starting learns whether its driver exists and which supply it has open
         (read-only, so a redelivery just answers again)."""
-        driver = self.repo.get_driver(ev.driver_id)
-        cp = self.cps.get(self._driver_cp.get(ev.driver_id, ""))
+        driver = self._repo.get_driver(ev.driver_id)
+        cp = self._cps.get(self._driver_cp.get(ev.driver_id, ""))
         session = cp.session if cp is not None else None
         if driver is None:
             log.info("driver %s asked for its status: unknown driver", ev.driver_id)
@@ -429,7 +457,7 @@ class CentralService:
 
     async def on_charging_stopped(self, ev: ChargingStopped) -> None:
         """Seed flow 1: a driver stops its own supply; nobody else's."""
-        cp = self.cps.get(self._driver_cp.get(ev.driver_id, ""))
+        cp = self._cps.get(self._driver_cp.get(ev.driver_id, ""))
         if (
             cp is None
             or cp.session is None
@@ -456,7 +484,7 @@ class CentralService:
     # --- Engines (Kafka) --------------------------------------------------------------
 
     def _session_of(self, cp_id: str, session_id: UUID) -> LiveCP | None:
-        cp = self.cps.get(cp_id)
+        cp = self._cps.get(cp_id)
         if cp is not None and cp.session is not None and cp.session.session_id == str(session_id):
             return cp
         return None
@@ -469,7 +497,7 @@ class CentralService:
         was = cp.session.status
         self._attach(cp, start_supply(cp.session))
         if cp.session.status != was:
-            self.repo.mark_supplying(cp.session.session_id)
+            self._repo.mark_supplying(cp.session.session_id)
             self._say(f"CP {ev.cp_id} supplying driver {cp.session.driver_id}")
             self._request(cp.session.driver_id, cp.cp_id, "supplying", cp.session.session_id)
             await self.publisher.publish(
@@ -494,7 +522,7 @@ class CentralService:
         self._attach(cp, session)
         cp.kw = ev.kw
         self._unsaved[session.session_id] = session
-        self._emit("cp", cp.view())
+        self._emit(CPChanged(cp_view(cp)))
         await self.publisher.publish_soon(
             ChargingProgress(
                 driver_id=session.driver_id,
@@ -518,7 +546,7 @@ class CentralService:
     async def _late_final_reading(self, ev: SupplyEnded) -> None:
         """The Engine's final reading after Central closed the session (fault, crash, a reading in
         flight): if it is larger, the difference is billed once and a corrected ticket sent."""
-        closed = self.repo.get_session(str(ev.session_id))
+        closed = self._repo.get_session(str(ev.session_id))
         if closed is None or closed.is_open or closed.cp_id != ev.cp_id:
             log.warning(
                 "cp=%s session=%s: SUPPLY_ENDED for an unknown session ignored",
@@ -531,7 +559,7 @@ class CentralService:
             log.info("cp=%s session=%s: final reading already billed", ev.cp_id, ev.session_id)
             return
         amount = cost(energy, closed.price_eur_per_kwh)
-        balance = self.repo.amend_energy(closed.session_id, energy, amount)
+        balance = self._repo.amend_energy(closed.session_id, energy, amount)
         if balance is None:
             return
         self._say(
@@ -542,10 +570,10 @@ class CentralService:
 
     async def _stray(self, cp_id: str, session_id: UUID, what: str) -> None:
         """An Engine supplying a session Central has closed is told to stop (at most every 2 s)."""
-        if cp_id not in self.cps:
+        if cp_id not in self._cps:
             log.warning("cp=%s: %s for an unknown CP ignored", cp_id, what)
             return
-        known = self.repo.get_session(str(session_id))
+        known = self._repo.get_session(str(session_id))
         if known is None or known.is_open:
             log.warning(
                 "cp=%s session=%s: %s for an unknown session ignored", cp_id, session_id, what
@@ -578,7 +606,7 @@ class CentralService:
         self._unsaved.pop(session.session_id, None)  # the close writes the final figures
         if ended is None:
             return
-        balance = self.repo.close_session(ended)
+        balance = self._repo.close_session(ended)
         if balance is None:
             log.info(
                 "cp=%s session=%s: already closed, not billed again", cp.cp_id, session.session_id
@@ -615,7 +643,7 @@ class CentralService:
                 ended_at=ended.ended_at,
                 balance_eur=balance,
             ),
-            on_delivered=lambda: self.repo.mark_ticket_sent(ended.session_id),
+            on_delivered=lambda: self._repo.mark_ticket_sent(ended.session_id),
         )
 
     # --- administration (HTTP API, dashboards) --------------------------------------------
@@ -623,7 +651,7 @@ class CentralService:
     # and changes nothing; the bulk actions skip such CPs and say which and why.
 
     def _cp(self, cp_id: str, action: AdminAction | None = None) -> LiveCP:
-        cp = self.cps.get(cp_id)
+        cp = self._cps.get(cp_id)
         if cp is None:
             raise UnknownCP(cp_id)
         reason = None if action is None else refusal(action, cp_id, cp.facts)
@@ -631,51 +659,49 @@ class CentralService:
             raise Conflict(reason)
         return cp
 
-    async def stop_cp(self, cp_id: str) -> dict[str, Any]:
+    async def stop_cp(self, cp_id: str) -> CPView:
         cp = self._cp(cp_id, AdminAction.STOP)
-        self.repo.set_cp_stopped(cp_id, True)
-        cp.record = self.repo.get_cp(cp_id) or cp.record
+        self._repo.set_cp_stopped(cp_id, True)
+        cp.record = self._repo.get_cp(cp_id) or cp.record
         cp.facts = cp.facts.with_(admin_stopped=True)
         self._say(f"CP {cp_id} stopped by Central -> {cp.state.caption}")
         await self._end(cp, EndReason.STOPPED_BY_CENTRAL, tell_engine=False)
         await self.publisher.publish(CpStop(cp_id=cp_id))
-        await self._changed(cp)
-        return cp.view()
+        return await self._changed(cp)
 
-    async def resume_cp(self, cp_id: str) -> dict[str, Any]:
+    async def resume_cp(self, cp_id: str) -> CPView:
         cp = self._cp(cp_id, AdminAction.RESUME)
-        self.repo.set_cp_stopped(cp_id, False)
+        self._repo.set_cp_stopped(cp_id, False)
         cp.facts = cp.facts.with_(admin_stopped=False)
         self._say(f"CP {cp_id} resumed by Central -> {cp.state.value}")
         await self.publisher.publish(CpResume(cp_id=cp_id))
-        await self._changed(cp)
-        return cp.view()
+        return await self._changed(cp)
 
-    async def stop_all(self) -> dict[str, Any]:
-        """Stops every CP not yet stopped: `changed` (their views) and `skipped` (id, reason)."""
+    async def stop_all(self) -> BulkOutcome:
+        """Stops every CP not yet stopped: the views of those it stopped, and the others, why."""
         return await self._on_all(AdminAction.STOP, self.stop_cp)
 
-    async def resume_all(self) -> dict[str, Any]:
-        """Resumes every stopped CP: `changed` (their views) and `skipped` (id, reason)."""
+    async def resume_all(self) -> BulkOutcome:
+        """Resumes every stopped CP: the views of those it resumed, and the others, why."""
         return await self._on_all(AdminAction.RESUME, self.resume_cp)
 
     async def _on_all(
-        self, action: AdminAction, run: Callable[[str], Awaitable[dict[str, Any]]]
-    ) -> dict[str, Any]:
-        changed: list[dict[str, Any]] = []
-        skipped: list[dict[str, str]] = []
-        for cp_id, cp in list(self.cps.items()):
+        self, action: AdminAction, run: Callable[[str], Awaitable[CPView]]
+    ) -> BulkOutcome:
+        changed: list[CPView] = []
+        skipped: list[Skipped] = []
+        for cp_id, cp in list(self._cps.items()):
             reason = refusal(action, cp_id, cp.facts)
             if reason is None:
                 changed.append(await run(cp_id))
             else:
-                skipped.append({"id": cp_id, "reason": reason})
-        return {"changed": changed, "skipped": skipped}
+                skipped.append(Skipped(cp_id, reason))
+        return BulkOutcome(tuple(changed), tuple(skipped))
 
-    async def simulate_error(self, cp_id: str, error_type: str = "fault") -> dict[str, Any]:
+    async def simulate_error(self, cp_id: str, error_type: str = "fault") -> CPView:
         """Seed flow 2: faulted CP, CP_ERROR_SIMULATED to the driver charging there, supply ended."""
         cp = self._cp(cp_id, AdminAction.SIMULATE_ERROR)
-        self.repo.set_cp_error_simulated(cp_id, True)
+        self._repo.set_cp_error_simulated(cp_id, True)
         cp.facts = cp.facts.with_(error_simulated=True)
         message = error_simulated_text(cp_id, error_type)
         driver = cp.session.driver_id if cp.session else None
@@ -685,12 +711,11 @@ class CentralService:
             CpErrorSimulated(cp_id=cp_id, driver_id=driver, error_type=error_type, message=message)
         )
         await self._end(cp, EndReason.CP_FAULT)
-        await self._changed(cp)
-        return cp.view()
+        return await self._changed(cp)
 
-    async def fix_error(self, cp_id: str) -> dict[str, Any]:
+    async def fix_error(self, cp_id: str) -> CPView:
         cp = self._cp(cp_id, AdminAction.FIX_ERROR)
-        self.repo.set_cp_error_simulated(cp_id, False)
+        self._repo.set_cp_error_simulated(cp_id, False)
         cp.facts = cp.facts.with_(error_simulated=False)
         self._say(f"CP {cp_id} error fixed -> {cp.state.value}")
         await self.publisher.publish(
@@ -702,33 +727,30 @@ class CentralService:
             )
         )
         cp.affected_driver = None
-        await self._changed(cp)
-        return cp.view()
+        return await self._changed(cp)
 
-    async def register_cp(self, cp_id: str, location: str, price: Decimal) -> dict[str, Any]:
+    async def register_cp(self, cp_id: str, location: str, price: Decimal) -> CPView:
         """A new CP, Desconectado until its Monitor connects. An id already registered is a
         Conflict: registering never edits (that is `edit_cp`, an explicit action of its own)."""
-        record = self.repo.add_cp(cp_id, location, price)
+        record = self._repo.add_cp(cp_id, location, price)
         if record is None:
             raise Conflict(
                 f"CP {cp_id} is already registered: nothing changed (edit its location or price instead)"
             )
-        cp = self.cps[cp_id] = LiveCP(record, CPFacts())
+        cp = self._cps[cp_id] = LiveCP(record, CPFacts())
         self._say(f"CP {cp_id} registered ({location}, {price} €/kWh)")
-        await self._changed(cp)
-        return cp.view()
+        return await self._changed(cp)
 
     async def edit_cp(
         self, cp_id: str, location: str | None = None, price: Decimal | None = None
-    ) -> dict[str, Any]:
+    ) -> CPView:
         """Sets a registered CP's location and/or price. A supply already authorised keeps the
         price it was authorised at; drivers are sent the CP's new status."""
         cp = self._cp(cp_id)
-        record = self.repo.update_cp(cp_id, location, price)
+        record = self._repo.update_cp(cp_id, location, price)
         if record is None:
             raise UnknownCP(cp_id)
         cp.record = record
         self._say(f"CP {cp_id} edited: {record.location}, {record.price_eur_per_kwh} €/kWh")
         cp.published = None  # CP_STATUS carries the location and price: publish it again
-        await self._changed(cp)
-        return cp.view()
+        return await self._changed(cp)

@@ -28,7 +28,9 @@ from rich.table import Table
 from rich.text import Text
 
 from evcharging.adapters.tui.log_capture import Line, TerminalLogCapture
+from evcharging.domain.cp_state import CPState
 from evcharging.services.central import CentralService
+from evcharging.services.central_views import CPView, RequestView
 
 TITLE = "*** EV CHARGING SOLUTION. MONITORING PANEL ***"
 REQUESTS_TITLE = "*** ON-GOING DRIVERS REQUESTS ***"
@@ -54,8 +56,8 @@ _MIN_REQUESTS = 3  # request lines always kept (when there are that many)
 class PanelView:
     """What one frame shows. Copied in the event loop's thread, drawn in the display's thread."""
 
-    cps: Sequence[dict[str, Any]]
-    requests: Sequence[dict[str, Any]]
+    cps: Sequence[CPView]
+    requests: Sequence[RequestView]
     messages: Sequence[Line]
     now: datetime
 
@@ -65,9 +67,9 @@ def snapshot(
 ) -> PanelView:
     """The service's state now; `messages` defaults to the service's application messages."""
     return PanelView(
-        cps=[cp.view() for cp in service.cps.values()],
-        requests=service.request_rows(),
-        messages=list(service.messages if messages is None else messages),
+        cps=service.cps(),
+        requests=service.requests(),
+        messages=[m.line for m in service.messages()] if messages is None else list(messages),
         now=now or datetime.now(UTC),
     )
 
@@ -80,44 +82,44 @@ def render(service: CentralService, messages: Iterable[Line] | None = None) -> M
 # --- CPs ---------------------------------------------------------------------------------
 
 
-def _live_figures(view: dict[str, Any]) -> list[str]:
+def _live_figures(view: CPView) -> list[str]:
     """What a CP is doing beyond its state: live figures, a reservation or a fault's reason."""
-    if view["state"] == "Suministrando":
+    if view.state is CPState.SUMINISTRANDO:
         return [
-            f"{view['kw']} kW",
-            f"{view['energy_kwh']} kWh",
-            f"{view['amount_eur']} €",
-            f"driver {view['driver_id']}",
+            f"{view.kw} kW",
+            f"{view.energy_kwh} kWh",
+            f"{view.amount_eur} €",
+            f"driver {view.driver_id}",
         ]
-    if view["session_id"]:
-        return [f"reserved: driver {view['driver_id']}"]
-    if view.get("fault_reason"):
-        return [str(view["fault_reason"])]
+    if view.session_id:
+        return [f"reserved: driver {view.driver_id}"]
+    if view.fault_reason:
+        return [view.fault_reason]
     return []
 
 
-def _tile_lines(view: dict[str, Any]) -> list[str]:
+def _tile_lines(view: CPView) -> list[str]:
     figures = _live_figures(view)
     return ["  ".join(figures[i : i + 2]) for i in range(0, len(figures), 2)]
 
 
-def tile(view: dict[str, Any]) -> Panel:
+def tile(view: CPView) -> Panel:
     lines = [
-        Text(view["location"], overflow="ellipsis", no_wrap=True),
-        Text(f"{view['price_eur_per_kwh']} €/kWh"),
-        Text(view["caption"], style="bold"),
+        Text(view.location, overflow="ellipsis", no_wrap=True),
+        Text(f"{view.price_eur_per_kwh} €/kWh"),
+        Text(view.caption, style="bold"),
         *(Text(line, overflow="ellipsis", no_wrap=True) for line in _tile_lines(view)),
     ]
     return Panel(
         Group(*lines),
-        title=f"[bold]{view['id']}",
+        title=f"[bold]{view.id}",
         width=TILE_WIDTH,
         height=TILE_HEIGHT,
-        style=_STYLE[view["colour"]],
+        style=_STYLE[view.colour],
     )
 
 
-def _tiles(cps: Sequence[dict[str, Any]], per_row: int) -> Table:
+def _tiles(cps: Sequence[CPView], per_row: int) -> Table:
     grid = Table.grid(padding=(0, 1))
     for _ in range(per_row):
         grid.add_column(width=TILE_WIDTH)
@@ -126,29 +128,29 @@ def _tiles(cps: Sequence[dict[str, Any]], per_row: int) -> Table:
     return grid
 
 
-def cp_line(view: dict[str, Any], width: int, id_width: int = 5) -> Text:
+def cp_line(view: CPView, width: int, id_width: int = 5) -> Text:
     """A CP on one line of `width`, coloured by state: id, state, price, location (cut to what is
     left) and, at the right end, what it is doing (live figures, reservation, fault)."""
-    line = Text(f"{view['id']:<{id_width}} ", style="bold")
-    line.append(f"{view['caption']:<13} {view['price_eur_per_kwh']} €/kWh ")
+    line = Text(f"{view.id:<{id_width}} ", style="bold")
+    line.append(f"{view.caption:<13} {view.price_eur_per_kwh} €/kWh ")
     figures = _live_figures(view)
     doing = f" {' '.join(figures)} " if figures else ""
     room = width - line.cell_len - len(doing)
     if room > 0:  # on a narrow terminal, what the CP is doing matters more than where it is
-        location = Text(view["location"])
+        location = Text(view.location)
         location.truncate(room, overflow="ellipsis", pad=True)
         line.append_text(location)
     line.append(doing)
     line.truncate(width, overflow="ellipsis", pad=True)
-    line.stylize(_STYLE[view["colour"]])
+    line.stylize(_STYLE[view.colour])
     line.no_wrap = True
     return line
 
 
-def cp_lines(cps: Sequence[dict[str, Any]], width: int, fit: int) -> list[Text]:
+def cp_lines(cps: Sequence[CPView], width: int, fit: int) -> list[Text]:
     """As many CPs as fit in `fit` lines; if not all do, the last line says how many are left."""
     shown = cps if len(cps) <= fit else cps[: max(fit - 1, 0)]
-    id_width = max((len(view["id"]) for view in shown), default=0)
+    id_width = max((len(view.id) for view in shown), default=0)
     lines = [cp_line(view, width, id_width) for view in shown]
     if len(shown) < len(cps):
         more = Text(f"+{len(cps) - len(shown)} more CPs (all on the dashboard)", "italic")
@@ -160,7 +162,7 @@ def cp_lines(cps: Sequence[dict[str, Any]], width: int, fit: int) -> list[Text]:
 # --- requests and messages ----------------------------------------------------------------
 
 
-def _requests(rows: Sequence[dict[str, Any]], room: int) -> tuple[RenderableType, int]:
+def _requests(rows: Sequence[RequestView], room: int) -> tuple[RenderableType, int]:
     """The column headings, then the rows that fit in `room` lines (the last saying how many more
     there are); with the number of lines it takes."""
     table = Table(box=None, padding=(0, 2, 0, 0), pad_edge=False, header_style="bold underline")
@@ -171,11 +173,11 @@ def _requests(rows: Sequence[dict[str, Any]], room: int) -> tuple[RenderableType
     shown = rows if len(rows) <= room else rows[: max(room - 1, 0)]
     for row in shown:
         table.add_row(
-            row["date"],
-            f"{row['start']} UTC",
-            row["driver_id"],
-            row["cp_id"],
-            Text(row["status"], style="green" if row["status"] == "supplying" else ""),
+            row.date,
+            f"{row.start} UTC",
+            row.driver_id,
+            row.cp_id,
+            Text(row.status, style="green" if row.status == "supplying" else ""),
         )
     more = len(rows) - len(shown)
     if more:

@@ -19,7 +19,7 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import IO, Any
 
-# (when, level name in lower case, one-line text): the shape of CentralService.messages.
+# (when, level name in lower case, one-line text): the shape of a MessageView.line of Central.
 Line = tuple[datetime, str, str]
 
 

@@ -1,10 +1,10 @@
 """EV_Central's HTTP server (FastAPI): the REST API (reads, and admin actions with the admin
 token), the admin dashboard page at `/` with its assets under `/static/admin/`, and its live
-WebSocket feed at `/ws` (see central_ws.py and docs/dashboards.md)."""
+WebSocket feed at `/ws` (see central_feed.py and docs/dashboards.md). Admin actions go
+through Central's one admin front door (`services/admin.py`), as the WebSocket's do."""
 
 from __future__ import annotations
 
-import hmac
 import logging
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,19 +14,31 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel
 
-from evcharging.adapters.web.central_ws import (
-    CpId,
-    DashboardHub,
-    Location,
-    message_rows,
-    require_a_change,
+from evcharging.adapters.web.central_feed import DashboardHub
+from evcharging.domain.admin_rules import UnknownCP
+from evcharging.services.admin import (
+    AdminDesk,
+    AdminRefusal,
+    AdminReply,
+    Caller,
+    Command,
+    CPChanges,
+    ErrorDetails,
+    Refusal,
+    RegisterCP,
+    Transport,
 )
-from evcharging.contracts.fields import ErrorType, Price
-from evcharging.domain.admin_rules import Conflict, UnknownCP
-from evcharging.domain.session import Session
 from evcharging.services.central import CentralService
+from evcharging.services.central_views import (
+    BulkJson,
+    CPJson,
+    DriverJson,
+    MessageJson,
+    RequestJson,
+    SessionJson,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,29 +49,6 @@ token (`EV_Central --admin-token`), as `Authorization: Bearer <token>` or `X-Adm
 press **Authorize** and give it once. An admin action that makes no sense in the CP's state (stop a
 stopped CP, resume an active one, simulate an error on a Desconectado CP, fix a CP with no
 simulated error, register an id twice) is answered 409 with the reason, and changes nothing."""
-
-
-class NewCP(BaseModel):
-    id: CpId
-    location: Location
-    price_eur_per_kwh: Price
-
-
-class CPChanges(BaseModel):
-    """What to change of a registered CP: its location, its price, or both."""
-
-    model_config = ConfigDict(extra="forbid")
-    location: Location | None = None
-    price_eur_per_kwh: Price | None = None
-
-    @model_validator(mode="after")
-    def _something_to_change(self) -> CPChanges:
-        require_a_change(self.location, self.price_eur_per_kwh)
-        return self
-
-
-class ErrorRequest(BaseModel):
-    error_type: ErrorType = "fault"
 
 
 class Problem(BaseModel):
@@ -90,19 +79,31 @@ _header = APIKeyHeader(
 )
 
 
-def session_view(s: Session) -> dict[str, Any]:
-    return {
-        "session_id": s.session_id,
-        "driver_id": s.driver_id,
-        "cp_id": s.cp_id,
-        "status": s.status.value,
-        "price_eur_per_kwh": str(s.price_eur_per_kwh),
-        "energy_kwh": str(s.energy_kwh),
-        "amount_eur": str(s.amount_eur),
-        "started_at": s.started_at.isoformat(),
-        "ended_at": s.ended_at.isoformat() if s.ended_at else None,
-        "end_reason": s.end_reason.value if s.end_reason else None,
-    }
+_STATUS = {
+    Refusal.UNAUTHORISED: 401,
+    Refusal.INVALID: 422,
+    Refusal.UNKNOWN_CP: 404,
+    Refusal.CONFLICT: 409,
+}
+
+
+def _peer(request: Request) -> str:
+    return f"{request.client.host}:{request.client.port}" if request.client else "?"
+
+
+def admitted(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    x_admin_token: Annotated[str | None, Depends(_header)],
+) -> Caller:
+    """The front door's one token check, before the body is looked at."""
+    desk: AdminDesk = request.app.state.admin_desk
+    given = x_admin_token or (bearer.credentials if bearer else "")
+    action = getattr(request.scope.get("route"), "name", None)  # endpoints named as Commands
+    return desk.admit(Caller(Transport.HTTP, _peer(request)), given, action)
+
+
+Admin = Annotated[Caller, Depends(admitted)]
 
 
 def create_app(service: CentralService, admin_token: str) -> FastAPI:
@@ -117,47 +118,44 @@ def create_app(service: CentralService, admin_token: str) -> FastAPI:
         static_url="/static/docs",
     )
 
-    def require_admin(
-        bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-        x_admin_token: Annotated[str | None, Depends(_header)],
-    ) -> None:
-        given = x_admin_token or (bearer.credentials if bearer else "")
-        if not given or not hmac.compare_digest(given.encode(), admin_token.encode()):
-            log.warning("admin action refused: missing or wrong admin token")
-            raise HTTPException(
-                status_code=401,
-                detail="admin token required",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+    desk = app.state.admin_desk = AdminDesk(service, admin_token)
 
-    admin = [Depends(require_admin)]
+    async def act(caller: Caller, name: Command, fields: dict[str, Any]) -> AdminReply:
+        return await desk.run(caller, desk.command(caller, name, fields))
 
-    @app.exception_handler(Conflict)
-    async def conflict(request: Request, exc: Conflict) -> JSONResponse:
-        log.warning("%s %s refused: %s", request.method, request.url.path, exc.reason)
-        return JSONResponse(status_code=409, content={"detail": exc.reason})
+    async def on_cp(caller: Caller, name: Command, fields: dict[str, Any]) -> CPJson:
+        reply = await act(caller, name, fields)
+        assert reply.cp is not None
+        return reply.cp.json
 
-    @app.exception_handler(UnknownCP)
-    async def unknown_cp(request: Request, exc: UnknownCP) -> JSONResponse:
-        return JSONResponse(status_code=404, content={"detail": exc.reason})
+    async def on_all(caller: Caller, name: Command) -> BulkJson:
+        reply = await act(caller, name, {})
+        assert reply.bulk is not None
+        return reply.bulk.json
+
+    @app.exception_handler(AdminRefusal)
+    async def refused(request: Request, exc: AdminRefusal) -> JSONResponse:
+        """Logged, with who asked, by the front door."""
+        headers = {"WWW-Authenticate": "Bearer"} if exc.kind is Refusal.UNAUTHORISED else None
+        return JSONResponse({"detail": exc.reason}, status_code=_STATUS[exc.kind], headers=headers)
 
     @app.get("/api/cps")
-    async def list_cps() -> list[dict[str, Any]]:
-        return [cp.view() for cp in service.cps.values()]
+    async def list_cps() -> list[CPJson]:
+        return [view.json for view in service.cps()]
 
     @app.get("/api/cps/{cp_id}", responses=UNKNOWN_CP)
-    async def get_cp(cp_id: str) -> dict[str, Any]:
-        cp = service.cps.get(cp_id)
-        if cp is None:
-            raise UnknownCP(cp_id)
-        return cp.view()
+    async def get_cp(cp_id: str) -> CPJson:
+        view = service.cp(cp_id)
+        if view is None:
+            raise HTTPException(status_code=404, detail=UnknownCP(cp_id).reason)
+        return view.json
 
     @app.get("/api/drivers/{driver_id}", responses={404: _answer("Unknown driver")})
-    async def get_driver(driver_id: str) -> dict[str, Any]:
-        driver = service.repo.get_driver(driver_id)
-        if driver is None:
+    async def get_driver(driver_id: str) -> DriverJson:
+        view = service.driver(driver_id)
+        if view is None:
             raise HTTPException(status_code=404, detail=f"unknown driver {driver_id}")
-        return {"id": driver.driver_id, "name": driver.name, "balance_eur": str(driver.balance_eur)}
+        return view.json
 
     @app.get("/api/sessions")
     async def sessions(
@@ -166,76 +164,79 @@ def create_app(service: CentralService, admin_token: str) -> FastAPI:
         status: Annotated[str | None, Query(pattern="^(authorised|supplying|ended)$")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 200,
         offset: Annotated[int, Query(ge=0)] = 0,
-    ) -> list[dict[str, Any]]:
+    ) -> list[SessionJson]:
         """Newest first, `limit` at a time; `offset` pages through the rest."""
-        found = service.repo.find_sessions(
+        found = service.sessions(
             driver_id=driver_id, cp_id=cp_id, status=status, limit=limit, offset=offset
         )
-        return [session_view(s) for s in found]
+        return [view.json for view in found]
 
     @app.get("/api/requests")
-    async def requests() -> list[dict[str, Any]]:
-        return service.request_rows()
+    async def requests() -> list[RequestJson]:
+        return [view.json for view in service.requests()]
 
     @app.get("/api/messages")
-    async def messages() -> list[dict[str, str]]:
-        return message_rows(service)
+    async def messages() -> list[MessageJson]:
+        return [view.json for view in service.messages()]
 
     @app.post(
         "/api/cps",
-        dependencies=admin,
         status_code=201,
         responses={
             **UNAUTHORISED,
             409: _answer("The id is already registered: nothing changed (edit it with PATCH)"),
         },
     )
-    async def register_cp(body: NewCP) -> dict[str, Any]:
+    async def register_cp(body: RegisterCP, caller: Admin) -> CPJson:
         """A new CP, Desconectado until its Monitor connects. Never edits an existing one."""
-        return await service.register_cp(body.id, body.location, body.price_eur_per_kwh)
+        reply = await desk.run(caller, body)
+        assert reply.cp is not None
+        return reply.cp.json
 
-    @app.patch("/api/cps/{cp_id}", dependencies=admin, responses={**UNAUTHORISED, **UNKNOWN_CP})
-    async def edit_cp(cp_id: str, body: CPChanges) -> dict[str, Any]:
+    @app.patch("/api/cps/{cp_id}", responses={**UNAUTHORISED, **UNKNOWN_CP})
+    async def edit_cp(cp_id: str, body: CPChanges, caller: Admin) -> CPJson:
         """Sets a registered CP's location and/or price (a supply already authorised keeps its
         price)."""
-        return await service.edit_cp(cp_id, body.location, body.price_eur_per_kwh)
+        changes = body.model_dump(exclude_none=True)
+        return await on_cp(caller, Command.EDIT_CP, {"cp_id": cp_id, **changes})
 
-    @app.post("/api/cps/stop-all", dependencies=admin, responses=UNAUTHORISED)
-    async def stop_all() -> dict[str, Any]:
+    @app.post("/api/cps/stop-all", responses=UNAUTHORISED)
+    async def stop_all(caller: Admin) -> BulkJson:
         """Stops every CP not yet stopped: `changed` has their views, `skipped` the others with
         the reason."""
-        return await service.stop_all()
+        return await on_all(caller, Command.STOP_ALL)
 
-    @app.post("/api/cps/resume-all", dependencies=admin, responses=UNAUTHORISED)
-    async def resume_all() -> dict[str, Any]:
+    @app.post("/api/cps/resume-all", responses=UNAUTHORISED)
+    async def resume_all(caller: Admin) -> BulkJson:
         """Resumes every stopped CP: `changed` has their views, `skipped` the others with the
         reason."""
-        return await service.resume_all()
+        return await on_all(caller, Command.RESUME_ALL)
 
-    @app.post("/api/cps/{cp_id}/stop", dependencies=admin, responses=ON_CP)
-    async def stop_cp(cp_id: str) -> dict[str, Any]:
+    @app.post("/api/cps/{cp_id}/stop", responses=ON_CP)
+    async def stop_cp(cp_id: str, caller: Admin) -> CPJson:
         """Ends any supply (with its ticket); the CP shows Parado, "Out of Order". 409 if
         already stopped."""
-        return await service.stop_cp(cp_id)
+        return await on_cp(caller, Command.STOP_CP, {"cp_id": cp_id})
 
-    @app.post("/api/cps/{cp_id}/resume", dependencies=admin, responses=ON_CP)
-    async def resume_cp(cp_id: str) -> dict[str, Any]:
+    @app.post("/api/cps/{cp_id}/resume", responses=ON_CP)
+    async def resume_cp(cp_id: str, caller: Admin) -> CPJson:
         """Lifts a stop. 409 if the CP is not stopped."""
-        return await service.resume_cp(cp_id)
+        return await on_cp(caller, Command.RESUME_CP, {"cp_id": cp_id})
 
-    @app.post("/api/cps/{cp_id}/simulate-error", dependencies=admin, responses=ON_CP)
-    async def simulate_error(cp_id: str, body: ErrorRequest | None = None) -> dict[str, Any]:
+    @app.post("/api/cps/{cp_id}/simulate-error", responses=ON_CP)
+    async def simulate_error(cp_id: str, caller: Admin, body: ErrorDetails | None = None) -> CPJson:
         """Seed flow 2: the CP turns Averiado, a running supply ends with its ticket and
         CP_ERROR_SIMULATED goes to the driver. 409 unless the CP is connected and has no
         simulated error yet."""
-        return await service.simulate_error(cp_id, body.error_type if body else "fault")
+        details = body.model_dump() if body else {}
+        return await on_cp(caller, Command.SIMULATE_ERROR, {"cp_id": cp_id, **details})
 
-    @app.post("/api/cps/{cp_id}/fix-error", dependencies=admin, responses=ON_CP)
-    async def fix_error(cp_id: str) -> dict[str, Any]:
+    @app.post("/api/cps/{cp_id}/fix-error", responses=ON_CP)
+    async def fix_error(cp_id: str, caller: Admin) -> CPJson:
         """Clears a simulated error (CP_ERROR_FIXED goes out). 409 if none is simulated."""
-        return await service.fix_error(cp_id)
+        return await on_cp(caller, Command.FIX_ERROR, {"cp_id": cp_id})
 
-    mount_dashboard(app, DashboardHub(service, admin_token))
+    mount_dashboard(app, DashboardHub(service, desk))
     return app
 
 

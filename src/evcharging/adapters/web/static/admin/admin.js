@@ -7,9 +7,6 @@
   const TOKEN_KEY = "evcharging.adminToken";
   const MAX_LOG = 300;
   const MAX_DELAYS = 10000;
-  const STATE_CLASS = {
-    Activado: "ok", Suministrando: "ok", Parado: "stopped", Averiado: "fault", Desconectado: "off",
-  };
 
   const $ = (sel) => document.querySelector(sel);
   const tiles = new Map(); // cp id -> tile element
@@ -158,7 +155,7 @@
     const el = tiles.get(cp.id) || createTile(cp.id);
     const part = (name) => el.querySelector(`[data-part="${name}"]`);
     el.dataset.state = cp.state;
-    el.className = `tile ${STATE_CLASS[cp.state] || "off"}`;
+    el.className = `tile ${cp.tone}`; // ok, stopped, fault or off: Central's view says which
     part("state").textContent = cp.caption === cp.state ? cp.state : `${cp.caption} · ${cp.state}`;
     part("location").textContent = cp.location;
     part("price").textContent = cp.price_eur_per_kwh;

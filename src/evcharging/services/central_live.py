@@ -1,12 +1,13 @@
-"""Central's live picture of one CP: what the database holds plus what the Monitor and Engine say."""
+"""Central's live picture of one CP and of one ongoing request: what the database holds plus what
+the Monitor, the Engine and the drivers say. Internal to the service: the outside world sees them
+only as the views of `central_views.py`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
-from evcharging.domain.admin_rules import allowed_actions
 from evcharging.domain.cp_state import CPFacts, CPState, derive_state
 from evcharging.domain.records import CPRecord
 from evcharging.domain.session import Session, SessionStatus
@@ -44,26 +45,13 @@ class LiveCP:
         if not supplying:
             self.kw = Decimal("0")
 
-    def view(self) -> dict[str, Any]:
-        """The CP as the API, the dashboards and the panel show it."""
-        s = self.session
-        state = self.state
-        return {
-            "id": self.cp_id,
-            "location": self.record.location,
-            "price_eur_per_kwh": str(self.record.price_eur_per_kwh),
-            "state": state.value,
-            "caption": state.caption,
-            "colour": state.colour,
-            "available": self.available,
-            "admin_stopped": self.facts.admin_stopped,
-            "error_simulated": self.facts.error_simulated,
-            "actions": list(allowed_actions(self.facts)),  # what the admin page enables
-            "fault_reason": self.fault_reason if state is CPState.AVERIADO else None,
-            "driver_id": s.driver_id if s else None,
-            "session_id": s.session_id if s else None,
-            "session_status": s.status.value if s else None,
-            "kw": str(self.kw) if s else None,
-            "energy_kwh": str(s.energy_kwh) if s else None,
-            "amount_eur": str(s.amount_eur) if s else None,
-        }
+
+@dataclass
+class RequestRow:
+    """A line of the table of ongoing driver requests."""
+
+    at: datetime
+    driver_id: str
+    cp_id: str
+    status: str
+    session_id: str | None = None

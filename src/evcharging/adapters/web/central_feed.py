@@ -1,0 +1,284 @@
+"""EV_Central's WebSocket hub (`/ws`): the admin dashboard's live feed (its admin actions are
+read by `central_ws_admin.py` and carried out by Central's admin front door, `services/admin.py`).
+
+A new socket first gets the whole picture (`all_cps`, `requests`, `messages`); after that the hub
+pushes only what changed. It subscribes once to `CentralService`; every client has a bounded queue
+and one sender task that drains all that is pending, keeps only the latest view of each CP and
+sends one `cps` frame per batch, so a push costs the same however many CPs the network has.
+
+Central never waits for a page: the listener only puts items on queues. A client that falls
+`queue_size` items behind loses its backlog and is sent the full state again; one that cannot take
+a frame within `send_timeout` seconds is disconnected. Both are logged at WARNING.
+
+Every frame the server sends carries `ts`, epoch milliseconds at Central: for pushed changes the
+moment the (oldest coalesced) change happened, for replies and snapshots the moment of sending.
+The protocol is documented in docs/dashboards.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from evcharging.adapters.web.central_ws_admin import WsAdmin
+from evcharging.services.admin import AdminDesk
+from evcharging.services.central import CentralService
+from evcharging.services.central_views import (
+    CentralChange,
+    CPChanged,
+    CPView,
+    MessageAdded,
+    RequestChanged,
+    RequestView,
+)
+
+log = logging.getLogger(__name__)
+
+Frame = dict[str, Any]
+
+_SEND_ERRORS = (WebSocketDisconnect, RuntimeError, OSError)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def encode(frame: Frame) -> str:
+    """orjson: at thousands of CP views a second, the stdlib encoder was 4 % of Central's time."""
+    return orjson.dumps(frame).decode()
+
+
+@dataclass(frozen=True, slots=True)
+class _Kafka:
+    state: dict[str, object]
+
+
+class _Resync:
+    """The queue overflowed: send the full state again."""
+
+
+Change = CentralChange | _Kafka | _Resync
+Item = tuple[Change, int]  # (change, ts in epoch ms)
+
+
+class KafkaStatus(Protocol):
+    """What Central's Kafka watch reports (`adapters/kafka/watch.KafkaState`)."""
+
+    def as_dict(self) -> dict[str, object]: ...
+
+
+# --- server -> client: the live feed ------------------------------------------------------
+
+
+def coalesce(batch: list[Item]) -> list[Frame]:
+    """Pending changes -> frames: the latest view per CP, the latest state of each changed request
+    row (None: it left the table), then every message. Each frame's `ts` is its oldest change."""
+    cps: dict[str, CPView] = {}
+    cps_ts: int | None = None
+    rows: dict[str, RequestView | None] = {}
+    rows_ts: int | None = None
+    messages: list[Frame] = []
+    for change, ts in batch:
+        if isinstance(change, CPChanged):
+            cp_id = change.view.json["id"]
+            cps.pop(cp_id, None)
+            cps[cp_id] = change.view
+            cps_ts = ts if cps_ts is None else min(cps_ts, ts)
+        elif isinstance(change, RequestChanged):
+            rows.pop(change.key, None)
+            rows[change.key] = change.view
+            rows_ts = ts if rows_ts is None else min(rows_ts, ts)
+        elif isinstance(change, MessageAdded):
+            messages.append({"type": "message", **change.view.json, "ts": ts})
+        elif isinstance(change, _Kafka):
+            messages.append({"type": "kafka", **change.state, "ts": ts})
+    frames: list[Frame] = []
+    if cps:
+        views = [view.json for view in cps.values()]
+        frames.append({"type": "cps", "charging_points": views, "ts": cps_ts})
+    if rows:
+        changed = [row.json for row in rows.values() if row is not None]
+        removed = [key for key, row in rows.items() if row is None]
+        frames.append(
+            {"type": "request_changes", "changed": changed, "removed": removed, "ts": rows_ts}
+        )
+    return frames + messages
+
+
+@dataclass(eq=False)
+class _Client:
+    ws: WebSocket
+    name: str
+    queue: asyncio.Queue[Item]
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    behind: bool = False
+
+    def offer(self, item: Item) -> None:
+        """Never blocks: a full queue is dropped and replaced by a request for the full state."""
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            self.queue.put_nowait((_Resync(), item[1]))
+            if not self.behind:
+                log.warning(
+                    "ws %s: client too slow, %d pending changes dropped; it gets the full state",
+                    self.name,
+                    self.queue.maxsize,
+                )
+            self.behind = True
+
+    async def next_batch(self) -> list[Item]:
+        batch = [await self.queue.get()]
+        while not self.queue.empty():
+            batch.append(self.queue.get_nowait())
+        return batch
+
+
+class DashboardHub:
+    """Pushes Central's changes to every open `/ws` socket and runs the admin actions they send."""
+
+    def __init__(
+        self,
+        service: CentralService,
+        desk: AdminDesk,
+        *,
+        queue_size: int = 1000,
+        send_timeout: float = 5.0,
+    ) -> None:
+        self.service = service
+        self.admin = WsAdmin(desk)  # the admin front door the HTTP API uses too
+        self.queue_size = queue_size
+        self.send_timeout = send_timeout
+        self._clients: set[_Client] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ids = itertools.count(1)
+        self.kafka: dict[str, object] = {"up": True, "problem": "", "since": 0.0}
+        service.subscribe(self._on_change)
+
+    def set_kafka(self, state: KafkaStatus) -> None:
+        """Kafka reachable or not, as Central's watch says: every page shows a banner."""
+        self.kafka = state.as_dict()
+        self._on_change(_Kafka(self.kafka))
+
+    @property
+    def client_count(self) -> int:
+        return len(self._clients)
+
+    # --- fan-out (called synchronously by CentralService) ---------------------------------
+
+    def _on_change(self, change: Change) -> None:
+        loop = self._loop
+        if loop is None or not self._clients:
+            return
+        item: Item = (change, now_ms())
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._fan_out(item)
+        else:  # a change made on another thread or loop: hand it over, never touch queues here
+            with contextlib.suppress(RuntimeError):  # that loop has closed: nobody to tell
+                loop.call_soon_threadsafe(self._fan_out, item)
+
+    def _fan_out(self, item: Item) -> None:
+        for client in tuple(self._clients):
+            client.offer(item)
+
+    def snapshot(self) -> list[Frame]:
+        ts = now_ms()
+        svc = self.service
+        return [
+            {"type": "all_cps", "charging_points": [v.json for v in svc.cps()], "ts": ts},
+            {"type": "requests", "requests": [v.json for v in svc.requests()], "ts": ts},
+            {"type": "messages", "messages": [v.json for v in svc.messages()], "ts": ts},
+            {"type": "kafka", **self.kafka, "ts": ts},
+        ]
+
+    # --- one socket ----------------------------------------------------------------------
+
+    async def serve(self, ws: WebSocket) -> None:
+        """The `/ws` endpoint: full state, then pushes, while reading actions from the page."""
+        await ws.accept()
+        self._loop = asyncio.get_running_loop()
+        client = _Client(ws, self._name(ws), asyncio.Queue(self.queue_size))
+        self._clients.add(client)  # joined and snapshotted in one step: no change falls between
+        first = self.snapshot()
+        log.info("ws %s: dashboard connected (%d open)", client.name, len(self._clients))
+        tasks = [
+            asyncio.create_task(self._push(client, first), name=f"ws-push-{client.name}"),
+            asyncio.create_task(self._read(client), name=f"ws-read-{client.name}"),
+        ]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._clients.discard(client)
+            for task in tasks:
+                task.cancel()
+            for outcome in await asyncio.gather(*tasks, return_exceptions=True):
+                if isinstance(outcome, Exception) and not isinstance(outcome, _SEND_ERRORS):
+                    log.error("ws %s: dashboard task failed", client.name, exc_info=outcome)
+            await self._close(client)
+            log.info("ws %s: dashboard gone (%d open)", client.name, len(self._clients))
+
+    def _name(self, ws: WebSocket) -> str:
+        peer = f"{ws.client.host}:{ws.client.port}" if ws.client else "?"
+        return f"#{next(self._ids)} {peer}"
+
+    async def _push(self, client: _Client, first: list[Frame]) -> None:
+        if not await self._send(client, first):
+            return
+        while True:
+            batch = await client.next_batch()
+            if any(isinstance(change, _Resync) for change, _ in batch):
+                client.behind = False
+                frames = self.snapshot()
+            else:
+                frames = coalesce(batch)
+            if not await self._send(client, frames):
+                return
+
+    async def _read(self, client: _Client) -> None:
+        while True:
+            message = await client.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            reply = await self.admin.handle(message.get("text"), client.name)
+            if not await self._send(client, [{**reply, "ts": now_ms()}]):
+                return
+
+    async def _send(self, client: _Client, frames: list[Frame]) -> bool:
+        """Send in order, one writer at a time; False when the client is gone or too slow."""
+        async with client.lock:
+            for frame in frames:
+                try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel
+                    async with asyncio.timeout(self.send_timeout):
+                        await client.ws.send_text(encode(frame))
+                except TimeoutError:
+                    log.warning(
+                        "ws %s: client took over %gs to take a frame: disconnected",
+                        client.name,
+                        self.send_timeout,
+                    )
+                    return False
+                except _SEND_ERRORS:
+                    return False
+        return True
+
+    async def _close(self, client: _Client) -> None:
+        ws = client.ws
+        if WebSocketState.DISCONNECTED in (ws.client_state, ws.application_state):
+            return
+        with contextlib.suppress(*_SEND_ERRORS, TimeoutError):
+            async with asyncio.timeout(1.0):
+                await ws.close(code=1001)

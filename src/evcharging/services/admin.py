@@ -1,0 +1,325 @@
+"""Central's one admin front door: who may act, what they may ask, what they are answered.
+
+Both transports (the HTTP API and the dashboards' WebSocket) only parse their own framing and map
+the outcome back to it; everything else is here, once:
+
+- one token check, in constant time (`token_matches`), for every admin request;
+- one set of command models, with the field rules of the contracts;
+- one table: command -> `CentralService` coroutine -> one reply text and view;
+- one `Caller` (who, over which transport, from where), and one seam, `AdminDesk._record`, that
+  every admin outcome passes through (logged today; Release 2's audit log hooks in there).
+
+An admin request that is not carried out raises `AdminRefusal` with its kind (the transports map
+it: HTTP 401/404/409/422, WebSocket an `error` frame) and a reason a person can read.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from evcharging.contracts.fields import ErrorType, Id, Location, Price
+from evcharging.domain.admin_rules import AdminAction, Conflict, UnknownCP
+from evcharging.services.central import CentralService, error_fixed_text, error_simulated_text
+from evcharging.services.central_views import BulkOutcome, CPView
+
+log = logging.getLogger(__name__)
+
+ADMITTED = "admin token accepted"
+
+
+def token_matches(given: str, expected: bytes) -> bool:
+    """The one comparison of an admin token: constant time, so its length of match leaks nothing."""
+    return hmac.compare_digest(given.encode(), expected)
+
+
+# --- who asks ----------------------------------------------------------------------------------
+
+
+class Transport(StrEnum):
+    HTTP = "http"
+    WEBSOCKET = "websocket"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who asks for an admin action, over which transport, from where (host:port and, for a
+    WebSocket, which socket). `who` is "anonymous" until the admin token is accepted."""
+
+    transport: Transport
+    peer: str
+    who: str = "anonymous"
+
+    def __str__(self) -> str:
+        return f"{self.who} via {self.transport} {self.peer}"
+
+
+# --- what they may ask -------------------------------------------------------------------------
+
+
+class Command(StrEnum):
+    """Every admin action; the values are the WebSocket's action names."""
+
+    STOP_CP = AdminAction.STOP.value
+    RESUME_CP = AdminAction.RESUME.value
+    SIMULATE_ERROR = AdminAction.SIMULATE_ERROR.value
+    FIX_ERROR = AdminAction.FIX_ERROR.value
+    STOP_ALL = "stop_all"
+    RESUME_ALL = "resume_all"
+    REGISTER_CP = "register_cp"
+    EDIT_CP = "edit_cp"
+
+
+class _Fields(BaseModel):
+    """Any field not named is refused (HTTP 422, WebSocket `invalid fields`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CPChanges(_Fields):
+    """What to change of a registered CP: its location, its price, or both (the HTTP body)."""
+
+    location: Location | None = None
+    price_eur_per_kwh: Price | None = None
+
+    @model_validator(mode="after")
+    def _something_to_change(self) -> CPChanges:
+        if self.location is None and self.price_eur_per_kwh is None:
+            raise ValueError("give location and/or price_eur_per_kwh")
+        return self
+
+
+class ErrorDetails(_Fields):
+    """What error to simulate (the HTTP body; optional)."""
+
+    error_type: ErrorType = "fault"
+
+
+class StopCP(_Fields):
+    name: ClassVar[Command] = Command.STOP_CP
+    cp_id: Id
+
+
+class ResumeCP(_Fields):
+    name: ClassVar[Command] = Command.RESUME_CP
+    cp_id: Id
+
+
+class FixError(_Fields):
+    name: ClassVar[Command] = Command.FIX_ERROR
+    cp_id: Id
+
+
+class SimulateError(ErrorDetails):
+    name: ClassVar[Command] = Command.SIMULATE_ERROR
+    cp_id: Id
+
+
+class StopAll(_Fields):
+    name: ClassVar[Command] = Command.STOP_ALL
+
+
+class ResumeAll(_Fields):
+    name: ClassVar[Command] = Command.RESUME_ALL
+
+
+class RegisterCP(_Fields):
+    """A new CP (also the HTTP body, where the id is called `id`)."""
+
+    name: ClassVar[Command] = Command.REGISTER_CP
+    cp_id: Id = Field(validation_alias=AliasChoices("id", "cp_id"))
+    location: Location
+    price_eur_per_kwh: Price
+
+
+class EditCP(CPChanges):
+    name: ClassVar[Command] = Command.EDIT_CP
+    cp_id: Id
+
+
+AdminCommand = (
+    StopCP | ResumeCP | FixError | SimulateError | StopAll | ResumeAll | RegisterCP | EditCP
+)
+
+
+# --- what they are answered --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AdminReply:
+    """A command carried out: `done` names the outcome (the WebSocket's reply type), `message`
+    says it to a person; `cp` is the CP's new view, `bulk` what a bulk action did."""
+
+    command: AdminCommand
+    done: str
+    message: str
+    cp: CPView | None = None
+    bulk: BulkOutcome | None = None
+
+
+class Refusal(StrEnum):
+    UNAUTHORISED = "unauthorised"  # no admin token, or a wrong one
+    INVALID = "invalid"  # a field missing or breaking its rule
+    UNKNOWN_CP = "unknown_cp"
+    CONFLICT = "conflict"  # makes no sense in the CP's state; nothing changed
+
+
+class AdminRefusal(Exception):
+    """An admin request not carried out (nothing changed), with its kind and its reason."""
+
+    def __init__(self, kind: Refusal, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+
+
+# --- the table: command -> service call -> reply -----------------------------------------------
+
+
+def _bulk(
+    command: AdminCommand, done: str, verb: str, why: str, outcome: BulkOutcome
+) -> AdminReply:
+    n, skipped = len(outcome.changed), len(outcome.skipped)
+    message = f"{'1 CP' if n == 1 else f'{n} CPs'} {verb}" + (
+        f"; {skipped} skipped ({why})" if skipped else ""
+    )
+    return AdminReply(command, done, message, bulk=outcome)
+
+
+async def _stop_cp(svc: CentralService, c: StopCP) -> AdminReply:
+    view = await svc.stop_cp(c.cp_id)
+    return AdminReply(c, "cp_stopped", f"CP {c.cp_id} stopped: {view.caption}", view)
+
+
+async def _resume_cp(svc: CentralService, c: ResumeCP) -> AdminReply:
+    view = await svc.resume_cp(c.cp_id)
+    return AdminReply(c, "cp_resumed", f"CP {c.cp_id} resumed: {view.state.value}", view)
+
+
+async def _simulate_error(svc: CentralService, c: SimulateError) -> AdminReply:
+    view = await svc.simulate_error(c.cp_id, c.error_type)
+    return AdminReply(c, "error_simulated", error_simulated_text(c.cp_id, c.error_type), view)
+
+
+async def _fix_error(svc: CentralService, c: FixError) -> AdminReply:
+    view = await svc.fix_error(c.cp_id)
+    return AdminReply(c, "error_fixed", error_fixed_text(c.cp_id), view)
+
+
+async def _stop_all(svc: CentralService, c: StopAll) -> AdminReply:
+    return _bulk(c, "all_stopped", "stopped", "already stopped", await svc.stop_all())
+
+
+async def _resume_all(svc: CentralService, c: ResumeAll) -> AdminReply:
+    return _bulk(c, "all_resumed", "resumed", "not stopped", await svc.resume_all())
+
+
+async def _register_cp(svc: CentralService, c: RegisterCP) -> AdminReply:
+    view = await svc.register_cp(c.cp_id, c.location, c.price_eur_per_kwh)
+    text = f"CP {c.cp_id} registered ({c.location}, {c.price_eur_per_kwh} €/kWh)"
+    return AdminReply(c, "cp_registered", text, view)
+
+
+async def _edit_cp(svc: CentralService, c: EditCP) -> AdminReply:
+    view = await svc.edit_cp(c.cp_id, c.location, c.price_eur_per_kwh)
+    text = f"CP {c.cp_id} edited ({view.location}, {view.price_eur_per_kwh} €/kWh)"
+    return AdminReply(c, "cp_edited", text, view)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    model: type[AdminCommand]
+    run: Callable[[CentralService, Any], Awaitable[AdminReply]]
+
+
+TABLE: dict[Command, _Entry] = {
+    Command.STOP_CP: _Entry(StopCP, _stop_cp),
+    Command.RESUME_CP: _Entry(ResumeCP, _resume_cp),
+    Command.SIMULATE_ERROR: _Entry(SimulateError, _simulate_error),
+    Command.FIX_ERROR: _Entry(FixError, _fix_error),
+    Command.STOP_ALL: _Entry(StopAll, _stop_all),
+    Command.RESUME_ALL: _Entry(ResumeAll, _resume_all),
+    Command.REGISTER_CP: _Entry(RegisterCP, _register_cp),
+    Command.EDIT_CP: _Entry(EditCP, _edit_cp),
+}
+
+
+def invalid_fields(exc: ValidationError) -> str:
+    """The fields at fault and their rules, without echoing the input back."""
+    errors = exc.errors(include_input=False, include_url=False, include_context=False)
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in errors)
+
+
+# --- the desk ----------------------------------------------------------------------------------
+
+
+class AdminDesk:
+    """Admit -> read the command -> run it -> reply; every outcome recorded in one place."""
+
+    def __init__(self, service: CentralService, admin_token: str) -> None:
+        self.service = service
+        self._token = admin_token.encode()
+
+    def admit(self, caller: Caller, token: object, action: str | None = None) -> Caller:
+        """The caller as admin if `token` is Central's admin token; else AdminRefusal."""
+        if not isinstance(token, str) or not token:
+            reason = "admin token required"
+        elif not token_matches(token, self._token):
+            reason = "wrong admin token"
+        else:
+            return replace(caller, who="admin")
+        self._record(caller, action, reason, refused=True)
+        raise AdminRefusal(Refusal.UNAUTHORISED, reason)
+
+    def logged_in(self, caller: Caller) -> str:
+        """A login (the dashboard's): the token was accepted, nothing else is done."""
+        self._record(caller, "login", ADMITTED, refused=False)
+        return ADMITTED
+
+    def reject(self, caller: Caller, action: str | None, reason: str) -> AdminRefusal:
+        """A request a transport could not even read as an admin request (malformed, unknown
+        action): recorded like any refusal, and returned for the transport to answer."""
+        return self._refuse(caller, action, Refusal.INVALID, reason)
+
+    def command(self, caller: Caller, name: Command, fields: Mapping[str, Any]) -> AdminCommand:
+        """`fields` read as the command `name` (checked after the token: a caller without it
+        learns nothing about them)."""
+        try:
+            return TABLE[name].model.model_validate(fields)
+        except ValidationError as exc:
+            raise self._refuse(
+                caller, name, Refusal.INVALID, f"invalid fields: {invalid_fields(exc)}"
+            ) from None
+
+    async def run(self, caller: Caller, command: AdminCommand) -> AdminReply:
+        """Carries out a command for an admitted caller."""
+        if caller.who != "admin":  # a transport that forgot `admit`: a bug, never an action
+            raise self._refuse(caller, command.name, Refusal.UNAUTHORISED, "admin token required")
+        try:
+            reply = await TABLE[command.name].run(self.service, command)
+        except UnknownCP as exc:
+            raise self._refuse(caller, command.name, Refusal.UNKNOWN_CP, exc.reason) from None
+        except Conflict as exc:
+            raise self._refuse(caller, command.name, Refusal.CONFLICT, exc.reason) from None
+        self._record(caller, command.name, reply.message, refused=False)
+        return reply
+
+    def _refuse(
+        self, caller: Caller, action: str | None, kind: Refusal, reason: str
+    ) -> AdminRefusal:
+        self._record(caller, action, reason, refused=True)
+        return AdminRefusal(kind, reason)
+
+    def _record(self, caller: Caller, action: str | None, outcome: str, *, refused: bool) -> None:
+        """Every admin outcome, done or refused, passes here (Release 2's audit log: here).
+        Never the token, never the raw request."""
+        if refused:
+            log.warning("%s: action %s refused: %s", caller, action or "-", outcome)
+        else:
+            log.info("%s: admin action %s done: %s", caller, action, outcome)

@@ -1,0 +1,460 @@
+"""Central's outward face: read-only, typed views of its state, and the change events that carry them.
+
+The HTTP API, the dashboards' WebSocket and the terminal panel all read Central through these, so
+the three show the same figures. Each view is built once per change and read many times: it wraps
+the JSON-ready dict the wire carries (`.json`, computed when the view is built) and reads its typed
+attributes from it. At bench sizes the WebSocket pushes thousands of CP views a second; a frozen
+dataclass cost 50 % more to build and 3.5x more to encode with orjson (measured).
+
+The `*Json` TypedDicts are the wire shapes (the API declares them as its response models, so
+`/docs` shows them); never mutate a view's `.json`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from typing import Generic, NamedTuple, TypeVar
+
+from typing_extensions import TypedDict
+
+from evcharging.domain.admin_rules import allowed_actions
+from evcharging.domain.cp_state import CPFacts, CPState, derive_state
+from evcharging.domain.records import DriverRecord
+from evcharging.domain.session import Session
+from evcharging.services.central_live import LiveCP, RequestRow
+
+# --- the wire shapes ------------------------------------------------------------------------
+
+
+class CPJson(TypedDict):
+    id: str
+    location: str
+    price_eur_per_kwh: str
+    state: str
+    caption: str
+    colour: str
+    tone: str
+    available: bool
+    admin_stopped: bool
+    error_simulated: bool
+    actions: list[str]
+    fault_reason: str | None
+    driver_id: str | None
+    session_id: str | None
+    session_status: str | None
+    kw: str | None
+    energy_kwh: str | None
+    amount_eur: str | None
+
+
+class RequestJson(TypedDict):
+    key: str
+    date: str
+    start: str
+    driver_id: str
+    cp_id: str
+    status: str
+
+
+class MessageJson(TypedDict):
+    at: str
+    level: str
+    text: str
+
+
+class SessionJson(TypedDict):
+    session_id: str
+    driver_id: str
+    cp_id: str
+    status: str
+    price_eur_per_kwh: str
+    energy_kwh: str
+    amount_eur: str
+    started_at: str
+    ended_at: str | None
+    end_reason: str | None
+
+
+class DriverJson(TypedDict):
+    id: str
+    name: str
+    balance_eur: str
+
+
+class SkippedJson(TypedDict):
+    id: str
+    reason: str
+
+
+class BulkJson(TypedDict):
+    changed: list[CPJson]
+    skipped: list[SkippedJson]
+
+
+# --- the views ------------------------------------------------------------------------------
+
+J = TypeVar("J", CPJson, RequestJson, MessageJson, SessionJson, DriverJson)
+
+
+class _View(Generic[J]):
+    """A frozen view around its wire dict: equal when the dicts are, never changed after."""
+
+    __slots__ = ("_json",)
+    _json: J
+
+    def __init__(self, json: J) -> None:
+        object.__setattr__(self, "_json", json)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is read-only")
+
+    @property
+    def json(self) -> J:
+        """The wire shape (shared: read it, encode it, never change it)."""
+        return self._json
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other._json == self._json  # type: ignore[attr-defined]
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._json!r})"
+
+
+class CPView(_View[CPJson]):
+    """A CP as the API, the dashboards and the panel show it."""
+
+    __slots__ = ()
+
+    @property
+    def id(self) -> str:
+        return self._json["id"]
+
+    @property
+    def location(self) -> str:
+        return self._json["location"]
+
+    @property
+    def price_eur_per_kwh(self) -> str:
+        return self._json["price_eur_per_kwh"]
+
+    @property
+    def state(self) -> CPState:
+        return CPState(self._json["state"])
+
+    @property
+    def caption(self) -> str:
+        return self._json["caption"]
+
+    @property
+    def colour(self) -> str:
+        """green, orange, red or grey (the statement's colours)."""
+        return self._json["colour"]
+
+    @property
+    def tone(self) -> str:
+        """ok, stopped, fault or off: what the admin page styles a tile by."""
+        return self._json["tone"]
+
+    @property
+    def available(self) -> bool:
+        return self._json["available"]
+
+    @property
+    def admin_stopped(self) -> bool:
+        return self._json["admin_stopped"]
+
+    @property
+    def error_simulated(self) -> bool:
+        return self._json["error_simulated"]
+
+    @property
+    def actions(self) -> tuple[str, ...]:
+        """The admin actions that make sense now (what the admin page enables)."""
+        return tuple(self._json["actions"])
+
+    @property
+    def fault_reason(self) -> str | None:
+        return self._json["fault_reason"]
+
+    @property
+    def driver_id(self) -> str | None:
+        return self._json["driver_id"]
+
+    @property
+    def session_id(self) -> str | None:
+        return self._json["session_id"]
+
+    @property
+    def session_status(self) -> str | None:
+        return self._json["session_status"]
+
+    @property
+    def kw(self) -> str | None:
+        return self._json["kw"]
+
+    @property
+    def energy_kwh(self) -> str | None:
+        return self._json["energy_kwh"]
+
+    @property
+    def amount_eur(self) -> str | None:
+        return self._json["amount_eur"]
+
+
+class RequestView(_View[RequestJson]):
+    """A line of the table of ongoing driver requests; `key` identifies it."""
+
+    __slots__ = ()
+
+    @property
+    def key(self) -> str:
+        return self._json["key"]
+
+    @property
+    def date(self) -> str:
+        return self._json["date"]
+
+    @property
+    def start(self) -> str:
+        """HH:MM:SS, UTC."""
+        return self._json["start"]
+
+    @property
+    def driver_id(self) -> str:
+        return self._json["driver_id"]
+
+    @property
+    def cp_id(self) -> str:
+        return self._json["cp_id"]
+
+    @property
+    def status(self) -> str:
+        return self._json["status"]
+
+
+class MessageView(_View[MessageJson]):
+    """One of Central's application messages."""
+
+    __slots__ = ("_at",)
+    _at: datetime
+
+    def __init__(self, at: datetime, level: str, text: str) -> None:
+        super().__init__({"at": at.isoformat(), "level": level, "text": text})
+        object.__setattr__(self, "_at", at)
+
+    @property
+    def at(self) -> datetime:
+        return self._at
+
+    @property
+    def level(self) -> str:
+        """info or warning."""
+        return self._json["level"]
+
+    @property
+    def text(self) -> str:
+        return self._json["text"]
+
+    @property
+    def line(self) -> tuple[datetime, str, str]:
+        """(when, level, text): the shape of a log line on the panel."""
+        return self._at, self._json["level"], self._json["text"]
+
+
+class SessionView(_View[SessionJson]):
+    """A supply session, open or ended, as the API lists it."""
+
+    __slots__ = ()
+
+    @property
+    def session_id(self) -> str:
+        return self._json["session_id"]
+
+    @property
+    def driver_id(self) -> str:
+        return self._json["driver_id"]
+
+    @property
+    def cp_id(self) -> str:
+        return self._json["cp_id"]
+
+    @property
+    def status(self) -> str:
+        return self._json["status"]
+
+    @property
+    def energy_kwh(self) -> str:
+        return self._json["energy_kwh"]
+
+    @property
+    def amount_eur(self) -> str:
+        return self._json["amount_eur"]
+
+
+class DriverView(_View[DriverJson]):
+    """A driver's account as Central knows it."""
+
+    __slots__ = ()
+
+    @property
+    def id(self) -> str:
+        return self._json["id"]
+
+    @property
+    def name(self) -> str:
+        return self._json["name"]
+
+    @property
+    def balance_eur(self) -> str:
+        return self._json["balance_eur"]
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A CP a bulk action left alone, and why."""
+
+    cp_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class BulkOutcome:
+    """What STOP ALL / RESUME ALL did: the CPs changed (their new views) and those skipped."""
+
+    changed: tuple[CPView, ...]
+    skipped: tuple[Skipped, ...]
+
+    @property
+    def json(self) -> BulkJson:
+        return {
+            "changed": [view.json for view in self.changed],
+            "skipped": [{"id": s.cp_id, "reason": s.reason} for s in self.skipped],
+        }
+
+
+# --- building them from the service's state --------------------------------------------------
+
+_TONES = {
+    CPState.DESCONECTADO: "off",
+    CPState.ACTIVADO: "ok",
+    CPState.SUMINISTRANDO: "ok",
+    CPState.PARADO: "stopped",
+    CPState.AVERIADO: "fault",
+}
+
+
+class _Facets(NamedTuple):
+    state: str
+    caption: str
+    colour: str
+    tone: str
+    available: bool
+    actions: tuple[str, ...]
+    faulted: bool
+
+
+@lru_cache(maxsize=64)  # CPFacts is six booleans: 64 combinations, and a view is built per reading
+def _facets(facts: CPFacts) -> _Facets:
+    """Everything of a CP's view that follows from its facts alone."""
+    state = derive_state(facts)
+    return _Facets(
+        state.value,
+        state.caption,
+        state.colour,
+        _TONES[state],
+        state is CPState.ACTIVADO and not facts.reserved,
+        allowed_actions(facts),
+        state is CPState.AVERIADO,
+    )
+
+
+def cp_view(cp: LiveCP) -> CPView:
+    f = _facets(cp.facts)
+    s = cp.session
+    record = cp.record
+    return CPView(
+        {
+            "id": record.cp_id,
+            "location": record.location,
+            "price_eur_per_kwh": str(record.price_eur_per_kwh),
+            "state": f.state,
+            "caption": f.caption,
+            "colour": f.colour,
+            "tone": f.tone,
+            "available": f.available,
+            "admin_stopped": cp.facts.admin_stopped,
+            "error_simulated": cp.facts.error_simulated,
+            "actions": list(f.actions),
+            "fault_reason": cp.fault_reason if f.faulted else None,
+            "driver_id": s.driver_id if s else None,
+            "session_id": s.session_id if s else None,
+            "session_status": s.status.value if s else None,
+            "kw": str(cp.kw) if s else None,
+            "energy_kwh": str(s.energy_kwh) if s else None,
+            "amount_eur": str(s.amount_eur) if s else None,
+        }
+    )
+
+
+def request_view(key: str, r: RequestRow) -> RequestView:
+    return RequestView(
+        {
+            "key": key,
+            "date": r.at.date().isoformat(),
+            "start": r.at.strftime("%H:%M:%S"),
+            "driver_id": r.driver_id,
+            "cp_id": r.cp_id,
+            "status": r.status,
+        }
+    )
+
+
+def session_view(s: Session) -> SessionView:
+    return SessionView(
+        {
+            "session_id": s.session_id,
+            "driver_id": s.driver_id,
+            "cp_id": s.cp_id,
+            "status": s.status.value,
+            "price_eur_per_kwh": str(s.price_eur_per_kwh),
+            "energy_kwh": str(s.energy_kwh),
+            "amount_eur": str(s.amount_eur),
+            "started_at": s.started_at.isoformat(),
+            "ended_at": s.ended_at.isoformat() if s.ended_at else None,
+            "end_reason": s.end_reason.value if s.end_reason else None,
+        }
+    )
+
+
+def driver_view(d: DriverRecord) -> DriverView:
+    return DriverView({"id": d.driver_id, "name": d.name, "balance_eur": str(d.balance_eur)})
+
+
+# --- change events ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CPChanged:
+    """A CP's view changed (state, figures, record)."""
+
+    view: CPView
+
+
+@dataclass(frozen=True, slots=True)
+class RequestChanged:
+    """A request row changed; `view` None: it left the table (its supply ended or was denied)."""
+
+    key: str
+    view: RequestView | None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageAdded:
+    view: MessageView
+
+
+CentralChange = CPChanged | RequestChanged | MessageAdded

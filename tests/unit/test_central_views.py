@@ -1,0 +1,101 @@
+"""Central's views (services/central_views.py): read-only, the wire dict built once, and what the
+admin page styles a tile by (`tone`) decided by Central, not by a map in the page's script."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import orjson
+import pytest
+
+from evcharging.domain.cp_state import CPFacts, CPState, derive_state
+from evcharging.domain.records import CPRecord
+from evcharging.domain.session import open_session
+from evcharging.services.central_live import LiveCP
+from evcharging.services.central_views import CPView, MessageView, cp_view
+
+ADMIN_STATIC = (
+    Path(__file__).resolve().parents[2] / "src" / "evcharging" / "adapters" / "web" / "static"
+) / "admin"
+NOON = datetime(2026, 11, 27, 12, tzinfo=UTC)
+EVERY_FACTS = [
+    CPFacts(connected, ok, stopped, error, reserved, supplying)
+    for connected in (False, True)
+    for ok in (False, True)
+    for stopped in (False, True)
+    for error in (False, True)
+    for reserved in (False, True)
+    for supplying in (False, True)
+]
+
+
+CONNECTED = CPFacts(monitor_connected=True)
+
+
+def a_live_cp(facts: CPFacts = CONNECTED) -> LiveCP:
+    return LiveCP(CPRecord("CP1", "Alicante", Decimal("0.35")), facts)
+
+
+@pytest.mark.parametrize(
+    ("state", "tone"),
+    [
+        (CPState.ACTIVADO, "ok"),
+        (CPState.SUMINISTRANDO, "ok"),
+        (CPState.PARADO, "stopped"),
+        (CPState.AVERIADO, "fault"),
+        (CPState.DESCONECTADO, "off"),
+    ],
+)
+def test_each_state_has_the_tone_the_admin_page_styles(state: CPState, tone: str) -> None:
+    facts = next(f for f in EVERY_FACTS if derive_state(f) is state)
+    view = cp_view(a_live_cp(facts))
+    assert (view.state, view.tone, view.colour) == (state, tone, state.colour)
+    assert f".tile.{tone} " in (ADMIN_STATIC / "admin.css").read_text(encoding="utf-8")
+
+
+def test_the_admin_script_has_no_map_of_states_to_classes() -> None:
+    script = (ADMIN_STATIC / "admin.js").read_text(encoding="utf-8")
+    assert "cp.tone" in script
+    assert not re.search(r"\b(Activado|Suministrando|Parado|Averiado|Desconectado)\s*:", script)
+
+
+def test_a_view_is_read_only_and_its_wire_form_is_built_once() -> None:
+    view = cp_view(a_live_cp())
+    with pytest.raises(AttributeError):
+        view.caption = "x"  # type: ignore[misc]
+    assert view.json is view.json
+    assert orjson.loads(orjson.dumps(view.json)) == view.json
+    assert view == cp_view(a_live_cp())
+    assert view != cp_view(a_live_cp(CPFacts()))
+
+
+def test_a_view_matches_its_facts_in_every_combination() -> None:
+    """The cached per-facts part of a view (state, caption, actions, available) never drifts."""
+    for facts in EVERY_FACTS:
+        view = cp_view(a_live_cp(facts))
+        state = derive_state(facts)
+        assert (view.state, view.caption) == (state, state.caption)
+        assert view.available == (state is CPState.ACTIVADO and not facts.reserved)
+
+
+def test_a_cp_with_a_session_shows_its_figures_and_one_without_none() -> None:
+    cp = a_live_cp()
+    assert (cp_view(cp).driver_id, cp_view(cp).kw, cp_view(cp).energy_kwh) == (None, None, None)
+    cp.attach(open_session("s1", "D1", "CP1", Decimal("0.35"), NOON))
+    view = cp_view(cp)
+    assert (view.driver_id, view.session_status, view.kw, view.amount_eur) == (
+        "D1",
+        "authorised",
+        "0",
+        "0.00",
+    )
+    assert isinstance(view, CPView)
+
+
+def test_a_message_view_keeps_its_time_for_the_panel_and_iso_text_for_the_wire() -> None:
+    message = MessageView(NOON, "warning", "CP CP1 FAULT")
+    assert message.line == (NOON, "warning", "CP CP1 FAULT")
+    assert message.json == {"at": NOON.isoformat(), "level": "warning", "text": "CP CP1 FAULT"}
