@@ -42,7 +42,8 @@ from evcharging.contracts.events import (
     DriverNotice,
     Event,
 )
-from evcharging.services.driver import DriverService, Phase, Refused
+from evcharging.services.driver import DriverPhase, DriverService
+from evcharging.services.ports import DriverRefusal
 from tests.support.builders import a_ticket
 from tests.support.waiting import eventually_sync
 
@@ -268,7 +269,7 @@ def test_select_answers_the_full_state_first_and_a_reload_sees_the_same(net: Net
 
     first, reloaded = pages
     state = first["state"]
-    assert state["phase"] == Phase.SUPPLYING.value
+    assert state["phase"] == DriverPhase.SUPPLYING.value
     assert (state["status"], state["detail"]) == ("Supplying", "Charging at ALC01")
     assert state["figures"] == {"kw": "22.00", "energy_kwh": "1.500", "amount_eur": "0.53"}
     assert state["session_id"] == str(answer.session_id)
@@ -442,7 +443,7 @@ def test_bad_input_is_answered_logged_and_changes_nothing(
     assert D2 not in net.service.driver_ids
     assert net.service.driver_ids in ([], [D1])
     if D1 in net.service.driver_ids:
-        assert net.service.state(D1).phase is Phase.IDLE
+        assert net.service.state(D1).phase is DriverPhase.IDLE
         assert list(net.service.state(D1).notifications) == []
     assert page.select(D1)["state"]["status"] == "Idle"  # the socket still works
 
@@ -466,9 +467,9 @@ def test_a_page_of_another_site_is_refused(net: Net, caplog: pytest.LogCaptureFi
 
 def test_following_a_driver_the_feeds_refuse_is_an_error() -> None:
     class Full(LocalFeeds):
-        def follow(self, driver_id: str) -> Refused | None:
+        def follow(self, driver_id: str) -> DriverRefusal | None:
             if driver_id != D1:
-                return Refused("this Driver process serves at most 1 driver ids")
+                return DriverRefusal("this Driver process serves at most 1 driver ids")
             return super().follow(driver_id)
 
     for net in build(Full):

@@ -42,11 +42,11 @@ from evcharging.contracts.topics import CENTRAL_EVENTS, CP_STATUS, set_namespace
 from evcharging.services.driver import (
     DriverService,
     Kind,
-    Refused,
     Update,
     describe,
     parse_services,
 )
+from evcharging.services.ports import DriverRefusal
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ def driver_consumers(
     )
 
 
-class DriverFeeds:
+class KafkaDriverFeeds:
     """The Kafka readers of one process: the board, and one reader per driver id it serves.
 
     A driver id's reader (group `driver-<id>`) starts the first time the id is followed (the
@@ -235,12 +235,12 @@ class DriverFeeds:
     def start(self) -> None:
         self._run(board_consumer(self.bootstrap, self.service), "kafka-board")
 
-    def follow(self, driver_id: str) -> Refused | None:
+    def follow(self, driver_id: str) -> DriverRefusal | None:
         if driver_id in self._own:
             return None
         if len(self._own) >= self.max_drivers:
             reason = f"this Driver process serves at most {self.max_drivers} driver ids"
-            return Refused(reason)
+            return DriverRefusal(reason)
         self.service.add_driver(driver_id)
         self._own[driver_id] = own_consumer(self.bootstrap, self.service, [driver_id])
         self._run(self._own[driver_id], f"kafka-driver-{driver_id}")
@@ -393,7 +393,7 @@ async def _announce_ready(ready: asyncio.Event, s: DriverSettings) -> None:
 class _Web:
     """The dashboard of a process started with --web-port: its hub and its HTTP server."""
 
-    def __init__(self, service: DriverService, feeds: DriverFeeds, s: DriverSettings) -> None:
+    def __init__(self, service: DriverService, feeds: KafkaDriverFeeds, s: DriverSettings) -> None:
         from evcharging.adapters.web import driver_web as web
 
         assert s.web_port is not None
@@ -429,7 +429,7 @@ async def drive(s: DriverSettings) -> int:
     publisher = EventPublisher(s.bootstrap, source=f"{PROGRAM}:{s.driver_id}")
     service = DriverService(publisher, answer_timeout=s.answer_timeout)
     service.observe(show)
-    feeds = DriverFeeds(s.bootstrap, service, max(s.web_max_drivers, 1))
+    feeds = KafkaDriverFeeds(s.bootstrap, service, max(s.web_max_drivers, 1))
     web = _Web(service, feeds, s) if s.web_port is not None else None  # CannotListen: exit 2
     publisher.start_in_background()
     watch = KafkaWatch(s.bootstrap)

@@ -13,25 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Protocol
 
 from evcharging.adapters.listening import CannotListen
 from evcharging.adapters.sockets.framing import FramedConnection, LinkError
 from evcharging.contracts.frames import Frame
-from evcharging.services.engine import Health, Outcome, Refused
+from evcharging.services.ports import EngineControls, EngineRefusal
 
 log = logging.getLogger(__name__)
 
 ANSWER_TIMEOUT = 2.0  # seconds for the Monitor to ACK our answer
-
-
-class EnginePort(Protocol):
-    """What the link needs from the Engine service."""
-
-    def health_check(self) -> Health: ...
-    def set_cp_id(self, cp_id: str) -> Outcome: ...
-    def set_central(self, up: bool) -> None: ...
-    def monitor_disconnected(self) -> None: ...
 
 
 def wire_text(text: str) -> str:
@@ -39,7 +29,7 @@ def wire_text(text: str) -> str:
     return text.replace("#", " ").replace("\x02", " ").replace("\x03", " ")[:200]
 
 
-def answer(engine: EnginePort, frame: Frame) -> tuple[str, ...]:
+def answer(engine: EngineControls, frame: Frame) -> tuple[str, ...]:
     """One Monitor request -> the answer frame's parts."""
     op, fields = frame.opcode, frame.fields
     if op == "HEALTH":
@@ -47,7 +37,7 @@ def answer(engine: EnginePort, frame: Frame) -> tuple[str, ...]:
         return ("OK",) if health.ok else ("KO", wire_text(health.ko_reason or "KO"))
     if op == "SET_CP" and len(fields) == 1 and fields[0]:
         outcome = engine.set_cp_id(fields[0])
-        return ("ERR", wire_text(outcome.reason)) if isinstance(outcome, Refused) else ("OK",)
+        return ("ERR", wire_text(outcome.reason)) if isinstance(outcome, EngineRefusal) else ("OK",)
     if op == "CENTRAL" and len(fields) == 1 and fields[0] in ("UP", "DOWN"):
         engine.set_central(fields[0] == "UP")
         return ("OK",)
@@ -56,7 +46,7 @@ def answer(engine: EnginePort, frame: Frame) -> tuple[str, ...]:
 
 
 class EngineLinkServer:
-    def __init__(self, engine: EnginePort, host: str, port: int) -> None:
+    def __init__(self, engine: EngineControls, host: str, port: int) -> None:
         self._engine = engine
         self.host = host
         self.port = port

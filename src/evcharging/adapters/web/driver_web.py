@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import uvicorn
@@ -44,17 +44,17 @@ from evcharging.domain.money import euros, kwh
 from evcharging.services.driver import (
     NO_ANSWER_TEXT,
     NO_NEWS_TEXT,
+    DriverPhase,
     DriverService,
     DriverState,
     Figures,
     Kind,
-    Phase,
-    Refused,
     ServiceResult,
     Ticket,
     Update,
     parse_services,
 )
+from evcharging.services.ports import DriverFeeds, DriverRefusal
 
 log = logging.getLogger(__name__)
 
@@ -79,36 +79,6 @@ def _utc_now() -> datetime:
 
 def _text(value: object | None) -> str | None:
     return None if value is None else str(value)
-
-
-# --- ports --------------------------------------------------------------------------------
-
-
-class DriverFeeds(Protocol):
-    """Where a driver's events come from: following an id starts reading its messages."""
-
-    def follow(self, driver_id: str) -> Refused | None: ...
-
-    def is_ready(self, driver_id: str) -> bool: ...
-
-    async def ready(self, driver_id: str) -> None: ...
-
-
-class LocalFeeds:
-    """Events are fed to the service by someone else (tests, a process with one shared reader)."""
-
-    def __init__(self, service: DriverService) -> None:
-        self.service = service
-
-    def follow(self, driver_id: str) -> Refused | None:
-        self.service.add_driver(driver_id)
-        return None
-
-    def is_ready(self, driver_id: str) -> bool:
-        return True
-
-    async def ready(self, driver_id: str) -> None:
-        return None
 
 
 # --- page -> server -----------------------------------------------------------------------
@@ -289,7 +259,7 @@ def notification_text(u: Update) -> str:
         Kind.CP_STATE: f"CP {cp} is now {u.message}",
         Kind.SERVICE_FAILED: f"Service at {cp} failed: {u.message}",
         Kind.STOP_SENT: f"Stop sent for {cp}",
-        Kind.REFUSED: f"Refused: {u.message}",
+        Kind.REFUSED: f"DriverRefusal: {u.message}",
         Kind.NEXT: f"Next service at {cp} {u.message}",
         Kind.SERVICES_DONE: f"Services file done: {u.count} service(s)",
         Kind.RESUMED: f"Supply in progress at {cp} ({u.message}): found at CENTRAL, "
@@ -338,9 +308,9 @@ def status_of(st: DriverState, history: Iterator[Entry]) -> tuple[str, str]:
     if st.central_silent:
         return NO_NEWS_TEXT, f"Charging at {cp}: the supply goes on at the CP"
     busy = {
-        Phase.REQUESTED: ("Waiting for CENTRAL", f"Request sent for {cp}"),
-        Phase.AUTHORISED: ("Authorised", f"Plug in your vehicle at {cp}"),
-        Phase.SUPPLYING: ("Supplying", f"Charging at {cp}"),
+        DriverPhase.REQUESTED: ("Waiting for CENTRAL", f"Request sent for {cp}"),
+        DriverPhase.AUTHORISED: ("Authorised", f"Plug in your vehicle at {cp}"),
+        DriverPhase.SUPPLYING: ("Supplying", f"Charging at {cp}"),
     }
     if st.phase in busy:
         return busy[st.phase]
@@ -382,9 +352,9 @@ class ServiceRuns:
         run = self._runs.get(driver_id)
         return run is not None and not run.task.done()
 
-    def start(self, driver_id: str, cp_ids: list[str]) -> Refused | None:
+    def start(self, driver_id: str, cp_ids: list[str]) -> DriverRefusal | None:
         if self.running(driver_id):
-            return Refused(f"a services file is already running for {driver_id}")
+            return DriverRefusal(f"a services file is already running for {driver_id}")
         task = asyncio.create_task(self._run(driver_id, cp_ids), name=f"services-{driver_id}")
         task.add_done_callback(self._ended)
         self._runs[driver_id] = _Run(tuple(cp_ids), task)
@@ -510,7 +480,7 @@ class DriverHub:
         st = self.service.state(driver_id)
         history = self._history.get(driver_id, deque())
         label, detail = status_of(st, reversed(history))
-        busy = st.phase in (Phase.AUTHORISED, Phase.SUPPLYING)
+        busy = st.phase in (DriverPhase.AUTHORISED, DriverPhase.SUPPLYING)
         listening = self.feeds.is_ready(driver_id)
         return {
             "driver_id": driver_id,
