@@ -25,7 +25,6 @@ from evcharging.adapters.kafka.watch import KafkaState
 from evcharging.adapters.web.driver_web import (
     MAX_MESSAGE_CHARS,
     DriverHub,
-    LocalFeeds,
     ServiceRuns,
     create_app,
 )
@@ -45,6 +44,7 @@ from evcharging.contracts.events import (
 from evcharging.services.driver import DriverPhase, DriverService
 from evcharging.services.ports import DriverRefusal
 from tests.support.builders import a_ticket
+from tests.support.fakes import LocalFeeds
 from tests.support.waiting import eventually_sync
 
 with warnings.catch_warnings():
