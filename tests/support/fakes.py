@@ -7,7 +7,7 @@ from typing import Any
 
 from evcharging.contracts.events import Event
 from evcharging.services.driver import DriverService
-from evcharging.services.ports import DriverRefusal
+from evcharging.services.ports import Delivery, DriverRefusal
 
 
 class RecordingPublisher:
@@ -18,10 +18,11 @@ class RecordingPublisher:
 
     async def publish(
         self, event: Event, *, on_delivered: Callable[[], None] | None = None
-    ) -> None:
+    ) -> Delivery:
         self.sent.append(event)
         if on_delivered is not None:
             on_delivered()
+        return Delivery.ACKED
 
     async def publish_soon(self, event: Event) -> None:
         self.sent.append(event)

@@ -42,7 +42,7 @@ from evcharging.services.driver import (
     describe,
     parse_services,
 )
-from evcharging.services.ports import DriverRefusal
+from evcharging.services.ports import Delivery, DriverRefusal
 from tests.support.builders import a_ticket
 from tests.support.fakes import RecordingPublisher
 
@@ -266,8 +266,9 @@ async def test_a_late_authorisation_is_cancelled(service, publisher, clock, upda
 
 async def test_kafka_down_gives_no_answer_and_drops_the_pending_send(clock) -> None:
     class StuckPublisher(FakePublisher):
-        async def publish(self, event: Event) -> None:
+        async def publish(self, event: Event, **kwargs: Any) -> Delivery:
             await asyncio.Event().wait()
+            raise AssertionError("never acked")
 
     svc = DriverService(StuckPublisher(), sleep=clock.sleep)
     try:
@@ -286,10 +287,11 @@ async def test_an_answer_before_the_request_ack_still_shows_request_sent_first(c
     acked = asyncio.Event()
 
     class SlowAckPublisher(FakePublisher):
-        async def publish(self, event: Event, **kwargs: Any) -> None:
-            await super().publish(event, **kwargs)
+        async def publish(self, event: Event, **kwargs: Any) -> Delivery:
+            delivery = await super().publish(event, **kwargs)
             if isinstance(event, AuthorizationRequest):
                 await acked.wait()
+            return delivery
 
     publisher = SlowAckPublisher()
     svc = DriverService(publisher, sleep=clock.sleep)

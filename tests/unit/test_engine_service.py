@@ -8,6 +8,7 @@ import logging
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
@@ -37,7 +38,7 @@ from evcharging.services.engine import (
     EngineService,
     energy_after,
 )
-from evcharging.services.ports import Accepted, EngineRefusal, SupplyRecord
+from evcharging.services.ports import Accepted, Delivery, EngineRefusal, SupplyRecord
 from tests.support.fakes import RecordingPublisher
 from tests.support.waiting import eventually
 
@@ -518,9 +519,9 @@ class BlockedPublisher(FakePublisher):
         super().__init__()
         self.open = asyncio.Event()
 
-    async def publish(self, event: Event) -> None:
+    async def publish(self, event: Event, **kwargs: Any) -> Delivery:
         await self.open.wait()
-        await super().publish(event)
+        return await super().publish(event, **kwargs)
 
 
 async def test_transitions_never_wait_for_kafka_and_events_keep_their_order() -> None:

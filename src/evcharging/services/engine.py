@@ -543,10 +543,9 @@ class EngineService:
         async with self._flushing:
             while self._outbox:
                 item = self._outbox[0]
-                await self._publisher.publish(item.event)
+                # `delivered` runs once acked, whichever mode `publish` ran in
+                await self._publisher.publish(item.event, on_delivered=item.delivered)
                 self._outbox.popleft()
-                if item.delivered is not None:
-                    item.delivered()
 
     async def run_outbox(self) -> None:
         """Background task of the program: deliver events as soon as they are emitted."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from enum import StrEnum
 from typing import Protocol
 
 from evcharging.contracts.end_reasons import SupplyEndReason
@@ -63,13 +64,29 @@ class Repository(Protocol):
 # --- events out -------------------------------------------------------------------------------
 
 
+class Delivery(StrEnum):
+    """What `Publisher.publish` guarantees when it returns: says which of its two modes ran."""
+
+    ACKED = "acked"
+    """The broker has the event (every in-sync replica); `on_delivered` has run."""
+
+    QUEUED_UNTIL_BATCH_COMMIT = "queued until batch commit"
+    """Handed to the producer, not yet acked: the caller is handling a consumed batch opened with
+    `acks_before_commit()`, and that batch's offsets are committed only after this event is acked
+    (re-sent until it is); `on_delivered` runs then.  A crash before that redelivers the batch,
+    so the event is sent again by the (idempotent) handler: never lost, possibly twice."""
+
+
 class Publisher(Protocol):
     async def publish(
         self, event: Event, *, on_delivered: Callable[[], None] | None = None
-    ) -> None:
-        """Never drops the event. Returns once the broker has it or, while a consumed batch is
-        being handled, once it is queued: the batch is committed only after every such event is
-        acked. `on_delivered` runs after the ack."""
+    ) -> Delivery:
+        """Never drops the event; the answer says what is true on return.
+
+        `Delivery.ACKED` everywhere, except in the task that handles a consumed batch inside
+        `acks_before_commit()`, where it is `Delivery.QUEUED_UNTIL_BATCH_COMMIT` (a burst costs
+        one broker round trip, not one per event).  `on_delivered` runs after the ack."""
+        ...
 
     async def publish_soon(self, event: Event) -> None:
         """Returns once the event is queued: for high-rate events a later one supersedes."""
