@@ -28,7 +28,7 @@ from evcharging.adapters.web.driver_web import (
     ServiceRuns,
     create_app,
 )
-from evcharging.apps.driver import parse_settings
+from evcharging.apps.driver import parse_args
 from evcharging.contracts.events import (
     AuthorizationRequest,
     AuthorizationResponse,
@@ -524,15 +524,15 @@ def test_a_services_file_runs_server_side_and_goes_on_after_the_page_closes(net:
 
 
 def test_web_flags_and_their_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    plain = parse_settings(["127.0.0.1:9092", D1])
+    plain = parse_args(["127.0.0.1:9092", D1])
     assert plain.web_port is None
 
-    s = parse_settings(["127.0.0.1:9092", D1, "--web-port", "8081", "--web-host", "0.0.0.0"])
+    s = parse_args(["127.0.0.1:9092", D1, "--web-port", "8081", "--web-host", "0.0.0.0"])
     assert (s.web_port, s.web_host) == (8081, "0.0.0.0")
 
     monkeypatch.setenv("EV_DRIVER_WEB_PORT", "8082")
     monkeypatch.setenv("EV_DRIVER_WEB_HOST", "::1")
-    s = parse_settings(["127.0.0.1:9092", D1])
+    s = parse_args(["127.0.0.1:9092", D1])
     assert (s.web_port, s.web_host) == (8082, "::1")
 
 
@@ -541,7 +541,7 @@ def test_a_bad_web_port_is_refused_naming_the_flag(
     port: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit):
-        parse_settings(["127.0.0.1:9092", D1, "--web-port", port])
+        parse_args(["127.0.0.1:9092", D1, "--web-port", port])
     assert "--web-port" in capsys.readouterr().err
 
 

@@ -12,7 +12,7 @@ from uuid import uuid4
 import pytest
 import yaml
 
-from evcharging.apps.driver import driver_router, parse_settings
+from evcharging.apps.driver import driver_router, parse_args
 from evcharging.contracts.events import (
     EVENT_TYPES,
     AuthorizationRequest,
@@ -678,7 +678,7 @@ def test_settings_from_command_line_and_file(tmp_path: Path) -> None:
     services = tmp_path / "s.txt"
     services.write_text("VLC01\n# x\nMAD02\n")
 
-    s = parse_settings(
+    s = parse_args(
         ["kafka.example:9092", "D001", "--cp", "ALC01", "--file", str(services), "--pause", "1"]
     )
 
@@ -693,7 +693,7 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EV_DRIVER_ANSWER_TIMEOUT", "2.5")
     monkeypatch.setenv("EV_DRIVER_NO_MENU", "1")
 
-    s = parse_settings([])
+    s = parse_args([])
 
     assert (s.bootstrap, s.driver_id, s.answer_timeout, s.menu) == ("k:19092", "D003", 2.5, False)
 
@@ -704,7 +704,7 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 )
 def test_bad_settings_exit_with_a_message(argv: list[str], capsys) -> None:
     with pytest.raises(SystemExit) as exc:
-        parse_settings(argv)
+        parse_args(argv)
 
     assert exc.value.code == 2
     assert "EV_Driver: error:" in capsys.readouterr().err
