@@ -22,12 +22,10 @@ from starlette.exceptions import StarletteDeprecationWarning
 from starlette.websockets import WebSocketDisconnect
 
 from evcharging.adapters.kafka.watch import KafkaState
-from evcharging.adapters.web.driver_web import (
-    MAX_MESSAGE_CHARS,
-    DriverHub,
-    ServiceRuns,
-    create_app,
-)
+from evcharging.adapters.web.driver_hub import DriverHub
+from evcharging.adapters.web.driver_messages import MAX_MESSAGE_CHARS
+from evcharging.adapters.web.driver_runs import ServiceRuns
+from evcharging.adapters.web.driver_web import create_app
 from evcharging.apps.driver import parse_args
 from evcharging.contracts.events import (
     AuthorizationRequest,
@@ -255,6 +253,8 @@ def test_a_new_page_gets_welcome_kafka_then_the_board(net: Net) -> None:
         "price_eur_per_kwh": "0.35",
         "state": "Activado",
         "available": True,
+        "tag": "Activado · available",
+        "tone": "ok",
     }
 
 

@@ -166,7 +166,7 @@ def bootstrap(value: str) -> str:
     return ",".join(servers)
 
 
-_ID = TypeAdapter(Id)
+_ID = TypeAdapter(Id)  # VOCAB: contracts.fields (Id, is_valid_id)
 
 
 def ident(value: str) -> str:

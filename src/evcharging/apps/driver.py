@@ -6,8 +6,9 @@ change the service reports becomes one log line carrying the markers operators a
 `l`, `q`, `h`) works from a terminal or a pipe; end of input only disables the menu.
 
 With `--web-port` the same process also serves the driver dashboard (FastAPI + uvicorn in the same
-loop, `adapters/web/driver_web.py`); a page may follow any driver id, and the first time an id is
-followed its own Kafka reader starts (keyed reads of central-events, group `driver-<id>`).
+loop, `adapters/web/driver_web.py` and the modules beside it); a page may follow any driver id,
+and the first time an id is followed its own Kafka reader starts (keyed reads of central-events,
+group `driver-<id>`).
 """
 
 from __future__ import annotations
@@ -372,7 +373,9 @@ class DriverWeb:
     """The dashboard of a process started with --web-port: its hub and its HTTP server."""
 
     def __init__(self, service: DriverService, feeds: KafkaDriverFeeds, s: DriverSettings) -> None:
-        from evcharging.adapters.web.driver_web import DriverHub, ServiceRuns, web_server
+        from evcharging.adapters.web.driver_hub import DriverHub
+        from evcharging.adapters.web.driver_runs import ServiceRuns
+        from evcharging.adapters.web.driver_web import web_server
 
         assert s.web_port is not None
         self.socket = bind("the dashboard", s.web_host, s.web_port)

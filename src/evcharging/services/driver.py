@@ -56,7 +56,7 @@ NO_NEWS_TEXT = "No news from CENTRAL"
 Sleep = Callable[[float], Coroutine[Any, Any, None]]
 Observer = Callable[["Update"], None]
 
-_ID = TypeAdapter(Id)
+_ID = TypeAdapter(Id)  # VOCAB: contracts.fields (is_valid_id) replaces this and is_valid_id
 
 
 def is_valid_id(value: str) -> bool:
