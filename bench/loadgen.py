@@ -43,6 +43,7 @@ from bench.stats import summary_ms
 from evcharging.adapters.kafka.consumer import partition_for
 from evcharging.apps.common import loop_factory
 from evcharging.contracts.frames import ACK, NACK, Frame, FrameDecoder, FrameError, encode
+from evcharging.contracts.socket_ops import Opcode
 from evcharging.contracts.topics import CP_COMMANDS, CP_EVENTS, DRIVER_EVENTS
 
 log = logging.getLogger(__name__)
@@ -347,7 +348,7 @@ class LoadGenerator:
         frame = wire.auth_frame(sim.spec.cp_id, sim.spec.location, sim.spec.price)
         async with asyncio.timeout(30):
             answer, _ = await link.request(frame)
-        if answer.opcode != "AUTH_OK":
+        if answer.opcode != Opcode.AUTH_OK:
             link.close()
             raise LinkDown(f"AUTH refused: {answer}")
         link.authed = True
@@ -356,13 +357,13 @@ class LoadGenerator:
         """The Monitor reports an Engine KO (`FAULT` frame or `HB#cp#KO`); wall time it was sent."""
         sim = self.by_id[cp_id]
         sim.engine_ok = False
-        frame = encode("FAULT", cp_id, "bench fault") if kind == "FAULT" else sim.hb_ko
+        frame = encode(Opcode.FAULT, cp_id, "bench fault") if kind == "FAULT" else sim.hb_ko
         return await self._request(sim, frame)
 
     async def recover(self, cp_id: str, kind: str) -> float:
         sim = self.by_id[cp_id]
         sim.engine_ok = True
-        frame = encode("RECOVER", cp_id) if kind == "FAULT" else sim.hb_ok
+        frame = encode(Opcode.RECOVER, cp_id) if kind == "FAULT" else sim.hb_ok
         return await self._request(sim, frame)
 
     async def _request(self, sim: CpSim, frame: bytes) -> float:

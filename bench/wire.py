@@ -22,6 +22,7 @@ from evcharging.contracts.events import (
     parse_event,
 )
 from evcharging.contracts.frames import encode
+from evcharging.contracts.socket_ops import EngineState, Opcode
 from evcharging.domain.money import cost
 
 ENGINE_KW = "22"  # the Engine's default --kw
@@ -84,11 +85,11 @@ def authorization_request(driver_id: str, cp_id: str, request_id: str, ts: str) 
 
 
 def heartbeat(cp_id: str, engine_ok: bool) -> bytes:
-    return encode("HB", cp_id, "OK" if engine_ok else "KO")
+    return encode(Opcode.HB, cp_id, EngineState.OK if engine_ok else EngineState.KO)
 
 
 def auth_frame(cp_id: str, location: str, price: str) -> bytes:
-    return encode("AUTH", cp_id, location, price, "OK", "")
+    return encode(Opcode.AUTH, cp_id, location, price, EngineState.OK, "")
 
 
 class TemplateMismatch(RuntimeError):

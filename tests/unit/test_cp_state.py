@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from evcharging.domain.cp_state import CPFacts, CPState, can_supply, derive_state
+from evcharging.domain.cp_state import CPFacts, CPState, derive_state
 
 FACT_NAMES = tuple(f.name for f in fields(CPFacts))
 all_facts = st.builds(CPFacts, **{name: st.booleans() for name in FACT_NAMES})
@@ -149,23 +149,16 @@ def test_derive_state_is_total_and_deterministic(facts: CPFacts) -> None:
 
 
 @given(all_facts)
-def test_can_supply_only_when_activado_or_suministrando(facts: CPFacts) -> None:
-    state = derive_state(facts)
-    assert can_supply(facts) == (state in (CPState.ACTIVADO, CPState.SUMINISTRANDO))
-
-
-@given(all_facts)
-def test_can_supply_needs_monitor_engine_no_error_no_stop(facts: CPFacts) -> None:
+def test_activado_or_suministrando_needs_monitor_engine_no_error_no_stop(facts: CPFacts) -> None:
     healthy = (
         facts.monitor_connected
         and facts.engine_ok
         and not facts.error_simulated
         and not facts.admin_stopped
     )
-    assert can_supply(facts) == healthy
+    assert (derive_state(facts) in (CPState.ACTIVADO, CPState.SUMINISTRANDO)) == healthy
 
 
 @given(all_facts)
 def test_losing_the_monitor_always_disconnects(facts: CPFacts) -> None:
     assert derive_state(facts.with_(monitor_connected=False)) is CPState.DESCONECTADO
-    assert not can_supply(facts.with_(monitor_connected=False))

@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
-from evcharging.contracts.events import BY_TYPE, BadEvent, Event, parse_event
+from evcharging.contracts.events import (
+    BY_TYPE,
+    BadEvent,
+    CpErrorFixed,
+    CpErrorSimulated,
+    CpStatus,
+    Event,
+    parse_event,
+)
+from evcharging.domain.cp_state import CPState
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -62,3 +73,24 @@ def test_absurd_energy_is_refused(energy: str) -> None:
     result = outcome(raw)
     assert isinstance(result, BadEvent), f"energy {energy} accepted"
     assert "energy_kwh" in result.reason
+
+
+def test_events_carry_cp_states_as_the_domain_cp_state_with_the_same_wire_text() -> None:
+    status = CpStatus(
+        cp_id="CP1", location="A", price_eur_per_kwh="0.35", state="Averiado", available=False
+    )
+    assert status.state is CPState.AVERIADO
+    assert json.loads(status.to_bytes())["state"] == "Averiado"
+    again = parse_event(status.to_bytes())
+    assert isinstance(again, CpStatus)
+    assert again.state is CPState.AVERIADO
+    assert CpErrorSimulated(cp_id="CP1", message="m").new_status is CPState.AVERIADO
+    assert CpErrorFixed(cp_id="CP1", message="m").new_status is CPState.ACTIVADO
+    with pytest.raises(ValidationError):
+        CpStatus.model_validate({**status.model_dump(), "state": "Out of Order"})
+
+
+def test_id_and_price_are_still_importable_from_events() -> None:
+    from evcharging.contracts import events, fields
+
+    assert (events.Id, events.Price) == (fields.Id, fields.Price)

@@ -350,3 +350,15 @@ def test_summaries_every_30s_by_default_configurable_and_0_is_off(
 def test_bad_arguments_fail_with_a_message(argv: list[str]) -> None:
     with pytest.raises(SystemExit):
         parse_args(argv)
+
+
+def test_help_says_location_and_price_are_not_used_by_central_yet(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for flag in ("--location", "--price"):
+        said = text.rsplit(f"{flag} {flag[2:].upper()}", 1)[1][:200]  # its help, not the usage
+        assert "sent to Central but not used yet" in said, said
+        assert "Registry of Release 2" in said, said

@@ -5,7 +5,8 @@
             [--summary-every 30]
 
 Thin main: arguments -> settings -> the Monitor service and its two link loops (Central, Engine),
-each owning its own connection, run side by side until the program is stopped.  The terminal gets
+each owning its own connection, run side by side until the program is stopped.  `--location` and
+`--price` are sent to Central with AUTH but not used yet: the Registry of Release 2 will own them.  The terminal gets
 a status line on every change (from the service) and a summary every `--summary-every` seconds.
 """
 
@@ -14,6 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from decimal import Decimal
+
+from pydantic import TypeAdapter, ValidationError
 
 from evcharging.adapters.sockets.monitor_links import CentralLinkLoop, EngineLinkLoop, Timing
 from evcharging.apps.common import (
@@ -26,6 +30,8 @@ from evcharging.apps.common import (
     seconds,
     setup_logging,
 )
+from evcharging.contracts.fields import MAX_LOCATION, MAX_PRICE, Location, Price
+from evcharging.contracts.frames import reserved_char
 from evcharging.services.monitor import MonitorService
 
 log = logging.getLogger(__name__)
@@ -36,8 +42,8 @@ class MonitorSettings:
     engine: tuple[str, int]
     central: tuple[str, int]
     cp_id: str
-    location: str = ""
-    price: str = ""  # empty: Central's database knows the price
+    location: str = ""  # sent with AUTH, not used by Central yet (Release 2's Registry will)
+    price: str = ""  # likewise; Central's database knows the price
     timing: Timing = field(default_factory=Timing)
     log_level: str = "INFO"
     summary_every: float = 30.0  # seconds between summaries; 0 = none
@@ -106,21 +112,36 @@ class MonitorApp:
 # --- command line -------------------------------------------------------------------------
 
 
+_PRICE: TypeAdapter[Decimal] = TypeAdapter(Price)
+_LOCATION: TypeAdapter[str] = TypeAdapter(Location)
+
+
 def _price(value: str) -> str:
-    """€/kWh this Monitor announces; empty: Central's database knows the price."""
+    """€/kWh by the contracts' `Price` rule; empty: not announced."""
     if not value:
         return ""
-    price = positive_decimal(value)
-    if price > 100:
-        raise ValueError("must be at most 100 €/kWh")
-    return str(price)
+    try:
+        return str(_PRICE.validate_python(positive_decimal(value)))
+    except ValidationError:
+        raise ValueError(f"must be at most {MAX_PRICE} €/kWh") from None  # > 0: checked above
 
 
-def _no_reserved(value: str) -> str:
-    """Free text that travels in a socket frame, where '#' separates fields."""
-    if any(c in value for c in "#\x02\x03"):
-        raise ValueError("'#' is not allowed here")
+def _location(value: str) -> str:
+    """Where the CP stands, by the contracts' `Location` rule; empty: not announced.  It travels
+    in a socket frame, so it may not hold '#' (the field separator) either."""
+    if not value:
+        return ""
+    try:
+        _LOCATION.validate_python(value)
+    except ValidationError:
+        raise ValueError(f"at most {MAX_LOCATION} characters") from None
+    bad = reserved_char(value)
+    if bad:
+        raise ValueError(f"{bad!r} is not allowed here")
     return value
+
+
+_NOT_USED_YET = "sent to Central but not used yet: the Registry of Release 2 will own it"
 
 
 _TIMINGS = (  # flag, variable, default seconds, help
@@ -139,16 +160,16 @@ def parse_args(argv: list[str] | None = None) -> MonitorSettings:
     p.option(
         "--location",
         env="EV_CP_LOCATION",
-        type=_no_reserved,
+        type=_location,
         default="",
-        help="where the CP stands, told to Central at authentication",
+        help=f"where the CP stands ({_NOT_USED_YET})",
     )
     p.option(
         "--price",
         env="EV_CP_PRICE",
         type=_price,
         default="",
-        help="€/kWh told to Central (unset: the price in Central's database)",
+        help=f"€/kWh ({_NOT_USED_YET}; until then Central's database sets the price)",
     )
     for flag, env, default, text in _TIMINGS:
         p.option(flag, env=env, type=positive_seconds, default=default, help=text)

@@ -17,6 +17,7 @@ from uuid import UUID, uuid4
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from evcharging.contracts.end_reasons import SupplyEndReason
+from evcharging.contracts.fields import ErrorType, Id, Location, Price  # Id, Price: also from here
 from evcharging.contracts.topics import (
     CENTRAL_EVENTS,
     CP_COMMANDS,
@@ -25,13 +26,12 @@ from evcharging.contracts.topics import (
     DRIVER_EVENTS,
     Topic,
 )
+from evcharging.domain.cp_state import CPState
 from evcharging.domain.session import EndReason
 
-Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 Energy = Annotated[Decimal, Field(ge=0, le=1000, decimal_places=3)]
 Power = Annotated[Decimal, Field(ge=0, le=1000)]
 Euros = Annotated[Decimal, Field(ge=0, le=100000)]
-Price = Annotated[Decimal, Field(gt=0, le=100)]
 Text = Annotated[str, Field(max_length=500)]
 
 
@@ -196,8 +196,8 @@ class CpErrorSimulated(Event):
     event_type: Literal["CP_ERROR_SIMULATED"] = "CP_ERROR_SIMULATED"
     cp_id: Id
     driver_id: Id | None = None
-    error_type: Text = "fault"
-    new_status: Text = "Averiado"
+    error_type: ErrorType = "fault"
+    new_status: CPState = CPState.AVERIADO
     message: Text
 
     def key(self) -> str:
@@ -210,7 +210,7 @@ class CpErrorFixed(Event):
     event_type: Literal["CP_ERROR_FIXED"] = "CP_ERROR_FIXED"
     cp_id: Id
     driver_id: Id | None = None
-    new_status: Text = "Activado"
+    new_status: CPState = CPState.ACTIVADO
     message: Text
 
     def key(self) -> str:
@@ -239,9 +239,9 @@ class CpStatus(Event):
     KEY_FIELD = "cp_id"
     event_type: Literal["CP_STATUS"] = "CP_STATUS"
     cp_id: Id
-    location: Text
+    location: Location
     price_eur_per_kwh: Price
-    state: Literal["Activado", "Suministrando", "Parado", "Averiado", "Desconectado"]
+    state: CPState
     available: bool
 
 

@@ -12,6 +12,9 @@ Rules, in one place:
 * The LRC byte may take any value, including 0x02/0x03; it is recognised by position (the byte
   after ETX), not by value.
 * The whole frame (STX + DATA + ETX + LRC) must fit in ``max_size`` bytes (default 1024).
+* Free text bound for a field (a fault reason, a refusal) goes through ``wire_text`` first, the
+  one scrub of the reserved characters; a value that must arrive intact (an id, a location) is
+  checked instead (``reserved_char``) and refused where it is entered.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ MAX_FRAME_SIZE = 1024
 _OVERHEAD = 3  # STX + ETX + LRC
 _RESERVED = (SEPARATOR, chr(STX), chr(ETX))
 _RESERVED_RE = re.compile("[" + re.escape("".join(_RESERVED)) + "]")
+MAX_TEXT = 200  # characters of free text in one field (`wire_text`): a reason, not a document
 
 Reason = Literal[
     "garbage",  # bytes outside any frame (before an STX)
@@ -87,9 +91,21 @@ def _check_parts(parts: Iterable[str]) -> None:
     for part in parts:
         if not isinstance(part, str):
             raise TypeError(f"frame parts must be str, got {type(part).__name__}: {part!r}")
-        bad = _RESERVED_RE.search(part)
+        bad = reserved_char(part)
         if bad:
-            raise ValueError(f"reserved character {bad.group()!r} in frame part {part!r}")
+            raise ValueError(f"reserved character {bad!r} in frame part {part!r}")
+
+
+def reserved_char(text: str) -> str | None:
+    """The first character of `text` a frame part may not hold ('#', STX, ETX), or None."""
+    bad = _RESERVED_RE.search(text)
+    return bad.group() if bad else None
+
+
+def wire_text(text: str) -> str:
+    """Free text made fit for a frame field: each '#', STX or ETX becomes a space, and the text
+    is cut to `MAX_TEXT` characters (a reason read by a person, never parsed)."""
+    return _RESERVED_RE.sub(" ", text)[:MAX_TEXT]
 
 
 def parse_data(data: bytes) -> Frame | FrameError:

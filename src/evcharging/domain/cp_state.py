@@ -62,8 +62,3 @@ def derive_state(facts: CPFacts) -> CPState:
     if facts.supplying:
         return CPState.SUMINISTRANDO
     return CPState.ACTIVADO
-
-
-def can_supply(facts: CPFacts) -> bool:
-    """A supply may continue only while the CP is connected, healthy and not stopped."""
-    return derive_state(facts) in (CPState.ACTIVADO, CPState.SUMINISTRANDO)

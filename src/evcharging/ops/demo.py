@@ -27,6 +27,7 @@ from typing import IO, Any
 
 import yaml
 
+from evcharging.domain.cp_state import CPState
 from evcharging.ops import kafka_broker
 from evcharging.ops.demo_plan import PAUSE_SECONDS, NetworkPlan, compact, plan_network, render
 
@@ -300,7 +301,7 @@ class Demo:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             cps = self._cps()
-            if len(cps) >= count and all(cp["state"] == "Activado" for cp in cps):
+            if len(cps) >= count and all(cp["state"] == CPState.ACTIVADO for cp in cps):
                 return
             time.sleep(0.3)
         log.warning("not every CP is Activado after %ss; starting the drivers anyway", timeout)

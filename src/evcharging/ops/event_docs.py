@@ -10,9 +10,11 @@ from evcharging.contracts.topics import ALL_TOPICS
 ENVELOPE = ("event_id", "event_type", "ts", "source", "v")
 
 
-def _type_name(info: dict[str, Any]) -> str:
+def _type_name(info: dict[str, Any], defs: dict[str, Any]) -> str:
+    if "$ref" in info:  # a shared definition, e.g. the CP states (domain.cp_state.CPState)
+        return _type_name(defs[info["$ref"].rsplit("/", 1)[-1]], defs)
     if "anyOf" in info:
-        return " or ".join(_type_name(i) for i in info["anyOf"])
+        return " or ".join(_type_name(i, defs) for i in info["anyOf"])
     if "enum" in info:
         return " or ".join(repr(v) for v in info["enum"])
     if "const" in info:
@@ -24,6 +26,7 @@ def _type_name(info: dict[str, Any]) -> str:
 def _fields(cls: type[Event]) -> list[str]:
     schema = cls.model_json_schema()
     required = set(schema.get("required", []))
+    defs = schema.get("$defs", {})
     rows = []
     for name, info in schema["properties"].items():
         if name in ENVELOPE:
@@ -31,10 +34,10 @@ def _fields(cls: type[Event]) -> list[str]:
         need = "yes" if name in required else "no"
         limits = ", ".join(
             f"{k}={info[k]}"
-            for k in ("minimum", "maximum", "exclusiveMinimum", "pattern")
+            for k in ("minimum", "maximum", "exclusiveMinimum", "minLength", "maxLength", "pattern")
             if k in info
         )
-        rows.append(f"| `{name}` | {_type_name(info)} | {need} | {limits} |")
+        rows.append(f"| `{name}` | {_type_name(info, defs)} | {need} | {limits} |")
     return rows
 
 

@@ -21,13 +21,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from evcharging.contracts.socket_ops import EngineState, Opcode
+
 log = logging.getLogger(__name__)
 
 
 class EngineHealth(StrEnum):
     UNKNOWN = "unknown"  # not checked yet
-    OK = "OK"
-    KO = "KO"  # the Engine answers KO#reason
+    OK = EngineState.OK.value  # the Engine answers OK
+    KO = EngineState.KO.value  # the Engine answers KO#reason
     UNREACHABLE = "unreachable"  # no answer: refused, timed out, link lost
 
 
@@ -143,9 +145,9 @@ class MonitorService:
         return self.health is not EngineHealth.UNKNOWN
 
     @property
-    def heartbeat_status(self) -> str:
+    def heartbeat_status(self) -> EngineState:
         """HB#cp#OK|KO: OK only when the Engine answered OK."""
-        return "OK" if self.health is EngineHealth.OK else "KO"
+        return EngineState.OK if self.health is EngineHealth.OK else EngineState.KO
 
     @property
     def cp_accepted(self) -> bool:
@@ -200,7 +202,7 @@ class MonitorService:
         log.info(
             "cp=%s: Central told %s",
             self.cp_id,
-            f"FAULT ({report.reason})" if isinstance(report, Fault) else "RECOVER",
+            f"{Opcode.FAULT} ({report.reason})" if isinstance(report, Fault) else Opcode.RECOVER,
         )
 
     # --- what the operator reads ----------------------------------------------------------
@@ -246,7 +248,7 @@ class MonitorService:
         )
         problems = [
             f"{n} {what}"
-            for n, what in ((d.checks_ko, "KO"), (d.checks_unanswered, "unanswered"))
+            for n, what in ((d.checks_ko, EngineHealth.KO), (d.checks_unanswered, "unanswered"))
             if n
         ]
         if problems:

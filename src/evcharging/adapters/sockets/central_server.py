@@ -10,7 +10,8 @@ thousands of Monitors heartbeating every second, a heartbeat is a decode, a dict
 one write, with no task, coroutine or timer of its own (one sweeper checks every link's deadline
 twice a second). Frames that change a CP's state (AUTH, FAULT, RECOVER, a heartbeat whose Engine
 health changed) are answered from a task, because the service awaits Kafka for them. The exchange
-rules are those of `adapters.sockets.framing` (docs/socket-protocol.md).
+rules are those of `adapters.sockets.framing` (docs/socket-protocol.md); which handler answers which
+opcode is one table, `REQUESTS` (the opcodes are `contracts.socket_ops.Opcode`).
 """
 
 from __future__ import annotations
@@ -20,11 +21,21 @@ import enum
 import logging
 import time
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from evcharging.adapters.listening import CannotListen
-from evcharging.contracts.frames import ACK, NACK, Frame, FrameDecoder, FrameError, encode
+from evcharging.contracts.frames import (
+    ACK,
+    NACK,
+    Frame,
+    FrameDecoder,
+    FrameError,
+    encode,
+    wire_text,
+)
+from evcharging.contracts.socket_ops import EngineState, ErrReason, Opcode
 from evcharging.services.central import Answer, CentralService
 
 log = logging.getLogger(__name__)
@@ -222,59 +233,47 @@ class MonitorLink(asyncio.Protocol):
         self._why = why
         self._transport.close()
 
-    # --- answers --------------------------------------------------------------------------
+    # --- answers (each request opcode is routed through REQUESTS, below the class) ---------
 
     def _answer_now(self, frame: Frame) -> bytes | None:
         """The answer when it needs no waiting (a routine heartbeat, a refusal); else None."""
-        op, fields = frame.opcode, frame.fields
-        if op == "AUTH" and fields:
-            return None
-        if op not in ("HB", "FAULT", "RECOVER"):
-            log.warning("monitor %s: unknown opcode %r", self.peer, op)
-            return _frame("ERR", "unknown_opcode")
-        if not fields or self.cp_id is None or fields[0] != self.cp_id:
-            log.warning("monitor %s: %s before authentication or for another CP", self.peer, op)
-            return _frame("ERR", "not_authenticated")
-        if op == "HB":
-            answer = self.service.heartbeat_now(self.cp_id, self.token, _engine_ok(fields))
-            return None if answer is None else _reply(answer)
-        return None
+        route = REQUESTS.get(frame.opcode)
+        fields = frame.fields
+        if route is None or not (fields or route.own_cp):  # an AUTH names its CP, or is no AUTH
+            log.warning("monitor %s: unknown opcode %r", self.peer, frame.opcode)
+            return _UNKNOWN_OPCODE
+        if route.own_cp and (not fields or fields[0] != self.cp_id):  # cp_id None: never equal
+            log.warning(
+                "monitor %s: %s before authentication or for another CP", self.peer, frame.opcode
+            )
+            return _NOT_AUTHENTICATED
+        now = route.now
+        return None if now is None else now(self, fields)
 
     async def _answer_later(self, frame: Frame) -> None:
         try:
-            answer = await self._answer(frame)
+            answer = await REQUESTS[frame.opcode].later(self, frame.fields)
         except Exception:  # a bug: keep the details, drop this link, keep serving the others
             log.exception("monitor %s: answering %s failed", self.peer, frame.opcode)
             self.end("internal error")
             return
         if self._transport is None:  # the link went while we worked; an AUTH may just have won
-            if self.cp_id is not None and frame.opcode == "AUTH" and not self.server.stopping:
+            if self.cp_id is not None and frame.opcode == _AUTH and not self.server.stopping:
                 await self.service.monitor_lost(self.cp_id, self.token, "Monitor link lost")
             return
         self._send(answer)
         self._pump()
 
-    async def _answer(self, frame: Frame) -> bytes:
-        op, fields = frame.opcode, frame.fields
-        if op == "AUTH":
-            return await self._auth(fields)
-        assert self.cp_id is not None
-        if op == "HB":
-            answer = await self.service.heartbeat(self.cp_id, self.token, _engine_ok(fields))
-        elif op == "FAULT":
-            reason = fields[1] if len(fields) > 1 and fields[1] else "Engine KO"
-            answer = await self.service.monitor_fault(self.cp_id, self.token, reason)
-        else:
-            answer = await self.service.monitor_recovered(self.cp_id, self.token)
-        return _reply(answer)
-
     async def _auth(self, fields: tuple[str, ...]) -> bytes:
         """AUTH#cp#location#price#engine_health#reason: a health other than OK (or none given)
-        keeps the CP Averiado until a heartbeat says OK."""
+        keeps the CP Averiado until a heartbeat says OK.  Location and price are not used yet
+        (Central's database owns them; the Registry of Release 2 will)."""
         cp_id = fields[0]
         if self.cp_id is not None and self.cp_id != cp_id:
-            return _frame("AUTH_DENIED", "this connection is already authenticated as another CP")
-        engine_ok = len(fields) > 3 and fields[3] == "OK"
+            return _frame(
+                Opcode.AUTH_DENIED, "this connection is already authenticated as another CP"
+            )
+        engine_ok = len(fields) > 3 and fields[3] == _ENGINE_OK
         reason = (fields[4] if len(fields) > 4 else "") or (
             "Engine KO" if len(fields) > 3 else "Engine health not reported yet"
         )
@@ -283,21 +282,69 @@ class MonitorLink(asyncio.Protocol):
         )
         if not answer.ok:
             log.warning("monitor %s: AUTH for cp=%s refused: %s", self.peer, cp_id, answer.reason)
-            return _frame("AUTH_DENIED", answer.reason)
+            return _frame(Opcode.AUTH_DENIED, wire_text(answer.reason))
         self.cp_id = cp_id
-        return _frame("AUTH_OK", cp_id)
+        return _frame(Opcode.AUTH_OK, cp_id)
+
+    def _heartbeat_now(self, fields: tuple[str, ...]) -> bytes | None:
+        """HB#cp#OK|KO that changes nothing but the CP's liveness: answered at once (the hot path)."""
+        engine_ok = len(fields) < 2 or fields[1] == _ENGINE_OK  # inline: once per heartbeat
+        answer = self.service.heartbeat_now(fields[0], self.token, engine_ok)
+        if answer is None:
+            return None
+        return _ACK_OK if answer.ok else _reply(answer)
+
+    async def _heartbeat(self, fields: tuple[str, ...]) -> bytes:
+        """HB whose Engine health changed: the service awaits Kafka."""
+        return _reply(await self.service.heartbeat(fields[0], self.token, _engine_ok(fields)))
+
+    async def _fault(self, fields: tuple[str, ...]) -> bytes:
+        """FAULT#cp#reason."""
+        reason = fields[1] if len(fields) > 1 and fields[1] else "Engine KO"
+        return _reply(await self.service.monitor_fault(fields[0], self.token, reason))
+
+    async def _recover(self, fields: tuple[str, ...]) -> bytes:
+        """RECOVER#cp."""
+        return _reply(await self.service.monitor_recovered(fields[0], self.token))
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """How Central answers one request opcode."""
+
+    own_cp: bool  # fields[0] must be the CP this link authenticated (all but AUTH)
+    now: Callable[[MonitorLink, tuple[str, ...]], bytes | None] | None  # None: answer `later`
+    later: Callable[[MonitorLink, tuple[str, ...]], Awaitable[bytes]]
+
+
+REQUESTS: dict[str, Route] = {
+    Opcode.AUTH.value: Route(own_cp=False, now=None, later=MonitorLink._auth),
+    Opcode.HB.value: Route(
+        own_cp=True, now=MonitorLink._heartbeat_now, later=MonitorLink._heartbeat
+    ),
+    Opcode.FAULT.value: Route(own_cp=True, now=None, later=MonitorLink._fault),
+    Opcode.RECOVER.value: Route(own_cp=True, now=None, later=MonitorLink._recover),
+}
+"""Every request a Monitor may send Central (`socket_ops.TO_CENTRAL`), and its handlers; a frame
+whose opcode is not here is answered ERR#unknown_opcode."""
+
+# Plain str constants for the hot path (an enum attribute costs a lookup per heartbeat).
+_AUTH = Opcode.AUTH.value
+_ENGINE_OK = EngineState.OK.value
 
 
 def _engine_ok(fields: tuple[str, ...]) -> bool:
-    return len(fields) < 2 or fields[1] == "OK"
+    return len(fields) < 2 or fields[1] == _ENGINE_OK
 
 
-def _frame(opcode: str, *fields: str) -> bytes:
+def _frame(opcode: Opcode, *fields: str) -> bytes:
     return bytes((ACK,)) + encode(opcode, *fields)
 
 
-_ACK_OK = _frame("OK")  # the answer to nearly every heartbeat, encoded once
+_ACK_OK = _frame(Opcode.OK)  # the answer to nearly every heartbeat, encoded once
+_NOT_AUTHENTICATED = _frame(Opcode.ERR, ErrReason.NOT_AUTHENTICATED)
+_UNKNOWN_OPCODE = _frame(Opcode.ERR, ErrReason.UNKNOWN_OPCODE)
 
 
 def _reply(answer: Answer) -> bytes:
-    return _ACK_OK if answer.ok else _frame("ERR", answer.reason)
+    return _ACK_OK if answer.ok else _frame(Opcode.ERR, wire_text(answer.reason))

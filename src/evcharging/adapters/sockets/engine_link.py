@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from evcharging.adapters.listening import CannotListen
 from evcharging.adapters.sockets.framing import FramedConnection, LinkError
-from evcharging.contracts.frames import Frame
+from evcharging.contracts.frames import Frame, wire_text
+from evcharging.contracts.socket_ops import CentralState, EngineState, Opcode
 from evcharging.services.ports import EngineControls, EngineRefusal
 
 log = logging.getLogger(__name__)
@@ -24,25 +26,51 @@ log = logging.getLogger(__name__)
 ANSWER_TIMEOUT = 2.0  # seconds for the Monitor to ACK our answer
 
 
-def wire_text(text: str) -> str:
-    """A free text made safe for a frame field (no separator or framing bytes)."""
-    return text.replace("#", " ").replace("\x02", " ").replace("\x03", " ")[:200]
+Reply = tuple[str, ...]  # the answer frame's parts: opcode, fields
 
 
-def answer(engine: EngineControls, frame: Frame) -> tuple[str, ...]:
-    """One Monitor request -> the answer frame's parts."""
-    op, fields = frame.opcode, frame.fields
-    if op == "HEALTH":
-        health = engine.health_check()
-        return ("OK",) if health.ok else ("KO", wire_text(health.ko_reason or "KO"))
-    if op == "SET_CP" and len(fields) == 1 and fields[0]:
-        outcome = engine.set_cp_id(fields[0])
-        return ("ERR", wire_text(outcome.reason)) if isinstance(outcome, EngineRefusal) else ("OK",)
-    if op == "CENTRAL" and len(fields) == 1 and fields[0] in ("UP", "DOWN"):
-        engine.set_central(fields[0] == "UP")
-        return ("OK",)
-    log.warning("Monitor link: unexpected frame %r", str(frame)[:80])
-    return ("ERR", f"unexpected {wire_text(op)}")
+def _health(engine: EngineControls, fields: tuple[str, ...]) -> Reply | None:
+    health = engine.health_check()
+    return (Opcode.OK,) if health.ok else (Opcode.KO, wire_text(health.ko_reason or EngineState.KO))
+
+
+def _set_cp(engine: EngineControls, fields: tuple[str, ...]) -> Reply | None:
+    if len(fields) != 1 or not fields[0]:
+        return None
+    outcome = engine.set_cp_id(fields[0])
+    return (
+        (Opcode.ERR, wire_text(outcome.reason))
+        if isinstance(outcome, EngineRefusal)
+        else (Opcode.OK,)
+    )
+
+
+def _central(engine: EngineControls, fields: tuple[str, ...]) -> Reply | None:
+    if len(fields) != 1 or fields[0] not in _CENTRAL_STATES:
+        return None
+    engine.set_central(fields[0] == CentralState.UP)
+    return (Opcode.OK,)
+
+
+_CENTRAL_STATES = frozenset(CentralState)
+
+REQUESTS: dict[str, Callable[[EngineControls, tuple[str, ...]], Reply | None]] = {
+    Opcode.HEALTH.value: _health,
+    Opcode.SET_CP.value: _set_cp,
+    Opcode.CENTRAL.value: _central,
+}
+"""Every request a Monitor may send its Engine (`socket_ops.TO_ENGINE`); a handler returns None
+for fields that do not fit its opcode."""
+
+
+def answer(engine: EngineControls, frame: Frame) -> Reply:
+    """One Monitor request -> the answer frame's parts (ERR#unexpected OP for anything else)."""
+    handler = REQUESTS.get(frame.opcode)
+    reply = None if handler is None else handler(engine, frame.fields)
+    if reply is None:
+        log.warning("Monitor link: unexpected frame %r", str(frame)[:80])
+        return (Opcode.ERR, f"unexpected {wire_text(frame.opcode)}")
+    return reply
 
 
 class EngineLinkServer:

@@ -14,7 +14,8 @@ import logging
 from dataclasses import dataclass
 
 from evcharging.adapters.sockets.framing import FramedConnection, LinkError, open_framed
-from evcharging.contracts.frames import Frame
+from evcharging.contracts.frames import Frame, wire_text
+from evcharging.contracts.socket_ops import CentralState, Opcode
 from evcharging.services.monitor import Backoff, Fault, MonitorService, Report
 
 log = logging.getLogger(__name__)
@@ -40,10 +41,10 @@ async def pause(wake: asyncio.Event, seconds: float) -> None:
     wake.clear()
 
 
-async def expect_ok(conn: FramedConnection, seconds: float, opcode: str, *fields: str) -> None:
+async def expect_ok(conn: FramedConnection, seconds: float, opcode: Opcode, *fields: str) -> None:
     """One request that must be answered OK within `seconds`; `Refusal` otherwise."""
     reply = await conn.request(opcode, *fields, timeout=seconds)
-    if reply.opcode != "OK":
+    if reply.opcode != Opcode.OK:
         raise Refusal(f"{opcode} answered {_short(reply)}")
 
 
@@ -120,15 +121,15 @@ class CentralLinkLoop:
         cp_id, timeout = self.svc.cp_id, self.timing.timeout
         log.info("cp=%s: connected to CENTRAL at %s, authenticating", cp_id, conn.peer)
         # The Engine's health travels with AUTH: Central never offers a CP it does not know healthy.
-        health, reason = self.svc.heartbeat_status, _field(self.svc.health_reason)
+        health, reason = self.svc.heartbeat_status, wire_text(self.svc.health_reason)
         reply = await conn.request(
-            "AUTH", cp_id, self.location, self.price, health, reason, timeout=timeout
+            Opcode.AUTH, cp_id, self.location, self.price, health, reason, timeout=timeout
         )
-        if reply.opcode == "AUTH_DENIED":
+        if reply.opcode == Opcode.AUTH_DENIED:
             self.svc.central_denied(reply.fields[0] if reply.fields else "no reason given")
             log.info("cp=%s: asking Central again in %.1fs", cp_id, self.timing.denied_retry)
             return self.timing.denied_retry
-        if reply.opcode != "AUTH_OK":
+        if reply.opcode != Opcode.AUTH_OK:
             raise Refusal(f"AUTH answered {_short(reply)}")
         self.svc.central_accepted()
         self.backoff.reset()
@@ -137,16 +138,16 @@ class CentralLinkLoop:
             if report is not None:
                 await self._tell(conn, report)
             self.svc.heartbeat_sent()
-            await expect_ok(conn, timeout, "HB", cp_id, self.svc.heartbeat_status)
+            await expect_ok(conn, timeout, Opcode.HB, cp_id, self.svc.heartbeat_status)
             self.svc.heartbeat_answered()
             await pause(self.wake, self.timing.interval)
 
     async def _tell(self, conn: FramedConnection, report: Report) -> None:
         cp_id, timeout = self.svc.cp_id, self.timing.timeout
         if isinstance(report, Fault):
-            await expect_ok(conn, timeout, "FAULT", cp_id, _field(report.reason))
+            await expect_ok(conn, timeout, Opcode.FAULT, cp_id, wire_text(report.reason))
         else:
-            await expect_ok(conn, timeout, "RECOVER", cp_id)
+            await expect_ok(conn, timeout, Opcode.RECOVER, cp_id)
         self.svc.reported(report)
 
 
@@ -194,15 +195,16 @@ class EngineLinkLoop:
                 told_cp = True
             central = self.svc.central_to_tell_engine()
             if central is not None and central != told_central:
-                await expect_ok(conn, self.timing.timeout, "CENTRAL", "UP" if central else "DOWN")
+                state = CentralState.UP if central else CentralState.DOWN
+                await expect_ok(conn, self.timing.timeout, Opcode.CENTRAL, state)
                 told_central = central
             await pause(self.wake, self.timing.interval)
 
     async def _check_health(self, conn: FramedConnection) -> None:
-        reply = await conn.request("HEALTH", timeout=self.timing.timeout)
-        if reply.opcode == "OK":
+        reply = await conn.request(Opcode.HEALTH, timeout=self.timing.timeout)
+        if reply.opcode == Opcode.OK:
             self.svc.engine_ok()
-        elif reply.opcode == "KO":
+        elif reply.opcode == Opcode.KO:
             self.svc.engine_ko(reply.fields[0] if reply.fields else "")
         else:
             raise Refusal(f"HEALTH answered {_short(reply)}")
@@ -210,12 +212,8 @@ class EngineLinkLoop:
     async def _set_cp(self, conn: FramedConnection) -> None:
         cp_id = self.svc.cp_id
         try:
-            await expect_ok(conn, self.timing.timeout, "SET_CP", cp_id)
+            await expect_ok(conn, self.timing.timeout, Opcode.SET_CP, cp_id)
         except Refusal as exc:
             log.warning("cp=%s: the Engine did not take its CP id: %s", cp_id, exc)
             return
         log.info("cp=%s: Engine told its CP id", cp_id)
-
-
-def _field(text: str) -> str:
-    return text.replace("#", " ").replace("\x02", " ").replace("\x03", " ")[:200]

@@ -14,7 +14,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from evcharging.adapters.web.central_ws import (
     CpId,
@@ -23,7 +23,7 @@ from evcharging.adapters.web.central_ws import (
     message_rows,
     require_a_change,
 )
-from evcharging.contracts.events import Price
+from evcharging.contracts.fields import ErrorType, Price
 from evcharging.domain.admin_rules import Conflict, UnknownCP
 from evcharging.domain.session import Session
 from evcharging.services.central import CentralService
@@ -59,7 +59,7 @@ class CPChanges(BaseModel):
 
 
 class ErrorRequest(BaseModel):
-    error_type: Annotated[str, Field(max_length=50)] = "fault"
+    error_type: ErrorType = "fault"
 
 
 class Problem(BaseModel):
