@@ -26,8 +26,6 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 from uuid import UUID
 
-from pydantic import TypeAdapter, ValidationError
-
 from evcharging.contracts.events import (
     AuthorizationRequest,
     AuthorizationResponse,
@@ -42,8 +40,8 @@ from evcharging.contracts.events import (
     DriverStatus,
     DriverStatusRequest,
     Event,
-    Id,
 )
+from evcharging.contracts.fields import is_valid_id
 from evcharging.domain.money import euros, kwh
 from evcharging.domain.session import EndReason
 from evcharging.services.ports import DriverRefusal, Publisher
@@ -55,17 +53,6 @@ NO_NEWS_TEXT = "No news from CENTRAL"
 
 Sleep = Callable[[float], Coroutine[Any, Any, None]]
 Observer = Callable[["Update"], None]
-
-_ID = TypeAdapter(Id)  # VOCAB: contracts.fields (is_valid_id) replaces this and is_valid_id
-
-
-def is_valid_id(value: str) -> bool:
-    """The contracts' id rule, so a bad CP id is refused here instead of failing in pydantic."""
-    try:
-        _ID.validate_python(value)
-    except ValidationError:
-        return False
-    return True
 
 
 def parse_services(text: str) -> list[str]:

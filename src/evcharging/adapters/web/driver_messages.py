@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from evcharging.contracts.events import Id  # VOCAB: contracts.fields
+from evcharging.contracts.fields import Id
 from evcharging.services.driver import parse_services
 
 MAX_MESSAGE_CHARS = 64_000  # a services file of a few hundred lines fits
