@@ -21,7 +21,7 @@ import pytest
 from starlette.exceptions import StarletteDeprecationWarning
 from starlette.websockets import WebSocketDisconnect
 
-from evcharging.adapters.kafka.watch import KafkaState
+from evcharging.adapters.broker_state import KafkaState
 from evcharging.adapters.web.driver_hub import DriverHub
 from evcharging.adapters.web.driver_messages import MAX_MESSAGE_CHARS
 from evcharging.adapters.web.driver_runs import ServiceRuns

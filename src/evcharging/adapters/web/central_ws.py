@@ -32,7 +32,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from evcharging.adapters.kafka.watch import KafkaState
+from evcharging.adapters.broker_state import KafkaState
 from evcharging.contracts.events import Id, Price
 from evcharging.domain.admin_rules import Conflict, UnknownCP
 from evcharging.services.central import CentralService, error_fixed_text, error_simulated_text

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from evcharging.adapters.kafka.watch import KafkaState
+from evcharging.adapters.broker_state import KafkaState
 from evcharging.adapters.web.driver_messages import (
     MAX_SERVICES,
     BadInput,
