@@ -34,7 +34,7 @@ from evcharging.contracts.events import (
     Event,
 )
 from evcharging.contracts.topics import CENTRAL_EVENTS, DRIVER_EVENTS
-from evcharging.services.driver import DriverService, Kind, Outcome, Phase, Update
+from evcharging.services.driver import DriverPhase, DriverService, Kind, ServiceOutcome, Update
 from tests.support.builders import a_ticket
 
 pytestmark = pytest.mark.kafka
@@ -198,7 +198,7 @@ async def test_driver_gets_answer_progress_and_ticket(kafka_bootstrap, driver) -
     async with FakeCentral(kafka_bootstrap, {driver.driver_id}):
         result = await asyncio.wait_for(driver.service.serve(driver.driver_id, "ALC01"), DEADLINE)
 
-    assert result.outcome is Outcome.TICKET
+    assert result.outcome is ServiceOutcome.TICKET
     assert result.ticket is not None
     assert result.ticket.amount_eur == Decimal("0.70")
     st = driver.service.state(driver.driver_id)
@@ -228,7 +228,7 @@ async def test_a_driver_reads_only_its_own_messages(kafka_bootstrap, driver) -> 
         theirs = await asyncio.wait_for(neighbour.service.serve(other, "VLC01"), DEADLINE)
         ours = await asyncio.wait_for(driver.service.serve(mine, "ALC01"), DEADLINE)
 
-    assert (theirs.outcome, ours.outcome) == (Outcome.TICKET, Outcome.TICKET)
+    assert (theirs.outcome, ours.outcome) == (ServiceOutcome.TICKET, ServiceOutcome.TICKET)
     # Board events (CP_STATUS, public) carry no driver id; everything addressed to a driver is ours.
     assert {e.driver_id for e in driver.events if hasattr(e, "driver_id")} == {mine}
     assert {e.driver_id for e in neighbour.events if hasattr(e, "driver_id")} == {other}
@@ -240,7 +240,7 @@ async def test_stop_publishes_charging_stopped_and_the_ticket_follows(
     me = driver.driver_id
     async with FakeCentral(kafka_bootstrap, {me}, hold=True) as central:
         serving = asyncio.create_task(driver.service.serve(me, "BCN01"))
-        await until(lambda: driver.service.state(me).phase is Phase.SUPPLYING, "supplying")
+        await until(lambda: driver.service.state(me).phase is DriverPhase.SUPPLYING, "supplying")
         _, session_id = central.sessions[me]
 
         assert await driver.service.stop(me) is None
@@ -250,7 +250,7 @@ async def test_stop_publishes_charging_stopped_and_the_ticket_follows(
 
     assert isinstance(stop, ChargingStopped)
     assert (stop.driver_id, stop.cp_id, stop.session_id) == (me, "BCN01", session_id)
-    assert (result.outcome, result.reason) == (Outcome.TICKET, "stopped_by_driver")
+    assert (result.outcome, result.reason) == (ServiceOutcome.TICKET, "stopped_by_driver")
     assert Kind.STOP_SENT in driver.kinds()
 
 
@@ -258,7 +258,7 @@ async def test_cp_error_reaches_the_driver_charging_there(kafka_bootstrap, drive
     me = driver.driver_id
     async with FakeCentral(kafka_bootstrap, {me}, hold=True) as central:
         serving = asyncio.create_task(driver.service.serve(me, "MAD01"))
-        await until(lambda: driver.service.state(me).phase is Phase.SUPPLYING, "supplying")
+        await until(lambda: driver.service.state(me).phase is DriverPhase.SUPPLYING, "supplying")
 
         await central.publisher.publish(
             CpErrorSimulated(cp_id="MAD01", driver_id=me, message='Error "fault" simulated')
@@ -268,7 +268,7 @@ async def test_cp_error_reaches_the_driver_charging_there(kafka_bootstrap, drive
         result = await asyncio.wait_for(serving, DEADLINE)
 
     assert driver.service.state(me).cp_error == 'Error "fault" simulated'
-    assert (result.outcome, result.reason) == (Outcome.TICKET, "cp_fault")
+    assert (result.outcome, result.reason) == (ServiceOutcome.TICKET, "cp_fault")
 
 
 async def test_a_restarted_driver_sees_the_ticket_sent_while_it_was_down(kafka_bootstrap) -> None:
@@ -276,7 +276,7 @@ async def test_a_restarted_driver_sees_the_ticket_sent_while_it_was_down(kafka_b
     async with FakeCentral(kafka_bootstrap, {me}, hold=True) as central:
         async with RunningDriver(kafka_bootstrap, me) as first:
             asyncio.create_task(first.service.serve(me, "ALC02"))  # noqa: RUF006
-            await until(lambda: first.service.state(me).phase is Phase.SUPPLYING, "supplying")
+            await until(lambda: first.service.state(me).phase is DriverPhase.SUPPLYING, "supplying")
 
         await central.send_ticket(me, "unplugged")  # while the driver is down
 

@@ -21,15 +21,12 @@ import pytest
 from starlette.exceptions import StarletteDeprecationWarning
 from starlette.websockets import WebSocketDisconnect
 
-from evcharging.adapters.kafka.watch import KafkaState
-from evcharging.adapters.web.driver_web import (
-    MAX_MESSAGE_CHARS,
-    DriverHub,
-    LocalFeeds,
-    ServiceRuns,
-    create_app,
-)
-from evcharging.apps.driver import parse_settings
+from evcharging.adapters.broker_state import KafkaState
+from evcharging.adapters.web.driver_hub import DriverHub
+from evcharging.adapters.web.driver_messages import MAX_MESSAGE_CHARS
+from evcharging.adapters.web.driver_runs import ServiceRuns
+from evcharging.adapters.web.driver_web import create_app
+from evcharging.apps.driver import parse_args
 from evcharging.contracts.events import (
     AuthorizationRequest,
     AuthorizationResponse,
@@ -42,8 +39,10 @@ from evcharging.contracts.events import (
     DriverNotice,
     Event,
 )
-from evcharging.services.driver import DriverService, Phase, Refused
+from evcharging.services.driver import DriverPhase, DriverService
+from evcharging.services.ports import DriverRefusal
 from tests.support.builders import a_ticket
+from tests.support.fakes import LocalFeeds
 from tests.support.waiting import eventually_sync
 
 with warnings.catch_warnings():
@@ -254,6 +253,8 @@ def test_a_new_page_gets_welcome_kafka_then_the_board(net: Net) -> None:
         "price_eur_per_kwh": "0.35",
         "state": "Activado",
         "available": True,
+        "tag": "Activado · available",
+        "tone": "ok",
     }
 
 
@@ -268,7 +269,7 @@ def test_select_answers_the_full_state_first_and_a_reload_sees_the_same(net: Net
 
     first, reloaded = pages
     state = first["state"]
-    assert state["phase"] == Phase.SUPPLYING.value
+    assert state["phase"] == DriverPhase.SUPPLYING.value
     assert (state["status"], state["detail"]) == ("Supplying", "Charging at ALC01")
     assert state["figures"] == {"kw": "22.00", "energy_kwh": "1.500", "amount_eur": "0.53"}
     assert state["session_id"] == str(answer.session_id)
@@ -442,7 +443,7 @@ def test_bad_input_is_answered_logged_and_changes_nothing(
     assert D2 not in net.service.driver_ids
     assert net.service.driver_ids in ([], [D1])
     if D1 in net.service.driver_ids:
-        assert net.service.state(D1).phase is Phase.IDLE
+        assert net.service.state(D1).phase is DriverPhase.IDLE
         assert list(net.service.state(D1).notifications) == []
     assert page.select(D1)["state"]["status"] == "Idle"  # the socket still works
 
@@ -466,9 +467,9 @@ def test_a_page_of_another_site_is_refused(net: Net, caplog: pytest.LogCaptureFi
 
 def test_following_a_driver_the_feeds_refuse_is_an_error() -> None:
     class Full(LocalFeeds):
-        def follow(self, driver_id: str) -> Refused | None:
+        def follow(self, driver_id: str) -> DriverRefusal | None:
             if driver_id != D1:
-                return Refused("this Driver process serves at most 1 driver ids")
+                return DriverRefusal("this Driver process serves at most 1 driver ids")
             return super().follow(driver_id)
 
     for net in build(Full):
@@ -523,15 +524,15 @@ def test_a_services_file_runs_server_side_and_goes_on_after_the_page_closes(net:
 
 
 def test_web_flags_and_their_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    plain = parse_settings(["127.0.0.1:9092", D1])
+    plain = parse_args(["127.0.0.1:9092", D1])
     assert plain.web_port is None
 
-    s = parse_settings(["127.0.0.1:9092", D1, "--web-port", "8081", "--web-host", "0.0.0.0"])
+    s = parse_args(["127.0.0.1:9092", D1, "--web-port", "8081", "--web-host", "0.0.0.0"])
     assert (s.web_port, s.web_host) == (8081, "0.0.0.0")
 
     monkeypatch.setenv("EV_DRIVER_WEB_PORT", "8082")
     monkeypatch.setenv("EV_DRIVER_WEB_HOST", "::1")
-    s = parse_settings(["127.0.0.1:9092", D1])
+    s = parse_args(["127.0.0.1:9092", D1])
     assert (s.web_port, s.web_host) == (8082, "::1")
 
 
@@ -540,7 +541,7 @@ def test_a_bad_web_port_is_refused_naming_the_flag(
     port: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit):
-        parse_settings(["127.0.0.1:9092", D1, "--web-port", port])
+        parse_args(["127.0.0.1:9092", D1, "--web-port", port])
     assert "--web-port" in capsys.readouterr().err
 
 

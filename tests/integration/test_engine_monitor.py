@@ -28,7 +28,8 @@ from evcharging.contracts.events import (
 )
 from evcharging.contracts.frames import Frame
 from evcharging.contracts.topics import CP_EVENTS
-from evcharging.services.engine import Accepted, Health, Outcome, Phase, Refused
+from evcharging.services.engine import EnginePhase
+from evcharging.services.ports import Accepted, EngineOutcome, EngineRefusal, Health
 from tests.support.builders import unique
 from tests.support.ports import free_port
 from tests.support.waiting import eventually
@@ -185,7 +186,7 @@ class Rig:
             )
         )
         await eventually(
-            lambda: self.engine.service.phase() is Phase.AUTHORISED, what="authorisation held"
+            lambda: self.engine.service.phase() is EnginePhase.AUTHORISED, what="authorisation held"
         )
         return session
 
@@ -299,7 +300,7 @@ async def test_a_first_ever_engine_reads_commands_sent_before_it_knew_its_id(
         assert engine.service.set_cp_id(cp_id) == Accepted()  # what the Monitor's SET_CP does
 
         await eventually(
-            lambda: engine.service.phase() is Phase.AUTHORISED, timeout=30, what="authorised"
+            lambda: engine.service.phase() is EnginePhase.AUTHORISED, timeout=30, what="authorised"
         )
     finally:
         await engine.stop()
@@ -340,9 +341,9 @@ class StubEngine:
     def health_check(self) -> Health:
         return Health(self.ko)
 
-    def set_cp_id(self, cp_id: str) -> Outcome:
+    def set_cp_id(self, cp_id: str) -> EngineOutcome:
         if self.cp_id not in (None, cp_id):
-            return Refused(f"this Engine is already CP {self.cp_id}")
+            return EngineRefusal(f"this Engine is already CP {self.cp_id}")
         self.cp_id = cp_id
         return Accepted()
 

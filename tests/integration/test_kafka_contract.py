@@ -17,6 +17,7 @@ from evcharging.adapters.kafka.publisher import EventPublisher
 from evcharging.adapters.kafka.router import EventRouter
 from evcharging.contracts import events as ev
 from evcharging.contracts.topics import ALL_TOPICS, CENTRAL_EVENTS, Topic
+from evcharging.services.ports import Delivery
 from tests.support.broker import broker_config
 from tests.support.builders import unique
 from tests.support.ports import free_port
@@ -276,14 +277,16 @@ async def test_a_publisher_started_before_the_broker_delivers_once_it_is_up(tmp_
 async def test_what_a_batch_publishes_is_acked_before_the_batch_is_committed(
     kafka_bootstrap: str,
 ) -> None:
-    """A handler's `publish` only queues (a burst costs one round trip, not one per event); the
-    consumer waits for those acks, runs `on_delivered` after each, then commits the batch."""
+    """A handler's `publish` only queues, and says so (a burst costs one round trip, not one per
+    event); the consumer waits for those acks, runs `on_delivered` after each, then commits the
+    batch. Outside a batch `publish` says the broker has the event."""
     cp, group, n = unique("CP"), unique("g"), 50
     publisher = EventPublisher(kafka_bootstrap, "test")
     await publisher.start()
-    for _ in range(n):
-        await publisher.publish(ev.CpStop(cp_id=cp))
+    outside = {await publisher.publish(ev.CpStop(cp_id=cp)) for _ in range(n)}
+    assert outside == {Delivery.ACKED}
     delivered: list[str] = []
+    modes: list[Delivery] = []
     asked: list[ev.CpStop] = []
     router = EventRouter("test")
     router.ignore(ev.CpResume)
@@ -291,7 +294,11 @@ async def test_what_a_batch_publishes_is_acked_before_the_batch_is_committed(
     async def answer(event: ev.CpStop) -> None:
         asked.append(event)
         reply = ev.CpResume(cp_id=event.cp_id)
-        await publisher.publish(reply, on_delivered=lambda: delivered.append(str(reply.event_id)))
+        modes.append(
+            await publisher.publish(
+                reply, on_delivered=lambda: delivered.append(str(reply.event_id))
+            )
+        )
 
     router.add(ev.CpStop, answer)
     read = [KeyedRead(ev.CpStop.TOPIC, cp)]
@@ -306,6 +313,7 @@ async def test_what_a_batch_publishes_is_acked_before_the_batch_is_committed(
         what="every reply readable",
     )
     assert len(asked) == n
+    assert set(modes) == {Delivery.QUEUED_UNTIL_BATCH_COMMIT}
     await stop(task)
     await stop(watching)
     again: list[ev.Event] = []

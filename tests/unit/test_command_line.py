@@ -266,11 +266,11 @@ def test_each_program_reads_the_same_switch_words(monkeypatch: pytest.MonkeyPatc
     """The issue: EV_DRIVER_NO_MENU=on was ignored while EV_ENGINE_NO_MENU=on worked."""
     monkeypatch.setenv("EV_DRIVER_NO_MENU", "on")
     monkeypatch.setenv("EV_ENGINE_NO_MENU", "on")
-    assert driver.parse_settings(["k:9092", "D001"]).menu is False
+    assert driver.parse_args(["k:9092", "D001"]).menu is False
     assert cp_engine.parse_args(["k:9092", "h:7001"]).menu is False
     monkeypatch.setenv("EV_DRIVER_NO_MENU", "off")
     monkeypatch.setenv("EV_ENGINE_NO_MENU", "off")
-    assert driver.parse_settings(["k:9092", "D001"]).menu is True
+    assert driver.parse_args(["k:9092", "D001"]).menu is True
     assert cp_engine.parse_args(["k:9092", "h:7001"]).menu is True
 
 
@@ -312,7 +312,7 @@ def test_settings_keep_their_defaults() -> None:
     assert e == cp_engine.EngineSettings("k:9092", ("h", 7001))
     m = cp_monitor.parse_args(["e:7001", "c:7000", "CP01"])
     assert m == cp_monitor.MonitorSettings(("e", 7001), ("c", 7000), "CP01")
-    d = driver.parse_settings(["k:9092", "D001"])
+    d = driver.parse_args(["k:9092", "D001"])
     assert (d.pause, d.answer_timeout, d.menu, d.web_port, d.web_host, d.web_max_drivers) == (
         4.0,
         10.0,
@@ -330,7 +330,7 @@ def test_a_bad_services_file_names_where_it_was_given(
     services.write_text("ALC01\nbad id\n")
     monkeypatch.setenv("EV_DRIVER_FILE", str(services))
     with pytest.raises(SystemExit):
-        driver.parse_settings(["k:9092", "D001"])
+        driver.parse_args(["k:9092", "D001"])
     assert f"EV_DRIVER_FILE='{services}': line 2: 'bad id' is not a CP id" in (
         capsys.readouterr().err
     )
@@ -339,7 +339,7 @@ def test_a_bad_services_file_names_where_it_was_given(
 def test_the_log_level_comes_from_the_same_rule(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EV_LOG_LEVEL", "debug")
     assert cp_monitor.parse_args(["e:1", "c:2", "CP01"]).log_level == "DEBUG"
-    assert driver.parse_settings(["k:1", "D1", "--log-level", "warning"]).log_level == "WARNING"
+    assert driver.parse_args(["k:1", "D1", "--log-level", "warning"]).log_level == "WARNING"
 
 
 def test_no_type_accepts_a_non_finite_number() -> None:

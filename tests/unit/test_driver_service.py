@@ -12,7 +12,7 @@ from uuid import uuid4
 import pytest
 import yaml
 
-from evcharging.apps.driver import driver_router, parse_settings
+from evcharging.apps.driver import driver_router, parse_args
 from evcharging.contracts.events import (
     EVENT_TYPES,
     AuthorizationRequest,
@@ -31,18 +31,18 @@ from evcharging.contracts.events import (
 from evcharging.contracts.topics import CENTRAL_EVENTS
 from evcharging.services.driver import (
     NO_ANSWER_TEXT,
+    DriverPhase,
     DriverService,
     Figures,
     Kind,
-    Outcome,
-    Phase,
-    Refused,
+    ServiceOutcome,
     ServiceResult,
     Ticket,
     Update,
     describe,
     parse_services,
 )
+from evcharging.services.ports import Delivery, DriverRefusal
 from tests.support.builders import a_ticket
 from tests.support.fakes import RecordingPublisher
 
@@ -174,7 +174,7 @@ async def test_request_publishes_and_waits_for_the_answer(service, publisher, up
     assert isinstance(req, AuthorizationRequest)
     assert (req.driver_id, req.cp_id, req.request_id) == (D1, "ALC01", request_id)
     st = service.state(D1)
-    assert (st.phase, st.cp_id, st.request_id) == (Phase.REQUESTED, "ALC01", request_id)
+    assert (st.phase, st.cp_id, st.request_id) == (DriverPhase.REQUESTED, "ALC01", request_id)
     assert kinds(updates) == [Kind.REQUEST_SENT]
 
 
@@ -185,20 +185,20 @@ async def test_authorised_supply_progress_and_ticket(service, publisher, updates
     assert answer.session_id is not None
 
     await service.handle(answer)
-    assert service.state(D1).phase is Phase.AUTHORISED
+    assert service.state(D1).phase is DriverPhase.AUTHORISED
     await service.handle(ChargingStarted(driver_id=D1, cp_id="ALC01", session_id=answer.session_id))
     await service.handle(progress(answer))
     st = service.state(D1)
-    assert st.phase is Phase.SUPPLYING
+    assert st.phase is DriverPhase.SUPPLYING
     assert st.figures is not None
     assert st.figures.energy_kwh == Decimal("1.500")
     await service.handle(a_ticket(D1, "ALC01", answer.session_id))
 
     result = await asyncio.wait_for(serving, 1)
-    assert result.outcome is Outcome.TICKET
+    assert result.outcome is ServiceOutcome.TICKET
     assert result.ticket is not None
     assert not result.ticket.earlier
-    assert st.phase is Phase.IDLE
+    assert st.phase is DriverPhase.IDLE
     assert st.balance_eur == Decimal("149.30")
     assert st.last_ticket == result.ticket
     assert kinds(updates) == [
@@ -217,8 +217,8 @@ async def test_denial_ends_the_service_with_its_reason(service, publisher, updat
     await service.handle(an_answer(publisher.last_request(), ok=False, reason="CP busy"))
 
     result = await asyncio.wait_for(serving, 1)
-    assert (result.outcome, result.reason) == (Outcome.DENIED, "CP busy")
-    assert service.state(D1).phase is Phase.IDLE
+    assert (result.outcome, result.reason) == (ServiceOutcome.DENIED, "CP busy")
+    assert service.state(D1).phase is DriverPhase.IDLE
     assert updates[-1].kind is Kind.DENIED
     assert describe(updates[-1]) == "DENIED driver=D001 cp=ALC01 reason=CP busy"
 
@@ -228,13 +228,13 @@ async def test_no_answer_within_the_timeout_fails_the_service(service, clock, up
     await settle()
 
     await clock.advance(9.9)
-    assert service.state(D1).phase is Phase.REQUESTED
+    assert service.state(D1).phase is DriverPhase.REQUESTED
     assert Kind.NO_ANSWER not in kinds(updates)
 
     await clock.advance(0.1)
     result = await asyncio.wait_for(serving, 1)
-    assert (result.outcome, result.reason) == (Outcome.NO_ANSWER, NO_ANSWER_TEXT)
-    assert service.state(D1).phase is Phase.IDLE
+    assert (result.outcome, result.reason) == (ServiceOutcome.NO_ANSWER, NO_ANSWER_TEXT)
+    assert service.state(D1).phase is DriverPhase.IDLE
     assert describe(updates[-1]) == (
         "NO ANSWER driver=D001 cp=ALC01: No answer from CENTRAL (is it running?)"
     )
@@ -245,7 +245,7 @@ async def test_an_answer_in_time_cancels_the_timeout(service, publisher, clock, 
 
     await clock.advance(60)
 
-    assert service.state(D1).phase is Phase.AUTHORISED
+    assert service.state(D1).phase is DriverPhase.AUTHORISED
     assert Kind.NO_ANSWER not in kinds(updates)
 
 
@@ -260,14 +260,15 @@ async def test_a_late_authorisation_is_cancelled(service, publisher, clock, upda
     [stop] = publisher.of(ChargingStopped)
     assert isinstance(stop, ChargingStopped)
     assert (stop.driver_id, stop.cp_id, stop.session_id) == (D1, "ALC01", late.session_id)
-    assert service.state(D1).phase is Phase.IDLE
+    assert service.state(D1).phase is DriverPhase.IDLE
     assert updates[-1].kind is Kind.NOTICE
 
 
 async def test_kafka_down_gives_no_answer_and_drops_the_pending_send(clock) -> None:
     class StuckPublisher(FakePublisher):
-        async def publish(self, event: Event) -> None:
+        async def publish(self, event: Event, **kwargs: Any) -> Delivery:
             await asyncio.Event().wait()
+            raise AssertionError("never acked")
 
     svc = DriverService(StuckPublisher(), sleep=clock.sleep)
     try:
@@ -276,7 +277,7 @@ async def test_kafka_down_gives_no_answer_and_drops_the_pending_send(clock) -> N
         await clock.advance(10)
 
         result = await asyncio.wait_for(serving, 1)
-        assert result.outcome is Outcome.NO_ANSWER
+        assert result.outcome is ServiceOutcome.NO_ANSWER
     finally:
         await svc.close()
 
@@ -286,10 +287,11 @@ async def test_an_answer_before_the_request_ack_still_shows_request_sent_first(c
     acked = asyncio.Event()
 
     class SlowAckPublisher(FakePublisher):
-        async def publish(self, event: Event, **kwargs: Any) -> None:
-            await super().publish(event, **kwargs)
+        async def publish(self, event: Event, **kwargs: Any) -> Delivery:
+            delivery = await super().publish(event, **kwargs)
             if isinstance(event, AuthorizationRequest):
                 await acked.wait()
+            return delivery
 
     publisher = SlowAckPublisher()
     svc = DriverService(publisher, sleep=clock.sleep)
@@ -308,7 +310,7 @@ async def test_an_answer_before_the_request_ack_still_shows_request_sent_first(c
     finally:
         await svc.close()
 
-    assert result.outcome is Outcome.TICKET
+    assert result.outcome is ServiceOutcome.TICKET
     assert kinds(seen) == [Kind.REQUEST_SENT, Kind.AUTHORISED, Kind.TICKET]
 
 
@@ -323,7 +325,7 @@ async def test_events_of_other_sessions_are_ignored(service, publisher, updates)
     await service.handle(progress(answer).model_copy(update={"session_id": other}))
 
     st = service.state(D1)
-    assert (st.phase, st.figures) == (Phase.AUTHORISED, None)
+    assert (st.phase, st.figures) == (DriverPhase.AUTHORISED, None)
     assert kinds(updates) == [Kind.REQUEST_SENT, Kind.AUTHORISED]
 
 
@@ -333,7 +335,7 @@ async def test_an_answer_to_another_request_is_ignored(service, publisher, updat
     stray = an_answer(publisher.last_request()).model_copy(update={"request_id": uuid4()})
     await service.handle(stray)
 
-    assert service.state(D1).phase is Phase.REQUESTED
+    assert service.state(D1).phase is DriverPhase.REQUESTED
     assert kinds(updates) == [Kind.REQUEST_SENT]
 
 
@@ -344,7 +346,7 @@ async def test_ticket_of_an_earlier_session_is_shown_as_such(service, publisher,
     await service.handle(a_ticket(D1, "VLC01", old, reason="cp_fault"))
 
     st = service.state(D1)
-    assert st.phase is Phase.AUTHORISED, "the current service goes on"
+    assert st.phase is DriverPhase.AUTHORISED, "the current service goes on"
     assert st.last_ticket is not None
     assert st.last_ticket.earlier
     assert st.balance_eur == Decimal("149.30")
@@ -397,7 +399,7 @@ async def test_the_ticket_after_a_cp_error_ends_the_service(service, publisher) 
     await service.handle(a_ticket(D1, "ALC01", answer.session_id, reason="cp_fault"))
 
     result = await asyncio.wait_for(serving, 1)
-    assert (result.outcome, result.reason) == (Outcome.TICKET, "cp_fault")
+    assert (result.outcome, result.reason) == (ServiceOutcome.TICKET, "cp_fault")
 
 
 async def test_no_ticket_after_a_cp_error_fails_the_service(service, publisher, clock) -> None:
@@ -412,7 +414,7 @@ async def test_no_ticket_after_a_cp_error_fails_the_service(service, publisher, 
     await clock.advance(1)
 
     result = await asyncio.wait_for(serving, 1)
-    assert result.outcome is Outcome.ERROR
+    assert result.outcome is ServiceOutcome.ERROR
     assert "fault" in result.reason
 
 
@@ -475,7 +477,7 @@ async def test_stop_publishes_charging_stopped_for_the_session(service, publishe
 async def test_stop_with_no_supply_is_refused(service, publisher) -> None:
     refused = await service.stop(D1)
 
-    assert isinstance(refused, Refused)
+    assert isinstance(refused, DriverRefusal)
     assert publisher.of(ChargingStopped) == []
 
 
@@ -484,7 +486,7 @@ async def test_a_second_request_while_busy_is_refused(service, publisher) -> Non
 
     refused = await service.request(D1, "VLC01")
 
-    assert isinstance(refused, Refused)
+    assert isinstance(refused, DriverRefusal)
     assert "ALC01" in refused.reason
     assert len(publisher.of(AuthorizationRequest)) == 1
 
@@ -492,7 +494,7 @@ async def test_a_second_request_while_busy_is_refused(service, publisher) -> Non
 async def test_an_invalid_cp_id_is_refused(service, publisher) -> None:
     refused = await service.request(D1, "no spaces allowed")
 
-    assert isinstance(refused, Refused)
+    assert isinstance(refused, DriverRefusal)
     assert publisher.events == []
 
 
@@ -505,8 +507,8 @@ async def test_one_service_serves_several_drivers(service, publisher) -> None:
 
     await service.handle(an_answer(req2, ok=False, reason="CP busy"))
 
-    assert service.state(D1).phase is Phase.REQUESTED
-    assert service.state(D2).phase is Phase.IDLE
+    assert service.state(D1).phase is DriverPhase.REQUESTED
+    assert service.state(D2).phase is DriverPhase.IDLE
 
 
 # --- services file (mechanic 12) -----------------------------------------------------------
@@ -545,7 +547,11 @@ async def test_next_service_waits_the_pause_after_the_previous_ended(
     await service.handle(an_answer(publisher.last_request(), ok=False))
 
     results: list[ServiceResult] = await asyncio.wait_for(running, 1)
-    assert [r.outcome for r in results] == [Outcome.DENIED, Outcome.NO_ANSWER, Outcome.DENIED]
+    assert [r.outcome for r in results] == [
+        ServiceOutcome.DENIED,
+        ServiceOutcome.NO_ANSWER,
+        ServiceOutcome.DENIED,
+    ]
     assert clock.slept.count(4.0) == 2, "a pause between services, none after the last"
     assert describe(updates[-1]) == "SERVICES DONE driver=D001 n=3"
 
@@ -672,7 +678,7 @@ def test_settings_from_command_line_and_file(tmp_path: Path) -> None:
     services = tmp_path / "s.txt"
     services.write_text("VLC01\n# x\nMAD02\n")
 
-    s = parse_settings(
+    s = parse_args(
         ["kafka.example:9092", "D001", "--cp", "ALC01", "--file", str(services), "--pause", "1"]
     )
 
@@ -687,7 +693,7 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EV_DRIVER_ANSWER_TIMEOUT", "2.5")
     monkeypatch.setenv("EV_DRIVER_NO_MENU", "1")
 
-    s = parse_settings([])
+    s = parse_args([])
 
     assert (s.bootstrap, s.driver_id, s.answer_timeout, s.menu) == ("k:19092", "D003", 2.5, False)
 
@@ -698,7 +704,7 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 )
 def test_bad_settings_exit_with_a_message(argv: list[str], capsys) -> None:
     with pytest.raises(SystemExit) as exc:
-        parse_settings(argv)
+        parse_args(argv)
 
     assert exc.value.code == 2
     assert "EV_Driver: error:" in capsys.readouterr().err
@@ -745,7 +751,7 @@ async def test_a_restarted_driver_takes_up_its_open_supply_and_can_stop_it(
     await settle()
 
     st = service.state(D1)
-    assert (st.phase, st.cp_id, st.session_id) == (Phase.SUPPLYING, "ALC01", sid)
+    assert (st.phase, st.cp_id, st.session_id) == (DriverPhase.SUPPLYING, "ALC01", sid)
     assert st.figures == Figures(Decimal(0), Decimal("2.500"), Decimal("0.88"))
     assert st.balance_eur == Decimal("120.00")
     assert describe(updates[-1]) == (

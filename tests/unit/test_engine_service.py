@@ -8,6 +8,7 @@ import logging
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
@@ -32,14 +33,12 @@ from evcharging.contracts.topics import CP_COMMANDS
 from evcharging.domain.money import cost
 from evcharging.services.engine import (
     MAX_ENERGY_KWH,
-    Accepted,
     EngineConfig,
+    EnginePhase,
     EngineService,
-    Phase,
-    Refused,
-    SupplyRecord,
     energy_after,
 )
+from evcharging.services.ports import Accepted, Delivery, EngineRefusal, SupplyRecord
 from tests.support.fakes import RecordingPublisher
 from tests.support.waiting import eventually
 
@@ -126,9 +125,9 @@ def types(events: Sequence[Event]) -> list[str]:
 
 async def test_engine_starts_waiting_for_its_cp_id_and_healthy() -> None:
     rig = Rig()
-    assert rig.engine.phase() is Phase.WAITING_CP_ID
+    assert rig.engine.phase() is EnginePhase.WAITING_CP_ID
     assert rig.engine.health_check().ok
-    assert isinstance(rig.engine.request_supply("D1"), Refused)
+    assert isinstance(rig.engine.request_supply("D1"), EngineRefusal)
     assert await rig.events() == []
 
 
@@ -136,10 +135,10 @@ async def test_cp_id_is_learnt_once_and_a_different_one_is_refused() -> None:
     rig = Rig()
     assert rig.engine.set_cp_id(CP) == Accepted()
     assert rig.engine.cp_known.is_set()
-    assert rig.engine.phase() is Phase.ACTIVADO
+    assert rig.engine.phase() is EnginePhase.ACTIVADO
     assert rig.engine.set_cp_id(CP) == Accepted()
     refused = rig.engine.set_cp_id("CP02")
-    assert isinstance(refused, Refused)
+    assert isinstance(refused, EngineRefusal)
     assert "CP01" in refused.reason
     assert rig.engine.cp_id == CP
 
@@ -150,9 +149,9 @@ async def test_cp_id_is_learnt_once_and_a_different_one_is_refused() -> None:
 async def test_authorise_plug_tick_unplug_publishes_the_supply_in_order() -> None:
     rig = Rig().ready()
     auth = rig.authorise()
-    assert rig.engine.phase() is Phase.AUTHORISED
+    assert rig.engine.phase() is EnginePhase.AUTHORISED
     assert rig.engine.plug() == Accepted()
-    assert rig.engine.phase() is Phase.SUMINISTRANDO
+    assert rig.engine.phase() is EnginePhase.SUMINISTRANDO
     for _ in range(3):
         rig.clock.advance(1.0)
         rig.engine.tick()
@@ -169,7 +168,7 @@ async def test_authorise_plug_tick_unplug_publishes_the_supply_in_order() -> Non
     assert isinstance(ended, SupplyEnded)
     assert ended.reason == "unplugged"
     assert ended.energy_kwh == Decimal("1.100")
-    assert rig.engine.phase() is Phase.ACTIVADO
+    assert rig.engine.phase() is EnginePhase.ACTIVADO
     assert all(e.source == "EV_CP_E/CP01" for e in events)
 
 
@@ -183,7 +182,7 @@ def test_energy_is_kw_times_elapsed_times_speedup_to_the_watt_hour() -> None:
 async def test_auto_plug_starts_the_supply_as_soon_as_central_authorises() -> None:
     rig = Rig(auto_plug=True).ready()
     rig.authorise()
-    assert rig.engine.phase() is Phase.SUMINISTRANDO
+    assert rig.engine.phase() is EnginePhase.SUMINISTRANDO
     assert types(await rig.events()) == ["SUPPLY_STARTED"]
 
 
@@ -195,7 +194,7 @@ async def test_supply_seconds_unplugs_on_its_own() -> None:
         rig.engine.tick()
     ended = [e for e in await rig.events() if isinstance(e, SupplyEnded)]
     assert [e.reason for e in ended] == ["unplugged"]
-    assert rig.engine.phase() is Phase.ACTIVADO
+    assert rig.engine.phase() is EnginePhase.ACTIVADO
 
 
 async def test_energy_ceiling_ends_the_supply_instead_of_breaking_the_contract() -> None:
@@ -209,10 +208,10 @@ async def test_energy_ceiling_ends_the_supply_instead_of_breaking_the_contract()
 
 async def test_plug_and_unplug_without_a_session_are_refused() -> None:
     rig = Rig().ready()
-    assert isinstance(rig.engine.plug(), Refused)
-    assert isinstance(rig.engine.unplug(), Refused)
+    assert isinstance(rig.engine.plug(), EngineRefusal)
+    assert isinstance(rig.engine.unplug(), EngineRefusal)
     rig.authorise()
-    assert isinstance(rig.engine.unplug(), Refused)  # nothing plugged in yet
+    assert isinstance(rig.engine.unplug(), EngineRefusal)  # nothing plugged in yet
     assert await rig.events() == []
 
 
@@ -229,14 +228,14 @@ async def test_stop_supply_for_the_running_session_ends_it_with_the_commands_rea
     )
     ended = [e for e in await rig.events() if isinstance(e, SupplyEnded)]
     assert [(e.reason, e.energy_kwh) for e in ended] == [("stopped_by_driver", Decimal("0.733"))]
-    assert rig.engine.phase() is Phase.ACTIVADO
+    assert rig.engine.phase() is EnginePhase.ACTIVADO
 
 
 async def test_stop_supply_for_another_session_is_ignored() -> None:
     rig = Rig(auto_plug=True).ready()
     rig.authorise()
     rig.engine.on_stop_supply(StopSupply(cp_id=CP, session_id=uuid4(), reason="stopped_by_driver"))
-    assert rig.engine.phase() is Phase.SUMINISTRANDO
+    assert rig.engine.phase() is EnginePhase.SUMINISTRANDO
     assert types(await rig.events()) == ["SUPPLY_STARTED"]
 
 
@@ -248,7 +247,7 @@ async def test_stop_supply_before_plug_in_releases_the_authorisation() -> None:
     )
     ended = [e for e in await rig.events() if isinstance(e, SupplyEnded)]
     assert [(e.reason, e.energy_kwh) for e in ended] == [("stopped_by_driver", Decimal(0))]
-    assert rig.engine.phase() is Phase.ACTIVADO
+    assert rig.engine.phase() is EnginePhase.ACTIVADO
 
 
 async def test_cp_stop_ends_the_supply_and_parks_the_cp_until_resume() -> None:
@@ -256,12 +255,12 @@ async def test_cp_stop_ends_the_supply_and_parks_the_cp_until_resume() -> None:
     rig.authorise()
     rig.clock.advance(1)
     rig.engine.on_cp_stop(CpStop(cp_id=CP))
-    assert rig.engine.phase() is Phase.PARADO
+    assert rig.engine.phase() is EnginePhase.PARADO
     assert "Out of Order" in rig.engine.status_line()
     rig.authorise()  # ignored while Parado
-    assert rig.engine.phase() is Phase.PARADO
+    assert rig.engine.phase() is EnginePhase.PARADO
     rig.engine.on_cp_resume(CpResume(cp_id=CP))
-    assert rig.engine.phase() is Phase.ACTIVADO
+    assert rig.engine.phase() is EnginePhase.ACTIVADO
     ended = [e for e in await rig.events() if isinstance(e, SupplyEnded)]
     assert [e.reason for e in ended] == ["stopped_by_central"]
 
@@ -287,7 +286,7 @@ async def test_redelivered_commands_change_nothing() -> None:
     stop = StopSupply(cp_id=CP, session_id=auth.session_id, reason="stopped_by_central")
     rig.engine.on_stop_supply(stop)
     assert types(await rig.events()) == ["SUPPLY_STARTED", "SUPPLY_ENDED"]
-    assert rig.engine.phase() is Phase.ACTIVADO
+    assert rig.engine.phase() is EnginePhase.ACTIVADO
 
 
 async def test_commands_for_another_cp_are_ignored() -> None:
@@ -296,7 +295,7 @@ async def test_commands_for_another_cp_are_ignored() -> None:
     rig.engine.on_supply_authorised(
         SupplyAuthorised(cp_id="CP99", session_id=uuid4(), driver_id="D1", price_eur_per_kwh=PRICE)
     )
-    assert rig.engine.phase() is Phase.ACTIVADO
+    assert rig.engine.phase() is EnginePhase.ACTIVADO
 
 
 # --- KO ---------------------------------------------------------------------------------------
@@ -312,14 +311,14 @@ async def test_ko_ends_a_running_supply_at_once_and_recover_brings_health_back()
     health = rig.engine.health_check()
     assert not health.ok
     assert health.ko_reason == "KO key pressed"
-    assert rig.engine.phase() is Phase.KO
+    assert rig.engine.phase() is EnginePhase.KO
     ended = [e for e in await rig.events() if isinstance(e, SupplyEnded)]
     assert [(e.reason, e.energy_kwh) for e in ended] == [("cp_fault", Decimal("0.367"))]
     rig.authorise()  # ignored while KO
-    assert rig.engine.phase() is Phase.KO
+    assert rig.engine.phase() is EnginePhase.KO
     rig.engine.recover()
     assert rig.engine.health_check().ok
-    assert rig.engine.phase() is Phase.ACTIVADO
+    assert rig.engine.phase() is EnginePhase.ACTIVADO
 
 
 async def test_ko_releases_an_authorisation_waiting_for_the_plug() -> None:
@@ -334,7 +333,7 @@ async def test_ko_before_the_cp_id_is_known_is_reported_to_the_monitor() -> None
     rig = Rig()
     rig.engine.report_ko()
     assert not rig.engine.health_check().ok
-    assert rig.engine.phase() is Phase.KO
+    assert rig.engine.phase() is EnginePhase.KO
 
 
 # --- manual request from the CP menu --------------------------------------------------------
@@ -421,7 +420,7 @@ async def test_manual_request_is_refused_when_it_cannot_be_served(
     if situation == "busy":
         rig.authorise()
     outcome = engine.request_supply("D7")
-    assert isinstance(outcome, Refused)
+    assert isinstance(outcome, EngineRefusal)
     assert reason in outcome.reason
     assert not [e for e in await rig.events() if isinstance(e, AuthorizationRequest)]
 
@@ -429,7 +428,7 @@ async def test_manual_request_is_refused_when_it_cannot_be_served(
 async def test_manual_request_with_an_invalid_driver_id_is_refused() -> None:
     rig = Rig().ready()
     outcome = rig.engine.request_supply("bad id#1")
-    assert outcome == Refused("invalid driver id")
+    assert outcome == EngineRefusal("invalid driver id")
 
 
 def test_monitor_link_is_alive_for_the_timeout_after_a_health_check() -> None:
@@ -499,7 +498,7 @@ async def test_a_supply_left_over_by_a_crash_is_reported_once_with_its_energy() 
     rig.engine.set_cp_id(CP)  # the Monitor says it again after a reconnect
     rig.engine.on_supply_authorised(an_authorisation(session=UUID(leftover.session_id)))
     assert len(await rig.events()) == 1
-    assert rig.engine.phase() is Phase.ACTIVADO
+    assert rig.engine.phase() is EnginePhase.ACTIVADO
 
 
 async def test_an_ended_but_undelivered_supply_keeps_its_own_reason() -> None:
@@ -520,9 +519,9 @@ class BlockedPublisher(FakePublisher):
         super().__init__()
         self.open = asyncio.Event()
 
-    async def publish(self, event: Event) -> None:
+    async def publish(self, event: Event, **kwargs: Any) -> Delivery:
         await self.open.wait()
-        await super().publish(event)
+        return await super().publish(event, **kwargs)
 
 
 async def test_transitions_never_wait_for_kafka_and_events_keep_their_order() -> None:
@@ -598,7 +597,7 @@ def test_every_session_ends_at_most_once_and_readings_never_go_back(actions: lis
         assert energies == sorted(energies)
     open_sessions = [s for s, h in by_session.items() if types(h)[-1] != "SUPPLY_ENDED"]
     assert len(open_sessions) <= 1
-    if rig.engine.phase() in (Phase.KO, Phase.PARADO, Phase.ACTIVADO):
+    if rig.engine.phase() in (EnginePhase.KO, EnginePhase.PARADO, EnginePhase.ACTIVADO):
         assert not open_sessions
 
 
@@ -617,7 +616,7 @@ async def test_menu_keys_drive_the_engine(caplog: pytest.LogCaptureFixture) -> N
     menu = EngineMenu(rig.engine)
     rig.authorise()
     menu.handle("p\n")
-    assert rig.engine.phase() is Phase.SUMINISTRANDO
+    assert rig.engine.phase() is EnginePhase.SUMINISTRANDO
     menu.handle("u")
     menu.handle("k broken fan")
     assert rig.engine.health_check().ko_reason == "broken fan"

@@ -19,7 +19,8 @@ from uuid import UUID
 
 from evcharging.contracts.end_reasons import SupplyEndReason
 from evcharging.domain.money import kwh
-from evcharging.services.engine import MAX_ENERGY_KWH, SupplyRecord
+from evcharging.services.engine import MAX_ENERGY_KWH
+from evcharging.services.ports import SupplyRecord
 
 log = logging.getLogger(__name__)
 

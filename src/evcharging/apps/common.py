@@ -1,4 +1,4 @@
-"""What every program's main shares: the one command-line rule, logging, running.
+"""What every program's main shares: the one command-line rule, logging, stdin, running.
 
 The command-line rule (`Parser`): every option and positional may instead come from its `EV_*`
 variable; a value from either place goes through the same value type below; a bad value or a
@@ -14,18 +14,17 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, NoReturn
 
-from pydantic import TypeAdapter, ValidationError
-
 from evcharging.adapters.kafka.watch import quiet_client_logs
 from evcharging.adapters.listening import CannotListen
-from evcharging.contracts.events import Id
+from evcharging.contracts.fields import ID_RULE, is_valid_id
 from evcharging.contracts.topics import NAMESPACE_RULE
 
 log = logging.getLogger(__name__)
@@ -165,15 +164,11 @@ def bootstrap(value: str) -> str:
     return ",".join(servers)
 
 
-_ID = TypeAdapter(Id)
-
-
 def ident(value: str) -> str:
     """A CP or driver id, by the contracts' rule (so a bad id fails here, not in an event)."""
-    try:
-        return str(_ID.validate_python(value))
-    except ValidationError:
-        raise ValueError("not an id (1-64 of A-Z a-z 0-9 _ . : -)") from None
+    if not is_valid_id(value):
+        raise ValueError(f"not an id ({ID_RULE})")
+    return value
 
 
 def one_of(*choices: str) -> ValueType:
@@ -382,6 +377,30 @@ def setup_logging(component: str, level: str = "INFO") -> None:
     if chosen != "DEBUG":  # a broker outage is said once by the program's KafkaWatch
         quiet_client_logs()
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+
+
+async def stdin_lines() -> AsyncIterator[str]:
+    """Lines of stdin for a program's menu, without blocking the loop: a daemon thread reads, so
+    exit never waits on it; the iteration ends with stdin (a closed pipe, Ctrl+D)."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def post(item: str | None) -> bool:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+        except RuntimeError:  # the loop closed first: the program is exiting
+            return False
+        return True
+
+    def reader() -> None:
+        while line := sys.stdin.readline():
+            if not post(line):
+                return
+        post(None)
+
+    threading.Thread(target=reader, name="stdin-menu", daemon=True).start()
+    while (line := await queue.get()) is not None:
+        yield line
 
 
 def run(main: Coroutine[Any, Any, int | None]) -> int:

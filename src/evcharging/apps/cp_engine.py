@@ -12,10 +12,7 @@ Monitor has told the Engine its CP id (SET_CP).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
@@ -43,6 +40,7 @@ from evcharging.apps.common import (
     positive_seconds,
     run,
     setup_logging,
+    stdin_lines,
 )
 from evcharging.contracts.events import (
     CpResume,
@@ -153,25 +151,6 @@ class EngineMenu:
         async for line in lines:
             self.handle(line)
         log.info("stdin closed: menu disabled, the Engine keeps running")
-
-
-async def stdin_lines() -> AsyncIterator[str]:
-    """Lines of stdin without blocking the loop: a daemon thread reads, so exit never waits."""
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[str | None] = asyncio.Queue()
-
-    def post(item: str | None) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop closed first: we are exiting anyway
-            loop.call_soon_threadsafe(queue.put_nowait, item)
-
-    def reader() -> None:
-        for line in sys.stdin:
-            post(line)
-        post(None)
-
-    threading.Thread(target=reader, name="stdin-menu", daemon=True).start()
-    while (line := await queue.get()) is not None:
-        yield line
 
 
 class EngineApp:

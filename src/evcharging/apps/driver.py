@@ -6,8 +6,9 @@ change the service reports becomes one log line carrying the markers operators a
 `l`, `q`, `h`) works from a terminal or a pipe; end of input only disables the menu.
 
 With `--web-port` the same process also serves the driver dashboard (FastAPI + uvicorn in the same
-loop, `adapters/web/driver_web.py`); a page may follow any driver id, and the first time an id is
-followed its own Kafka reader starts (keyed reads of central-events, group `driver-<id>`).
+loop, `adapters/web/driver_web.py` and the modules beside it); a page may follow any driver id,
+and the first time an id is followed its own Kafka reader starts (keyed reads of central-events,
+group `driver-<id>`).
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,17 +36,18 @@ from evcharging.apps.common import (
     run,
     seconds,
     setup_logging,
+    stdin_lines,
 )
 from evcharging.contracts.events import CpStatus
 from evcharging.contracts.topics import CENTRAL_EVENTS, CP_STATUS, set_namespace
 from evcharging.services.driver import (
     DriverService,
     Kind,
-    Refused,
     Update,
     describe,
     parse_services,
 )
+from evcharging.services.ports import DriverRefusal
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ def build_parser() -> Parser:
     return parser
 
 
-def parse_settings(argv: Sequence[str] | None = None) -> DriverSettings:
+def parse_args(argv: Sequence[str] | None = None) -> DriverSettings:
     """Command line > environment > defaults; bad input exits with a message naming it."""
     args = build_parser().parse_args(argv)
     services = ([] if args.cp is None else [args.cp]) + (args.file or [])
@@ -215,7 +216,7 @@ def driver_consumers(
     )
 
 
-class DriverFeeds:
+class KafkaDriverFeeds:
     """The Kafka readers of one process: the board, and one reader per driver id it serves.
 
     A driver id's reader (group `driver-<id>`) starts the first time the id is followed (the
@@ -235,12 +236,12 @@ class DriverFeeds:
     def start(self) -> None:
         self._run(board_consumer(self.bootstrap, self.service), "kafka-board")
 
-    def follow(self, driver_id: str) -> Refused | None:
+    def follow(self, driver_id: str) -> DriverRefusal | None:
         if driver_id in self._own:
             return None
         if len(self._own) >= self.max_drivers:
             reason = f"this Driver process serves at most {self.max_drivers} driver ids"
-            return Refused(reason)
+            return DriverRefusal(reason)
         self.service.add_driver(driver_id)
         self._own[driver_id] = own_consumer(self.bootstrap, self.service, [driver_id])
         self._run(self._own[driver_id], f"kafka-driver-{driver_id}")
@@ -297,27 +298,6 @@ def list_available(service: DriverService) -> None:
         log.info("  %s %s €/kWh %s", cp.cp_id, cp.price_eur_per_kwh, cp.location)
 
 
-def _stdin_lines(loop: asyncio.AbstractEventLoop) -> asyncio.Queue[str | None]:
-    """Lines of stdin (None at its end), read by a daemon thread so that exit never waits on it."""
-    queue: asyncio.Queue[str | None] = asyncio.Queue()
-
-    def put(item: str | None) -> bool:
-        try:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
-        except RuntimeError:  # the loop is closed: the program is exiting
-            return False
-        return True
-
-    def pump() -> None:
-        while line := sys.stdin.readline():
-            if not put(line):
-                return
-        put(None)
-
-    threading.Thread(target=pump, name=f"{PROGRAM}-stdin", daemon=True).start()
-    return queue
-
-
 class Menu:
     """The stdin commands of one driver."""
 
@@ -330,11 +310,10 @@ class Menu:
         self.quit = quit_
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def run(self) -> None:
-        lines = _stdin_lines(asyncio.get_running_loop())
+    async def run(self, lines: AsyncIterator[str]) -> None:
         log.info("%s", HELP)
         try:
-            while (line := await lines.get()) is not None:
+            async for line in lines:
                 self.command(line.split())
             log.info("stdin closed: menu off; notifications go on (Ctrl+C to quit)")
         finally:
@@ -390,17 +369,19 @@ async def _announce_ready(ready: asyncio.Event, s: DriverSettings) -> None:
     log.info("driver=%s: listening to its messages on %s", s.driver_id, CENTRAL_EVENTS.name)
 
 
-class _Web:
+class DriverWeb:
     """The dashboard of a process started with --web-port: its hub and its HTTP server."""
 
-    def __init__(self, service: DriverService, feeds: DriverFeeds, s: DriverSettings) -> None:
-        from evcharging.adapters.web import driver_web as web
+    def __init__(self, service: DriverService, feeds: KafkaDriverFeeds, s: DriverSettings) -> None:
+        from evcharging.adapters.web.driver_hub import DriverHub
+        from evcharging.adapters.web.driver_runs import ServiceRuns
+        from evcharging.adapters.web.driver_web import web_server
 
         assert s.web_port is not None
         self.socket = bind("the dashboard", s.web_host, s.web_port)
-        runs = web.ServiceRuns(service, s.pause, feeds.ready)
-        self.hub = web.DriverHub(service, feeds, runs, default_driver_id=s.driver_id)
-        self.server = web.web_server(self.hub)
+        runs = ServiceRuns(service, s.pause, feeds.ready)
+        self.hub = DriverHub(service, feeds, runs, default_driver_id=s.driver_id)
+        self.server = web_server(self.hub)
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> asyncio.Task[None]:
@@ -425,61 +406,84 @@ class _Web:
         self.socket.close()
 
 
-async def drive(s: DriverSettings) -> int:
-    publisher = EventPublisher(s.bootstrap, source=f"{PROGRAM}:{s.driver_id}")
-    service = DriverService(publisher, answer_timeout=s.answer_timeout)
-    service.observe(show)
-    feeds = DriverFeeds(s.bootstrap, service, max(s.web_max_drivers, 1))
-    web = _Web(service, feeds, s) if s.web_port is not None else None  # CannotListen: exit 2
-    publisher.start_in_background()
-    watch = KafkaWatch(s.bootstrap)
-    if web is not None:
-        watch.subscribe(web.hub.set_kafka)
-    log.info("driver=%s starting, Kafka at %s", s.driver_id, s.bootstrap)
-    feeds.start()
-    feeds.follow(s.driver_id)
-    ready = feeds.ready_event(s.driver_id)
-    quit_ = asyncio.Event()
-    helpers = [asyncio.create_task(_announce_ready(ready, s))]
-    if s.services and web is not None:
-        web.run_file(s)
-    elif s.services:
-        helpers.append(asyncio.create_task(_run_file(service, s, ready)))
-    if s.menu:
-        helpers.append(asyncio.create_task(Menu(service, s.driver_id, ready, quit_).run()))
-    watched: list[asyncio.Task[Any]] = [
-        asyncio.create_task(quit_.wait()),
-        asyncio.create_task(feeds.broken.wait()),
-    ]
-    helpers.append(asyncio.create_task(watch.run(), name="kafka-watch"))
-    if web is not None:
-        watched.append(web.start())
-    try:
-        await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-        for failure in feeds.failures:
-            log.error("Kafka reader stopped: %s", failure)
-        if web is not None and web.task is not None and web.task.done():
-            log.error("the dashboard's web server stopped")
-            return 1
-        return 1 if feeds.failures else 0
-    finally:
-        everything: list[asyncio.Future[Any]] = [*watched[:2], *helpers]
+class DriverApp:
+    """Everything EV_Driver runs, startable and stoppable in-process, like Monitor and Engine.
+
+    It runs until `q` on the menu, a Kafka reader that stops by itself, or (with --web-port) the
+    dashboard's server stopping; a signal cancels it (see `common.run`)."""
+
+    def __init__(self, settings: DriverSettings) -> None:
+        s = self.settings = settings
+        self.publisher = EventPublisher(s.bootstrap, source=f"{PROGRAM}:{s.driver_id}")
+        self.service = DriverService(self.publisher, answer_timeout=s.answer_timeout)
+        self.service.observe(show)
+        self.feeds = KafkaDriverFeeds(s.bootstrap, self.service, max(s.web_max_drivers, 1))
+        self.web: DriverWeb | None = None
+        self.quit = asyncio.Event()
+        self._watched: list[asyncio.Task[Any]] = []  # the first of these to end stops the app
+        self._helpers: list[asyncio.Task[Any]] = []
+
+    def start(self, lines: AsyncIterator[str] | None = None) -> None:
+        s = self.settings
+        if s.web_port is not None:
+            self.web = DriverWeb(self.service, self.feeds, s)  # CannotListen: exit 2
+        self.publisher.start_in_background()
+        watch = KafkaWatch(s.bootstrap)
+        if self.web is not None:
+            watch.subscribe(self.web.hub.set_kafka)
+        log.info("driver=%s starting, Kafka at %s", s.driver_id, s.bootstrap)
+        self.feeds.start()
+        self.feeds.follow(s.driver_id)
+        ready = self.feeds.ready_event(s.driver_id)
+        self._helpers = [asyncio.create_task(_announce_ready(ready, s))]
+        if s.services and self.web is not None:
+            self.web.run_file(s)
+        elif s.services:
+            self._helpers.append(asyncio.create_task(_run_file(self.service, s, ready)))
+        if lines is not None:
+            menu = Menu(self.service, s.driver_id, ready, self.quit)
+            self._helpers.append(asyncio.create_task(menu.run(lines)))
+        self._helpers.append(asyncio.create_task(watch.run(), name="kafka-watch"))
+        self._watched = [
+            asyncio.create_task(self.quit.wait()),
+            asyncio.create_task(self.feeds.broken.wait()),
+        ]
+        if self.web is not None:
+            self._watched.append(self.web.start())
+
+    async def run(self, lines: AsyncIterator[str] | None = None) -> int:
+        """0 after `q`; 1 when a Kafka reader or the dashboard stopped by itself."""
+        self.start(lines)  # a dashboard port that cannot be bound stops it here, nothing started
+        try:
+            await asyncio.wait(self._watched, return_when=asyncio.FIRST_COMPLETED)
+            for failure in self.feeds.failures:
+                log.error("Kafka reader stopped: %s", failure)
+            if self.web is not None and self.web.task is not None and self.web.task.done():
+                log.error("the dashboard's web server stopped")
+                return 1
+            return 1 if self.feeds.failures else 0
+        finally:
+            await self.stop()
+
+    async def stop(self) -> None:
+        web_task = self.web.task if self.web is not None else None
+        everything = [t for t in (*self._watched, *self._helpers) if t is not web_task]
         for task in everything:
             task.cancel()
         await asyncio.gather(*everything, return_exceptions=True)
-        if web is not None:
-            await web.close()
-        await feeds.close()
-        await service.close()
-        await publisher.stop()
-        log.info("driver=%s stopped", s.driver_id)
+        if self.web is not None:
+            await self.web.close()
+        await self.feeds.close()
+        await self.service.close()
+        await self.publisher.stop()
+        log.info("driver=%s stopped", self.settings.driver_id)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    settings = parse_settings(argv)
+    settings = parse_args(argv)
     setup_logging(PROGRAM, settings.log_level)
     set_namespace(settings.kafka_namespace)
-    return run(drive(settings))
+    return run(DriverApp(settings).run(stdin_lines() if settings.menu else None))
 
 
 if __name__ == "__main__":

@@ -26,8 +26,6 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 from uuid import UUID
 
-from pydantic import TypeAdapter, ValidationError
-
 from evcharging.contracts.events import (
     AuthorizationRequest,
     AuthorizationResponse,
@@ -42,11 +40,11 @@ from evcharging.contracts.events import (
     DriverStatus,
     DriverStatusRequest,
     Event,
-    Id,
 )
+from evcharging.contracts.fields import is_valid_id
 from evcharging.domain.money import euros, kwh
 from evcharging.domain.session import EndReason
-from evcharging.services.ports import Publisher
+from evcharging.services.ports import DriverRefusal, Publisher
 
 log = logging.getLogger(__name__)
 
@@ -55,17 +53,6 @@ NO_NEWS_TEXT = "No news from CENTRAL"
 
 Sleep = Callable[[float], Coroutine[Any, Any, None]]
 Observer = Callable[["Update"], None]
-
-_ID = TypeAdapter(Id)
-
-
-def is_valid_id(value: str) -> bool:
-    """The contracts' id rule, so a bad CP id is refused here instead of failing in pydantic."""
-    try:
-        _ID.validate_python(value)
-    except ValidationError:
-        return False
-    return True
 
 
 def parse_services(text: str) -> list[str]:
@@ -81,7 +68,7 @@ def parse_services(text: str) -> list[str]:
     return cp_ids
 
 
-class Phase(StrEnum):
+class DriverPhase(StrEnum):
     IDLE = "idle"
     REQUESTED = "requested"  # request sent, waiting for Central's answer
     AUTHORISED = "authorised"  # may plug in at the CP
@@ -114,7 +101,7 @@ class Kind(StrEnum):
     CENTRAL_BACK = "central_back"
 
 
-class Outcome(StrEnum):
+class ServiceOutcome(StrEnum):
     """How a service ended."""
 
     TICKET = "ticket"
@@ -191,16 +178,9 @@ class Update:
 class ServiceResult:
     driver_id: str
     cp_id: str
-    outcome: Outcome
+    outcome: ServiceOutcome
     reason: str = ""
     ticket: Ticket | None = None
-
-
-@dataclass(frozen=True)
-class Refused:
-    """An expected refusal of a command (busy, nothing to stop, bad id), with its reason."""
-
-    reason: str
 
 
 @dataclass
@@ -208,7 +188,7 @@ class DriverState:
     """What one driver sees.  Read it, do not change it: only the service does."""
 
     driver_id: str
-    phase: Phase = Phase.IDLE
+    phase: DriverPhase = DriverPhase.IDLE
     cp_id: str | None = None  # the CP of the current service, or of the last one when idle
     request_id: UUID | None = None
     session_id: UUID | None = None
@@ -223,7 +203,7 @@ class DriverState:
 
     @property
     def busy(self) -> bool:
-        return self.phase is not Phase.IDLE
+        return self.phase is not DriverPhase.IDLE
 
 
 @dataclass
@@ -345,11 +325,11 @@ class DriverService:
 
     # --- commands ------------------------------------------------------------------------
 
-    async def request(self, driver_id: str, cp_id: str) -> UUID | Refused:
+    async def request(self, driver_id: str, cp_id: str) -> UUID | DriverRefusal:
         """Ask Central for a supply; returns once sent (or failed), the answer comes as events."""
         await self._synced(driver_id)
         started = self._begin(driver_id, cp_id)
-        if isinstance(started, Refused):
+        if isinstance(started, DriverRefusal):
             return started
         either: list[asyncio.Future[Any]] = [started.sending, started.done]
         await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
@@ -360,8 +340,8 @@ class DriverService:
         await self._synced(driver_id)
         await self._idle(driver_id)
         started = self._begin(driver_id, cp_id)
-        if isinstance(started, Refused):
-            return ServiceResult(driver_id, cp_id, Outcome.REFUSED, started.reason)
+        if isinstance(started, DriverRefusal):
+            return ServiceResult(driver_id, cp_id, ServiceOutcome.REFUSED, started.reason)
         return await asyncio.shield(started.done)
 
     async def run_services(
@@ -385,10 +365,10 @@ class DriverService:
         self._emit(Update(Kind.SERVICES_DONE, driver_id, count=len(results)))
         return results
 
-    async def stop(self, driver_id: str) -> Refused | None:
+    async def stop(self, driver_id: str) -> DriverRefusal | None:
         """Seed flow 1: the driver stops its own supply; Central answers with the ticket."""
         st = self.add_driver(driver_id)
-        if st.phase not in (Phase.AUTHORISED, Phase.SUPPLYING) or st.cp_id is None:
+        if st.phase not in (DriverPhase.AUTHORISED, DriverPhase.SUPPLYING) or st.cp_id is None:
             return self._refuse(st, None, "no supply in progress to stop")
         event = ChargingStopped(driver_id=driver_id, cp_id=st.cp_id, session_id=st.session_id)
         await self._publisher.publish(event)
@@ -444,23 +424,23 @@ class DriverService:
             if track.done is not None and not track.done.done():
                 track.done.cancel()
 
-    def _refuse(self, st: DriverState, cp_id: str | None, reason: str) -> Refused:
+    def _refuse(self, st: DriverState, cp_id: str | None, reason: str) -> DriverRefusal:
         self._emit(Update(Kind.REFUSED, st.driver_id, cp_id, message=reason, level="warning"))
-        return Refused(reason)
+        return DriverRefusal(reason)
 
     async def _idle(self, driver_id: str) -> None:
         track = self._tracks.get(driver_id)
         while track is not None and track.done is not None and not track.done.done():
             await asyncio.shield(track.done)
 
-    def _begin(self, driver_id: str, cp_id: str) -> _Started | Refused:
+    def _begin(self, driver_id: str, cp_id: str) -> _Started | DriverRefusal:
         st = self.add_driver(driver_id)
         if not is_valid_id(cp_id):
             return self._refuse(st, None, f"{cp_id!r} is not a valid CP id")
         if st.busy:
             return self._refuse(st, cp_id, f"a service is already in progress at {st.cp_id}")
         event = AuthorizationRequest(driver_id=driver_id, cp_id=cp_id)
-        st.phase, st.cp_id, st.request_id = Phase.REQUESTED, cp_id, event.request_id
+        st.phase, st.cp_id, st.request_id = DriverPhase.REQUESTED, cp_id, event.request_id
         st.session_id = st.price_eur_per_kwh = st.figures = st.cp_error = None
         track = self._tracks[driver_id]
         track.done = asyncio.get_running_loop().create_future()
@@ -482,10 +462,10 @@ class DriverService:
 
     async def _answer_deadline(self, st: DriverState, request_id: UUID) -> None:
         await self._sleep(self.answer_timeout)
-        if st.phase is Phase.REQUESTED and st.request_id == request_id:
+        if st.phase is DriverPhase.REQUESTED and st.request_id == request_id:
             self._tracks[st.driver_id].abandoned.append(request_id)
             update = Update(Kind.NO_ANSWER, st.driver_id, st.cp_id, message=NO_ANSWER_TEXT)
-            self._finish(st, Outcome.NO_ANSWER, NO_ANSWER_TEXT)
+            self._finish(st, ServiceOutcome.NO_ANSWER, NO_ANSWER_TEXT)
             self._emit(update)
 
     async def _error_deadline(self, st: DriverState, session_id: UUID | None) -> None:
@@ -493,15 +473,15 @@ class DriverService:
         if st.busy and st.session_id == session_id:
             reason = f"CP error ({st.cp_error}) and no ticket within {self.answer_timeout:g}s"
             update = Update(Kind.SERVICE_FAILED, st.driver_id, st.cp_id, session_id, reason)
-            self._finish(st, Outcome.ERROR, reason)
+            self._finish(st, ServiceOutcome.ERROR, reason)
             self._emit(update)
 
     def _finish(
-        self, st: DriverState, outcome: Outcome, reason: str, ticket: Ticket | None = None
+        self, st: DriverState, outcome: ServiceOutcome, reason: str, ticket: Ticket | None = None
     ) -> None:
         """End the current service: back to idle, its waiters get the result."""
         result = ServiceResult(st.driver_id, st.cp_id or "", outcome, reason, ticket)
-        st.phase, st.request_id, st.session_id = Phase.IDLE, None, None
+        st.phase, st.request_id, st.session_id = DriverPhase.IDLE, None, None
         st.central_silent = False
         track = self._tracks[st.driver_id]
         for task in (track.timer, track.sending, track.silence):
@@ -556,12 +536,16 @@ class DriverService:
 
     def _watch_silence(self, st: DriverState) -> None:
         track = self._tracks[st.driver_id]
-        if st.phase is Phase.SUPPLYING and track.silence is None:
+        if st.phase is DriverPhase.SUPPLYING and track.silence is None:
             track.silence = self._spawn(self._silence_deadline(st, st.session_id), "silence")
 
     async def _silence_deadline(self, st: DriverState, session_id: UUID | None) -> None:
         await self._sleep(self.silence_timeout)
-        if st.phase is Phase.SUPPLYING and st.session_id == session_id and not st.central_silent:
+        if (
+            st.phase is DriverPhase.SUPPLYING
+            and st.session_id == session_id
+            and not st.central_silent
+        ):
             st.central_silent = True
             message = f"for {self.silence_timeout:g} s; the supply goes on at the CP"
             self._emit(
@@ -570,7 +554,7 @@ class DriverService:
 
     def _current(self, st: DriverState, session_id: UUID, cp_id: str) -> bool:
         """Is this session the driver's current one? (adopts it if Central gave no session id)"""
-        if st.phase not in (Phase.AUTHORISED, Phase.SUPPLYING):
+        if st.phase not in (DriverPhase.AUTHORISED, DriverPhase.SUPPLYING):
             return False
         if st.session_id is None and st.cp_id == cp_id:
             st.session_id = session_id
@@ -588,7 +572,7 @@ class DriverService:
         st = self._mine(ev, ev.driver_id)
         if st is None:
             return
-        if st.phase is not Phase.REQUESTED or st.request_id != ev.request_id:
+        if st.phase is not DriverPhase.REQUESTED or st.request_id != ev.request_id:
             await self._late_answer(st, ev)
             return
         self._show_sent(st, ev.request_id, ev.cp_id)  # an answer proves the request got through
@@ -598,11 +582,11 @@ class DriverService:
             track.timer = None
         if not ev.authorised:
             reason = ev.reason or "denied by CENTRAL"
-            self._finish(st, Outcome.DENIED, reason)
+            self._finish(st, ServiceOutcome.DENIED, reason)
             self._emit(Update(Kind.DENIED, st.driver_id, ev.cp_id, message=reason, level="warning"))
             return
         st.phase, st.session_id, st.price_eur_per_kwh = (
-            Phase.AUTHORISED,
+            DriverPhase.AUTHORISED,
             ev.session_id,
             ev.price_eur_per_kwh,
         )
@@ -636,8 +620,8 @@ class DriverService:
         self._supplying(st)
 
     def _supplying(self, st: DriverState) -> None:
-        if st.phase is Phase.AUTHORISED:
-            st.phase = Phase.SUPPLYING
+        if st.phase is DriverPhase.AUTHORISED:
+            st.phase = DriverPhase.SUPPLYING
             self._emit(Update(Kind.SUPPLYING, st.driver_id, st.cp_id, st.session_id))
         self._watch_silence(st)
 
@@ -665,7 +649,7 @@ class DriverService:
         ticket = Ticket.of(ev, earlier=not current)
         st.last_ticket, st.balance_eur = ticket, ev.balance_eur
         if current:
-            self._finish(st, Outcome.TICKET, ev.end_reason, ticket)
+            self._finish(st, ServiceOutcome.TICKET, ev.end_reason, ticket)
         level = "warning" if ticket.interrupted else "info"
         self._emit(
             Update(Kind.TICKET, st.driver_id, ev.cp_id, ev.session_id, ticket=ticket, level=level)
@@ -683,7 +667,7 @@ class DriverService:
             self._emit(
                 Update(Kind.CP_ERROR, st.driver_id, ev.cp_id, st.session_id, ev.message, "warning")
             )
-            if st.phase is not Phase.REQUESTED:
+            if st.phase is not DriverPhase.REQUESTED:
                 track = self._tracks[st.driver_id]
                 track.timer = track.timer or self._spawn(
                     self._error_deadline(st, st.session_id), "error-grace"
@@ -721,7 +705,7 @@ class DriverService:
         if not ev.known:
             message = "not registered at CENTRAL: requests will be denied"
             self._emit(Update(Kind.UNKNOWN_DRIVER, st.driver_id, message=message, level="warning"))
-        elif ev.session_id is not None and ev.cp_id is not None and st.phase is Phase.IDLE:
+        elif ev.session_id is not None and ev.cp_id is not None and st.phase is DriverPhase.IDLE:
             self._take_up(st, ev)
         if track.syncing is not None and not track.syncing.done():
             track.syncing.set_result(True)
@@ -732,7 +716,7 @@ class DriverService:
         if any(session == ev.session_id for session, _ in track.ticketed):
             return  # its ticket is already here: it has ended
         supplying = ev.session_status == "supplying"
-        st.phase = Phase.SUPPLYING if supplying else Phase.AUTHORISED
+        st.phase = DriverPhase.SUPPLYING if supplying else DriverPhase.AUTHORISED
         st.cp_id, st.session_id, st.request_id = ev.cp_id, ev.session_id, None
         st.price_eur_per_kwh, st.cp_error = ev.price_eur_per_kwh, None
         st.figures = Figures(Decimal(0), ev.energy_kwh or Decimal(0), ev.amount_eur or Decimal(0))

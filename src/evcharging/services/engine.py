@@ -20,12 +20,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from enum import StrEnum
 from functools import partial
-from typing import Protocol
 from uuid import UUID
 
 from pydantic import ValidationError
@@ -43,8 +42,17 @@ from evcharging.contracts.events import (
     SupplyEnded,
     SupplyStarted,
 )
+from evcharging.domain.cp_state import CPState
 from evcharging.domain.money import cost, kwh
-from evcharging.services.ports import Publisher
+from evcharging.services.ports import (
+    Accepted,
+    EngineOutcome,
+    EngineRefusal,
+    Health,
+    Publisher,
+    SupplyRecord,
+    SupplyStore,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,27 +61,6 @@ _REMEMBERED_SESSIONS = 200  # ended sessions kept to recognise redelivered comma
 
 Clock = Callable[[], float]
 """Monotonic seconds (time.monotonic in the program, a settable fake in tests)."""
-
-
-@dataclass(frozen=True, slots=True)
-class SupplyRecord:
-    """What survives an Engine crash: the running figures of one supply."""
-
-    session_id: str
-    driver_id: str
-    price_eur_per_kwh: Decimal
-    energy_kwh: Decimal = Decimal("0.000")
-    seq: int = 0
-    ended_reason: SupplyEndReason | None = (
-        None  # set once ended, until its SupplyEnded is delivered
-    )
-
-
-class SupplyStore(Protocol):
-    """Where supply records of one CP live between runs (a JSON file in the program)."""
-
-    def load(self, cp_id: str) -> list[SupplyRecord]: ...
-    def save(self, cp_id: str, records: Sequence[SupplyRecord]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,34 +73,14 @@ class EngineConfig:
     answer_timeout: float = 10.0  # a request at the CP's menu unanswered this long is given up
 
 
-@dataclass(frozen=True, slots=True)
-class Accepted:
-    pass
+class EnginePhase(StrEnum):
+    """The Engine's own phases; those that are CP states carry the CP state's one name."""
 
-
-@dataclass(frozen=True, slots=True)
-class Refused:
-    reason: str
-
-
-Outcome = Accepted | Refused
-
-
-@dataclass(frozen=True, slots=True)
-class Health:
-    ko_reason: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.ko_reason is None
-
-
-class Phase(StrEnum):
     WAITING_CP_ID = "Waiting for CP id"
-    ACTIVADO = "Activado"
+    ACTIVADO = CPState.ACTIVADO.value
     AUTHORISED = "Authorised"
-    SUMINISTRANDO = "Suministrando"
-    PARADO = "Parado"
+    SUMINISTRANDO = CPState.SUMINISTRANDO.value
+    PARADO = CPState.PARADO.value
     KO = "KO"
 
 
@@ -167,7 +134,7 @@ class EngineService:
         self._outbox: deque[_Outgoing] = deque()
         self._flushing = asyncio.Lock()
         self._wake = asyncio.Event()
-        self._last_phase: Phase | None = None
+        self._last_phase: EnginePhase | None = None
         self.cp_known = asyncio.Event()
         self._changed()
 
@@ -186,18 +153,18 @@ class EngineService:
     def pending_events(self) -> int:
         return len(self._outbox)
 
-    def phase(self) -> Phase:
+    def phase(self) -> EnginePhase:
         if self._ko_reason is not None:
-            return Phase.KO
+            return EnginePhase.KO
         if self._cp_id is None:
-            return Phase.WAITING_CP_ID
+            return EnginePhase.WAITING_CP_ID
         if self._stopped:
-            return Phase.PARADO
+            return EnginePhase.PARADO
         if self._session is None:
-            return Phase.ACTIVADO
+            return EnginePhase.ACTIVADO
         if self._session.started_at is None:
-            return Phase.AUTHORISED
-        return Phase.SUMINISTRANDO
+            return EnginePhase.AUTHORISED
+        return EnginePhase.SUMINISTRANDO
 
     def monitor_alive(self) -> bool:
         seen = self._monitor_seen
@@ -214,15 +181,15 @@ class EngineService:
 
     def _phase_text(self) -> str:
         phase, s = self.phase(), self._session
-        if phase is Phase.KO:
+        if phase is EnginePhase.KO:
             return f"KO ({self._ko_reason})"
-        if phase is Phase.WAITING_CP_ID:
+        if phase is EnginePhase.WAITING_CP_ID:
             return "Waiting for CP id (from the Monitor)"
-        if phase is Phase.PARADO:
-            return "Parado - Out of Order"
+        if phase is EnginePhase.PARADO:
+            return f"{CPState.PARADO} - {CPState.PARADO.caption}"
         if s is None:
             return "Activado (idle)"
-        if phase is Phase.AUTHORISED:
+        if phase is EnginePhase.AUTHORISED:
             return f"Authorised: waiting for plug-in, driver {s.driver_id}"
         amount = cost(s.energy, s.price)
         return (
@@ -239,7 +206,7 @@ class EngineService:
     def monitor_disconnected(self) -> None:
         self._monitor_seen = None
 
-    def set_cp_id(self, cp_id: str) -> Outcome:
+    def set_cp_id(self, cp_id: str) -> EngineOutcome:
         """SET_CP: the id Central accepted; learnt once, then leftovers of a crash are reported."""
         if self._cp_id == cp_id:
             return Accepted()
@@ -250,7 +217,7 @@ class EngineService:
                 cp_id,
                 self._cp_id,
             )
-            return Refused(f"this Engine is already CP {self._cp_id}")
+            return EngineRefusal(f"this Engine is already CP {self._cp_id}")
         self._cp_id = cp_id
         log.info("cp=%s: CP id set by the Monitor (Central accepted the CP)", cp_id)
         self._report_leftovers(cp_id)
@@ -274,9 +241,9 @@ class EngineService:
 
     # --- the menu ---------------------------------------------------------------------
 
-    def plug(self) -> Outcome:
+    def plug(self) -> EngineOutcome:
         s = self._session
-        if s is None or self.phase() is not Phase.AUTHORISED:
+        if s is None or self.phase() is not EnginePhase.AUTHORISED:
             return self._refuse("plug in", "no authorised supply waiting for a vehicle")
         assert self._cp_id is not None
         self._session = s = replace(s, started_at=self._clock())
@@ -291,8 +258,8 @@ class EngineService:
         self._changed()
         return Accepted()
 
-    def unplug(self) -> Outcome:
-        if self.phase() is not Phase.SUMINISTRANDO:
+    def unplug(self) -> EngineOutcome:
+        if self.phase() is not EnginePhase.SUMINISTRANDO:
             return self._refuse("unplug", "no vehicle is plugged in")
         self._end(SupplyEndReason.UNPLUGGED)
         self._changed()
@@ -318,7 +285,7 @@ class EngineService:
         log.info("cp=%s: recovered, health OK", self._cp_id)
         self._changed()
 
-    def request_supply(self, driver_id: str) -> Outcome:
+    def request_supply(self, driver_id: str) -> EngineOutcome:
         """The CP menu's manual request: sent to Central only when it can possibly be served."""
         refusal = self._why_no_request()
         if refusal is not None:
@@ -348,7 +315,7 @@ class EngineService:
         if not self._central_up:
             return "Cannot connect to CENTRAL"
         phase = self.phase()
-        if phase is not Phase.ACTIVADO:
+        if phase is not EnginePhase.ACTIVADO:
             return f"CP not available ({self._phase_text()})"
         return None
 
@@ -361,7 +328,7 @@ class EngineService:
         if self._session is not None and self._session.session_id == ev.session_id:
             log.info("%s: authorisation already held (redelivered), ignored", who)
             return
-        if self.phase() is not Phase.ACTIVADO:
+        if self.phase() is not EnginePhase.ACTIVADO:
             log.warning("%s: authorisation ignored: %s", who, self._phase_text())
             return
         self._session = _Session(ev.session_id, ev.driver_id, ev.price_eur_per_kwh)
@@ -576,10 +543,9 @@ class EngineService:
         async with self._flushing:
             while self._outbox:
                 item = self._outbox[0]
-                await self._publisher.publish(item.event)
+                # `delivered` runs once acked, whichever mode `publish` ran in
+                await self._publisher.publish(item.event, on_delivered=item.delivered)
                 self._outbox.popleft()
-                if item.delivered is not None:
-                    item.delivered()
 
     async def run_outbox(self) -> None:
         """Background task of the program: deliver events as soon as they are emitted."""
@@ -590,9 +556,9 @@ class EngineService:
 
     # --- helpers ----------------------------------------------------------------------
 
-    def _refuse(self, what: str, reason: str) -> Refused:
+    def _refuse(self, what: str, reason: str) -> EngineRefusal:
         log.warning("cp=%s: %s refused: %s", self._cp_id, what, reason)
-        return Refused(reason)
+        return EngineRefusal(reason)
 
     def _changed(self) -> None:
         phase = self.phase()

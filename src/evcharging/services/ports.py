@@ -1,14 +1,25 @@
-"""The ports the services use; adapters implement them (SQLite today, PostgreSQL later)."""
+"""The ports the services use, in one place; adapters implement them.
+
+Each port is declared once, with the small values that cross it: Central's `Repository` (SQLite
+today, PostgreSQL later), every program's `Publisher` (Kafka), the Engine's `SupplyStore` (a JSON
+file) and `EngineControls` (what the Monitor link drives), and the Driver's `DriverFeeds` (its
+Kafka readers).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
+from enum import StrEnum
 from typing import Protocol
 
+from evcharging.contracts.end_reasons import SupplyEndReason
 from evcharging.contracts.events import Event
 from evcharging.domain.records import CPRecord, DriverRecord
 from evcharging.domain.session import Session
+
+# --- Central's storage ------------------------------------------------------------------------
 
 
 class Repository(Protocol):
@@ -33,7 +44,6 @@ class Repository(Protocol):
     def get_session(self, session_id: str) -> Session | None: ...
     def open_sessions(self) -> list[Session]: ...
     def mark_supplying(self, session_id: str) -> None: ...
-    def record_energy(self, session_id: str, energy_kwh: Decimal, amount: Decimal) -> None: ...
     def record_energies(self, readings: Sequence[tuple[str, Decimal, Decimal]]) -> None: ...
     def close_session(self, ended: Session) -> Decimal | None: ...
     def amend_energy(
@@ -50,17 +60,108 @@ class Repository(Protocol):
         offset: int = 0,
     ) -> Sequence[Session]: ...
 
-    # idempotency
-    def remember_event(self, event_id: str, event_type: str) -> bool: ...
+
+# --- events out -------------------------------------------------------------------------------
+
+
+class Delivery(StrEnum):
+    """What `Publisher.publish` guarantees when it returns: says which of its two modes ran."""
+
+    ACKED = "acked"
+    """The broker has the event (every in-sync replica); `on_delivered` has run."""
+
+    QUEUED_UNTIL_BATCH_COMMIT = "queued until batch commit"
+    """Handed to the producer, not yet acked: the caller is handling a consumed batch opened with
+    `acks_before_commit()`, and that batch's offsets are committed only after this event is acked
+    (re-sent until it is); `on_delivered` runs then.  A crash before that redelivers the batch,
+    so the event is sent again by the (idempotent) handler: never lost, possibly twice."""
 
 
 class Publisher(Protocol):
     async def publish(
         self, event: Event, *, on_delivered: Callable[[], None] | None = None
-    ) -> None:
-        """Never drops the event. Returns once the broker has it or, while a consumed batch is
-        being handled, once it is queued: the batch is committed only after every such event is
-        acked. `on_delivered` runs after the ack."""
+    ) -> Delivery:
+        """Never drops the event; the answer says what is true on return.
+
+        `Delivery.ACKED` everywhere, except in the task that handles a consumed batch inside
+        `acks_before_commit()`, where it is `Delivery.QUEUED_UNTIL_BATCH_COMMIT` (a burst costs
+        one broker round trip, not one per event).  `on_delivered` runs after the ack."""
+        ...
 
     async def publish_soon(self, event: Event) -> None:
         """Returns once the event is queued: for high-rate events a later one supersedes."""
+
+
+# --- the Engine -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SupplyRecord:
+    """What survives an Engine crash: the running figures of one supply."""
+
+    session_id: str
+    driver_id: str
+    price_eur_per_kwh: Decimal
+    energy_kwh: Decimal = Decimal("0.000")
+    seq: int = 0
+    ended_reason: SupplyEndReason | None = None  # set once ended, until SupplyEnded is delivered
+
+
+class SupplyStore(Protocol):
+    """Where supply records of one CP live between runs (a JSON file in the program)."""
+
+    def load(self, cp_id: str) -> list[SupplyRecord]: ...
+    def save(self, cp_id: str, records: Sequence[SupplyRecord]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    ko_reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.ko_reason is None
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class EngineRefusal:
+    """An Engine action refused (wrong phase, bad id, already another CP), with its reason."""
+
+    reason: str
+
+
+EngineOutcome = Accepted | EngineRefusal
+
+
+class EngineControls(Protocol):
+    """What the Monitor link drives in the Engine service."""
+
+    def health_check(self) -> Health: ...
+    def set_cp_id(self, cp_id: str) -> EngineOutcome: ...
+    def set_central(self, up: bool) -> None: ...
+    def monitor_disconnected(self) -> None: ...
+
+
+# --- the Driver -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DriverRefusal:
+    """An expected refusal of a driver's command (busy, nothing to stop, bad id), with its reason."""
+
+    reason: str
+
+
+class DriverFeeds(Protocol):
+    """Where a driver's events come from: following an id starts reading its messages."""
+
+    def follow(self, driver_id: str) -> DriverRefusal | None: ...
+
+    def is_ready(self, driver_id: str) -> bool: ...
+
+    async def ready(self, driver_id: str) -> None: ...

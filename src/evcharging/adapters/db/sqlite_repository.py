@@ -146,12 +146,6 @@ class SqliteRepository:
             return None
         return DriverRecord(row["driver_id"], row["name"], from_cents(row["balance_cents"]))
 
-    def list_drivers(self) -> list[DriverRecord]:
-        rows = self._conn.execute("SELECT * FROM drivers ORDER BY driver_id").fetchall()
-        return [
-            DriverRecord(r["driver_id"], r["name"], from_cents(r["balance_cents"])) for r in rows
-        ]
-
     # --- sessions ----------------------------------------------------------------------
 
     def create_session(self, session: Session, request_id: str | None) -> bool:
@@ -190,21 +184,14 @@ class SqliteRepository:
         )
 
     def record_energies(self, readings: Sequence[tuple[str, Decimal, Decimal]]) -> None:
-        """Many sessions' running figures in one transaction (same rule as record_energy)."""
+        """Many sessions' running figures in one transaction, so a Central crash loses no supplied
+        energy; a stale reading never lowers them, and an ended session is left alone."""
         with self._tx() as c:
             c.executemany(
                 "UPDATE sessions SET amount_cents = CASE WHEN ? >= energy_wh THEN ? ELSE amount_cents END, "
                 "energy_wh = MAX(energy_wh, ?) WHERE session_id = ? AND status != 'ended'",
                 [(_wh(e), to_cents(a), _wh(e), sid) for sid, e, a in readings],
             )
-
-    def record_energy(self, session_id: str, energy_kwh: Decimal, amount: Decimal) -> None:
-        """Persist the running figures so a Central crash loses no supplied energy."""
-        self._conn.execute(
-            "UPDATE sessions SET amount_cents = CASE WHEN ? >= energy_wh THEN ? ELSE amount_cents END, "
-            "energy_wh = MAX(energy_wh, ?) WHERE session_id = ? AND status != 'ended'",
-            (_wh(energy_kwh), to_cents(amount), _wh(energy_kwh), session_id),
-        )
 
     def close_session(self, ended: Session) -> Decimal | None:
         """End the session and debit the driver in one transaction; None if it had ended already."""
@@ -316,14 +303,3 @@ class SqliteRepository:
             ended_at=_ts(row["ended_at"]),
             end_reason=None if row["end_reason"] is None else EndReason(row["end_reason"]),
         )
-
-    # --- idempotency -------------------------------------------------------------------
-
-    def remember_event(self, event_id: str, event_type: str) -> bool:
-        """True the first time an event id is seen; False for a redelivery."""
-        cur = self._conn.execute(
-            "INSERT INTO processed_events (event_id, event_type, processed_at) VALUES (?, ?, ?) "
-            "ON CONFLICT (event_id) DO NOTHING",
-            (event_id, event_type, _now()),
-        )
-        return cur.rowcount == 1

@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from evcharging.adapters.kafka.partitions import partition_for
-from evcharging.adapters.kafka.publisher import PendingAcks
+from evcharging.adapters.kafka.publisher import PendingAcks, acks_before_commit
 from evcharging.adapters.kafka.retry import describe, failure_level, start_with_retry
 from evcharging.adapters.kafka.router import EventRouter
 from evcharging.contracts.events import BadEvent, Event, parse_event
@@ -182,8 +182,8 @@ class EventConsumer:
                         settling = None
                         await self._commit_settled()  # the tail of a burst, once quiet
                     continue
-                acks = PendingAcks()
-                with acks.collecting():
+                # publish() in here returns QUEUED_UNTIL_BATCH_COMMIT: settled before the commit
+                with acks_before_commit() as acks:
                     for tp, records in batches.items():
                         for record in records:
                             await self._handle(tp, record)

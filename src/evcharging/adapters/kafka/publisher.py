@@ -1,9 +1,14 @@
 """Publishes events to the topic and key their contract names.
 
-While a consumer handles a fetched batch (`PendingAcks.collecting`), `publish` queues the event
-and returns at once; the consumer settles the acks of the whole batch before committing its
-offsets. A batch of N requests then costs one broker round trip, not N in a row, and nothing is
-committed before what it caused is durable.
+`publish` has two modes, and says which one ran (`Delivery`, the port's type):
+
+* `Delivery.ACKED`: the default. It returns once the broker has the event (acks=all).
+* `Delivery.QUEUED_UNTIL_BATCH_COMMIT`: only in the task that handles a consumed batch inside
+  `acks_before_commit()` (the consumer opens it around each fetched batch). The event is handed
+  to the producer and `publish` returns at once; the consumer settles the acks of the whole batch
+  before it commits the batch's offsets. A batch of N requests then costs one broker round trip,
+  not N in a row (what lets Central hold N=10,000 CPs), and nothing is committed before what it
+  caused is durable.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from evcharging.adapters.kafka.partitions import partition_for
 from evcharging.adapters.kafka.retry import describe, failure_level, start_with_retry
 from evcharging.contracts.events import Event
+from evcharging.services.ports import Delivery
 
 log = logging.getLogger(__name__)
 
@@ -30,20 +36,14 @@ OnDelivered = Callable[[], None] | None
 
 @dataclass(eq=False)
 class PendingAcks:
-    """Events queued while one task handles a consumed batch, to be acked before its commit."""
+    """Events queued while one task handles a consumed batch, to be acked before its commit.
+
+    Made by `acks_before_commit()`; its owner must `settle()` it before committing the batch."""
 
     owner: asyncio.Task[object] | None = field(default_factory=asyncio.current_task)
     _items: list[tuple[EventPublisher, asyncio.Future[object], Event, OnDelivered]] = field(
         default_factory=list
     )
-
-    @contextmanager
-    def collecting(self) -> Iterator[PendingAcks]:
-        token = _pending.set(self)
-        try:
-            yield self
-        finally:
-            _pending.reset(token)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -67,7 +67,23 @@ class PendingAcks:
 _pending: ContextVar[PendingAcks | None] = ContextVar("evcharging_pending_acks", default=None)
 
 
-def _collecting_here() -> PendingAcks | None:
+@contextmanager
+def acks_before_commit() -> Iterator[PendingAcks]:
+    """Batch mode for the current task: inside it, `publish` returns
+    `Delivery.QUEUED_UNTIL_BATCH_COMMIT` instead of waiting for each ack.
+
+    The caller owns the returned acks: it must `await acks.settle()` (every queued event acked,
+    re-sent until it is, `on_delivered` run) before it commits the offsets of the batch handled
+    inside. Tasks spawned inside are not in batch mode: their `publish` waits for the ack."""
+    acks = PendingAcks()
+    token = _pending.set(acks)
+    try:
+        yield acks
+    finally:
+        _pending.reset(token)
+
+
+def _batch_acks_here() -> PendingAcks | None:
     """Only the task that opened the batch defers: tasks it spawns copy the context too."""
     acks = _pending.get()
     if acks is None or acks.owner is not asyncio.current_task():
@@ -127,12 +143,13 @@ class EventPublisher:
     def connected(self) -> bool:
         return self._ready.is_set()
 
-    async def publish(self, event: Event, *, on_delivered: OnDelivered = None) -> None:
-        """Sends and waits for the broker's ack (or, in a consumed batch, queues it for the batch's
-        settle); retries on broker errors so nothing is dropped. `on_delivered` runs after the ack."""
+    async def publish(self, event: Event, *, on_delivered: OnDelivered = None) -> Delivery:
+        """Sends and waits for the broker's ack (`ACKED`) or, in `acks_before_commit()`, queues it
+        for the batch's settle (`QUEUED_UNTIL_BATCH_COMMIT`); retries on broker errors so nothing
+        is dropped. `on_delivered` runs after the ack."""
         if event.source == "unknown":
             event = event.model_copy(update={"source": self.source})
-        acks = _collecting_here()
+        acks = _batch_acks_here()
         if acks is not None and self._producer is not None and self._ready.is_set():
             try:
                 delivery = await self._send(event)
@@ -145,10 +162,11 @@ class EventPublisher:
                 )
             else:
                 acks.add(self, delivery, event, on_delivered)
-                return
+                return Delivery.QUEUED_UNTIL_BATCH_COMMIT
         await self._send_until_acked(event)
         if on_delivered is not None:
             on_delivered()
+        return Delivery.ACKED
 
     async def confirm(
         self, delivery: asyncio.Future[object], event: Event, on_delivered: OnDelivered
@@ -206,7 +224,7 @@ class EventPublisher:
         if event.source == "unknown":
             event = event.model_copy(update={"source": self.source})
         if not self._ready.is_set() or self._producer is None:
-            self._background(self.publish(event))
+            self._background(self._send_until_acked(event))
             return
         slot = (event.event_type, event.key())
         self._soon.pop(slot, None)  # superseded: only the latest per kind and key goes out
@@ -275,7 +293,7 @@ class EventPublisher:
                 describe(exc),
             )
             for event in events:
-                self._background(self.publish(event))
+                self._background(self._send_until_acked(event))
             return
         delivery.add_done_callback(lambda f: self._delivered(f, events))
 
@@ -289,7 +307,7 @@ class EventPublisher:
                 event.event_type,
                 describe(exc),
             )
-            self._background(self.publish(event))
+            self._background(self._send_until_acked(event))
             return
         delivery.add_done_callback(lambda f: self._delivered(f, [event]))
 
@@ -313,7 +331,7 @@ class EventPublisher:
             describe(exc),
         )
         for event in events:
-            self._background(self.publish(event))
+            self._background(self._send_until_acked(event))
 
     def _background(self, work: Coroutine[object, object, None]) -> None:
         task = asyncio.create_task(work)

@@ -13,12 +13,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from aiokafka import AIOKafkaClient
 from aiokafka.errors import KafkaError
 
+from evcharging.adapters.broker_state import KafkaState
 from evcharging.contracts.topics import ALL_TOPICS, Topic
+
+__all__ = ["KafkaState", "KafkaWatch", "quiet_client_logs"]  # KafkaState: its home is broker_state
 
 log = logging.getLogger(__name__)
 
@@ -26,18 +28,6 @@ log = logging.getLogger(__name__)
 def quiet_client_logs() -> None:
     """aiokafka's own log lines are for debugging it: `EV_LOG_LEVEL=DEBUG` shows them again."""
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-
-
-@dataclass(frozen=True)
-class KafkaState:
-    """What a dashboard shows: `up`, or why not and since when (epoch seconds)."""
-
-    up: bool
-    problem: str = ""
-    since: float = 0.0
-
-    def as_dict(self) -> dict[str, object]:
-        return {"up": self.up, "problem": self.problem, "since": self.since}
 
 
 Listener = Callable[[KafkaState], None]

@@ -14,44 +14,38 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Protocol
 
 from evcharging.adapters.listening import CannotListen
 from evcharging.adapters.sockets.framing import FramedConnection, LinkError
 from evcharging.contracts.frames import Frame, wire_text
 from evcharging.contracts.socket_ops import CentralState, EngineState, Opcode
-from evcharging.services.engine import Health, Outcome, Refused
+from evcharging.services.ports import EngineControls, EngineRefusal
 
 log = logging.getLogger(__name__)
 
 ANSWER_TIMEOUT = 2.0  # seconds for the Monitor to ACK our answer
 
 
-class EnginePort(Protocol):
-    """What the link needs from the Engine service."""
-
-    def health_check(self) -> Health: ...
-    def set_cp_id(self, cp_id: str) -> Outcome: ...
-    def set_central(self, up: bool) -> None: ...
-    def monitor_disconnected(self) -> None: ...
-
-
 Reply = tuple[str, ...]  # the answer frame's parts: opcode, fields
 
 
-def _health(engine: EnginePort, fields: tuple[str, ...]) -> Reply | None:
+def _health(engine: EngineControls, fields: tuple[str, ...]) -> Reply | None:
     health = engine.health_check()
     return (Opcode.OK,) if health.ok else (Opcode.KO, wire_text(health.ko_reason or EngineState.KO))
 
 
-def _set_cp(engine: EnginePort, fields: tuple[str, ...]) -> Reply | None:
+def _set_cp(engine: EngineControls, fields: tuple[str, ...]) -> Reply | None:
     if len(fields) != 1 or not fields[0]:
         return None
     outcome = engine.set_cp_id(fields[0])
-    return (Opcode.ERR, wire_text(outcome.reason)) if isinstance(outcome, Refused) else (Opcode.OK,)
+    return (
+        (Opcode.ERR, wire_text(outcome.reason))
+        if isinstance(outcome, EngineRefusal)
+        else (Opcode.OK,)
+    )
 
 
-def _central(engine: EnginePort, fields: tuple[str, ...]) -> Reply | None:
+def _central(engine: EngineControls, fields: tuple[str, ...]) -> Reply | None:
     if len(fields) != 1 or fields[0] not in _CENTRAL_STATES:
         return None
     engine.set_central(fields[0] == CentralState.UP)
@@ -60,7 +54,7 @@ def _central(engine: EnginePort, fields: tuple[str, ...]) -> Reply | None:
 
 _CENTRAL_STATES = frozenset(CentralState)
 
-REQUESTS: dict[str, Callable[[EnginePort, tuple[str, ...]], Reply | None]] = {
+REQUESTS: dict[str, Callable[[EngineControls, tuple[str, ...]], Reply | None]] = {
     Opcode.HEALTH.value: _health,
     Opcode.SET_CP.value: _set_cp,
     Opcode.CENTRAL.value: _central,
@@ -69,7 +63,7 @@ REQUESTS: dict[str, Callable[[EnginePort, tuple[str, ...]], Reply | None]] = {
 for fields that do not fit its opcode."""
 
 
-def answer(engine: EnginePort, frame: Frame) -> Reply:
+def answer(engine: EngineControls, frame: Frame) -> Reply:
     """One Monitor request -> the answer frame's parts (ERR#unexpected OP for anything else)."""
     handler = REQUESTS.get(frame.opcode)
     reply = None if handler is None else handler(engine, frame.fields)
@@ -80,7 +74,7 @@ def answer(engine: EnginePort, frame: Frame) -> Reply:
 
 
 class EngineLinkServer:
-    def __init__(self, engine: EnginePort, host: str, port: int) -> None:
+    def __init__(self, engine: EngineControls, host: str, port: int) -> None:
         self._engine = engine
         self.host = host
         self.port = port

@@ -23,11 +23,12 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from evcharging.adapters.broker_state import KafkaState
 from evcharging.adapters.web.central_ws_admin import WsAdmin
 from evcharging.services.admin import AdminDesk
 from evcharging.services.central import CentralService
@@ -67,12 +68,6 @@ class _Resync:
 
 Change = CentralChange | _Kafka | _Resync
 Item = tuple[Change, int]  # (change, ts in epoch ms)
-
-
-class KafkaStatus(Protocol):
-    """What Central's Kafka watch reports (`adapters/kafka/watch.KafkaState`)."""
-
-    def as_dict(self) -> dict[str, object]: ...
 
 
 # --- server -> client: the live feed ------------------------------------------------------
@@ -162,10 +157,10 @@ class DashboardHub:
         self._clients: set[_Client] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ids = itertools.count(1)
-        self.kafka: dict[str, object] = {"up": True, "problem": "", "since": 0.0}
+        self.kafka: dict[str, object] = KafkaState(up=True).as_dict()
         service.subscribe(self._on_change)
 
-    def set_kafka(self, state: KafkaStatus) -> None:
+    def set_kafka(self, state: KafkaState) -> None:
         """Kafka reachable or not, as Central's watch says: every page shows a banner."""
         self.kafka = state.as_dict()
         self._on_change(_Kafka(self.kafka))

@@ -256,14 +256,6 @@
     }
   }
 
-  const CP_STATES = {
-    Activado: ["ok", "available"],
-    Suministrando: ["ok", "supplying"],
-    Parado: ["warn", "Out of Order"],
-    Averiado: ["error", "faulted"],
-    Desconectado: ["neutral", "disconnected"],
-  };
-
   const rows = new Map(); // cp_id -> its <li>, updated in place so a click never hits a stale node
 
   function cpRow(cpId) {
@@ -297,11 +289,9 @@
     const canRequest = connected && driver && driver.can_request;
     for (const cp of cps) {
       const row = cpRow(cp.cp_id);
-      const reserved = cp.state === "Activado" && !cp.available;
-      const [tone, words] = CP_STATES[cp.state] || ["neutral", ""];
       row.li.dataset.state = cp.state;
-      row.state.textContent = `${cp.state} · ${reserved ? "reserved" : words}`;
-      row.state.dataset.tone = reserved ? "info" : tone;
+      row.state.textContent = cp.tag; // e.g. "Activado · available", worded by the server
+      row.state.dataset.tone = cp.tone;
       const mine = Boolean(driver && driver.cp_id === cp.cp_id && driver.phase !== "idle");
       row.li.classList.toggle("mine", mine);
       row.mine.hidden = !mine;

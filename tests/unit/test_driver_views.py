@@ -1,0 +1,48 @@
+"""The driver page's board tags and notification lines, computed once in Python (the page only
+renders them)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from evcharging.adapters.web.driver_texts import notification_text
+from evcharging.adapters.web.driver_views import board_tag, cp_view
+from evcharging.contracts.events import CpStatus
+from evcharging.domain.cp_state import CPState
+from evcharging.services.driver import Kind, Update
+
+
+@pytest.mark.parametrize(
+    ("state", "available", "tag", "tone"),
+    [
+        (CPState.ACTIVADO, True, "Activado · available", "ok"),
+        (CPState.ACTIVADO, False, "Activado · reserved", "info"),
+        (CPState.SUMINISTRANDO, False, "Suministrando · supplying", "ok"),
+        (CPState.PARADO, False, "Parado · Out of Order", "warn"),
+        (CPState.AVERIADO, False, "Averiado · faulted", "error"),
+        (CPState.DESCONECTADO, False, "Desconectado · disconnected", "neutral"),
+    ],
+)
+def test_every_cp_state_has_its_tag_and_tone(
+    state: CPState, available: bool, tag: str, tone: str
+) -> None:
+    assert board_tag(state, available) == {"tag": tag, "tone": tone}
+
+
+def test_a_board_cp_carries_its_tag() -> None:
+    cp = CpStatus(
+        cp_id="ALC01",
+        location="Alicante",
+        price_eur_per_kwh=Decimal("0.35"),
+        state="Parado",
+        available=False,
+    )
+    view = cp_view(cp)
+    assert (view["state"], view["tag"], view["tone"]) == ("Parado", "Parado · Out of Order", "warn")
+
+
+def test_a_refusal_reads_refused() -> None:
+    update = Update(Kind.REFUSED, "D1", message="no supply in progress to stop")
+    assert notification_text(update) == "Refused: no supply in progress to stop"
