@@ -583,3 +583,22 @@ def test_unsent_tickets_until_marked_sent(repo: SqliteRepository) -> None:
 
     repo.mark_ticket_sent(done.session_id)
     assert repo.unsent_tickets() == []
+
+
+@pytest.mark.parametrize(
+    ("entry", "field"),
+    [
+        ({"id": "A B", "location": "Alicante", "price_eur_per_kwh": "0.30"}, "id"),
+        ({"id": "CP9", "location": "", "price_eur_per_kwh": "0.30"}, "location"),
+        ({"id": "CP9", "location": "x" * 201, "price_eur_per_kwh": "0.30"}, "location"),
+        ({"id": "CP9", "location": "Alicante", "price_eur_per_kwh": "0"}, "price_eur_per_kwh"),
+        ({"id": "CP9", "location": "Alicante"}, "price_eur_per_kwh"),
+    ],
+)
+def test_a_seed_entry_breaking_the_contracts_field_rules_is_refused_and_nothing_is_written(
+    repo: SqliteRepository, entry: dict[str, str], field: str
+) -> None:
+    good = {"id": "CP1", "location": "Alicante", "price_eur_per_kwh": "0.30"}
+    with pytest.raises(SeedError, match=field):
+        seed(repo, {"charging_points": [good, entry]})
+    assert repo.get_cp("CP1") is None

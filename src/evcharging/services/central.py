@@ -39,6 +39,7 @@ from evcharging.contracts.events import (
     SupplyEnded,
     SupplyStarted,
 )
+from evcharging.contracts.socket_ops import ErrReason
 from evcharging.domain.admin_rules import AdminAction, Conflict, UnknownCP, refusal
 from evcharging.domain.authorization import Denied, authorise
 from evcharging.domain.cp_state import CPFacts
@@ -275,7 +276,7 @@ class CentralService:
         None when the Engine's health changed (then `heartbeat` does the rest)."""
         cp = self._own(cp_id, token)
         if cp is None:
-            return Answer(False, "not_authenticated")
+            return Answer(False, ErrReason.NOT_AUTHENTICATED)
         if engine_ok != cp.facts.engine_ok:
             return None
         cp.last_heartbeat = self._monotonic()
@@ -293,7 +294,7 @@ class CentralService:
     async def monitor_fault(self, cp_id: str, token: object, reason: str) -> Answer:
         cp = self._own(cp_id, token)
         if cp is None:
-            return Answer(False, "not_authenticated")
+            return Answer(False, ErrReason.NOT_AUTHENTICATED)
         cp.last_heartbeat = self._monotonic()
         if not cp.facts.engine_ok:
             if reason != cp.fault_reason:
@@ -321,7 +322,7 @@ class CentralService:
     async def monitor_recovered(self, cp_id: str, token: object) -> Answer:
         cp = self._own(cp_id, token)
         if cp is None:
-            return Answer(False, "not_authenticated")
+            return Answer(False, ErrReason.NOT_AUTHENTICATED)
         cp.last_heartbeat = self._monotonic()
         if cp.facts.engine_ok:
             return Answer(True)
