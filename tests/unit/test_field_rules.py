@@ -126,7 +126,7 @@ async def test_every_door_takes_and_refuses_the_same_values(
     door: Door, field: str, value: str, accepted: bool
 ) -> None:
     if door is by_command_line and field in ("price", "location") and value == "":
-        pytest.skip("the Monitor's --price/--location are optional: empty means not given")
+        accepted = True  # the Monitor's --price/--location are optional: empty means not given
     assert await door(**{**CP, field: value}) is accepted
 
 
