@@ -5,9 +5,12 @@ types, each through its own public entry point."""
 from __future__ import annotations
 
 import asyncio
+import html
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -15,10 +18,12 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
+import evcharging.adapters.web
+from evcharging.adapters.web import driver_web
 from evcharging.adapters.web.central_api import create_app
 from evcharging.apps import cp_monitor
 from evcharging.contracts import events as ev
-from evcharging.contracts.fields import is_valid_id
+from evcharging.contracts.fields import ID_PATTERN, MAX_ID, MAX_LOCATION, is_valid_id
 from evcharging.services.central import CentralService
 from tests.support.builders import a_cp, a_repo
 from tests.support.fakes import RecordingPublisher
@@ -203,3 +208,33 @@ async def _ws_action(action: dict[str, Any]) -> dict[str, Any]:
     finally:
         await to_app.put({"type": "websocket.disconnect", "code": 1000})
         await asyncio.wait_for(task, 5)
+
+
+STATIC = Path(evcharging.adapters.web.__file__).parent / "static"
+
+
+def test_the_pages_spell_no_field_rule_of_their_own() -> None:
+    """The forms' id pattern and lengths come from contracts/fields.py, filled in when served."""
+    for file in STATIC.rglob("*"):
+        if file.suffix in (".html", ".js"):
+            text = file.read_text(encoding="utf-8")
+            assert "A-Za-z0-9" not in text, file
+            assert not re.search(r'maxlength="\d+"', text), file
+
+
+async def test_the_admin_page_checks_ids_and_locations_with_the_contracts_rules() -> None:
+    async with _http() as client:
+        text = (await client.get("/")).text
+    assert f'pattern="{html.escape(ID_PATTERN)}"' in text
+    assert f'maxlength="{MAX_ID}"' in text
+    assert f'maxlength="{MAX_LOCATION}"' in text
+    assert "{{" not in text
+
+
+async def test_the_driver_page_gets_the_id_rule_it_checks_with() -> None:
+    app = driver_web.create_app(None)  # type: ignore[arg-type]  # serving the page needs no hub
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://driver") as client:
+        text = (await client.get("/")).text
+    assert f'data-id-pattern="{html.escape(ID_PATTERN)}"' in text
+    assert "{{" not in text

@@ -14,13 +14,16 @@ from typing import Annotated
 
 from pydantic import Field
 
-_ID_BODY = r"[A-Za-z0-9_.:-]{1,64}"
+MAX_ID = 64  # characters
+ID_PATTERN = rf"[A-Za-z0-9_.:\-]{{1,{MAX_ID}}}"
+"""The id rule as a regular expression that Python, pydantic, JavaScript and HTML's `pattern`
+(whose `v` mode wants the `-` escaped) all read alike: the dashboards get it from here."""
 ID_RULE = "1-64 of A-Z a-z 0-9 _ . : -"  # the id rule in words, for error messages
 MAX_PRICE = Decimal(100)  # €/kWh
 MAX_LOCATION = 200  # characters
 MAX_ERROR_TYPE = 50  # characters
 
-Id = Annotated[str, Field(pattern=rf"^{_ID_BODY}$")]
+Id = Annotated[str, Field(pattern=rf"^{ID_PATTERN}$")]
 """A CP or driver id: 1 to 64 letters, digits, '_', '.', ':' or '-'."""
 
 Price = Annotated[Decimal, Field(gt=0, le=MAX_PRICE)]
@@ -32,7 +35,7 @@ Location = Annotated[str, Field(min_length=1, max_length=MAX_LOCATION)]
 ErrorType = Annotated[str, Field(min_length=1, max_length=MAX_ERROR_TYPE)]
 """The kind of error an admin simulates at a CP: 1 to 50 characters."""
 
-_ID_RE = re.compile(_ID_BODY)
+_ID_RE = re.compile(ID_PATTERN)
 
 
 def is_valid_id(text: str) -> bool:

@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 
 from evcharging.adapters.web.central_feed import DashboardHub
+from evcharging.adapters.web.pages import page
 from evcharging.domain.admin_rules import UnknownCP
 from evcharging.services.admin import (
     AdminDesk,
@@ -246,7 +247,7 @@ def mount_dashboard(app: FastAPI, hub: DashboardHub) -> None:
     app.add_api_websocket_route("/ws", hub.serve)
 
     @app.get("/", include_in_schema=False)
-    async def admin_page() -> FileResponse:
-        return FileResponse(ADMIN_STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+    async def admin_page() -> HTMLResponse:
+        return page(ADMIN_STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     app.mount("/static/admin", StaticFiles(directory=ADMIN_STATIC), name="admin-static")

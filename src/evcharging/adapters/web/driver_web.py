@@ -20,7 +20,7 @@ from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import FileResponse
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
@@ -28,6 +28,7 @@ from evcharging.adapters.web.driver_hub import DriverHub
 from evcharging.adapters.web.driver_messages import MAX_MESSAGE_CHARS
 from evcharging.adapters.web.driver_session import serve_page
 from evcharging.adapters.web.embedded import EmbeddedServer
+from evcharging.adapters.web.pages import page
 
 STATIC_DIR = Path(__file__).resolve().parent / "static" / "driver"
 
@@ -53,8 +54,8 @@ def create_app(hub: DriverHub) -> FastAPI:
         return response
 
     @app.get("/", include_in_schema=False)
-    async def index() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html")
+    async def index() -> HTMLResponse:
+        return page(STATIC_DIR / "index.html")
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, bool]:

@@ -4,7 +4,7 @@
 "use strict";
 
 (() => {
-  const ID_RE = /^[A-Za-z0-9_.:-]{1,64}$/;
+  const ID_RE = new RegExp(`^(?:${document.documentElement.dataset.idPattern})$`);  // the server's rule
   const MAX_NOTES = 100;
   const MAX_FILE_BYTES = 64000;
 

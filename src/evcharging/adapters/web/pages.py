@@ -1,0 +1,35 @@
+"""The dashboards' HTML pages, with the contracts' field rules written in where the forms use them.
+
+Why: a form that checks an id or a location in the browser must apply the server's rule, and the
+rule has one home (`contracts/fields.py`). The page files carry placeholders (`{{ID_PATTERN}}`,
+`{{ID_MAX}}`, `{{LOCATION_MAX}}`); each page is filled in once, when first asked for.
+"""
+
+from __future__ import annotations
+
+import html
+from functools import lru_cache
+from pathlib import Path
+
+from fastapi.responses import HTMLResponse
+
+from evcharging.contracts.fields import ID_PATTERN, MAX_ID, MAX_LOCATION
+
+RULES = {
+    "{{ID_PATTERN}}": ID_PATTERN,
+    "{{ID_MAX}}": str(MAX_ID),
+    "{{LOCATION_MAX}}": str(MAX_LOCATION),
+}
+
+
+@lru_cache(maxsize=8)
+def filled(path: Path) -> str:
+    """The page at `path` with every rule placeholder replaced (attribute-escaped)."""
+    text = path.read_text(encoding="utf-8")
+    for placeholder, value in RULES.items():
+        text = text.replace(placeholder, html.escape(value, quote=True))
+    return text
+
+
+def page(path: Path, headers: dict[str, str] | None = None) -> HTMLResponse:
+    return HTMLResponse(filled(path), headers=headers)
