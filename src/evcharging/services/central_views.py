@@ -12,10 +12,11 @@ The `*Json` TypedDicts are the wire shapes (the API declares them as its respons
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from typing import Generic, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar, cast, overload
 
 from typing_extensions import TypedDict
 
@@ -98,6 +99,29 @@ class BulkJson(TypedDict):
 J = TypeVar("J", CPJson, RequestJson, MessageJson, SessionJson, DriverJson)
 
 
+T = TypeVar("T")
+
+
+class _Wire(Generic[T]):
+    """A view's attribute read straight from its wire dict, under the same name (one line per
+    field instead of a property each)."""
+
+    __slots__ = ("key",)
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.key = name
+
+    @overload
+    def __get__(self, view: None, owner: type) -> _Wire[T]: ...
+    @overload
+    def __get__(self, view: _View[Any], owner: type) -> T: ...
+    def __get__(self, view: _View[Any] | None, owner: type) -> _Wire[T] | T:
+        if view is None:
+            return self
+        value: T = cast(Mapping[str, Any], view.json)[self.key]
+        return value
+
+
 class _View(Generic[J]):
     """A frozen view around its wire dict: equal when the dicts are, never changed after."""
 
@@ -129,80 +153,33 @@ class CPView(_View[CPJson]):
 
     __slots__ = ()
 
-    @property
-    def id(self) -> str:
-        return self._json["id"]
-
-    @property
-    def location(self) -> str:
-        return self._json["location"]
-
-    @property
-    def price_eur_per_kwh(self) -> str:
-        return self._json["price_eur_per_kwh"]
+    id = _Wire[str]()
+    location = _Wire[str]()
+    price_eur_per_kwh = _Wire[str]()
 
     @property
     def state(self) -> CPState:
         return CPState(self._json["state"])
 
-    @property
-    def caption(self) -> str:
-        return self._json["caption"]
-
-    @property
-    def colour(self) -> str:
-        """green, orange, red or grey (the statement's colours)."""
-        return self._json["colour"]
-
-    @property
-    def tone(self) -> str:
-        """ok, stopped, fault or off: what the admin page styles a tile by."""
-        return self._json["tone"]
-
-    @property
-    def available(self) -> bool:
-        return self._json["available"]
-
-    @property
-    def admin_stopped(self) -> bool:
-        return self._json["admin_stopped"]
-
-    @property
-    def error_simulated(self) -> bool:
-        return self._json["error_simulated"]
+    caption = _Wire[str]()
+    colour = _Wire[str]()  # green, orange, red or grey (the statement's colours).
+    tone = _Wire[str]()  # ok, stopped, fault or off: what the admin page styles a tile by.
+    available = _Wire[bool]()
+    admin_stopped = _Wire[bool]()
+    error_simulated = _Wire[bool]()
 
     @property
     def actions(self) -> tuple[str, ...]:
         """The admin actions that make sense now (what the admin page enables)."""
         return tuple(self._json["actions"])
 
-    @property
-    def fault_reason(self) -> str | None:
-        return self._json["fault_reason"]
-
-    @property
-    def driver_id(self) -> str | None:
-        return self._json["driver_id"]
-
-    @property
-    def session_id(self) -> str | None:
-        return self._json["session_id"]
-
-    @property
-    def session_status(self) -> str | None:
-        return self._json["session_status"]
-
-    @property
-    def kw(self) -> str | None:
-        return self._json["kw"]
-
-    @property
-    def energy_kwh(self) -> str | None:
-        return self._json["energy_kwh"]
-
-    @property
-    def amount_eur(self) -> str | None:
-        return self._json["amount_eur"]
+    fault_reason = _Wire[str | None]()
+    driver_id = _Wire[str | None]()
+    session_id = _Wire[str | None]()
+    session_status = _Wire[str | None]()
+    kw = _Wire[str | None]()
+    energy_kwh = _Wire[str | None]()
+    amount_eur = _Wire[str | None]()
 
 
 class RequestView(_View[RequestJson]):
@@ -210,30 +187,12 @@ class RequestView(_View[RequestJson]):
 
     __slots__ = ()
 
-    @property
-    def key(self) -> str:
-        return self._json["key"]
-
-    @property
-    def date(self) -> str:
-        return self._json["date"]
-
-    @property
-    def start(self) -> str:
-        """HH:MM:SS, UTC."""
-        return self._json["start"]
-
-    @property
-    def driver_id(self) -> str:
-        return self._json["driver_id"]
-
-    @property
-    def cp_id(self) -> str:
-        return self._json["cp_id"]
-
-    @property
-    def status(self) -> str:
-        return self._json["status"]
+    key = _Wire[str]()
+    date = _Wire[str]()
+    start = _Wire[str]()  # HH:MM:SS, UTC.
+    driver_id = _Wire[str]()
+    cp_id = _Wire[str]()
+    status = _Wire[str]()
 
 
 class MessageView(_View[MessageJson]):
@@ -250,14 +209,8 @@ class MessageView(_View[MessageJson]):
     def at(self) -> datetime:
         return self._at
 
-    @property
-    def level(self) -> str:
-        """info or warning."""
-        return self._json["level"]
-
-    @property
-    def text(self) -> str:
-        return self._json["text"]
+    level = _Wire[str]()  # info or warning.
+    text = _Wire[str]()
 
     @property
     def line(self) -> tuple[datetime, str, str]:
@@ -270,29 +223,12 @@ class SessionView(_View[SessionJson]):
 
     __slots__ = ()
 
-    @property
-    def session_id(self) -> str:
-        return self._json["session_id"]
-
-    @property
-    def driver_id(self) -> str:
-        return self._json["driver_id"]
-
-    @property
-    def cp_id(self) -> str:
-        return self._json["cp_id"]
-
-    @property
-    def status(self) -> str:
-        return self._json["status"]
-
-    @property
-    def energy_kwh(self) -> str:
-        return self._json["energy_kwh"]
-
-    @property
-    def amount_eur(self) -> str:
-        return self._json["amount_eur"]
+    session_id = _Wire[str]()
+    driver_id = _Wire[str]()
+    cp_id = _Wire[str]()
+    status = _Wire[str]()
+    energy_kwh = _Wire[str]()
+    amount_eur = _Wire[str]()
 
 
 class DriverView(_View[DriverJson]):
@@ -300,17 +236,9 @@ class DriverView(_View[DriverJson]):
 
     __slots__ = ()
 
-    @property
-    def id(self) -> str:
-        return self._json["id"]
-
-    @property
-    def name(self) -> str:
-        return self._json["name"]
-
-    @property
-    def balance_eur(self) -> str:
-        return self._json["balance_eur"]
+    id = _Wire[str]()
+    name = _Wire[str]()
+    balance_eur = _Wire[str]()
 
 
 @dataclass(frozen=True, slots=True)
