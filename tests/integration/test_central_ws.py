@@ -35,6 +35,7 @@ from evcharging.services.central_views import (
     RequestChanged,
     RequestView,
 )
+from tests.support.asgi_websocket import Dashboard
 from tests.support.builders import a_cp, a_driver, a_repo
 from tests.support.fakes import RecordingPublisher
 
@@ -46,54 +47,6 @@ PUSHED = {"all_cps", "cps", "requests", "request_changes", "messages", "message"
 FULL_STATE = ["all_cps", "requests", "messages", "kafka"]
 NOON = datetime(2026, 11, 27, 12, tzinfo=UTC)
 MONITOR = object()  # stands for the Monitor connection that authenticated a CP
-
-
-class Dashboard:
-    """A WebSocket client speaking ASGI to the app: what a browser tab does, minus the network."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.to_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.from_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.task: asyncio.Task[None] | None = None
-
-    async def open(self) -> None:
-        scope = {
-            "type": "websocket",
-            "asgi": {"version": "3.0"},
-            "scheme": "ws",
-            "path": "/ws",
-            "raw_path": b"/ws",
-            "root_path": "",
-            "query_string": b"",
-            "headers": [(b"host", b"central")],
-            "client": ("127.0.0.1", 50000),
-            "server": ("central", 80),
-            "subprotocols": [],
-        }
-        self.task = asyncio.create_task(self.app(scope, self.to_app.get, self.from_app.put))
-        await self.to_app.put({"type": "websocket.connect"})
-        assert (await self.next())["type"] == "websocket.accept"
-
-    async def next(self) -> dict[str, Any]:
-        async with asyncio.timeout(5):
-            return await self.from_app.get()
-
-    async def receive_json(self) -> dict[str, Any]:
-        message = await self.next()
-        assert message["type"] == "websocket.send", message
-        return dict(json.loads(message["text"]))
-
-    async def send_text(self, text: str) -> None:
-        await self.to_app.put({"type": "websocket.receive", "text": text})
-
-    async def send_bytes(self, data: bytes) -> None:
-        await self.to_app.put({"type": "websocket.receive", "bytes": data})
-
-    async def close(self) -> None:
-        await self.to_app.put({"type": "websocket.disconnect", "code": 1000})
-        assert self.task is not None
-        await asyncio.wait_for(self.task, 5)
 
 
 @pytest.fixture

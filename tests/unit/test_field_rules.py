@@ -4,7 +4,6 @@ types, each through its own public entry point."""
 
 from __future__ import annotations
 
-import asyncio
 import html
 import json
 import re
@@ -25,6 +24,7 @@ from evcharging.apps import cp_monitor
 from evcharging.contracts import events as ev
 from evcharging.contracts.fields import ID_PATTERN, MAX_ID, MAX_LOCATION, is_valid_id
 from evcharging.services.central import CentralService
+from tests.support.asgi_websocket import Dashboard
 from tests.support.builders import a_cp, a_repo
 from tests.support.fakes import RecordingPublisher
 
@@ -175,39 +175,16 @@ async def _http() -> AsyncIterator[httpx.AsyncClient]:
 
 async def _ws_action(action: dict[str, Any]) -> dict[str, Any]:
     """One admin action over /ws (ASGI messages on this loop); its reply, pushes skipped."""
-    app = create_app(await _central(), TOKEN)
-    to_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    from_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    scope = {
-        "type": "websocket",
-        "asgi": {"version": "3.0"},
-        "scheme": "ws",
-        "path": "/ws",
-        "raw_path": b"/ws",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"central")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("central", 80),
-        "subprotocols": [],
-    }
-    task = asyncio.create_task(app(scope, to_app.get, from_app.put))
+    ws = Dashboard(create_app(await _central(), TOKEN))
+    await ws.open()
     try:
-        async with asyncio.timeout(5):
-            await to_app.put({"type": "websocket.connect"})
-            assert (await from_app.get())["type"] == "websocket.accept"
-            await to_app.put(
-                {"type": "websocket.receive", "text": json.dumps({**action, "token": TOKEN})}
-            )
-            while True:
-                message = await from_app.get()
-                assert message["type"] == "websocket.send", message
-                frame: dict[str, Any] = json.loads(message["text"])
-                if frame["type"] not in PUSHED:
-                    return frame
+        await ws.send_text(json.dumps({**action, "token": TOKEN}))
+        while True:
+            frame = await ws.receive_json()
+            if frame["type"] not in PUSHED:
+                return frame
     finally:
-        await to_app.put({"type": "websocket.disconnect", "code": 1000})
-        await asyncio.wait_for(task, 5)
+        await ws.close()
 
 
 STATIC = Path(evcharging.adapters.web.__file__).parent / "static"
