@@ -19,8 +19,8 @@ import pytest
 from fastapi import FastAPI
 from starlette.websockets import WebSocketState
 
+from evcharging.adapters.broker_state import KafkaState
 from evcharging.adapters.db.sqlite_repository import SqliteRepository
-from evcharging.adapters.kafka.watch import KafkaState
 from evcharging.adapters.web.central_api import create_app, mount_dashboard
 from evcharging.adapters.web.central_feed import DashboardHub, coalesce
 from evcharging.contracts import events as ev

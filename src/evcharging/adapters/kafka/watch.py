@@ -20,8 +20,6 @@ from aiokafka.errors import KafkaError
 from evcharging.adapters.broker_state import KafkaState
 from evcharging.contracts.topics import ALL_TOPICS, Topic
 
-__all__ = ["KafkaState", "KafkaWatch", "quiet_client_logs"]  # KafkaState: its home is broker_state
-
 log = logging.getLogger(__name__)
 
 
