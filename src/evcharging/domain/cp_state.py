@@ -62,3 +62,8 @@ def derive_state(facts: CPFacts) -> CPState:
     if facts.supplying:
         return CPState.SUMINISTRANDO
     return CPState.ACTIVADO
+
+
+def is_available(facts: CPFacts) -> bool:
+    """Offered to drivers: Activado and not reserved for an authorised driver still to plug in."""
+    return not facts.reserved and derive_state(facts) is CPState.ACTIVADO

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
-from evcharging.domain.cp_state import CPFacts, CPState, derive_state
+from evcharging.domain.cp_state import CPFacts, CPState, derive_state, is_available
 from evcharging.domain.records import CPRecord
 from evcharging.domain.session import Session, SessionStatus
 
@@ -35,7 +35,7 @@ class LiveCP:
 
     @property
     def available(self) -> bool:
-        return self.state is CPState.ACTIVADO and not self.facts.reserved
+        return is_available(self.facts)
 
     def attach(self, session: Session | None) -> None:
         """Keep the facts in step with the session (one place, so they never disagree)."""

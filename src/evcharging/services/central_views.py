@@ -21,7 +21,7 @@ from typing import Any, Generic, NamedTuple, TypeVar, cast, overload
 from typing_extensions import TypedDict
 
 from evcharging.domain.admin_rules import allowed_actions
-from evcharging.domain.cp_state import CPFacts, CPState, derive_state
+from evcharging.domain.cp_state import CPFacts, CPState, derive_state, is_available
 from evcharging.domain.records import DriverRecord
 from evcharging.domain.session import Session
 from evcharging.services.central_live import LiveCP, RequestRow
@@ -294,7 +294,7 @@ def _facets(facts: CPFacts) -> _Facets:
         state.caption,
         state.colour,
         _TONES[state],
-        state is CPState.ACTIVADO and not facts.reserved,
+        is_available(facts),
         allowed_actions(facts),
         state is CPState.AVERIADO,
     )
