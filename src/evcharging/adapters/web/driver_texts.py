@@ -26,11 +26,6 @@ _ENDINGS = {
 }
 
 
-def words(code: str) -> str:
-    """An end reason as Central codes it (`stopped_by_driver`) in words."""
-    return code.replace("_", " ")
-
-
 def notification_text(u: Update) -> str:
     """One line a driver reads (the terminal keeps `describe`'s marker lines)."""
     cp = u.cp_id or "?"
@@ -39,7 +34,7 @@ def notification_text(u: Update) -> str:
         outcome = "Charging interrupted" if t.interrupted else "Charging completed"
         text = (
             f"{outcome} at {t.cp_id}: {kwh(t.energy_kwh)} kWh, {euros(t.amount_eur)} €"
-            f" ({words(t.end_reason)}); balance {euros(t.balance_eur)} €"
+            f" ({t.end_reason.words}); balance {euros(t.balance_eur)} €"
         )
         return f"{text} (an earlier session)" if t.earlier else text
     price = f" at {u.message} €/kWh" if u.message else ""
@@ -86,7 +81,7 @@ def status_of(st: DriverState, history: Iterable[Update]) -> tuple[str, str]:
         if u.kind in _ENDINGS:
             if u.kind is Kind.TICKET and u.ticket is not None:
                 label = "Charging interrupted" if u.ticket.interrupted else _ENDINGS[u.kind]
-                return label, f"{u.ticket.cp_id}: {words(u.ticket.end_reason)}"
+                return label, f"{u.ticket.cp_id}: {u.ticket.end_reason.words}"
             detail = NO_ANSWER_TEXT if u.kind is Kind.NO_ANSWER else f"{cp}: {u.message}"
             return _ENDINGS[u.kind], detail
     return "Idle", "Choose an available CP to charge"
