@@ -18,7 +18,8 @@ class Opcode(StrEnum):
     """The first part of a frame's DATA: what the frame is."""
 
     # requests, Monitor -> Central
-    AUTH = "AUTH"  # AUTH#cp_id#location#price#engine_state#reason
+    AUTH = "AUTH"  # AUTH#cp_id#engine_state#reason#client_nonce (starts the SCRAM exchange)
+    PROOF = "PROOF"  # PROOF#cp_id#client_proof (answers CHALLENGE; services.cp_auth)
     HB = "HB"  # HB#cp_id#engine_state
     FAULT = "FAULT"  # FAULT#cp_id#reason
     RECOVER = "RECOVER"  # RECOVER#cp_id
@@ -30,11 +31,14 @@ class Opcode(StrEnum):
     OK = "OK"
     KO = "KO"  # KO#reason: the Engine's answer to HEALTH when it is not well
     ERR = "ERR"  # ERR#reason: a refusal (see ErrReason)
-    AUTH_OK = "AUTH_OK"  # AUTH_OK#cp_id
+    CHALLENGE = "CHALLENGE"  # CHALLENGE#salt#scrypt_n#scrypt_r#scrypt_p#nonce: Central's to AUTH
+    AUTH_OK = "AUTH_OK"  # AUTH_OK#cp_id#server_signature: the proof was right (and Central's)
     AUTH_DENIED = "AUTH_DENIED"  # AUTH_DENIED#reason
 
 
-TO_CENTRAL: frozenset[Opcode] = frozenset({Opcode.AUTH, Opcode.HB, Opcode.FAULT, Opcode.RECOVER})
+TO_CENTRAL: frozenset[Opcode] = frozenset(
+    {Opcode.AUTH, Opcode.PROOF, Opcode.HB, Opcode.FAULT, Opcode.RECOVER}
+)
 """The requests a Monitor sends Central (Central's handler table answers exactly these)."""
 
 TO_ENGINE: frozenset[Opcode] = frozenset({Opcode.HEALTH, Opcode.SET_CP, Opcode.CENTRAL})

@@ -18,8 +18,25 @@ from evcharging.contracts.end_reasons import SupplyEndReason
 from evcharging.contracts.events import Event
 from evcharging.domain.records import CPRecord, DriverRecord
 from evcharging.domain.session import Session
+from evcharging.services.audit import AuditEntry, AuditQuery
+from evcharging.services.cp_auth import Verifier
 
 # --- Central's storage ------------------------------------------------------------------------
+
+
+class RegistryChangeKind(StrEnum):
+    REGISTERED = "registered"
+    DEREGISTERED = "deregistered"
+    ROTATED = "rotated"
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryChange:
+    """One row of the Registry's change feed: Central, sharing the database, reads what is new."""
+
+    seq: int
+    cp_id: str
+    kind: RegistryChangeKind
 
 
 class Repository(Protocol):
@@ -59,6 +76,33 @@ class Repository(Protocol):
         limit: int = 200,
         offset: int = 0,
     ) -> Sequence[Session]: ...
+
+    # credentials (the Registry writes them, Central reads them; only verifiers, never secrets)
+    def enrol_cp(self, cp_id: str, location: str, price: Decimal, verifier: Verifier) -> bool:
+        """Alta: the CP row added (or its location and price set) and its verifier stored, in one
+        transaction; False, and nothing changed, when the CP already has credentials."""
+        ...
+
+    def rotate_credentials(self, cp_id: str, verifier: Verifier) -> bool:
+        """A registered CP's verifier replaced; False when it has none."""
+        ...
+
+    def deregister_cp(self, cp_id: str) -> bool:
+        """Baja: the CP's verifier deleted (the CP row and its sessions stay, for the history);
+        False when it had none."""
+        ...
+
+    def get_verifier(self, cp_id: str) -> Verifier | None: ...
+    def registered_cps(self) -> set[str]: ...
+    def registry_changes(self, after: int) -> list[RegistryChange]:
+        """The change feed's rows with seq > `after`, oldest first."""
+        ...
+
+    def last_registry_change(self) -> int: ...
+
+    # the audit log (append-only: there is no way to change or delete a row)
+    def append_audit(self, entry: AuditEntry) -> None: ...
+    def find_audit(self, query: AuditQuery) -> Sequence[AuditEntry]: ...
 
 
 # --- events out -------------------------------------------------------------------------------

@@ -9,15 +9,24 @@ from importlib import resources
 log = logging.getLogger(__name__)
 
 
-def available() -> list[tuple[int, str]]:
-    """(version, sql) of every migration shipped in the package, in order."""
+def available(dialect: str = "sqlite") -> list[tuple[int, str]]:
+    """(version, sql) of every migration shipped in the package, in order.
+
+    `NNNN_name.sql` is portable SQL, run on every database; `NNNN_name.<dialect>.sql`, when there
+    is one, is appended to it for that database only (e.g. a trigger's syntax)."""
     folder = resources.files("evcharging.adapters.db") / "migrations"
-    found = []
+    shared: dict[int, str] = {}
+    own: dict[int, str] = {}
     for entry in folder.iterdir():
         name = entry.name
-        if name.endswith(".sql") and name[:4].isdigit():
-            found.append((int(name[:4]), entry.read_text(encoding="utf-8")))
-    return sorted(found)
+        if not (name.endswith(".sql") and name[:4].isdigit()):
+            continue
+        parts = name.split(".")
+        if len(parts) == 2:
+            shared[int(name[:4])] = entry.read_text(encoding="utf-8")
+        elif len(parts) == 3 and parts[1] == dialect:
+            own[int(name[:4])] = entry.read_text(encoding="utf-8")
+    return [(v, shared[v] + ("\n" + own[v] if v in own else "")) for v in sorted(shared)]
 
 
 def migrate(conn: sqlite3.Connection) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -10,9 +11,13 @@ from decimal import Decimal
 from pathlib import Path
 
 from evcharging.adapters.db.migrations import migrate
+from evcharging.contracts.audit import AuditAction, Outcome
 from evcharging.domain.money import euros, from_cents, kwh, to_cents
 from evcharging.domain.records import CPRecord, DriverRecord
 from evcharging.domain.session import EndReason, Session, SessionStatus
+from evcharging.services.audit import AuditEntry, AuditQuery
+from evcharging.services.cp_auth import KdfParams, Verifier, b64, unb64
+from evcharging.services.ports import RegistryChange, RegistryChangeKind
 
 _SESSION_COLUMNS = (
     "session_id, driver_id, cp_id, price_eur_per_kwh, status, started_at, ended_at, "
@@ -303,3 +308,126 @@ class SqliteRepository:
             ended_at=_ts(row["ended_at"]),
             end_reason=None if row["end_reason"] is None else EndReason(row["end_reason"]),
         )
+
+    # --- credentials (verifiers only) and the Registry's change feed -----------------------
+
+    def enrol_cp(self, cp_id: str, location: str, price: Decimal, verifier: Verifier) -> bool:
+        with self._tx() as c:
+            if c.execute("SELECT 1 FROM cp_credentials WHERE cp_id = ?", (cp_id,)).fetchone():
+                return False
+            c.execute(
+                "INSERT INTO charging_points (cp_id, location, price_eur_per_kwh, registered_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (cp_id) DO UPDATE SET "
+                "location = excluded.location, price_eur_per_kwh = excluded.price_eur_per_kwh",
+                (cp_id, location, str(price), _now()),
+            )
+            c.execute(
+                "INSERT INTO cp_credentials (cp_id, salt, scrypt_n, scrypt_r, scrypt_p, "
+                "stored_key, server_key, issued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (cp_id, *_verifier_row(verifier), _now()),
+            )
+            self._change(c, cp_id, RegistryChangeKind.REGISTERED)
+        return True
+
+    def rotate_credentials(self, cp_id: str, verifier: Verifier) -> bool:
+        with self._tx() as c:
+            found = c.execute(
+                "UPDATE cp_credentials SET salt = ?, scrypt_n = ?, scrypt_r = ?, scrypt_p = ?, "
+                "stored_key = ?, server_key = ?, issued_at = ? WHERE cp_id = ?",
+                (*_verifier_row(verifier), _now(), cp_id),
+            ).rowcount
+            if found:
+                self._change(c, cp_id, RegistryChangeKind.ROTATED)
+        return bool(found)
+
+    def deregister_cp(self, cp_id: str) -> bool:
+        with self._tx() as c:
+            found = c.execute("DELETE FROM cp_credentials WHERE cp_id = ?", (cp_id,)).rowcount
+            if found:
+                self._change(c, cp_id, RegistryChangeKind.DEREGISTERED)
+        return bool(found)
+
+    def get_verifier(self, cp_id: str) -> Verifier | None:
+        row = self._conn.execute(
+            "SELECT * FROM cp_credentials WHERE cp_id = ?", (cp_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        kdf = KdfParams(unb64(row["salt"]), row["scrypt_n"], row["scrypt_r"], row["scrypt_p"])
+        return Verifier(kdf, unb64(row["stored_key"]), unb64(row["server_key"]))
+
+    def registered_cps(self) -> set[str]:
+        return {r["cp_id"] for r in self._conn.execute("SELECT cp_id FROM cp_credentials")}
+
+    def registry_changes(self, after: int) -> list[RegistryChange]:
+        rows = self._conn.execute(
+            "SELECT seq, cp_id, kind FROM registry_changes WHERE seq > ? ORDER BY seq", (after,)
+        ).fetchall()
+        return [RegistryChange(r["seq"], r["cp_id"], RegistryChangeKind(r["kind"])) for r in rows]
+
+    def last_registry_change(self) -> int:
+        row = self._conn.execute("SELECT COALESCE(MAX(seq), 0) AS seq FROM registry_changes")
+        return int(row.fetchone()["seq"])
+
+    @staticmethod
+    def _change(c: sqlite3.Connection, cp_id: str, kind: RegistryChangeKind) -> None:
+        c.execute(
+            "INSERT INTO registry_changes (cp_id, kind, changed_at) VALUES (?, ?, ?)",
+            (cp_id, kind.value, _now()),
+        )
+
+    # --- the audit log (append-only) -------------------------------------------------------
+
+    def append_audit(self, entry: AuditEntry) -> None:
+        self._conn.execute(
+            "INSERT INTO audit_log (at, action, actor, ip, outcome, cp_id, detail, params) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                entry.at.isoformat(),
+                entry.action.value,
+                entry.actor,
+                entry.ip,
+                entry.outcome.value,
+                entry.cp_id,
+                entry.detail,
+                json.dumps(dict(entry.params), sort_keys=True),
+            ),
+        )
+
+    def find_audit(self, query: AuditQuery) -> Sequence[AuditEntry]:
+        """Newest first, filtered, one page."""
+        clauses, args = [], []
+        for column, op, value in (
+            ("at", ">=", None if query.since is None else query.since.isoformat()),
+            ("at", "<", None if query.until is None else query.until.isoformat()),
+            ("cp_id", "=", query.cp_id),
+            ("action", "=", None if query.action is None else query.action.value),
+            ("ip", "=", query.ip),
+        ):
+            if value is not None:
+                clauses.append(f"{column} {op} ?")
+                args.append(value)
+        where = " AND ".join(clauses) or "1 = 1"
+        rows = self._conn.execute(
+            f"SELECT * FROM audit_log WHERE {where} ORDER BY seq DESC "
+            f"LIMIT {int(query.limit)} OFFSET {int(query.offset)}",
+            args,
+        ).fetchall()
+        return [
+            AuditEntry(
+                at=datetime.fromisoformat(r["at"]),
+                action=AuditAction(r["action"]),
+                actor=r["actor"],
+                ip=r["ip"],
+                outcome=Outcome(r["outcome"]),
+                cp_id=r["cp_id"],
+                detail=r["detail"],
+                params=json.loads(r["params"]),
+                seq=r["seq"],
+            )
+            for r in rows
+        ]
+
+
+def _verifier_row(v: Verifier) -> tuple[str, int, int, int, str, str]:
+    return (b64(v.kdf.salt), v.kdf.n, v.kdf.r, v.kdf.p, b64(v.stored_key), b64(v.server_key))

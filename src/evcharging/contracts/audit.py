@@ -1,0 +1,38 @@
+"""The audit log's vocabulary: what happened (`AuditAction`) and the outcome words.
+
+One home for the names every writer (Central, the Registry) and every reader (`GET /api/audit`,
+the admin dashboard's filter) uses; the rows themselves are `services.audit.AuditEntry`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class AuditAction(StrEnum):
+    """What an audit row records (the statement's "qué acción se realiza")."""
+
+    AUTH_OK = "auth.ok"  # a CP proved its credentials to Central
+    AUTH_FAILED = "auth.failed"  # unknown, deregistered, wrong proof, bad exchange
+    AUTH_THROTTLED = "auth.throttled"  # refused unheard: too many failures from this CP or IP
+    CP_REGISTERED = "registry.registered"  # alta: credentials issued
+    CP_DEREGISTERED = "registry.deregistered"  # baja: credentials gone
+    CREDENTIALS_ROTATED = "registry.rotated"  # a CP (or an admin) replaced its secret
+    REGISTRY_REFUSED = "registry.refused"  # an alta/baja/rotation the Registry refused
+    CP_STATE = "cp.state"  # a CP's state changed (Activado, Averiado, Desconectado, ...)
+    CP_BLOCKED = "cp.blocked"  # an operator put a CP out of service
+    CP_UNBLOCKED = "cp.unblocked"  # an operator put it back
+    SUPPLY_INCIDENT = "supply.incident"  # a supply interrupted (fault, lost Monitor, stop)
+    DRIVER_DENIED = "driver.denied"  # a driver's request refused (unknown driver, no balance)
+    ADMIN_ACTION = "admin.action"  # an operator's command, carried out
+    ADMIN_REFUSED = (
+        "admin.refused"  # an operator's command refused (bad token, senseless, bad input)
+    )
+    MESSAGE_REJECTED = "message.rejected"  # a malformed frame or event, dropped
+    ERROR = "error"  # an internal error someone must look at
+
+
+class Outcome(StrEnum):
+    OK = "ok"
+    DENIED = "denied"
+    ERROR = "error"
