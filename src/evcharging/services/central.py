@@ -242,6 +242,7 @@ class CentralService:
         *,
         engine_ok: bool = True,
         fault_reason: str | None = None,
+        peer: str = "-",  # the Monitor's address (central-audit uses it in cp.state rows)
     ) -> Answer:
         """A Monitor authenticates its CP, telling the Engine's health as it knows it: a CP is
         never shown or offered as available before Central knows its Engine is healthy."""
