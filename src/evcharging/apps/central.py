@@ -49,7 +49,9 @@ from evcharging.contracts.events import (
     set_default_source,
 )
 from evcharging.contracts.topics import CP_EVENTS, DRIVER_EVENTS, set_namespace
+from evcharging.services.audit import Audit
 from evcharging.services.central import CentralService
+from evcharging.services.cp_login import CPLogin
 
 log = logging.getLogger("evcharging.central")
 
@@ -126,7 +128,8 @@ class CentralApp:
             topics=[DRIVER_EVENTS, CP_EVENTS],
             static_member=f"{cfg.group_id}-central",  # one Central per group: it takes over at once
         )
-        monitors = MonitorServer(service, cfg.listen_host, cfg.port)
+        login = CPLogin(repo, Audit([repo]))  # bridge (socket-auth): central-audit wires the sinks
+        monitors = MonitorServer(service, cfg.listen_host, cfg.port, login=login)
         try:
             await monitors.start()
         except CannotListen:

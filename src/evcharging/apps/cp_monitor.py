@@ -16,9 +16,11 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
 
+from evcharging.adapters.credentials_file import default_path, load
 from evcharging.adapters.sockets.monitor_links import CentralLinkLoop, EngineLinkLoop, Timing
 from evcharging.apps.common import (
     Parser,
@@ -32,6 +34,7 @@ from evcharging.apps.common import (
 )
 from evcharging.contracts.fields import MAX_LOCATION, MAX_PRICE, Location, Price
 from evcharging.contracts.frames import reserved_char
+from evcharging.services.cp_auth import Prover
 from evcharging.services.monitor import MonitorService
 
 log = logging.getLogger(__name__)
@@ -49,6 +52,23 @@ class MonitorSettings:
     summary_every: float = 30.0  # seconds between summaries; 0 = none
 
 
+class _CredentialsFile:
+    """Bridge (socket-auth) until monitor-app's --credentials: the default file, read at each
+    attempt; one Prover per secret, so scrypt runs once."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._known: tuple[str, str, Prover] | None = None
+
+    def prover(self) -> Prover | None:
+        stored = load(self.path)
+        if stored is None:
+            return None
+        if self._known is None or self._known[:2] != (stored.cp_id, stored.secret):
+            self._known = (stored.cp_id, stored.secret, Prover(stored.cp_id, stored.secret))
+        return self._known[2]
+
+
 class MonitorApp:
     """Everything EV_CP_M runs, startable and stoppable in-process (tests use it directly)."""
 
@@ -60,8 +80,7 @@ class MonitorApp:
         self.central_link = CentralLinkLoop(
             self.service,
             settings.central,
-            location=settings.location,
-            price=settings.price,
+            credentials=_CredentialsFile(default_path(settings.cp_id)),
             timing=settings.timing,
             wake=self._central_wake,
         )
