@@ -406,7 +406,7 @@ _PROOF = Opcode.PROOF.value
 _ENGINE_OK = EngineState.OK.value
 _NO_HEALTH = {EngineState.KO.value: "Engine KO"}  # the fault reason when AUTH gave none
 _HEALTH_UNKNOWN = "Engine health not reported yet"  # AUTH's engine_state neither OK nor KO
-_MALFORMED_AUTH = "malformed AUTH: expected AUTH#cp_id#engine_state#reason#client_nonce"
+_MALFORMED_AUTH = "malformed AUTH: expected cp_id, engine_state, reason, client_nonce"
 _OTHER_CP = "this connection is already authenticated as another CP"
 _PROOF_WITHOUT_AUTH = "PROOF without a CHALLENGE for this CP on this link"
 
