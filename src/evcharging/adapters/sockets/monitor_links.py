@@ -92,8 +92,10 @@ class CentralLinkLoop:
         self._again = asyncio.Event()  # reauthenticate(): end the link, AUTH at once
 
     def reauthenticate(self) -> None:
-        """End the current link (or the wait before the next) and authenticate again at once:
-        after the credentials changed, or when the operator asks (the Monitor's menu)."""
+        """Authenticate again at once, with the credentials as they are now (after a
+        re-registration, or when the operator asks: the Monitor's menu).  On a live link the
+        exchange is run again on that link: Central never sees the Monitor lost, so a supply in
+        progress goes on; between links the wait for the next attempt is cut short."""
         self._again.set()
         self.wake.set()
 
@@ -161,16 +163,24 @@ class CentralLinkLoop:
         )
         return delay
 
-    async def _converse(self, conn: FramedConnection, prover: Prover) -> float:
-        cp_id, timeout = self.svc.cp_id, self.timing.timeout
+    async def _converse(self, conn: FramedConnection, prover: Prover | None) -> float:
+        cp_id = self.svc.cp_id
         log.info("cp=%s: connected to CENTRAL at %s, authenticating", cp_id, conn.peer)
-        denied = await self._authenticate(conn, prover)
-        if denied is not None:
-            self.svc.central_denied(denied)
-            log.info("cp=%s: asking Central again in %.1fs", cp_id, self.timing.denied_retry)
-            return self.timing.denied_retry
-        self.svc.central_accepted()
-        self.backoff.reset()
+        while prover is not None:
+            denied = await self._authenticate(conn, prover)
+            if denied is not None:
+                self.svc.central_denied(denied)
+                log.info("cp=%s: asking Central again in %.1fs", cp_id, self.timing.denied_retry)
+                return self.timing.denied_retry
+            self.svc.central_accepted()
+            self.backoff.reset()
+            await self._heartbeats(conn)  # until reauthenticate()
+            log.info("cp=%s: authenticating again, as asked", cp_id)
+            prover = self._prover()
+        return 0.0  # no credentials any more: the link ends, and run() says so
+
+    async def _heartbeats(self, conn: FramedConnection) -> None:
+        cp_id, timeout = self.svc.cp_id, self.timing.timeout
         while not self._again.is_set():
             report = self.svc.pending_report()
             if report is not None:
@@ -179,8 +189,7 @@ class CentralLinkLoop:
             await expect_ok(conn, timeout, Opcode.HB, cp_id, self.svc.heartbeat_status)
             self.svc.heartbeat_answered()
             await pause(self.wake, self.timing.interval)
-        log.info("cp=%s: authenticating again, as asked", cp_id)
-        return 0.0
+        self._again.clear()
 
     async def _authenticate(self, conn: FramedConnection, prover: Prover) -> str | None:
         """The SCRAM exchange; None when Central accepted the CP (and proved it knows it), the
