@@ -73,7 +73,8 @@ def test_the_right_secret_is_accepted_and_central_proves_itself_too(
     client_nonce = new_nonce()
     challenge = login.begin("CP1", client_nonce, PEER)
     assert isinstance(challenge, Challenge)
-    assert challenge.nonce.startswith(client_nonce) and challenge.nonce != client_nonce
+    assert challenge.nonce.startswith(client_nonce)
+    assert challenge.nonce != client_nonce
     kdf = challenge.verifier.kdf
     prover = Prover("CP1", SECRET)
     proof, message, keys = prover.answer(
