@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+import stat
 from collections.abc import Iterator
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
+from evcharging.adapters import credentials_file
 from evcharging.adapters.db.sqlite_repository import SqliteRepository
+from evcharging.apps import cli
 from evcharging.contracts.audit import AuditAction, Outcome
 from evcharging.domain.throttle import FailureThrottle
 from evcharging.services.audit import Audit, AuditEntry, AuditQuery
@@ -289,3 +293,32 @@ def test_the_secret_is_never_logged(
     for secret in (first.secret, second.secret, "not-the-token", ADMIN_TOKEN):
         assert secret not in logged
     assert "registered ALC01 from 10.0.0.7" in logged
+
+
+def test_cp_enrol_registers_at_the_database_and_writes_the_credentials_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, target = tmp_path / "net.db", tmp_path / "creds" / "cp-ALC01.json"
+    argv = ["cp", "enrol", "ALC01", "--db", str(db), "--location", "Alicante", "--price", "0.35"]
+    assert cli.main([*argv, "--credentials", str(target)]) == 0
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    first = credentials_file.load(target)
+    assert first is not None
+    assert first.cp_id == "ALC01"
+    out = capsys.readouterr().out
+    assert "CP ALC01 registered" in out
+    assert first.secret not in out
+    repo = SqliteRepository(db)
+    try:
+        verifier = repo.get_verifier("ALC01")
+        assert verifier is not None
+        assert secret_matches(verifier, first.secret)
+        [row] = rows(repo, AuditAction.CP_REGISTERED)
+        assert (row.actor, row.ip) == ("admin", "-")
+    finally:
+        repo.close()
+    assert cli.main([*argv, "--credentials", str(target)]) == 0  # again: an admin's rotation
+    second = credentials_file.load(target)
+    assert second is not None
+    assert second.secret != first.secret
+    assert "credentials rotated" in capsys.readouterr().out
