@@ -272,3 +272,15 @@ def test_the_registry_will_not_start_without_a_certificate(tmp_path: Path) -> No
     assert done.returncode == 2
     assert "cannot read nope.pem" in done.stderr
     assert "Traceback" not in done.stderr
+    certs.init(tmp_path / "a")
+    certs.init(tmp_path / "b")
+    done = run_to_end(
+        tmp_path,
+        "EV_Registry",
+        *("--cert", str(tmp_path / "a" / "server.pem")),
+        *("--key", str(tmp_path / "b" / "server.key")),
+        *("--db", "r.db"),
+    )
+    assert done.returncode == 2
+    assert "cannot use" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1

@@ -267,7 +267,7 @@ def test_reads_show_no_secret_and_the_registered_flag(
 ) -> None:
     a_cp(repo, "MAD01", location="Madrid")
     issued = service.register("ALC01", "Alicante", "0.35", Caller(IP))
-    views = {v.cp_id: v.json for v in service.list()}
+    views = {v.cp_id: v.json for v in service.cps()}
     assert views["ALC01"]["registered"] is True
     assert views["ALC01"]["registered_at"] == issued.json["registered_at"]
     assert views["MAD01"] == {

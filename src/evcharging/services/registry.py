@@ -218,7 +218,7 @@ class RegistryService:
                 return None
             return self._view(record, self._repo.get_verifier(cp_id) is not None)
 
-    def list(self) -> list[RegistryView]:
+    def cps(self) -> list[RegistryView]:
         with self._lock:
             registered = self._repo.registered_cps()
             return [self._view(r, r.cp_id in registered) for r in self._repo.list_cps()]

@@ -216,7 +216,7 @@ def create_app(service: RegistryService) -> FastAPI:
 
     @app.get("/api/registry/cps")
     def list_cps() -> list[RegistryCPJson]:
-        return [RegistryCPJson.model_validate(view.json) for view in service.list()]
+        return [RegistryCPJson.model_validate(view.json) for view in service.cps()]
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
