@@ -2,8 +2,9 @@
 
 The Registry's own flow (HTTPS, EV_CP_M --register) is tested where the issue asks for it
 (tests/e2e/test_registry_flow.py); every other end-to-end test needs its CPs registered without
-one more process per test, so this issues the same verifier into the database and writes the same
-0600 file the Monitor reads (its default path, under the program's working directory).
+one more process per test, so this runs the Registry's own `RegistryService.register` in-process
+as the local operator (`evcharging cp enrol` does the same) and writes the 0600 file the Monitor
+reads at its default path, under the program's working directory.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from pathlib import Path
 
 from evcharging.adapters.credentials_file import StoredCredentials, default_path, load, save
 from evcharging.adapters.db.sqlite_repository import SqliteRepository
-from evcharging.services.cp_auth import make_verifier, new_secret
+from evcharging.domain.throttle import FailureThrottle
+from evcharging.services.audit import Audit
+from evcharging.services.registry import Caller, RegistryService
 
 
 def provision(db: Path, workdir: Path, cp_id: str) -> StoredCredentials:
@@ -27,12 +30,10 @@ def provision(db: Path, workdir: Path, cp_id: str) -> StoredCredentials:
         record = repo.get_cp(cp_id)
         location = record.location if record else f"Test site {cp_id}"
         price = record.price_eur_per_kwh if record else Decimal("0.30")
-        secret = new_secret()
-        verifier = make_verifier(secret)
-        if not repo.enrol_cp(cp_id, location, price, verifier):
-            repo.rotate_credentials(cp_id, verifier)
+        registry = RegistryService(repo, Audit([repo]), FailureThrottle())
+        issued = registry.register(cp_id, location, price, Caller.operator())
     finally:
         repo.close()
-    credentials = StoredCredentials(cp_id=cp_id, secret=secret)
+    credentials = StoredCredentials(cp_id=cp_id, secret=issued.secret)
     save(path, credentials)
     return credentials
