@@ -286,14 +286,19 @@ class MonitorApp:
             return False
         return True
 
-    async def deregister_once(self) -> int:
-        """`--deregister`: 0 when the CP is no longer registered, 1 (one line) otherwise."""
-        try:
-            log.info("cp=%s: %s", self.settings.cp_id, await self.enrolment.deregister())
-        except (RegistryError, CannotEnrol, CredentialsFileError) as exc:
-            log.error("cp=%s: cannot deregister: %s", self.settings.cp_id, exc)
-            return 1
-        return 0
+
+async def deregister_once(settings: MonitorSettings) -> int:
+    """`--deregister`: 0 when the CP is no longer registered, 1 (one line) otherwise.  No link
+    starts: a one-shot touches only the Registry and the credentials file."""
+    credentials = FileCredentials(settings.credentials_path, settings.cp_id)
+    client = RegistryClient(settings.registry, settings.ca_file) if settings.registry else None
+    try:
+        said = await Enrolment(settings, credentials, client).deregister()
+    except (RegistryError, CannotEnrol, CredentialsFileError) as exc:
+        log.error("cp=%s: cannot deregister: %s", settings.cp_id, exc)
+        return 1
+    log.info("cp=%s: %s", settings.cp_id, said)
+    return 0
 
 
 class MonitorMenu:
@@ -322,7 +327,7 @@ class MonitorMenu:
         try:
             log.info("%s", await action())
         except (RegistryError, CannotEnrol, CredentialsFileError) as exc:
-            log.error("%s", exc)
+            log.warning("%s", exc)  # refused, said; the Monitor goes on
 
     async def _register(self) -> str:
         said = await self.app.enrolment.register()
@@ -391,10 +396,10 @@ def _ca_file(value: str) -> Path:
         ssl.create_default_context(cafile=value)
     except FileNotFoundError:
         raise ValueError("no such file") from None
+    except ssl.SSLError:  # an OSError too: first
+        raise ValueError("not a PEM file of CA certificates") from None
     except OSError as exc:
         raise ValueError(f"cannot read it: {exc.strerror}") from None
-    except ssl.SSLError:
-        raise ValueError("not a PEM file of CA certificates") from None
     return path(value)
 
 
@@ -512,9 +517,10 @@ def _check(p: Parser, s: MonitorSettings) -> None:
 def main(argv: list[str] | None = None) -> int:
     settings = parse_args(argv)
     setup_logging("EV_CP_M", settings.log_level)
-    app = MonitorApp(settings)
+    if settings.log_level != "DEBUG":  # httpx logs every request; the Monitor says what it did
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     if settings.deregister:
-        return run(app.deregister_once())
+        return run(deregister_once(settings))
     log.info(
         "Monitor starting: cp=%s, Engine %s:%s, Central %s:%s, Registry %s, every %ss",
         settings.cp_id,
@@ -523,4 +529,4 @@ def main(argv: list[str] | None = None) -> int:
         settings.registry or "not given",
         settings.timing.interval,
     )
-    return run(app.run(stdin_lines()))
+    return run(MonitorApp(settings).run(stdin_lines()))
