@@ -583,3 +583,25 @@ async def test_deregister_once_fails_in_one_line_when_the_registry_is_untrusted(
     assert app.settings.credentials_path.exists()  # still registered: the secret is kept
     assert len(registry.seen) == seen
     caplog.clear()  # the ERROR line was the point
+
+
+@pytest.mark.usefixtures("stand_in_link")
+async def test_register_at_start_that_fails_stops_the_monitor_with_one_line(
+    server: TlsServer,
+    pki: Pki,
+    registry: StandInRegistry,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    registry.cps["CP10"] = {"registered": True, "secret": "someone else's"}
+    app = MonitorApp(settings(server, pki, tmp_path, register=True))
+
+    assert await app.run(None) == 1
+
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [
+        "cp=CP10: cannot register: CP10 is already registered: deregister first or prove it "
+        "(its credentials file, or an admin)"
+    ]
+    assert not app.settings.credentials_path.exists()
+    caplog.clear()  # the ERROR line was the point

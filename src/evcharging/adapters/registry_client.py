@@ -75,7 +75,7 @@ class Registration(_Answer):
     """What an alta returns: the secret is shown once, here, and must be stored at once."""
 
     secret: str
-    registered_at: str
+    registered_at: str | None = None
 
     def __repr__(self) -> str:  # never print the secret, even by accident
         return f"Registration(cp_id={self.cp_id!r}, registered_at={self.registered_at!r})"

@@ -146,7 +146,7 @@ class Enrolment:
         answer = await client.register(
             s.cp_id, s.location, s.price, proof=current.secret if current else None
         )
-        new = StoredCredentials(s.cp_id, answer.secret, client.url, answer.registered_at)
+        new = StoredCredentials(s.cp_id, answer.secret, client.url, answer.registered_at or "")
         try:
             credentials_file.save(self.credentials.path, new)
         except OSError as exc:
