@@ -169,8 +169,8 @@ def test_guesses_from_one_address_at_many_cps_throttle_that_address(
 @pytest.mark.parametrize(
     ("cp_id", "nonce", "reason"),
     [
-        ("CP 1", new_nonce(), "malformed AUTH: not a CP id"),
-        ("", new_nonce(), "malformed AUTH: not a CP id"),
+        ("CP 1", "A" * 24, "malformed AUTH: not a CP id"),
+        ("", "A" * 24, "malformed AUTH: not a CP id"),
         ("CP1", "", "malformed AUTH: the client nonce must be 16-64 base64url characters"),
         ("CP1", "short", "malformed AUTH: the client nonce must be 16-64 base64url characters"),
         ("CP1", "x" * 65, "malformed AUTH: the client nonce must be 16-64 base64url characters"),
