@@ -48,7 +48,9 @@ def clock() -> Clock:
 
 @pytest.fixture
 def login(repo: SqliteRepository, clock: Clock) -> CPLogin:
-    return CPLogin(repo, Audit([repo]), FailureThrottle(free=2, first=1.0, cap=8.0), clock)
+    return CPLogin(
+        repo, Audit([repo]), FailureThrottle(free=2, free_per_address=2, first=1.0, cap=8.0), clock
+    )
 
 
 def rows(repo: SqliteRepository) -> list[AuditEntry]:

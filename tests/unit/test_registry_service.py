@@ -54,7 +54,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def service(repo: SqliteRepository, clock: Clock) -> RegistryService:
-    throttle = FailureThrottle(free=2, first=4.0)
+    throttle = FailureThrottle(free=2, free_per_address=2, first=4.0)
     return RegistryService(repo, Audit([repo]), throttle, clock, admin_token=ADMIN_TOKEN)
 
 

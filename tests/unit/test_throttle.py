@@ -21,7 +21,7 @@ def test_the_free_failures_cost_nothing_then_each_wait_doubles_up_to_the_cap() -
 
 
 def test_an_attempt_waits_for_the_longer_of_its_keys() -> None:
-    throttle = FailureThrottle(free=0, first=1.0, cap=60.0)
+    throttle = FailureThrottle(free=0, free_per_address=0, first=1.0, cap=60.0)
     throttle.failed((CP, IP), now=0.0)  # both: 1 s
     throttle.failed(("cp:CP2", IP), now=0.0)  # the address: 2 s
     assert throttle.wait((CP, IP), now=0.0) == 2
@@ -30,7 +30,7 @@ def test_an_attempt_waits_for_the_longer_of_its_keys() -> None:
 
 
 def test_a_success_clears_the_cps_key_not_the_addresss() -> None:
-    throttle = FailureThrottle(free=1, first=1.0, cap=60.0)
+    throttle = FailureThrottle(free=1, free_per_address=1, first=1.0, cap=60.0)
     for _ in range(3):
         throttle.failed((CP, IP), now=0.0)
     throttle.succeeded(CP)
@@ -86,3 +86,13 @@ def test_more_failures_never_mean_a_shorter_wait(n: int, free: int) -> None:
     waits = [throttle.failed((CP,), now=0.0) for _ in range(n)]
     assert waits == sorted(waits)
     assert waits[: min(n, free)] == [0] * min(n, free)
+
+
+def test_an_address_gets_more_free_failures_than_a_cp() -> None:
+    """Many CPs share one host: a CP with a stale secret must not slow its neighbours' logins."""
+    throttle = FailureThrottle()
+    for i in range(throttle.free_per_address):
+        throttle.failed((f"cp:CP{i}", "ip:10.0.0.2"), now=0.0)
+    assert throttle.wait(("cp:OTHER", "ip:10.0.0.2"), now=0.0) == 0
+    throttle.failed(("cp:CPX", "ip:10.0.0.2"), now=0.0)
+    assert throttle.wait(("cp:OTHER", "ip:10.0.0.2"), now=0.0) > 0
