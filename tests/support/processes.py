@@ -186,9 +186,12 @@ class Network:
             *extra,
         )
 
-    def monitor(self, cp_id: str, *extra: str, register: bool = True) -> Proc:
+    def monitor(
+        self, cp_id: str, *extra: str, register: bool = True, central: str | None = None
+    ) -> Proc:
         """EV_CP_M for `cp_id`, registered first (credentials issued into Central's database and
-        written where the Monitor looks for them) unless `register` is False."""
+        written where the Monitor looks for them) unless `register` is False; `central` is the
+        address it dials (default Central's own; a relay's in the capture tests)."""
         port = self.engine_ports.setdefault(cp_id, free_port())
         if register:
             assert self.db_path is not None, "start Central before a registered Monitor"
@@ -197,7 +200,7 @@ class Network:
             f"monitor-{cp_id}",
             "EV_CP_M",
             f"127.0.0.1:{port}",
-            f"127.0.0.1:{self.central_port}",
+            central or f"127.0.0.1:{self.central_port}",
             cp_id,
             *extra,
         )
