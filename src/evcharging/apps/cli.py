@@ -67,6 +67,7 @@ def _demo(args: argparse.Namespace) -> int:
         kafka_port=args.kafka_port,
         central_port=args.central_port,
         http_port=args.http_port,
+        registry_port=args.registry_port,
         engine_base_port=args.engine_base_port,
         driver_web_base_port=args.driver_web_base_port,
         admin_token=args.admin_token,
@@ -104,6 +105,7 @@ def build_parser() -> Parser:
         ("--kafka-port", 9092, "the broker"),
         ("--central-port", 7000, "Central's Monitor sockets"),
         ("--http-port", 8000, "Central's HTTP API and dashboard"),
+        ("--registry-port", 8443, "EV_Registry (HTTPS)"),
         ("--engine-base-port", 7100, "the Engines' Monitor links (one port after it per CP)"),
         ("--driver-web-base-port", 8100, "the driver dashboards (one port after it per driver)"),
     ):
