@@ -278,16 +278,22 @@ class CentralService:
         yet, can authenticate at once. False when the database has no such CP either."""
         if cp_id in self._cps:
             return True
-        record = self._repo.get_cp(cp_id)
-        if record is None:
+        cp = self._load_cp(cp_id)
+        if cp is None:
             return False
-        cp = self._cps[cp_id] = _live(record, self._repo.get_verifier(cp_id) is not None)
         self._say(
-            f"CP {cp_id} ({record.location}) loaded from the database: Desconectado until its "
+            f"CP {cp_id} ({cp.record.location}) loaded from the database: Desconectado until its "
             "Monitor connects"
         )
         await self._changed(cp)
         return True
+
+    def _load_cp(self, cp_id: str) -> LiveCP | None:
+        record = self._repo.get_cp(cp_id)
+        if record is None:
+            return None
+        cp = self._cps[cp_id] = _live(record, self._repo.get_verifier(cp_id) is not None)
+        return cp
 
     # --- the Registry's change feed (the database it shares with EV_Registry) -----------------
 
@@ -306,15 +312,20 @@ class CentralService:
 
     async def _on_registry_change(self, change: RegistryChange) -> None:
         cp_id = change.cp_id
-        if not await self.ensure_cp(cp_id):
-            log.warning("registry change %s for CP %s, not in the database: ignored", change, cp_id)
+        cp = self._cps.get(cp_id) or self._load_cp(cp_id)
+        if cp is None:
+            log.warning("registry change %s: CP %s is not in the database; ignored", change, cp_id)
             return
-        cp = self._cps[cp_id]
         if change.kind is RegistryChangeKind.REGISTERED:
             cp.registered = True
             cp.record = self._repo.get_cp(cp_id) or cp.record  # the Registry sets location, price
             cp.published = None  # CP_STATUS carries them: publish it again
-            self._say(f"CP {cp_id} registered at EV_Registry ({cp.record.location})")
+            self._say(
+                f"CP {cp_id} registered at EV_Registry ({cp.record.location}): Desconectado "
+                "until its Monitor connects"
+                if cp.monitor is None
+                else f"CP {cp_id} registered at EV_Registry ({cp.record.location})"
+            )
             await self._changed(cp)
             return
         if change.kind is RegistryChangeKind.DEREGISTERED:
