@@ -55,8 +55,10 @@ from evcharging.contracts.events import (
     set_default_source,
 )
 from evcharging.contracts.topics import CP_EVENTS, DRIVER_EVENTS, set_namespace
+from evcharging.domain.throttle import FailureThrottle
 from evcharging.services.audit import Audit
 from evcharging.services.central import CentralService
+from evcharging.services.cp_login import CPLogin
 
 log = logging.getLogger("evcharging.central")
 
@@ -210,9 +212,8 @@ class CentralApp:
             on_rejected=rejected,
             on_error=failed,
         )
-        # TODO(merge, socket-auth): MonitorServer(service, cfg.listen_host, cfg.port,
-        #     login=CPLogin(repo, audit, FailureThrottle()))  (services/cp_login.py)
-        monitors = MonitorServer(service, cfg.listen_host, cfg.port)
+        login = CPLogin(repo, audit, FailureThrottle())  # AUTH/PROOF: auth.* rows with the IP
+        monitors = MonitorServer(service, cfg.listen_host, cfg.port, login=login)
         try:
             await monitors.start()
         except CannotListen:
