@@ -163,7 +163,9 @@ async def monitor(connect: Connect) -> Monitor:
 
 
 def audit(repo: SqliteRepository, action: AuditAction | None = None) -> list[AuditEntry]:
-    return list(reversed(repo.find_audit(AuditQuery(action=action))))
+    """The socket's rows, oldest first (a CP's state changes are the service's own rows)."""
+    rows = reversed(repo.find_audit(AuditQuery(action=action, limit=500)))
+    return [r for r in rows if r.action is not AuditAction.CP_STATE]
 
 
 def state(central: CentralService, cp_id: str) -> str:
