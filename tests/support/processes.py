@@ -243,8 +243,16 @@ class Network:
         return dict(self.get(f"/api/cps/{cp_id}"))
 
     def wait_state(self, cp_id: str, state: str, timeout: float = 20.0) -> dict[str, Any]:
+        def seen() -> dict[str, Any] | bool:
+            response = httpx.get(f"{self.api}/api/cps/{cp_id}", timeout=5)
+            if response.status_code == 404:  # not registered yet: the Registry's feed adds it
+                return False
+            response.raise_for_status()
+            view = dict(response.json())
+            return view["state"] == state and view
+
         return eventually_sync(
-            lambda: (view := self.cp(cp_id))["state"] == state and view,
+            seen,
             timeout,
             what=f"{cp_id} {state}; procs:\n" + self.tails(),
         )

@@ -228,6 +228,7 @@ class Demo:
         )
         folder = cfg.workdir / "certs"
         await asyncio.to_thread(certs.init, folder, ips=[cfg.host])
+        await central.wait_ready()  # the database is migrated: the Registry shares it
         registry = await self.spawn(
             "EV_Registry",
             "EV_Registry",
