@@ -13,12 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from evcharging.adapters.credentials_file import StoredCredentials, default_path, save
 from evcharging.adapters.kafka.consumer import EventConsumer, KeyedRead
 from evcharging.adapters.kafka.router import EventRouter
 from evcharging.contracts import events as ev
 from evcharging.contracts.frames import NACK, encode
 from evcharging.contracts.topics import CENTRAL_EVENTS
 from evcharging.domain.money import cost
+from evcharging.services.cp_auth import new_nonce, new_secret
 from tests.support.processes import Network, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
@@ -250,10 +252,16 @@ def test_a_services_file_of_10_cps_runs_to_the_end_with_4_s_pauses(
 def test_unknown_monitor_is_refused_and_a_bad_lrc_frame_is_nacked(network: Network) -> None:
     net = network
     central = net.central()
-    monitor = net.monitor("NOPE", register=False)
-    central.wait_for("CP NOPE refused: unknown CP")
-    wait_until(lambda: "unknown CP" in monitor.output(), 10, what=monitor.output())
-    frame = bytearray(encode("AUTH", "ALC01", "", ""))
+    # no credentials: the Monitor does not even connect, and says why
+    unregistered = net.monitor("NOPE", register=False)
+    unregistered.wait_for("not registered: press R to register with the Registry")
+    # credentials for an id the Registry never issued: Central refuses it, and the Monitor says so
+    save(net.workdir / default_path("GHOST"), StoredCredentials("GHOST", new_secret()))
+    ghost = net.monitor("GHOST", register=False)
+    central.wait_for("AUTH for cp=GHOST refused: not registered at the Registry")
+    ghost.wait_for("Central refused the CP: not registered at the Registry")
+    assert "cp=NOPE" not in central.output()  # the unregistered Monitor never knocked
+    frame = bytearray(encode("AUTH", "ALC01", "OK", "", new_nonce()))
     frame[-1] ^= 0xFF  # corrupt the LRC
     with socket.create_connection(("127.0.0.1", net.central_port), timeout=5) as sock:
         sock.sendall(bytes(frame))

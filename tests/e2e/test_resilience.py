@@ -17,10 +17,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from evcharging.adapters.kafka.consumer import partition_for
 from evcharging.contracts import events as ev
-from evcharging.contracts.frames import ACK, NACK, encode
+from evcharging.contracts.frames import ACK, NACK, Frame, FrameDecoder, encode
 from evcharging.contracts.topics import CP_EVENTS, DRIVER_EVENTS
 from evcharging.domain.money import cost
 from evcharging.ops import kafka_broker
+from evcharging.services.cp_auth import Prover, new_nonce
+from tests.support.credentials import provision
 from tests.support.processes import SAMPLE, Network, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
@@ -343,6 +345,20 @@ def test_duplicated_events_never_change_a_balance_twice(network: Network) -> Non
     )
 
 
+def ask(sock: socket.socket, opcode: str, *fields: str) -> Frame:
+    """One request on Central's Monitor socket, as a Monitor makes it: ACKed, answered, ACKed."""
+    sock.sendall(encode(opcode, *fields))
+    assert sock.recv(1) == bytes([ACK])
+    decoder = FrameDecoder()
+    while True:
+        chunk = sock.recv(1)
+        assert chunk, "Central closed the link"
+        for result in decoder.feed(chunk):
+            assert isinstance(result, Frame), result
+            sock.sendall(bytes([ACK]))
+            return result
+
+
 def test_garbage_on_every_input_is_logged_and_changes_nothing(network: Network) -> None:
     net = network
     central = net.central()
@@ -390,7 +406,7 @@ def test_garbage_on_every_input_is_logged_and_changes_nothing(network: Network) 
         s.sendall(b"hello there\r\n")
         assert s.recv(1) == bytes([NACK])
         s.sendall(encode("HB", "ALC01", "OK")[:-3])  # truncated, then a good frame
-        s.sendall(encode("AUTH", "NOPE", "", ""))
+        s.sendall(encode("AUTH", "NOPE", "OK", "", new_nonce()))
         assert s.recv(1) == bytes([NACK])  # the truncated frame
     with socket.create_connection(("127.0.0.1", net.central_port), timeout=5) as s:
         s.sendall(b"\x02" + b"A" * 5000 + b"\x03\x00")  # oversize
@@ -399,11 +415,15 @@ def test_garbage_on_every_input_is_logged_and_changes_nothing(network: Network) 
     with socket.create_connection(("127.0.0.1", net.central_port), timeout=5) as s:
         s.sendall(encode("FAULT", "ALC01", "forged"))  # not authenticated on this link
         assert s.recv(1) == bytes([ACK])
+    assert net.db_path is not None
+    secret = provision(net.db_path, net.workdir, "ALC01").secret  # ALC01's own (its file kept)
     with socket.create_connection(("127.0.0.1", net.central_port), timeout=5) as s:
-        s.sendall(encode("AUTH", "ALC01", "", ""))  # ALC01's real Monitor is connected
-        assert s.recv(1) == bytes([ACK])
-        answer = s.recv(200)
-        assert b"AUTH_DENIED#CP already connected from another Monitor" in answer
+        client_nonce = new_nonce()  # the right secret, while ALC01's real Monitor is connected
+        challenge = ask(s, "AUTH", "ALC01", "OK", "", client_nonce)
+        assert challenge.opcode == "CHALLENGE", challenge
+        proof, _, _ = Prover("ALC01", secret).answer(client_nonce, *challenge.fields)
+        answer = ask(s, "PROOF", "ALC01", proof)
+        assert answer == Frame("AUTH_DENIED", ("CP already connected from another Monitor",))
     central.wait_for("not valid JSON")
     central.wait_for("unknown event_type 'FLY_TO_MOON'")
     central.wait_for("greater than or equal to 0")

@@ -1,47 +1,53 @@
 """EV_CP_M and EV_Registry over real HTTPS: alta, baja, the credentials file, the refusals.
 
-The server is a real uvicorn with TLS, certificates made here with `cryptography` (a local CA and
-a localhost certificate).  STAND-INS UNTIL MERGE (issue 13): `StandInRegistry` implements the
-Registry's REST paths exactly as docs ISSUE13 says (to be replaced by the real `registry_api`
-app), `make_ca`/`make_server_cert` stand in for `ops/certs.py`, and `StandInCentralLink` for
-socketauth's `CentralLinkLoop(service, address, *, credentials, timing, wake)`.
+The Registry is the real one: `adapters.web.registry_api` over a `RegistryService` (SQLite in
+tmp_path, its audit log, a `FailureThrottle`), served by uvicorn with TLS, its certificates made
+by `ops.certs` (the network's own CA).  Where a test is about the Monitor's Central link, the link
+is the real `CentralLinkLoop` against a real Central's Monitor side (`MonitorServer`,
+`CentralService`, `CPLogin`) on loopback, reading the verifiers from the same database the
+Registry writes, as the two programs do.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import ipaddress
-import secrets
 import stat
 import threading
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import pytest
 import uvicorn
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from fastapi import FastAPI, Header, Request, Response
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from evcharging.adapters import credentials_file
+from evcharging.adapters.db.sqlite_repository import SqliteRepository
 from evcharging.adapters.registry_client import RegistryClient, RegistryError, registry_url
+from evcharging.adapters.sockets.central_server import MonitorServer
 from evcharging.adapters.sockets.monitor_links import Timing
+from evcharging.adapters.web.registry_api import create_app
 from evcharging.apps import cp_monitor
 from evcharging.apps.cp_monitor import MonitorApp, MonitorSettings
-from evcharging.contracts.fields import Location, Price
-from evcharging.services.cp_auth import Prover
+from evcharging.domain.throttle import FailureThrottle
+from evcharging.ops import certs
+from evcharging.services.audit import Audit, AuditQuery
+from evcharging.services.central import CentralService
+from evcharging.services.cp_auth import secret_matches
+from evcharging.services.cp_login import CPLogin
+from evcharging.services.monitor import CentralLink
+from evcharging.services.registry import Caller, RegistryService
+from tests.support.builders import a_cp
+from tests.support.fakes import RecordingPublisher
 from tests.support.ports import free_port
 from tests.support.waiting import eventually, eventually_sync
 
-# --- certificates (stand-in for ops/certs.py) ----------------------------------------------------
+LOCAL = "127.0.0.1"
+FROZEN = 1000.0  # the Registry's throttle clock: a wait it imposes is exactly what it says
+
+# --- certificates (ops.certs: the network's CA and the Registry's server certificate) --------
 
 
 @dataclass(frozen=True)
@@ -51,180 +57,52 @@ class Pki:
     key: Path
 
 
-def _name(common: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+def make_pki(folder: Path) -> Pki:
+    """`evcharging certs init`: a CA and the certificate `server` for localhost, 127.0.0.1."""
+    certs.init(folder)
+    where = certs.CertFolder(folder)
+    return Pki(ca=where.ca_pem, cert=where.pem("server"), key=where.key("server"))
 
 
-def _write(path: Path, data: bytes) -> Path:
-    path.write_bytes(data)
-    path.chmod(0o600)
-    return path
+# --- the Registry (the real app over the real service) ----------------------------------------
 
 
-def make_pki(folder: Path, label: str) -> Pki:
-    """A CA and a certificate it signs for localhost and 127.0.0.1."""
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(_name(f"test CA {label}"))
-        .issuer_name(_name(f"test CA {label}"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-            critical=True,
+class Registry:
+    """EV_Registry's service and app; `seen` is every HTTP request that reached the app."""
+
+    def __init__(self, db: Path) -> None:
+        self.repo = SqliteRepository(db)
+        # 2 free failures, then 30 s: the third wrong secret makes the fourth attempt wait 30 s
+        throttle = FailureThrottle(free=2, first=30.0, cap=60.0)
+        self.service = RegistryService(
+            self.repo, Audit([self.repo]), throttle, clock=lambda: FROZEN
         )
-        .add_extension(ca_ski, critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("localhost"))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    pem = serialization.Encoding.PEM
-    return Pki(
-        ca=_write(folder / f"{label}-ca.pem", ca.public_bytes(pem)),
-        cert=_write(folder / f"{label}-server.pem", cert.public_bytes(pem)),
-        key=_write(
-            folder / f"{label}-server.key",
-            key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
-        ),
-    )
+        self.seen: list[tuple[str, str]] = []
+        self._app = create_app(self.service)
 
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            self.seen.append((scope["method"], scope["path"]))
+        await self._app(scope, receive, send)
 
-# --- the Registry (stand-in for adapters/web/registry_api.py until merge) -----------------------
+    def secret_is_current(self, cp_id: str, secret: str) -> bool:
+        verifier = self.repo.get_verifier(cp_id)
+        return verifier is not None and secret_matches(verifier, secret)
 
-
-class Enrol(BaseModel):
-    location: Location
-    price_eur_per_kwh: Price
-
-
-@dataclass
-class StandInRegistry:
-    """The REST paths of ISSUE13.md, in memory; `seen` is every request that reached it."""
-
-    cps: dict[str, dict[str, Any]] = field(default_factory=dict)
-    seen: list[tuple[str, str, bytes]] = field(default_factory=list)
-    failures: int = 0
-    free_failures: int = 3
-
-    def app(self) -> FastAPI:
-        app = FastAPI()
-        reg = self
-
-        @app.middleware("http")
-        async def record(request: Request, call_next: Any) -> Response:
-            reg.seen.append((request.method, request.url.path, await request.body()))
-            response: Response = await call_next(request)
-            return response
-
-        def proven(cp: dict[str, Any], authorization: str | None) -> bool | None:
-            """None: no proof given; True/False: right or wrong secret."""
-            if authorization is None:
-                return None
-            return authorization == f"CP {cp['secret']}"
-
-        def throttled() -> Response | None:
-            if reg.failures >= reg.free_failures:
-                return JSONResponse(
-                    {"detail": "too many failed attempts"},
-                    status_code=429,
-                    headers={"Retry-After": "30"},
-                )
-            return None
-
-        def wrong() -> Response:
-            reg.failures += 1
-            return JSONResponse({"detail": "wrong credentials"}, status_code=401)
-
-        @app.put("/api/registry/cps/{cp_id}")
-        def register(
-            cp_id: str, body: Enrol, authorization: Annotated[str | None, Header()] = None
-        ) -> Response:
-            if (refused := throttled()) is not None:
-                return refused
-            cp = reg.cps.get(cp_id)
-            status = 201
-            if cp is not None and cp["registered"]:
-                ok = proven(cp, authorization)
-                if ok is None:
-                    return JSONResponse({"detail": "already registered"}, status_code=409)
-                if not ok:
-                    return wrong()
-                status = 200
-            cp = reg.cps[cp_id] = {
-                "cp_id": cp_id,
-                "location": body.location,
-                "price_eur_per_kwh": str(body.price_eur_per_kwh),
-                "registered": True,
-                "registered_at": dt.datetime.now(dt.UTC).isoformat(),
-                "secret": secrets.token_urlsafe(24),
-            }
-            answer = {k: v for k, v in cp.items() if k != "registered"}
-            return JSONResponse(answer, status_code=status)
-
-        @app.delete("/api/registry/cps/{cp_id}")
-        def deregister(
-            cp_id: str, authorization: Annotated[str | None, Header()] = None
-        ) -> Response:
-            if (refused := throttled()) is not None:
-                return refused
-            cp = reg.cps.get(cp_id)
-            if cp is None or not cp["registered"]:
-                return JSONResponse({"detail": "not registered"}, status_code=404)
-            if not proven(cp, authorization):
-                return wrong()
-            cp["registered"], cp["secret"] = False, None
-            return Response(status_code=204)
-
-        @app.get("/api/registry/cps/{cp_id}")
-        def lookup(cp_id: str) -> Response:
-            cp = reg.cps.get(cp_id)
-            if cp is None:
-                return JSONResponse({"detail": "unknown CP"}, status_code=404)
-            return JSONResponse({k: v for k, v in cp.items() if k != "secret"})
-
-        @app.get("/healthz")
-        def healthz() -> dict[str, str]:
-            return {"status": "ok"}
-
-        return app
+    def registered(self, cp_id: str) -> bool:
+        view = self.service.get(cp_id)
+        return view is not None and view.registered
 
 
 class TlsServer:
     """uvicorn with TLS in a thread of its own (its own event loop)."""
 
-    def __init__(self, app: FastAPI, pki: Pki) -> None:
+    def __init__(self, app: ASGIApp, pki: Pki) -> None:
         self.port = free_port()
         self.server = uvicorn.Server(
             uvicorn.Config(
                 app,
-                host="127.0.0.1",
+                host=LOCAL,
                 port=self.port,
                 ssl_certfile=str(pki.cert),
                 ssl_keyfile=str(pki.key),
@@ -250,17 +128,25 @@ class TlsServer:
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"), "good")
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture
-def registry() -> StandInRegistry:
-    return StandInRegistry()
+def db(tmp_path: Path) -> Path:
+    """The network's database, shared by the Registry and Central."""
+    return tmp_path / "network.db"
 
 
 @pytest.fixture
-def server(registry: StandInRegistry, pki: Pki) -> Iterator[TlsServer]:
-    with TlsServer(registry.app(), pki) as running:
+def registry(db: Path) -> Iterator[Registry]:
+    reg = Registry(db)
+    yield reg
+    reg.repo.close()
+
+
+@pytest.fixture
+def server(registry: Registry, pki: Pki) -> Iterator[TlsServer]:
+    with TlsServer(registry, pki) as running:
         yield running
 
 
@@ -277,7 +163,7 @@ def mode(path: Path) -> int:
 
 
 async def test_register_lookup_and_deregister_over_https(
-    client: RegistryClient, registry: StandInRegistry
+    client: RegistryClient, registry: Registry
 ) -> None:
     made = await client.register("CP01", "Calle Mayor 1", Decimal("0.40"))
 
@@ -286,7 +172,7 @@ async def test_register_lookup_and_deregister_over_https(
         "Calle Mayor 1",
         Decimal("0.40"),
     )
-    assert made.secret == registry.cps["CP01"]["secret"]
+    assert registry.secret_is_current("CP01", made.secret)
     assert made.secret not in repr(made)
     found = await client.lookup("CP01")
     assert found is not None
@@ -343,9 +229,9 @@ async def test_deregistering_an_unknown_cp_says_it_is_not_registered(
 
 
 async def test_a_server_signed_by_another_ca_is_refused_before_anything_is_sent(
-    server: TlsServer, registry: StandInRegistry, tmp_path: Path
+    server: TlsServer, registry: Registry, tmp_path: Path
 ) -> None:
-    other = make_pki(tmp_path, "other")
+    other = make_pki(tmp_path / "other")
     client = RegistryClient(server.url, other.ca, timeout=10)
 
     with pytest.raises(RegistryError) as refused:
@@ -382,56 +268,57 @@ async def test_nobody_listening_is_connection_refused(pki: Pki) -> None:
 # --- the Monitor ---------------------------------------------------------------------------------
 
 
-class StandInCentralLink:
-    """Stand-in for socketauth's CentralLinkLoop until merge: at each (re)AUTH it asks the
-    credentials for a Prover, as the real loop does, and records what it got."""
+@dataclass
+class Central:
+    """A real Central's Monitor side on loopback, on the database the Registry writes."""
 
-    def __init__(
-        self,
-        service: Any,
-        address: tuple[str, int],
-        *,
-        credentials: Any,
-        timing: Timing | None = None,
-        wake: asyncio.Event | None = None,
-    ) -> None:
-        self.credentials = credentials
-        self.provers: list[Prover | None] = []
-        self.reauthentications = 0
-        self._again = asyncio.Event()
-
-    async def run(self) -> None:
-        while True:
-            self.provers.append(self.credentials.prover())
-            await self._again.wait()
-            self._again.clear()
-
-    def reauthenticate(self) -> None:
-        self.reauthentications += 1
-        self._again.set()
+    server: MonitorServer
+    service: CentralService
+    repo: SqliteRepository
 
     @property
-    def registered(self) -> bool:
-        return bool(self.provers) and self.provers[-1] is not None
+    def address(self) -> tuple[str, int]:
+        return (LOCAL, self.server.bound_port)
+
+    def auth_rows(self) -> list[tuple[str, str]]:
+        """Central's login rows, oldest first: (action, detail)."""
+        rows = reversed(self.repo.find_audit(AuditQuery(cp_id="CP10")))
+        return [(r.action.value, r.detail) for r in rows if r.action.value.startswith("auth.")]
 
 
 @pytest.fixture
-def stand_in_link(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cp_monitor, "CentralLinkLoop", StandInCentralLink)
+async def central(db: Path, registry: Registry) -> AsyncIterator[Central]:
+    repo = SqliteRepository(db)
+    # CP10 exists at Central (added by an admin) but has no credentials: the Registry's alta is
+    # what lets it log in (its 201 case for a CP row without credentials)
+    a_cp(repo, "CP10", location="Calle Mayor 1")
+    service = CentralService(repo, RecordingPublisher(), heartbeat_timeout=5.0)
+    await service.load()
+    server = MonitorServer(service, LOCAL, 0, login=CPLogin(repo, Audit([repo])))
+    await server.start()
+    try:
+        yield Central(server, service, repo)
+    finally:
+        await server.close()
+        repo.close()
 
 
 def settings(server: TlsServer, pki: Pki, tmp_path: Path, **more: Any) -> MonitorSettings:
-    nowhere = ("127.0.0.1", free_port())  # no Engine: the Monitor keeps checking, harmlessly
+    """CP10's Monitor; `central` is a real Central's address where the link matters, else a
+    port nobody listens on (the Monitor keeps trying, harmlessly), as for the Engine."""
+    nowhere = (LOCAL, free_port())  # no Engine: the Monitor keeps checking, harmlessly
+    central = more.pop("central", (LOCAL, free_port()))
     values: dict[str, Any] = {
         "location": "Calle Mayor 1",
         "price": "0.40",
         "registry": server.url,
         "ca_file": pki.ca,
         "credentials": tmp_path / "creds" / "cp-CP10.json",
-        "timing": Timing(interval=0.2, timeout=0.2, max_backoff=0.2),
+        # timeout: each AUTH round trip, with a real Central on a loaded machine
+        "timing": Timing(interval=0.2, timeout=2.0, max_backoff=0.5, denied_retry=0.5),
         "summary_every": 0,
     }
-    return MonitorSettings(nowhere, nowhere, "CP10", **{**values, **more})
+    return MonitorSettings(nowhere, central, "CP10", **{**values, **more})
 
 
 class Keys:
@@ -455,23 +342,26 @@ def said(caplog: pytest.LogCaptureFixture, text: str) -> bool:
     return any(text in r.getMessage() for r in caplog.records)
 
 
-@pytest.mark.usefixtures("stand_in_link")
 async def test_r_registers_d_deregisters_and_the_link_follows(
     server: TlsServer,
     pki: Pki,
-    registry: StandInRegistry,
+    registry: Registry,
+    central: Central,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    app = MonitorApp(settings(server, pki, tmp_path))
-    link = app.central_link
-    assert isinstance(link, StandInCentralLink)
+    app = MonitorApp(settings(server, pki, tmp_path, central=central.address))
     keys = Keys()
     task = asyncio.create_task(app.run(keys.lines()))
     try:
         await eventually(lambda: said(caplog, cp_monitor.HELP), what="the keys, once")
         assert said(caplog, "not registered: press R to register with the Registry")
-        await eventually(lambda: link.provers == [None], what="an unregistered link, waiting")
+        await eventually(
+            lambda: app.service.central is CentralLink.NOT_REGISTERED,
+            what="an unregistered link, waiting",
+        )
+        assert not said(caplog, "connected to CENTRAL")  # it does not even connect
+        assert central.auth_rows() == []
 
         keys.press("R")
         path = app.settings.credentials_path
@@ -480,8 +370,11 @@ async def test_r_registers_d_deregisters_and_the_link_follows(
         stored = credentials_file.load(path)
         assert stored is not None
         assert (stored.cp_id, stored.registry) == ("CP10", server.url)
-        assert stored.secret == registry.cps["CP10"]["secret"]
-        await eventually(lambda: link.registered, what="the link AUTHs with the new secret")
+        assert registry.secret_is_current("CP10", stored.secret)
+        await eventually(
+            lambda: app.service.central is CentralLink.UP, what="the link AUTHs with the new secret"
+        )
+        assert central.auth_rows() == [("auth.ok", "proof accepted")]
         assert said(caplog, "registered at the Registry: Calle Mayor 1, 0.40 €/kWh")
         assert not said(caplog, stored.secret)
 
@@ -492,8 +385,11 @@ async def test_r_registers_d_deregisters_and_the_link_follows(
 
         keys.press("D")
         await eventually(lambda: not path.exists(), what="the credentials file deleted")
-        await eventually(lambda: not link.registered, what="the link stops: not registered")
-        assert registry.cps["CP10"]["registered"] is False
+        await eventually(
+            lambda: app.service.central is CentralLink.NOT_REGISTERED,
+            what="the link stops: not registered",
+        )
+        assert not registry.registered("CP10")
         assert said(caplog, f"deregistered from the Registry; {path} deleted")
 
         keys.close()  # an unattended Monitor: stdin closed
@@ -504,11 +400,10 @@ async def test_r_registers_d_deregisters_and_the_link_follows(
         await asyncio.gather(task, return_exceptions=True)
 
 
-@pytest.mark.usefixtures("stand_in_link")
 async def test_r_without_a_price_says_what_is_missing_and_sends_nothing(
     server: TlsServer,
     pki: Pki,
-    registry: StandInRegistry,
+    registry: Registry,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -522,9 +417,8 @@ async def test_r_without_a_price_says_what_is_missing_and_sends_nothing(
     assert said(caplog, "no Registry given: start with --registry https://HOST:PORT")
 
 
-@pytest.mark.usefixtures("stand_in_link")
 async def test_r_when_registered_proves_it_and_stores_the_new_secret(
-    server: TlsServer, pki: Pki, registry: StandInRegistry, tmp_path: Path
+    server: TlsServer, pki: Pki, registry: Registry, tmp_path: Path
 ) -> None:
     app = MonitorApp(settings(server, pki, tmp_path))
     await app.menu.handle("R")
@@ -537,41 +431,48 @@ async def test_r_when_registered_proves_it_and_stores_the_new_secret(
     second = credentials_file.load(path)
     assert second is not None
     assert second.secret != first.secret
-    assert second.secret == registry.cps["CP10"]["secret"]
+    assert registry.secret_is_current("CP10", second.secret)
+    assert not registry.secret_is_current("CP10", first.secret)
     assert mode(path) == 0o600
 
 
-@pytest.mark.usefixtures("stand_in_link")
 async def test_register_at_start_then_deregister_once(
-    server: TlsServer, pki: Pki, registry: StandInRegistry, tmp_path: Path
+    server: TlsServer,
+    pki: Pki,
+    registry: Registry,
+    central: Central,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    app = MonitorApp(settings(server, pki, tmp_path, register=True))
+    app = MonitorApp(settings(server, pki, tmp_path, register=True, central=central.address))
     task = asyncio.create_task(app.run(None))
     try:
-        link = app.central_link
-        assert isinstance(link, StandInCentralLink)
-        await eventually(lambda: link.registered, what="registered before the link started")
-        assert link.provers[0] is not None  # the very first AUTH already has the secret
+        await eventually(
+            lambda: app.service.central is CentralLink.UP,
+            what="registered before the link started, then logged in",
+        )
+        # the very first AUTH already had the secret: never "not registered", at either end
+        assert central.auth_rows() == [("auth.ok", "proof accepted")]
+        assert not said(caplog, "not registered")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
     assert await cp_monitor.deregister_once(settings(server, pki, tmp_path, deregister=True)) == 0
     assert not app.settings.credentials_path.exists()
-    assert registry.cps["CP10"]["registered"] is False
+    assert not registry.registered("CP10")
 
 
-@pytest.mark.usefixtures("stand_in_link")
 async def test_deregister_once_fails_in_one_line_when_the_registry_is_untrusted(
     server: TlsServer,
     pki: Pki,
-    registry: StandInRegistry,
+    registry: Registry,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     app = MonitorApp(settings(server, pki, tmp_path))
     await app.menu.handle("R")
-    other = make_pki(tmp_path, "other")
+    other = make_pki(tmp_path / "other")
     seen = len(registry.seen)
 
     once = settings(server, pki, tmp_path, ca_file=other.ca, deregister=True)
@@ -581,19 +482,19 @@ async def test_deregister_once_fails_in_one_line_when_the_registry_is_untrusted(
     assert errors == [errors[0]]
     assert "cannot deregister: the Registry's certificate is not trusted" in errors[0]
     assert app.settings.credentials_path.exists()  # still registered: the secret is kept
+    assert registry.registered("CP10")
     assert len(registry.seen) == seen
     caplog.clear()  # the ERROR line was the point
 
 
-@pytest.mark.usefixtures("stand_in_link")
 async def test_register_at_start_that_fails_stops_the_monitor_with_one_line(
     server: TlsServer,
     pki: Pki,
-    registry: StandInRegistry,
+    registry: Registry,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    registry.cps["CP10"] = {"registered": True, "secret": "someone else's"}
+    registry.service.register("CP10", "Elsewhere", "0.30", Caller.operator())  # someone else's
     app = MonitorApp(settings(server, pki, tmp_path, register=True))
 
     assert await app.run(None) == 1

@@ -3,28 +3,51 @@
 
 from __future__ import annotations
 
+import inspect
 import io
 from collections.abc import AsyncIterator
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 
-from evcharging.apps import cp_engine, cp_monitor, driver
+from evcharging.apps import central, cp_engine, cp_monitor, driver, registry
 from evcharging.apps.common import stdin_lines
 from tests.support.ports import free_port
 
+PROGRAMS = [
+    (central, "CentralApp", "CentralSettings"),
+    (cp_engine, "EngineApp", "EngineSettings"),
+    (cp_monitor, "MonitorApp", "MonitorSettings"),
+    (driver, "DriverApp", "DriverSettings"),
+    (registry, "RegistryApp", "RegistrySettings"),
+]
+
 
 @pytest.mark.parametrize(
-    ("module", "app", "settings"),
-    [
-        (cp_monitor, "MonitorApp", "MonitorSettings"),
-        (cp_engine, "EngineApp", "EngineSettings"),
-        (driver, "DriverApp", "DriverSettings"),
-    ],
+    ("module", "app", "settings"), PROGRAMS, ids=lambda v: getattr(v, "__name__", v)
 )
-def test_programs_share_one_shape(module: object, app: str, settings: str) -> None:
+def test_programs_share_one_shape(module: ModuleType, app: str, settings: str) -> None:
+    """`parse_args(argv) -> XSettings`, `XApp(settings)`, `async XApp.run(...) -> int` (the exit
+    code), `main(argv) -> int`."""
     for name in ("parse_args", "main", app, settings):
-        assert hasattr(module, name), f"{module.__name__} has no {name}"  # type: ignore[attr-defined]
-    assert callable(getattr(module, app).run)
+        assert hasattr(module, name), f"{module.__name__} has no {name}"
+    parse_args = inspect.signature(module.parse_args)
+    assert list(parse_args.parameters) == ["argv"]
+    assert parse_args.return_annotation == settings
+    main = inspect.signature(module.main)
+    assert list(main.parameters) == ["argv"]
+    assert main.return_annotation == "int"
+    app_class = getattr(module, app)
+    assert next(iter(inspect.signature(app_class).parameters)) == "settings"
+    assert inspect.iscoroutinefunction(app_class.run)
+    assert inspect.signature(app_class.run).return_annotation == "int"
+
+
+def test_ev_registry_settings_come_from_its_arguments() -> None:
+    settings = registry.parse_args(["--cert", "s.pem", "--key", "s.key", "--port", "9443"])
+    assert isinstance(settings, registry.RegistrySettings)
+    assert (settings.cert, settings.key, settings.port) == (Path("s.pem"), Path("s.key"), 9443)
 
 
 async def test_stdin_lines_yields_each_line_then_ends(monkeypatch: pytest.MonkeyPatch) -> None:
