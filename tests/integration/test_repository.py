@@ -1,4 +1,9 @@
-"""The SQLite repository, its migrations and the seed loader, on :memory: and tmp files only."""
+"""The Repository on both databases: SQLite (:memory: and files) and a real PostgreSQL.
+
+One suite: every repository test runs on each backend (the `repo` fixture's parameter).  The
+PostgreSQL server is ours (tests/support/postgres.py), one per pytest-xdist worker, a fresh
+database per test; without its binaries those cases are skipped and say why.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +16,15 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import evcharging
 from evcharging.adapters.db import migrations
 from evcharging.adapters.db.migrations import available, migrate
+from evcharging.adapters.db.postgres_repository import PostgresRepository
 from evcharging.adapters.db.seed import SeedError, load_seed_file, seed
+from evcharging.adapters.db.sql_repository import SqlRepository
 from evcharging.adapters.db.sqlite_repository import SqliteRepository
 from evcharging.domain.money import cost, euros, kwh
 from evcharging.domain.session import (
@@ -28,7 +35,8 @@ from evcharging.domain.session import (
     open_session,
     record_reading,
 )
-from tests.support.builders import a_cp, a_driver, a_repo, unique
+from tests.support import postgres as pg
+from tests.support.builders import a_cp, a_driver, unique
 
 SAMPLE = Path(evcharging.__file__).resolve().parent / "data" / "sample_network.yaml"
 LATEST = max(version for version, _ in available())
@@ -36,15 +44,39 @@ TABLES = {"drivers", "charging_points", "sessions"}
 T0 = datetime(2025, 3, 1, 10, 0, tzinfo=UTC)
 
 
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session")
+def pg_databases() -> Iterator[pg.Databases]:
+    """One PostgreSQL server for this worker; skipped only when its binaries are missing."""
+    missing = pg.binaries_missing()
+    if missing:
+        pytest.skip(f"PostgreSQL binaries missing: {missing}")
+    with pg.databases() as dbs:
+        yield dbs
+
+
 @pytest.fixture
-def repo() -> Iterator[SqliteRepository]:
-    r = a_repo()
+def pg_url(pg_databases: pg.Databases) -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database, dropped after the test."""
+    url = pg_databases.fresh()
+    yield url
+    pg_databases.drop(url)
+
+
+@pytest.fixture(params=BACKENDS)
+def repo(request: pytest.FixtureRequest) -> Iterator[SqlRepository]:
+    if request.param == "sqlite":
+        r: SqlRepository = SqliteRepository(":memory:")
+    else:
+        r = PostgresRepository(request.getfixturevalue("pg_url"))
     yield r
     r.close()
 
 
 def a_session(
-    repo: SqliteRepository,
+    repo: SqlRepository,
     cp_id: str = "CP01",
     driver_id: str = "D001",
     started_at: datetime = T0,
@@ -69,7 +101,7 @@ def ended(session: Session, energy: str, reason: EndReason = EndReason.UNPLUGGED
     return done
 
 
-def record(repo: SqliteRepository, session_id: str, energy: Decimal, amount: Decimal) -> None:
+def record(repo: SqlRepository, session_id: str, energy: Decimal, amount: Decimal) -> None:
     repo.record_energies([(session_id, energy, amount)])
 
 
@@ -127,7 +159,7 @@ def test_a_failing_migration_leaves_no_trace_and_the_version_unchanged(
 ) -> None:
     good = (1, "CREATE TABLE t1 (x INTEGER);")
     bad = (2, "CREATE TABLE t2 (x INTEGER);\nINSERT INTO no_such_table VALUES (1);")
-    monkeypatch.setattr(migrations, "available", lambda: [good, bad])
+    monkeypatch.setattr(migrations, "available", lambda dialect: [good, bad])
     conn = sqlite3.connect(":memory:", isolation_level=None)
     try:
         with pytest.raises(sqlite3.OperationalError):
@@ -139,7 +171,7 @@ def test_a_failing_migration_leaves_no_trace_and_the_version_unchanged(
         conn.close()
 
 
-def test_repository_on_memory_is_at_the_latest_version(repo: SqliteRepository) -> None:
+def test_repository_on_memory_is_at_the_latest_version(repo: SqlRepository) -> None:
     assert repo.schema_version == LATEST
 
 
@@ -176,9 +208,9 @@ def test_file_database_is_migrated_once_and_reopens_with_its_data(
 # --- seeding -------------------------------------------------------------------------------------
 
 
-def table_counts(repo: SqliteRepository) -> tuple[int, int]:
-    (drivers,) = repo._conn.execute("SELECT COUNT(*) FROM drivers").fetchone()
-    return len(repo.list_cps()), drivers
+def table_counts(repo: SqlRepository) -> tuple[int, int]:
+    drivers = repo._db.execute("SELECT COUNT(*) AS n FROM drivers").fetchone()["n"]
+    return len(repo.list_cps()), int(drivers)
 
 
 def test_the_sample_network_is_large_enough() -> None:
@@ -190,14 +222,14 @@ def test_the_sample_network_is_large_enough() -> None:
     assert len(data["drivers"]) >= 5
 
 
-def test_seeding_the_sample_loads_every_cp_and_driver(repo: SqliteRepository) -> None:
+def test_seeding_the_sample_loads_every_cp_and_driver(repo: SqlRepository) -> None:
     result = seed(repo, load_seed_file(SAMPLE))
     assert table_counts(repo) == (result.cps, result.drivers)
     assert result.cps >= 10
     assert result.drivers >= 5
 
 
-def test_seeding_the_sample_twice_adds_no_rows(repo: SqliteRepository) -> None:
+def test_seeding_the_sample_twice_adds_no_rows(repo: SqlRepository) -> None:
     data = load_seed_file(SAMPLE)
     seed(repo, data)
     counts = table_counts(repo)
@@ -205,7 +237,7 @@ def test_seeding_the_sample_twice_adds_no_rows(repo: SqliteRepository) -> None:
     assert table_counts(repo) == counts
 
 
-def test_seeding_again_keeps_a_balance_earned_since(repo: SqliteRepository) -> None:
+def test_seeding_again_keeps_a_balance_earned_since(repo: SqlRepository) -> None:
     data = load_seed_file(SAMPLE)
     seed(repo, data)
     session = a_session(repo, cp_id="ALC01", driver_id="D001")  # 0.35 EUR/kWh, 150.00 EUR
@@ -218,7 +250,7 @@ def test_seeding_again_keeps_a_balance_earned_since(repo: SqliteRepository) -> N
     assert driver.balance_eur == Decimal("146.50")
 
 
-def test_sample_money_is_stored_exactly(repo: SqliteRepository) -> None:
+def test_sample_money_is_stored_exactly(repo: SqlRepository) -> None:
     seed(repo, load_seed_file(SAMPLE))
     driver = repo.get_driver("D004")
     cp = repo.get_cp("ALC01")
@@ -229,7 +261,7 @@ def test_sample_money_is_stored_exactly(repo: SqliteRepository) -> None:
     assert str(cp.price_eur_per_kwh) == "0.35"
 
 
-def test_seed_accepts_json(tmp_path: Path, repo: SqliteRepository) -> None:
+def test_seed_accepts_json(tmp_path: Path, repo: SqlRepository) -> None:
     path = tmp_path / "net.json"
     path.write_text(
         json.dumps(
@@ -254,12 +286,12 @@ def test_seed_file_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:
         load_seed_file(path)
 
 
-def test_seed_entry_missing_a_field_is_refused(repo: SqliteRepository) -> None:
+def test_seed_entry_missing_a_field_is_refused(repo: SqlRepository) -> None:
     with pytest.raises(SeedError, match="price_eur_per_kwh"):
         seed(repo, {"charging_points": [{"id": "X", "location": "Nowhere"}]})
 
 
-def test_empty_seed_loads_nothing(repo: SqliteRepository) -> None:
+def test_empty_seed_loads_nothing(repo: SqlRepository) -> None:
     result = seed(repo, {})
     assert (result.cps, result.drivers) == (0, 0)
 
@@ -267,7 +299,7 @@ def test_empty_seed_loads_nothing(repo: SqliteRepository) -> None:
 # --- charging points and drivers -----------------------------------------------------------------
 
 
-def test_price_round_trips_as_decimal(repo: SqliteRepository) -> None:
+def test_price_round_trips_as_decimal(repo: SqlRepository) -> None:
     record = repo.add_cp("CP01", "Alicante", Decimal("0.35"))
     assert record is not None
     assert record.price_eur_per_kwh == Decimal("0.35")
@@ -276,7 +308,7 @@ def test_price_round_trips_as_decimal(repo: SqliteRepository) -> None:
     assert stored == record
 
 
-def test_the_seeds_upsert_updates_the_cp_in_place(repo: SqliteRepository) -> None:
+def test_the_seeds_upsert_updates_the_cp_in_place(repo: SqlRepository) -> None:
     repo.upsert_cp("CP01", "Alicante", Decimal("0.40"))
     repo.upsert_cp("CP01", "Elche", Decimal("0.45"))
     assert [(c.cp_id, c.location, c.price_eur_per_kwh) for c in repo.list_cps()] == [
@@ -284,7 +316,7 @@ def test_the_seeds_upsert_updates_the_cp_in_place(repo: SqliteRepository) -> Non
     ]
 
 
-def test_adding_a_registered_cp_changes_nothing(repo: SqliteRepository) -> None:
+def test_adding_a_registered_cp_changes_nothing(repo: SqlRepository) -> None:
     """Issue point 8: registering an existing CP had silently overwritten its price."""
     assert repo.add_cp("CP01", "Alicante", Decimal("0.39")) is not None
     assert repo.add_cp("CP01", "Elche", Decimal("9.99")) is None
@@ -293,7 +325,7 @@ def test_adding_a_registered_cp_changes_nothing(repo: SqliteRepository) -> None:
     ]
 
 
-def test_update_sets_only_what_is_given(repo: SqliteRepository) -> None:
+def test_update_sets_only_what_is_given(repo: SqlRepository) -> None:
     a_cp(repo, "CP01", price="0.40", location="Alicante")
     repo.set_cp_stopped("CP01", True)
     priced = repo.update_cp("CP01", price=Decimal("0.45"))
@@ -310,14 +342,14 @@ def test_update_sets_only_what_is_given(repo: SqliteRepository) -> None:
     assert [c.cp_id for c in repo.list_cps()] == ["CP01"]
 
 
-def test_a_new_cp_is_neither_stopped_nor_in_error(repo: SqliteRepository) -> None:
+def test_a_new_cp_is_neither_stopped_nor_in_error(repo: SqlRepository) -> None:
     cp = repo.get_cp(a_cp(repo))
     assert cp is not None
     assert not cp.admin_stopped
     assert not cp.error_simulated
 
 
-def test_stop_and_error_flags_round_trip(repo: SqliteRepository) -> None:
+def test_stop_and_error_flags_round_trip(repo: SqlRepository) -> None:
     cp_id = a_cp(repo)
     repo.set_cp_stopped(cp_id, True)
     repo.set_cp_error_simulated(cp_id, True)
@@ -332,12 +364,12 @@ def test_stop_and_error_flags_round_trip(repo: SqliteRepository) -> None:
     assert (cp.admin_stopped, cp.error_simulated) == (False, False)
 
 
-def test_unknown_cp_and_driver_are_none(repo: SqliteRepository) -> None:
+def test_unknown_cp_and_driver_are_none(repo: SqlRepository) -> None:
     assert repo.get_cp("nope") is None
     assert repo.get_driver("nope") is None
 
 
-def test_balance_is_stored_exactly(repo: SqliteRepository) -> None:
+def test_balance_is_stored_exactly(repo: SqlRepository) -> None:
     a_driver(repo, "D001", balance="45.50")
     driver = repo.get_driver("D001")
     assert driver is not None
@@ -345,7 +377,7 @@ def test_balance_is_stored_exactly(repo: SqliteRepository) -> None:
     assert str(driver.balance_eur) == "45.50"
 
 
-def test_list_cps_is_sorted_by_id(repo: SqliteRepository) -> None:
+def test_list_cps_is_sorted_by_id(repo: SqlRepository) -> None:
     for cp_id in ("CP03", "CP01", "CP02"):
         a_cp(repo, cp_id)
     assert [c.cp_id for c in repo.list_cps()] == ["CP01", "CP02", "CP03"]
@@ -360,39 +392,40 @@ energies = st.decimals(
 )
 
 
+# One database per test, not per example: each example uses ids of its own.
+per_test_repo = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@per_test_repo
 @given(money, unit_prices)
-def test_any_balance_and_price_round_trip_exactly(balance: Decimal, price: Decimal) -> None:
-    repo = a_repo()
-    try:
-        a_driver(repo, "D001", balance=str(balance))
-        repo.add_cp("CP01", "Alicante", price)
-        driver, cp = repo.get_driver("D001"), repo.get_cp("CP01")
-        assert driver is not None
-        assert cp is not None
-        assert driver.balance_eur == euros(balance)
-        assert cp.price_eur_per_kwh == price
-    finally:
-        repo.close()
+def test_any_balance_and_price_round_trip_exactly(
+    repo: SqlRepository, balance: Decimal, price: Decimal
+) -> None:
+    driver_id, cp_id = unique("D"), unique("CP")
+    a_driver(repo, driver_id, balance=str(balance))
+    repo.add_cp(cp_id, "Alicante", price)
+    driver, cp = repo.get_driver(driver_id), repo.get_cp(cp_id)
+    assert driver is not None
+    assert cp is not None
+    assert driver.balance_eur == euros(balance)
+    assert cp.price_eur_per_kwh == price
 
 
+@per_test_repo
 @given(energies)
-def test_any_energy_round_trips_to_the_watt_hour(energy: Decimal) -> None:
-    repo = a_repo()
-    try:
-        session = a_session(repo)
-        record(repo, session.session_id, energy, cost(energy, session.price_eur_per_kwh))
-        stored = repo.get_session(session.session_id)
-        assert stored is not None
-        assert stored.energy_kwh == kwh(energy)
-        assert stored.amount_eur == cost(energy, session.price_eur_per_kwh)
-    finally:
-        repo.close()
+def test_any_energy_round_trips_to_the_watt_hour(repo: SqlRepository, energy: Decimal) -> None:
+    session = a_session(repo, cp_id=unique("CP"), driver_id=unique("D"))
+    record(repo, session.session_id, energy, cost(energy, session.price_eur_per_kwh))
+    stored = repo.get_session(session.session_id)
+    assert stored is not None
+    assert stored.energy_kwh == kwh(energy)
+    assert stored.amount_eur == cost(energy, session.price_eur_per_kwh)
 
 
 # --- sessions ------------------------------------------------------------------------------------
 
 
-def test_created_session_reads_back_unchanged(repo: SqliteRepository) -> None:
+def test_created_session_reads_back_unchanged(repo: SqlRepository) -> None:
     a_cp(repo, "CP01", price="0.35")
     a_driver(repo, "D001")
     session = open_session(unique("S"), "D001", "CP01", Decimal("0.35"), now=T0)
@@ -405,12 +438,12 @@ def test_created_session_reads_back_unchanged(repo: SqliteRepository) -> None:
     assert repo.open_sessions() == [session]
 
 
-def test_unknown_session_and_request_are_none(repo: SqliteRepository) -> None:
+def test_unknown_session_and_request_are_none(repo: SqlRepository) -> None:
     assert repo.get_session("nope") is None
     assert repo.session_by_request("nope") is None
 
 
-def test_second_open_session_on_the_same_cp_is_refused(repo: SqliteRepository) -> None:
+def test_second_open_session_on_the_same_cp_is_refused(repo: SqlRepository) -> None:
     a_session(repo, cp_id="CP01", driver_id="D001")
     a_driver(repo, "D002")
     other = open_session(unique("S"), "D002", "CP01", Decimal("0.40"), now=T0)
@@ -418,14 +451,14 @@ def test_second_open_session_on_the_same_cp_is_refused(repo: SqliteRepository) -
     assert repo.get_session(other.session_id) is None
 
 
-def test_second_open_session_for_the_same_driver_is_refused(repo: SqliteRepository) -> None:
+def test_second_open_session_for_the_same_driver_is_refused(repo: SqlRepository) -> None:
     a_session(repo, cp_id="CP01", driver_id="D001")
     a_cp(repo, "CP02")
     other = open_session(unique("S"), "D001", "CP02", Decimal("0.40"), now=T0)
     assert repo.create_session(other, unique("R")) is False
 
 
-def test_the_same_request_twice_is_refused(repo: SqliteRepository) -> None:
+def test_the_same_request_twice_is_refused(repo: SqlRepository) -> None:
     a_cp(repo, "CP01")
     a_cp(repo, "CP02")
     a_driver(repo, "D001")
@@ -438,7 +471,7 @@ def test_the_same_request_twice_is_refused(repo: SqliteRepository) -> None:
     assert repo.session_by_request(request_id) == first
 
 
-def test_sessions_without_a_request_id_do_not_collide(repo: SqliteRepository) -> None:
+def test_sessions_without_a_request_id_do_not_collide(repo: SqlRepository) -> None:
     a_cp(repo, "CP01")
     a_cp(repo, "CP02")
     a_driver(repo, "D001")
@@ -449,14 +482,14 @@ def test_sessions_without_a_request_id_do_not_collide(repo: SqliteRepository) ->
     assert repo.create_session(two, None)
 
 
-def test_a_closed_session_frees_the_cp_and_the_driver(repo: SqliteRepository) -> None:
+def test_a_closed_session_frees_the_cp_and_the_driver(repo: SqlRepository) -> None:
     first = a_session(repo, cp_id="CP01", driver_id="D001")
     repo.close_session(ended(first, "1"))
     again = open_session(unique("S"), "D001", "CP01", Decimal("0.40"), now=T0)
     assert repo.create_session(again, unique("R"))
 
 
-def test_mark_supplying_moves_an_authorised_session_only(repo: SqliteRepository) -> None:
+def test_mark_supplying_moves_an_authorised_session_only(repo: SqlRepository) -> None:
     session = a_session(repo)
     repo.mark_supplying(session.session_id)
     stored = repo.get_session(session.session_id)
@@ -470,7 +503,7 @@ def test_mark_supplying_moves_an_authorised_session_only(repo: SqliteRepository)
     assert stored.status is SessionStatus.ENDED
 
 
-def test_recording_energy_stores_energy_and_amount_exactly(repo: SqliteRepository) -> None:
+def test_recording_energy_stores_energy_and_amount_exactly(repo: SqlRepository) -> None:
     session = a_session(repo)
     record(repo, session.session_id, Decimal("12.345"), Decimal("4.94"))
     stored = repo.get_session(session.session_id)
@@ -479,7 +512,7 @@ def test_recording_energy_stores_energy_and_amount_exactly(repo: SqliteRepositor
     assert stored.amount_eur == Decimal("4.94")
 
 
-def test_recording_energy_never_lowers_energy(repo: SqliteRepository) -> None:
+def test_recording_energy_never_lowers_energy(repo: SqlRepository) -> None:
     session = a_session(repo)
     record(repo, session.session_id, Decimal("5.000"), Decimal("2.00"))
     record(repo, session.session_id, Decimal("3.000"), Decimal("1.20"))
@@ -488,7 +521,7 @@ def test_recording_energy_never_lowers_energy(repo: SqliteRepository) -> None:
     assert stored.energy_kwh == Decimal("5.000")
 
 
-def test_a_stale_reading_does_not_lower_the_stored_amount(repo: SqliteRepository) -> None:
+def test_a_stale_reading_does_not_lower_the_stored_amount(repo: SqlRepository) -> None:
     session = a_session(repo)  # 0.40 EUR/kWh
     record(repo, session.session_id, Decimal("5.000"), cost(Decimal("5.000"), Decimal("0.40")))
     record(repo, session.session_id, Decimal("3.000"), cost(Decimal("3.000"), Decimal("0.40")))
@@ -497,7 +530,7 @@ def test_a_stale_reading_does_not_lower_the_stored_amount(repo: SqliteRepository
     assert stored.amount_eur == cost(stored.energy_kwh, stored.price_eur_per_kwh) == Decimal("2.00")
 
 
-def test_recording_energy_after_the_end_changes_nothing(repo: SqliteRepository) -> None:
+def test_recording_energy_after_the_end_changes_nothing(repo: SqlRepository) -> None:
     session = a_session(repo)
     repo.close_session(ended(session, "2"))
     record(repo, session.session_id, Decimal("9"), Decimal("3.60"))
@@ -507,7 +540,7 @@ def test_recording_energy_after_the_end_changes_nothing(repo: SqliteRepository) 
     assert stored.amount_eur == Decimal("0.80")
 
 
-def test_close_session_debits_the_driver_and_stores_the_ticket(repo: SqliteRepository) -> None:
+def test_close_session_debits_the_driver_and_stores_the_ticket(repo: SqlRepository) -> None:
     a_driver(repo, "D001", balance="45.50")
     session = a_session(repo, cp_id="CP01", driver_id="D001")  # 0.40 EUR/kWh
     done = ended(session, "12.345", EndReason.STOPPED_BY_DRIVER)  # 4.94 EUR
@@ -522,7 +555,7 @@ def test_close_session_debits_the_driver_and_stores_the_ticket(repo: SqliteRepos
     assert repo.open_sessions() == []
 
 
-def test_close_session_debits_exactly_once(repo: SqliteRepository) -> None:
+def test_close_session_debits_exactly_once(repo: SqlRepository) -> None:
     a_driver(repo, "D001", balance="100.00")
     done = ended(a_session(repo, driver_id="D001"), "10")  # 4.00 EUR
 
@@ -534,7 +567,7 @@ def test_close_session_debits_exactly_once(repo: SqliteRepository) -> None:
     assert driver.balance_eur == Decimal("96.00")
 
 
-def test_close_session_of_an_unknown_session_is_none(repo: SqliteRepository) -> None:
+def test_close_session_of_an_unknown_session_is_none(repo: SqlRepository) -> None:
     a_cp(repo)
     a_driver(repo, balance="10.00")
     stray = ended(open_session(unique("S"), "D001", "CP01", Decimal("0.40"), now=T0), "1")
@@ -545,7 +578,7 @@ def test_close_session_of_an_unknown_session_is_none(repo: SqliteRepository) -> 
 
 
 @pytest.mark.parametrize("reason", list(EndReason))
-def test_every_end_reason_round_trips(repo: SqliteRepository, reason: EndReason) -> None:
+def test_every_end_reason_round_trips(repo: SqlRepository, reason: EndReason) -> None:
     done = ended(a_session(repo), "1", reason)
     repo.close_session(done)
     stored = repo.get_session(done.session_id)
@@ -553,7 +586,7 @@ def test_every_end_reason_round_trips(repo: SqliteRepository, reason: EndReason)
     assert stored.end_reason is reason
 
 
-def test_find_sessions_filters_by_driver_cp_and_status(repo: SqliteRepository) -> None:
+def test_find_sessions_filters_by_driver_cp_and_status(repo: SqlRepository) -> None:
     old = a_session(repo, cp_id="CP01", driver_id="D001", started_at=T0)
     repo.close_session(ended(old, "1"))
     mine_now = a_session(repo, cp_id="CP02", driver_id="D001", started_at=T0 + timedelta(hours=2))
@@ -573,7 +606,7 @@ def test_find_sessions_filters_by_driver_cp_and_status(repo: SqliteRepository) -
     assert pages == [[theirs.session_id], [mine_now.session_id], [old.session_id], []]
 
 
-def test_unsent_tickets_until_marked_sent(repo: SqliteRepository) -> None:
+def test_unsent_tickets_until_marked_sent(repo: SqlRepository) -> None:
     still_open = a_session(repo, cp_id="CP01", driver_id="D001")
     done = ended(a_session(repo, cp_id="CP02", driver_id="D002"), "3")
     repo.close_session(done)
@@ -596,7 +629,7 @@ def test_unsent_tickets_until_marked_sent(repo: SqliteRepository) -> None:
     ],
 )
 def test_a_seed_entry_breaking_the_contracts_field_rules_is_refused_and_nothing_is_written(
-    repo: SqliteRepository, entry: dict[str, str], field: str
+    repo: SqlRepository, entry: dict[str, str], field: str
 ) -> None:
     good = {"id": "CP1", "location": "Alicante", "price_eur_per_kwh": "0.30"}
     with pytest.raises(SeedError, match=field):
