@@ -10,22 +10,27 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import evcharging
-from evcharging.adapters.db import migrations
+from evcharging.adapters.db import migrations, open_repository
 from evcharging.adapters.db.migrations import available, migrate
 from evcharging.adapters.db.postgres_repository import PostgresRepository
 from evcharging.adapters.db.seed import SeedError, load_seed_file, seed
 from evcharging.adapters.db.sql_repository import SqlRepository
 from evcharging.adapters.db.sqlite_repository import SqliteRepository
+from evcharging.contracts.audit import AuditAction, Outcome
 from evcharging.domain.money import cost, euros, kwh
 from evcharging.domain.session import (
     EndReason,
@@ -35,8 +40,12 @@ from evcharging.domain.session import (
     open_session,
     record_reading,
 )
+from evcharging.services.audit import AuditEntry, AuditQuery
+from evcharging.services.cp_auth import Verifier, make_verifier, new_secret
+from evcharging.services.ports import RegistryChange, RegistryChangeKind
 from tests.support import postgres as pg
 from tests.support.builders import a_cp, a_driver, unique
+from tests.support.waiting import eventually_sync
 
 SAMPLE = Path(evcharging.__file__).resolve().parent / "data" / "sample_network.yaml"
 LATEST = max(version for version, _ in available())
@@ -59,7 +68,7 @@ def pg_databases() -> Iterator[pg.Databases]:
 
 @pytest.fixture
 def pg_url(pg_databases: pg.Databases) -> Iterator[str]:
-    """A fresh, migrated PostgreSQL database, dropped after the test."""
+    """A fresh PostgreSQL schema (migrated when the repository opens it), dropped after."""
     url = pg_databases.fresh()
     yield url
     pg_databases.drop(url)
@@ -635,3 +644,381 @@ def test_a_seed_entry_breaking_the_contracts_field_rules_is_refused_and_nothing_
     with pytest.raises(SeedError, match=field):
         seed(repo, {"charging_points": [good, entry]})
     assert repo.get_cp("CP1") is None
+
+
+# --- credentials and the Registry's change feed ---------------------------------------------------
+
+
+def a_verifier() -> Verifier:
+    return make_verifier(new_secret(), n=2**4)  # a cheap scrypt: these tests store, not stretch
+
+
+def kinds(changes: Sequence[RegistryChange]) -> list[tuple[str, RegistryChangeKind]]:
+    return [(c.cp_id, c.kind) for c in changes]
+
+
+def test_enrolling_a_new_cp_stores_it_its_verifier_and_a_change(repo: SqlRepository) -> None:
+    verifier = a_verifier()
+    assert repo.enrol_cp("CP01", "Alicante", Decimal("0.35"), verifier)
+
+    cp = repo.get_cp("CP01")
+    assert cp is not None
+    assert (cp.location, cp.price_eur_per_kwh) == ("Alicante", Decimal("0.35"))
+    assert repo.get_verifier("CP01") == verifier
+    assert repo.registered_cps() == {"CP01"}
+    assert kinds(repo.registry_changes(0)) == [("CP01", RegistryChangeKind.REGISTERED)]
+    assert repo.last_registry_change() == repo.registry_changes(0)[0].seq
+
+
+def test_enrolling_a_cp_the_admin_made_keeps_its_row_and_sets_location_and_price(
+    repo: SqlRepository,
+) -> None:
+    repo.add_cp("CP01", "Alicante", Decimal("0.35"))
+    repo.set_cp_stopped("CP01", True)
+    assert repo.enrol_cp("CP01", "Elche", Decimal("0.41"), a_verifier())
+    cp = repo.get_cp("CP01")
+    assert cp is not None
+    assert (cp.location, cp.price_eur_per_kwh, cp.admin_stopped) == (
+        "Elche",
+        Decimal("0.41"),
+        True,
+    )
+
+
+def test_enrolling_a_cp_with_credentials_changes_nothing(repo: SqlRepository) -> None:
+    first = a_verifier()
+    assert repo.enrol_cp("CP01", "Alicante", Decimal("0.35"), first)
+    assert not repo.enrol_cp("CP01", "Elche", Decimal("9.99"), a_verifier())
+
+    cp = repo.get_cp("CP01")
+    assert cp is not None
+    assert (cp.location, cp.price_eur_per_kwh) == ("Alicante", Decimal("0.35"))
+    assert repo.get_verifier("CP01") == first
+    assert len(repo.registry_changes(0)) == 1
+
+
+def test_rotating_replaces_the_verifier_of_a_registered_cp_only(repo: SqlRepository) -> None:
+    assert not repo.rotate_credentials("CP01", a_verifier())
+    repo.enrol_cp("CP01", "Alicante", Decimal("0.35"), a_verifier())
+    newer = a_verifier()
+    assert repo.rotate_credentials("CP01", newer)
+    assert repo.get_verifier("CP01") == newer
+    assert kinds(repo.registry_changes(0)) == [
+        ("CP01", RegistryChangeKind.REGISTERED),
+        ("CP01", RegistryChangeKind.ROTATED),
+    ]
+
+
+def test_deregistering_drops_the_credentials_and_keeps_the_cp_and_its_sessions(
+    repo: SqlRepository,
+) -> None:
+    repo.enrol_cp("CP01", "Alicante", Decimal("0.35"), a_verifier())
+    session = a_session(repo, cp_id="CP01")
+
+    assert repo.deregister_cp("CP01")
+    assert not repo.deregister_cp("CP01")
+
+    assert repo.get_verifier("CP01") is None
+    assert repo.registered_cps() == set()
+    assert repo.get_cp("CP01") is not None
+    assert repo.get_session(session.session_id) == session
+    assert repo.enrol_cp("CP01", "Alicante", Decimal("0.35"), a_verifier())  # again, later
+    assert [c.kind for c in repo.registry_changes(0)] == [
+        RegistryChangeKind.REGISTERED,
+        RegistryChangeKind.DEREGISTERED,
+        RegistryChangeKind.REGISTERED,
+    ]
+
+
+def test_the_change_feed_is_read_after_a_sequence_number(repo: SqlRepository) -> None:
+    assert repo.last_registry_change() == 0
+    assert repo.registry_changes(0) == []
+    for cp_id in ("CP01", "CP02", "CP03"):
+        repo.enrol_cp(cp_id, "Alicante", Decimal("0.35"), a_verifier())
+    first, *rest = repo.registry_changes(0)
+    assert [c.seq for c in rest] == sorted(c.seq for c in rest)
+    assert first.seq < rest[0].seq
+    assert kinds(repo.registry_changes(first.seq)) == kinds(rest)
+    assert repo.registry_changes(repo.last_registry_change()) == []
+
+
+# --- the audit log -------------------------------------------------------------------------------
+
+
+def an_entry(n: int, **changes: object) -> AuditEntry:
+    entry = AuditEntry(
+        at=T0 + timedelta(seconds=n),
+        action=AuditAction.AUTH_OK,
+        actor=f"cp:CP{n:02d}",
+        ip="10.0.0.1",
+        cp_id=f"CP{n:02d}",
+        detail=f"entry {n}",
+        params={"n": str(n)},
+    )
+    return replace(entry, **changes)  # type: ignore[arg-type]
+
+
+def test_audit_entries_read_back_newest_first_with_their_sequence(repo: SqlRepository) -> None:
+    written = [an_entry(n) for n in range(3)]
+    for entry in written:
+        repo.append_audit(entry)
+    found = repo.find_audit(AuditQuery())
+    assert [replace(e, seq=None) for e in found] == written[::-1]
+    seqs = [e.seq for e in found]
+    assert all(isinstance(s, int) for s in seqs)
+    assert seqs == sorted(seqs, reverse=True)  # type: ignore[type-var]
+
+
+def test_audit_is_filtered_by_time_cp_action_and_ip_and_paged(repo: SqlRepository) -> None:
+    repo.append_audit(an_entry(1))
+    repo.append_audit(an_entry(2, action=AuditAction.AUTH_FAILED, outcome=Outcome.DENIED))
+    repo.append_audit(an_entry(3, ip="192.168.1.9", cp_id=None))
+    repo.append_audit(an_entry(4))
+
+    def details(**query: object) -> list[str]:
+        return [e.detail for e in repo.find_audit(AuditQuery(**query))]  # type: ignore[arg-type]
+
+    assert details(since=T0 + timedelta(seconds=2)) == ["entry 4", "entry 3", "entry 2"]
+    assert details(until=T0 + timedelta(seconds=2)) == ["entry 1"]
+    assert details(cp_id="CP04") == ["entry 4"]
+    assert details(action=AuditAction.AUTH_FAILED) == ["entry 2"]
+    assert details(ip="192.168.1.9") == ["entry 3"]
+    assert details(limit=2) == ["entry 4", "entry 3"]
+    assert details(limit=2, offset=2) == ["entry 2", "entry 1"]
+    (denied,) = repo.find_audit(AuditQuery(action=AuditAction.AUTH_FAILED))
+    assert denied.outcome is Outcome.DENIED
+    assert denied.params == {"n": "2"}
+
+
+@pytest.mark.parametrize(
+    "statement",
+    ["UPDATE audit_log SET ip = 'forged'", "DELETE FROM audit_log"],
+)
+def test_the_database_refuses_to_change_or_delete_audit_rows(
+    repo: SqlRepository, statement: str
+) -> None:
+    repo.append_audit(an_entry(1))
+    with pytest.raises(repo._dialect.integrity_error, match="append-only"):
+        repo._db.execute(statement)
+    assert [e.ip for e in repo.find_audit(AuditQuery())] == ["10.0.0.1"]
+
+
+# --- PostgreSQL only: its migrations, concurrency and truncation -----------------------------------
+
+
+def test_postgres_refuses_to_truncate_the_audit_log(pg_url: str) -> None:
+    repo = PostgresRepository(pg_url)
+    try:
+        repo.append_audit(an_entry(1))
+        with pytest.raises(psycopg.IntegrityError, match="append-only"):
+            repo._db.execute("TRUNCATE audit_log")
+        assert len(repo.find_audit(AuditQuery())) == 1
+    finally:
+        repo.close()
+
+
+def pg_versions(url: str) -> list[int]:
+    with psycopg.connect(url) as conn:
+        return [v for (v,) in conn.execute("SELECT version FROM schema_version ORDER BY version")]
+
+
+def test_postgres_migrates_an_empty_database_once(
+    pg_databases: pg.Databases, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = pg_databases.fresh()
+    try:
+        first = PostgresRepository(url)
+        a_cp(first, "CP01")
+        first.close()
+        caplog.clear()
+        second = PostgresRepository(url)
+        try:
+            assert second.schema_version == LATEST
+            assert not [r for r in caplog.records if "applying migration" in r.getMessage()]
+            assert [cp.cp_id for cp in second.list_cps()] == ["CP01"]
+        finally:
+            second.close()
+        assert pg_versions(url) == list(range(1, LATEST + 1))
+    finally:
+        pg_databases.drop(url)
+
+
+def test_postgres_migrations_started_at_once_apply_each_migration_once(
+    pg_databases: pg.Databases,
+) -> None:
+    """Central and the Registry starting together on one fresh database."""
+    url = pg_databases.fresh()
+    starters = 4
+    ready = threading.Barrier(starters)
+
+    def start() -> int:
+        ready.wait()
+        repo = PostgresRepository(url)
+        repo.close()
+        return repo.schema_version
+
+    try:
+        with ThreadPoolExecutor(starters) as pool:
+            versions = list(pool.map(lambda _: start(), range(starters)))
+        assert versions == [LATEST] * starters
+        assert pg_versions(url) == list(range(1, LATEST + 1))
+    finally:
+        pg_databases.drop(url)
+
+
+def test_a_failing_postgres_migration_leaves_no_trace(
+    pg_databases: pg.Databases, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good = (1, "CREATE TABLE t1 (x INTEGER);")
+    bad = (2, "CREATE TABLE t2 (x INTEGER);\nINSERT INTO no_such_table VALUES (1);")
+    monkeypatch.setattr(migrations, "available", lambda dialect: [good, bad])
+    url = pg_databases.fresh()
+    try:
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            PostgresRepository(url)
+        assert pg_versions(url) == [1]
+        with psycopg.connect(url) as conn:
+            tables = {
+                t
+                for (t,) in conn.execute(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+                )
+            }
+        assert "t1" in tables
+        assert "t2" not in tables
+    finally:
+        pg_databases.drop(url)
+
+
+def test_concurrent_enrolments_of_one_cp_on_postgres_let_exactly_one_win(pg_url: str) -> None:
+    racers = 4
+    ready = threading.Barrier(racers)
+    repos = [PostgresRepository(pg_url) for _ in range(racers)]
+
+    def enrol(repo: SqlRepository) -> bool:
+        ready.wait()
+        return repo.enrol_cp("CP01", f"at {id(repo)}", Decimal("0.35"), a_verifier())
+
+    try:
+        with ThreadPoolExecutor(racers) as pool:
+            won = list(pool.map(enrol, repos))
+        assert sorted(won) == [False] * (racers - 1) + [True]
+        assert len(repos[0].registry_changes(0)) == 1
+    finally:
+        for r in repos:
+            r.close()
+
+
+def test_concurrent_amendments_on_postgres_bill_the_difference_once(pg_url: str) -> None:
+    """Two amendments both read the old amount before either writes: only a row lock on the
+    read (SELECT ... FOR UPDATE) keeps the second from debiting the difference again.  A third
+    connection holds the driver's row so that both are surely in flight together."""
+    setup, blocker, one, two = (PostgresRepository(pg_url) for _ in range(4))
+    a_driver(setup, "D001", balance="100.00")
+    done = ended(a_session(setup, driver_id="D001"), "10")  # 0.40 EUR/kWh: 4.00
+    setup.close_session(done)
+    pool = ThreadPoolExecutor(2)
+
+    def amend(repo: SqlRepository) -> Decimal | None:
+        return repo.amend_energy(done.session_id, Decimal("12"), Decimal("4.80"))
+
+    try:
+        with blocker._tx() as c:
+            c.execute("SELECT 1 FROM drivers WHERE driver_id = ? FOR UPDATE", ("D001",))
+            results = [pool.submit(amend, one), pool.submit(amend, two)]
+            eventually_sync(
+                lambda: (
+                    blocker._db.execute(
+                        "SELECT COUNT(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    ).fetchone()["n"]
+                    == 2
+                ),
+                what="both amendments waiting",
+            )
+        balances = [r.result() for r in results]
+        assert [b for b in balances if b is not None] == [Decimal("95.20")]
+        driver = setup.get_driver("D001")
+        assert driver is not None
+        assert driver.balance_eur == Decimal("95.20")
+    finally:
+        pool.shutdown()
+        for r in (setup, blocker, one, two):
+            r.close()
+
+
+# --- choosing the database by --db -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("form", ["{path}", "sqlite:///{path}"])
+def test_open_repository_opens_a_sqlite_file_by_path_or_url(tmp_path: Path, form: str) -> None:
+    path = tmp_path / "central.db"
+    repo = open_repository(form.format(path=path))
+    try:
+        assert isinstance(repo, SqliteRepository)
+        a_cp(repo, "CP01")
+    finally:
+        repo.close()
+    assert path.is_file()
+
+
+def test_open_repository_opens_sqlite_in_memory() -> None:
+    repo = open_repository(":memory:")
+    try:
+        assert repo.dialect == "sqlite"
+        assert repo.schema_version == LATEST
+    finally:
+        repo.close()
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+def test_open_repository_opens_postgres_by_url(pg_url: str, scheme: str) -> None:
+    repo = open_repository(pg_url.replace("postgresql://", f"{scheme}://", 1))
+    try:
+        assert isinstance(repo, PostgresRepository)
+        assert repo.schema_version == LATEST
+    finally:
+        repo.close()
+
+
+@pytest.mark.parametrize(
+    ("db", "says"),
+    [
+        ("mysql://root:hunter2@db/x", "'mysql'"),
+        ("sqlite://relative.db", "sqlite:///PATH"),
+        ("sqlite:///", "sqlite:///PATH"),
+        ("", "file path"),
+    ],
+)
+def test_open_repository_refuses_anything_else_without_echoing_it(db: str, says: str) -> None:
+    with pytest.raises(ValueError, match="unsupported database") as refused:
+        open_repository(db)
+    assert says in str(refused.value)
+    assert "hunter2" not in str(refused.value)
+
+
+def test_a_registry_change_never_commits_before_an_earlier_one_on_postgres(pg_url: str) -> None:
+    """A follower reads `seq > last seen`: had a later row committed first, the follower would
+    move past the earlier one and never see it.  So a second writer waits for the first."""
+    first, second, follower = (PostgresRepository(pg_url) for _ in range(3))
+    pool = ThreadPoolExecutor(1)
+    try:
+        with first._tx() as c:
+            first._change(c, "CP01", RegistryChangeKind.REGISTERED)  # seq 1, not committed
+            later = pool.submit(second.enrol_cp, "CP02", "Elche", Decimal("0.35"), a_verifier())
+            eventually_sync(
+                lambda: follower._db.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query LIKE 'LOCK TABLE registry_changes%'"
+                ).fetchone(),
+                what="the second writer waiting for the first",
+            )
+            assert follower.registry_changes(0) == []
+        assert later.result()
+        assert kinds(follower.registry_changes(0)) == [
+            ("CP01", RegistryChangeKind.REGISTERED),
+            ("CP02", RegistryChangeKind.REGISTERED),
+        ]
+    finally:
+        pool.shutdown()
+        for r in (first, second, follower):
+            r.close()

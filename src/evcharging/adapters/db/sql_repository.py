@@ -78,6 +78,8 @@ class _Db:
         self._dialect = dialect
 
     def execute(self, query: str, args: Sequence[Any] = ()) -> Any:
+        if not args:  # psycopg reads "%" as a placeholder only when there are parameters
+            return self._conn.execute(query)
         return self._conn.execute(self._dialect.sql(query), args)
 
     def executemany(self, query: str, rows: Sequence[Sequence[Any]]) -> None:
