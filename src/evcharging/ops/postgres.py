@@ -29,6 +29,7 @@ import pwd
 import re
 import secrets
 import shutil
+import socket
 import subprocess
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -54,7 +55,7 @@ class ServerConfig:
 
     data_dir: Path = Path(".run/postgres")
     host: str = "127.0.0.1"
-    port: int = 5432
+    port: int = 5433  # Debian's own cluster, when running, has 5432
     database: str = "evcharging"
     settings: Mapping[str, str] = field(default_factory=dict)
 
@@ -224,8 +225,8 @@ def _ensure_database(cfg: ServerConfig) -> None:
         ):
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(cfg.database)))
             logger.info("created database %s", cfg.database)
-        if is_loopback(cfg.client_host):
-            return
+        if is_loopback(cfg.host):
+            return  # only this machine can reach the server: trust, no role with a password
         password = _password(cfg)
         exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_ROLE,)).fetchone()
         verb = "ALTER" if exists else "CREATE"
@@ -233,6 +234,13 @@ def _ensure_database(cfg: ServerConfig) -> None:
             sql.SQL(verb + " ROLE {} LOGIN SUPERUSER PASSWORD {}").format(
                 sql.Identifier(APP_ROLE), sql.Literal(password)
             )
+        )
+        logger.info(
+            "other hosts connect as postgresql://%s@<this host>:%s/%s with PGPASSFILE=%s",
+            APP_ROLE,
+            cfg.port,
+            cfg.database,
+            cfg.pgpass,
         )
 
 
@@ -243,7 +251,7 @@ def _password(cfg: ServerConfig) -> str:
     password = secrets.token_urlsafe(24)
     fd = os.open(cfg.pgpass, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as out:
-        out.write(f"*:{cfg.port}:*:{APP_ROLE}:{password}\n")
+        out.write(f"*:*:*:{APP_ROLE}:{password}\n")
     logger.info("password of role %s written to %s (set PGPASSFILE to it)", APP_ROLE, cfg.pgpass)
     return password
 
@@ -263,6 +271,8 @@ def start(cfg: ServerConfig, timeout: float = 60) -> str:
                 )
             logger.info("PostgreSQL already running pid=%s", pid)
         else:
+            if _port_open(cfg.client_host, cfg.port):
+                raise PostgresError(f"port {cfg.client_host}:{cfg.port} is used by another process")
             if not (cfg.cluster / "PG_VERSION").exists():
                 _initdb(cfg)
             _hand_over(cfg)
@@ -305,6 +315,14 @@ def status(cfg: ServerConfig) -> str:
         return "not running"
     pid, port = running
     return f"running pid {pid} on port {port}"
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def _tail(path: Path, lines: int = 30) -> str:
