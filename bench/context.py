@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.harness import (
+    BENCH_SECRET,
     CENTRAL_TOPICS,
     Central,
     Network,
+    issue_credentials,
     new_group_id,
     start_central,
     start_group_at_end,
@@ -49,6 +51,7 @@ async def running_central(ctx: Context, net: Network, name: str) -> AsyncIterato
     seed = net.write_seed(ctx.workdir / f"{name}-seed.yaml")
     group = new_group_id(name)
     await start_group_at_end(ctx.kafka, group, CENTRAL_TOPICS)  # before Central joins it
+    issue_credentials(ctx.workdir / f"{name}.db", net)
     central = start_central(ctx.kafka, ctx.workdir, seed, name, group)
     try:
         await central.wait_loaded(net.size, within=180)
@@ -64,7 +67,11 @@ async def connected_cps(
     """Every CP of `net` connected to Central and heartbeating, from this process; nobody plugs
     in, so an authorised CP waits (reserved) until its driver stops or it faults."""
     cfg = LoadConfig(
-        kafka=ctx.kafka, central_host="127.0.0.1", central_port=central.port, plug_in=False
+        kafka=ctx.kafka,
+        central_host="127.0.0.1",
+        central_port=central.port,
+        plug_in=False,
+        secret=BENCH_SECRET,
     )
     gen = LoadGenerator(cfg, cp_specs(net))
     await gen.start()

@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 from tests.support.ports import free_port
 
 from bench.stats import LagSample
+from evcharging.adapters.db.sqlite_repository import SqliteRepository
 from evcharging.contracts.topics import CP_EVENTS, DRIVER_EVENTS, Topic
 from evcharging.ops import kafka_broker
+from evcharging.services.cp_auth import make_verifier, new_secret
 
 log = logging.getLogger(__name__)
 
@@ -305,6 +308,24 @@ class Central:
 
 def new_group_id(name: str) -> str:
     return f"bench-{name}-{os.getpid()}-{int(time.time())}"
+
+
+BENCH_SECRET = new_secret()  # this run's one CP secret (`issue_credentials`), never written out
+
+
+def issue_credentials(db: Path, net: Network) -> str:
+    """Register every CP of `net` in Central's database before it starts, as the Registry does,
+    but with one secret and salt for all (one scrypt stretch instead of N: registering is not what
+    a scale run measures; Central's side of each AUTH is exactly a real Monitor's)."""
+    db.parent.mkdir(parents=True, exist_ok=True)
+    verifier = make_verifier(BENCH_SECRET)
+    repo = SqliteRepository(db)
+    try:
+        for i in range(net.size):
+            repo.enrol_cp(net.cp_id(i), net.location(i), Decimal(net.price(i)), verifier)
+    finally:
+        repo.close()
+    return BENCH_SECRET
 
 
 def start_central(kafka: str, workdir: Path, seed: Path, name: str, group: str) -> Central:

@@ -45,6 +45,16 @@ from evcharging.apps.common import loop_factory
 from evcharging.contracts.frames import ACK, NACK, Frame, FrameDecoder, FrameError, encode
 from evcharging.contracts.socket_ops import Opcode
 from evcharging.contracts.topics import CP_COMMANDS, CP_EVENTS, DRIVER_EVENTS
+from evcharging.services.cp_auth import (
+    ClientKeys,
+    KdfParams,
+    auth_message,
+    b64,
+    client_proof,
+    new_nonce,
+    signature_matches,
+    unb64,
+)
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +239,7 @@ class LoadConfig:
     connect_concurrency: int = 200
     wh_per_tick: int = wire.WH_PER_TICK
     plug_in: bool = True  # Engines start supplying as soon as Central authorises
+    secret: str = ""  # every bench CP's secret (`harness.issue_credentials`)
 
 
 class LoadGenerator:
@@ -240,6 +251,7 @@ class LoadGenerator:
         self.stats = LinkStats()
         self.sims = [self._sim(spec) for spec in cps]
         self.by_id = {sim.spec.cp_id: sim for sim in self.sims}
+        self._keys: dict[KdfParams, ClientKeys] = {}
         n = max(len(self.sims), 1)
         self._hb_slots: list[list[CpSim]] = [[] for _ in range(SLOTS)]
         self._tel_slots: list[list[CpSim]] = [[] for _ in range(SLOTS)]
@@ -345,13 +357,32 @@ class LoadGenerator:
         link = CpLink(sim.spec.cp_id, self.stats)
         await loop.create_connection(lambda: link, self.cfg.central_host, self.cfg.central_port)
         sim.link = link
-        frame = wire.auth_frame(sim.spec.cp_id, sim.spec.location, sim.spec.price)
         async with asyncio.timeout(30):
-            answer, _ = await link.request(frame)
+            await self._authenticate(sim.spec.cp_id, link)
+        link.authed = True
+
+    async def _authenticate(self, cp_id: str, link: CpLink) -> None:
+        """The real SCRAM exchange; every bench CP shares one secret and salt (`credentials`),
+        so the scrypt stretch is paid once here, while Central's side is exactly a Monitor's."""
+        client_nonce = new_nonce()
+        challenge, _ = await link.request(wire.auth_frame(cp_id, client_nonce))
+        if challenge.opcode != Opcode.CHALLENGE or len(challenge.fields) < 5:
+            link.close()
+            raise LinkDown(f"AUTH refused: {challenge}")
+        salt, n, r, p, nonce = challenge.fields[:5]
+        kdf = KdfParams(unb64(salt), int(n), int(r), int(p))
+        keys = self._keys.get(kdf) or self._keys.setdefault(
+            kdf, ClientKeys.derive(self.cfg.secret, kdf)
+        )
+        message = auth_message(cp_id, client_nonce, nonce, kdf)
+        proof = b64(client_proof(keys, message))
+        answer, _ = await link.request(wire.proof_frame(cp_id, proof))
         if answer.opcode != Opcode.AUTH_OK:
             link.close()
             raise LinkDown(f"AUTH refused: {answer}")
-        link.authed = True
+        if len(answer.fields) < 2 or not signature_matches(keys, message, unb64(answer.fields[1])):
+            link.close()
+            raise LinkDown("Central's signature does not match")
 
     async def inject_fault(self, cp_id: str, kind: str) -> float:
         """The Monitor reports an Engine KO (`FAULT` frame or `HB#cp#KO`); wall time it was sent."""

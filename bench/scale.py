@@ -32,6 +32,7 @@ import httpx
 
 from bench.context import Context, cp_specs, running_central
 from bench.harness import (
+    BENCH_SECRET,
     RESULTS,
     Central,
     CpuWatch,
@@ -185,7 +186,12 @@ async def measure(ctx: Context, n: int, params: ScaleParams) -> Run:
         await asyncio.sleep(1.0)
         run.figures["central_rss_loaded_mb"] = round(rss_kb(central.pid) / 1024, 1)
         workers = Workers(
-            LoadConfig(kafka=ctx.kafka, central_host="127.0.0.1", central_port=central.port),
+            LoadConfig(
+                kafka=ctx.kafka,
+                central_host="127.0.0.1",
+                central_port=central.port,
+                secret=BENCH_SECRET,
+            ),
             cp_specs(net),
             params.workers_for(n),
             ctx.workdir,

@@ -88,8 +88,13 @@ def heartbeat(cp_id: str, engine_ok: bool) -> bytes:
     return encode(Opcode.HB, cp_id, EngineState.OK if engine_ok else EngineState.KO)
 
 
-def auth_frame(cp_id: str, location: str, price: str) -> bytes:
-    return encode(Opcode.AUTH, cp_id, location, price, EngineState.OK, "")
+def auth_frame(cp_id: str, client_nonce: str) -> bytes:
+    """The first frame of the SCRAM exchange (docs/socket-protocol.md): Engine OK, our nonce."""
+    return encode(Opcode.AUTH, cp_id, EngineState.OK, "", client_nonce)
+
+
+def proof_frame(cp_id: str, proof: str) -> bytes:
+    return encode(Opcode.PROOF, cp_id, proof)
 
 
 class TemplateMismatch(RuntimeError):

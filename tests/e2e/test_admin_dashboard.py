@@ -335,3 +335,56 @@ def test_api_docs_render_with_no_network(
     resume.screenshot(path=str(screenshots / "docs-resume.png"))
 
     assert elsewhere == []
+
+
+def test_the_audit_log_panel_lists_admin_actions_and_its_filters_narrow_them(
+    network: Network, browser: Browser, screenshots: Path
+) -> None:
+    """Issue 13: the page's audit panel reads GET /api/audit with the admin token: an action done
+    from the page appears (time in UTC, action, who, IP, CP, detail) and the filters narrow it."""
+    net = network
+    net.central()
+    page = open_dashboard(browser, net.api + "/")
+    expect_state(page, "MAD01", "Desconectado")
+    expect(page.get_by_test_id("tile-MAD01-unregistered")).to_be_visible()  # no credentials
+    panel = page.get_by_test_id("audit-panel")
+    panel.locator("summary").click()
+    state = page.get_by_test_id("audit-state")
+    expect(state).to_have_text("Log in with the admin token to read the audit log.")
+
+    log_in(page, "not-the-token")  # refused, and that refusal is a row too
+    expect(page.get_by_test_id("login-state")).to_have_text("Wrong token", timeout=WAIT_MS)
+    log_in(page, net.admin_token)
+    expect(page.get_by_test_id("login-state")).to_have_text("Logged in", timeout=WAIT_MS)
+    page.get_by_test_id("stop-MAD01").click()
+    expect(page.get_by_test_id("notice")).to_contain_text("CP MAD01 stopped")
+    page.get_by_test_id("stop-ALC01").click()
+    expect(page.get_by_test_id("notice")).to_contain_text("CP ALC01 stopped")
+
+    rows = page.get_by_test_id("audit-rows").locator("tbody tr")
+    done = rows.filter(has_text="CP MAD01 stopped: Desconectado")
+    expect(done).to_have_count(1, timeout=WAIT_MS)  # the panel refreshes by itself while open
+    cells = done.locator("td")
+    expect(cells.nth(0)).to_have_text(re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$"))
+    expect(cells.nth(1)).to_have_text("admin.action")
+    expect(cells.nth(2)).to_have_text("admin")
+    expect(cells.nth(3)).to_have_text("127.0.0.1")
+    expect(cells.nth(4)).to_have_text("MAD01")
+    expect(rows.filter(has_text="wrong admin token")).to_have_count(1)
+    expect(rows.filter(has_text="cp.blocked")).to_have_count(2)
+    page.screenshot(path=str(screenshots / "admin-audit-all.png"), full_page=True)
+
+    page.get_by_test_id("audit-action").select_option("cp.blocked")
+    page.get_by_test_id("audit-cp").fill("MAD01")
+    page.get_by_test_id("audit-refresh").click()
+    expect(rows).to_have_count(1, timeout=WAIT_MS)
+    expect(rows.first).to_contain_text("CP MAD01 put out of service")
+    page.get_by_test_id("audit-ip").fill("10.9.9.9")
+    page.get_by_test_id("audit-refresh").click()
+    expect(rows).to_have_count(0, timeout=WAIT_MS)
+    expect(state).to_have_text("No rows match.")
+
+    # Both sinks: the JSON-lines file beside the database has the rows; never the token.
+    lines = (net.workdir / "central-audit.jsonl").read_text(encoding="utf-8")
+    assert "CP MAD01 stopped: Desconectado" in lines
+    assert net.admin_token not in lines

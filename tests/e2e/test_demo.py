@@ -43,7 +43,7 @@ def test_demo_keeps_every_cp_connected_and_busy_and_stops_everything(tmp_path: P
     workdir = tmp_path / "demo"
     http = free_port()
     engines, driver_webs = free_port_block(2), free_port_block(2)  # base ports: 2 CPs, 2 drivers
-    ports = [str(p) for p in (free_port(), free_port(), http, engines, driver_webs)]
+    ports = [str(p) for p in (free_port(), free_port(), http, engines, driver_webs, free_port())]
     log = (tmp_path / "demo.log").open("wb")
     demo = subprocess.Popen(
         [
@@ -65,6 +65,8 @@ def test_demo_keeps_every_cp_connected_and_busy_and_stops_everything(tmp_path: P
             ports[3],
             "--driver-web-base-port",
             ports[4],
+            "--registry-port",
+            ports[5],
             "--workdir",
             str(workdir),
         ],
@@ -156,7 +158,7 @@ def test_a_closed_terminal_stops_the_demo_and_everything_it_started(tmp_path: Pa
                 "1",
                 *("--kafka-port", ports[0], "--central-port", ports[1], "--http-port", ports[2]),
                 *("--engine-base-port", ports[3], "--driver-web-base-port", str(free_port())),
-                *("--workdir", str(workdir)),
+                *("--registry-port", str(free_port()), "--workdir", str(workdir)),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -250,7 +250,7 @@ def test_a_services_file_of_10_cps_runs_to_the_end_with_4_s_pauses(
 def test_unknown_monitor_is_refused_and_a_bad_lrc_frame_is_nacked(network: Network) -> None:
     net = network
     central = net.central()
-    monitor = net.monitor("NOPE")
+    monitor = net.monitor("NOPE", register=False)
     central.wait_for("CP NOPE refused: unknown CP")
     wait_until(lambda: "unknown CP" in monitor.output(), 10, what=monitor.output())
     frame = bytearray(encode("AUTH", "ALC01", "", ""))

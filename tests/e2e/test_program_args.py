@@ -17,6 +17,8 @@ pytestmark = pytest.mark.e2e
 
 BIN = Path(sys.executable).parent
 KAFKA = "127.0.0.1:1"  # never reached
+CP = ["e:1", "c:2", "CP01"]  # a Monitor's positionals
+REGISTRY = ["--registry", "https://127.0.0.1:1"]  # never reached
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -86,6 +88,22 @@ CASES = [
     ("EV_CP_M", ["e:1", "c:2", "CP01"], {"EV_MONITOR_INTERVAL": "abc"}, "INTERVAL='abc'"),
     ("EV_CP_M", ["e:1", "c:2", "CP01", "--timeout", "0"], {}, "--timeout='0'"),
     ("EV_CP_M", ["e:1", "c:2", "CP01"], {"EV_LOG_LEVEL": "loud"}, "EV_LOG_LEVEL='loud'"),
+    ("EV_CP_M", [*CP, "--registry", "registry:8443"], {}, "'registry:8443': expected https://"),
+    ("EV_CP_M", [*CP, "--registry", "https://r:8443/api"], {}, "(no path, query or user)"),
+    (
+        "EV_CP_M",
+        [*CP, "--registry", "http://registry:8443"],
+        {},
+        "--registry='http://registry:8443': the Registry is reached over HTTPS only",
+    ),
+    ("EV_CP_M", CP, {"EV_REGISTRY": "http://r:8443"}, "EV_REGISTRY='http://r:8443': the Regi"),
+    ("EV_CP_M", [*CP, "--ca-file", "/nonexistent/ca.pem"], {}, "ca.pem': no such file"),
+    ("EV_CP_M", CP, {"EV_CA_FILE": __file__}, "not a PEM file of CA certificates"),
+    ("EV_CP_M", [*CP, "--register"], {}, "--register needs --registry https://HOST:PORT"),
+    ("EV_CP_M", [*CP, "--deregister"], {}, "--deregister needs --registry"),
+    ("EV_CP_M", [*CP, "--register", *REGISTRY], {}, "--register needs --location and --price"),
+    ("EV_CP_M", [*CP, "--register", "--deregister"], {}, "exclude each other"),
+    ("EV_CP_M", CP, {"EV_CP_REGISTER": "sure"}, "EV_CP_REGISTER='sure'"),
     # EV_Driver
     ("EV_Driver", ["nohostport", "D001"], {}, "KAFKA='nohostport': expected HOST:PORT"),
     ("EV_Driver", [KAFKA, "bad id"], {}, "DRIVER_ID='bad id': not an id"),
@@ -166,3 +184,29 @@ def test_the_driver_menu_is_on_when_the_switch_says_off(tmp_path: Path) -> None:
         driver.wait_for("menu: r CP_ID", timeout=30)
     finally:
         driver.terminate()
+
+
+def test_a_monitor_credentials_file_others_can_read_is_refused(tmp_path: Path) -> None:
+    creds = tmp_path / ".evcharging" / "cp-CP01.json"  # the default path, from the working folder
+    creds.parent.mkdir()
+    creds.write_text('{"cp_id": "CP01", "secret": "s"}')
+    creds.chmod(0o644)
+
+    done = run(tmp_path, ["EV_CP_M", *CP], {})
+
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        "EV_CP_M: error: .evcharging/cp-CP01.json is readable by other users (mode 644); "
+        "chmod 600 it or register again (see --help)"
+    ]
+
+
+def test_a_monitor_deregistering_without_credentials_fails_in_one_line(tmp_path: Path) -> None:
+    done = run(tmp_path, ["EV_CP_M", *CP, "--deregister", *REGISTRY], {})
+
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].endswith(
+        "cp=CP01: cannot deregister: not registered: no credentials in .evcharging/cp-CP01.json"
+    )

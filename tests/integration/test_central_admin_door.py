@@ -64,10 +64,16 @@ def records(monkeypatch: pytest.MonkeyPatch) -> list[Record]:
     record = AdminDesk._record
 
     def spy(
-        self: AdminDesk, caller: Caller, action: str | None, outcome: str, *, refused: bool
+        self: AdminDesk,
+        caller: Caller,
+        action: str | None,
+        outcome: str,
+        *,
+        refused: bool,
+        **more: Any,
     ) -> None:
         seen.append((str(caller.transport), action, outcome, refused))
-        record(self, caller, action, outcome, refused=refused)
+        record(self, caller, action, outcome, refused=refused, **more)
 
     monkeypatch.setattr(AdminDesk, "_record", spy)
     return seen

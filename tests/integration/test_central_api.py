@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -11,7 +12,9 @@ import pytest
 from evcharging.adapters.db.sqlite_repository import SqliteRepository
 from evcharging.adapters.web.central_api import create_app
 from evcharging.contracts import events as ev
+from evcharging.services.audit import AuditQuery
 from evcharging.services.central import CentralService
+from evcharging.services.cp_auth import make_verifier, new_secret
 from tests.support.builders import a_cp, a_driver, a_repo
 from tests.support.fakes import RecordingPublisher
 
@@ -304,6 +307,7 @@ async def test_openapi_declares_the_bearer_scheme_and_the_error_answers(
         ("patch", "/api/cps/{cp_id}"): {"200", "401", "404", "422"},
         ("post", "/api/cps/stop-all"): {"200", "401"},
         ("post", "/api/cps/resume-all"): {"200", "401"},
+        ("get", "/api/audit"): {"200", "401", "422"},
     }
     for action in ("stop", "resume", "simulate-error", "fix-error"):
         expected[("post", f"/api/cps/{{cp_id}}/{action}")] = {"200", "401", "404", "409", "422"}
@@ -314,3 +318,43 @@ async def test_openapi_declares_the_bearer_scheme_and_the_error_answers(
         assert {"AdminTokenHeader": []} in operation["security"]
     assert "security" not in paths["/api/cps"]["get"]  # reads are open
     assert set(paths["/api/cps/{cp_id}"]["get"]["responses"]) >= {"200", "404"}
+
+
+async def test_admin_outcomes_are_audit_rows_with_the_callers_ip(
+    client: httpx.AsyncClient, repo: SqliteRepository
+) -> None:
+    """Issue 13: done, refused (401, 409) and FastAPI's 422, each a row with the HTTP client's IP
+    (httpx's ASGI transport calls from 127.0.0.1)."""
+    assert (await client.post("/api/cps/CP2/stop", headers=admin("wrong"))).status_code == 401
+    assert (await client.post("/api/cps/CP2/stop", headers=admin())).status_code == 200
+    assert (await client.post("/api/cps/CP2/stop", headers=admin())).status_code == 409
+    answer = await client.patch("/api/cps/CP2", json={"colour": "red"}, headers=admin())
+    assert answer.status_code == 422
+    assert answer.json()["detail"][0]["loc"] == ["body", "colour"]  # FastAPI's own answer
+    rows = [
+        (r.action.value, r.actor, r.ip, r.outcome.value, r.params.get("command"))
+        for r in reversed(repo.find_audit(AuditQuery(limit=50)))
+        if r.action.value.startswith("admin.")
+    ]
+    assert rows == [
+        ("admin.refused", "anonymous", "127.0.0.1", "denied", "stop_cp"),
+        ("admin.action", "admin", "127.0.0.1", "ok", "stop_cp"),
+        ("admin.refused", "admin", "127.0.0.1", "denied", "stop_cp"),
+        ("admin.refused", "admin", "127.0.0.1", "denied", "edit_cp"),
+    ]
+
+
+async def test_cp_views_say_whether_the_cp_is_registered(
+    client: httpx.AsyncClient, repo: SqliteRepository, central: CentralService
+) -> None:
+    """Issue 13: registered iff the CP has credentials (from EV_Registry)."""
+    assert [(c["id"], c["registered"]) for c in (await client.get("/api/cps")).json()] == [
+        ("CP1", False),
+        ("CP2", False),
+    ]
+    verifier = make_verifier(new_secret(), n=2**4)
+    assert repo.enrol_cp("ELX01", "Elche", Decimal("0.30"), verifier)
+    assert (await client.get("/api/cps/ELX01")).status_code == 404  # not read yet
+    await central.follow_registry()
+    view = (await client.get("/api/cps/ELX01")).json()
+    assert (view["state"], view["registered"]) == ("Desconectado", True)

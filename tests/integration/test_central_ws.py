@@ -24,7 +24,9 @@ from evcharging.adapters.db.sqlite_repository import SqliteRepository
 from evcharging.adapters.web.central_api import create_app, mount_dashboard
 from evcharging.adapters.web.central_feed import DashboardHub, coalesce
 from evcharging.contracts import events as ev
+from evcharging.contracts.audit import AuditAction
 from evcharging.services.admin import AdminDesk
+from evcharging.services.audit import AuditQuery
 from evcharging.services.central import CentralService
 from evcharging.services.central_views import (
     CentralChange,
@@ -451,6 +453,57 @@ async def test_bad_input_is_refused_with_a_reason_and_changes_nothing(
     refused = [r for r in caplog.records if r.levelno == logging.WARNING and "refused" in r.msg]
     assert refused
     assert TOKEN not in caplog.text
+
+
+async def test_websocket_admin_outcomes_are_audit_rows_with_the_pages_ip(
+    app: FastAPI, repo: SqliteRepository
+) -> None:
+    """Issue 13: a malformed frame, a wrong token, a senseless action and a done one: each a row
+    with the page's address (the ASGI client: 127.0.0.1), never the token."""
+    async with dashboard(app) as ws:
+        await ws.send_text("{not json")
+        assert (await ws.receive_json())["reason"] == "malformed JSON"
+        await reply_to(ws, {"type": "stop_cp", "cp_id": "CP1", "token": WRONG})
+        await reply_to(ws, {"type": "resume_cp", "cp_id": "CP1", "token": TOKEN})
+        assert (await reply_to(ws, {"type": "stop_cp", "cp_id": "CP1", "token": TOKEN}))[
+            "type"
+        ] == "cp_stopped"
+    rows = [
+        (r.action.value, r.actor, r.ip, r.cp_id, r.detail)
+        for r in reversed(repo.find_audit(AuditQuery(limit=50)))
+        if r.params.get("transport") == "websocket"
+    ]
+    assert rows == [
+        ("admin.refused", "anonymous", "127.0.0.1", None, "malformed JSON"),
+        ("admin.refused", "anonymous", "127.0.0.1", None, "wrong admin token"),
+        (
+            "admin.refused",
+            "admin",
+            "127.0.0.1",
+            "CP1",
+            "CP CP1 is not stopped (Activado): nothing to resume",
+        ),
+        ("admin.action", "admin", "127.0.0.1", "CP1", "CP CP1 stopped: Out of Order"),
+    ]
+    [blocked] = repo.find_audit(AuditQuery(action=AuditAction.CP_BLOCKED))
+    assert (blocked.actor, blocked.ip, blocked.cp_id) == ("admin", "127.0.0.1", "CP1")
+    everything = " ".join(f"{r.detail} {r.params}" for r in repo.find_audit(AuditQuery(limit=500)))
+    assert TOKEN not in everything
+    assert WRONG not in everything
+
+
+async def test_cp_views_on_the_feed_say_whether_the_cp_is_registered(app: FastAPI) -> None:
+    ws = Dashboard(app)
+    await ws.open()
+    try:
+        first = await ws.receive_json()
+    finally:
+        await ws.close()
+    assert first["type"] == "all_cps"
+    assert [(c["id"], c["registered"]) for c in first["charging_points"]] == [
+        ("CP1", False),
+        ("CP2", False),
+    ]
 
 
 async def test_a_binary_frame_is_refused(app: FastAPI) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from tests.support.credentials import provision
 from tests.support.ports import free_port
 from tests.support.waiting import eventually_sync
 
@@ -110,6 +111,7 @@ class Network:
     engine_ports: dict[str, int] = field(default_factory=dict)
     broker: Any = None  # the BrokerConfig, for tests that stop and restart Kafka
     namespace: str = ""  # the Kafka namespace every program of this network uses
+    db_path: Path | None = None  # Central's SQLite file, once Central was started
 
     def start(
         self, name: str, *args: str, env: dict[str, str] | None = None, netns: str | None = None
@@ -149,6 +151,7 @@ class Network:
         """EV_Central started, not waited for (same ports, group and database every time)."""
         self.central_port = self.central_port or free_port()
         self.http_port = self.http_port or free_port()
+        self.db_path = self.workdir / db
         return self.start(
             "central",
             "EV_Central",
@@ -183,13 +186,21 @@ class Network:
             *extra,
         )
 
-    def monitor(self, cp_id: str, *extra: str) -> Proc:
+    def monitor(
+        self, cp_id: str, *extra: str, register: bool = True, central: str | None = None
+    ) -> Proc:
+        """EV_CP_M for `cp_id`, registered first (credentials issued into Central's database and
+        written where the Monitor looks for them) unless `register` is False; `central` is the
+        address it dials (default Central's own; a relay's in the capture tests)."""
         port = self.engine_ports.setdefault(cp_id, free_port())
+        if register:
+            assert self.db_path is not None, "start Central before a registered Monitor"
+            provision(self.db_path, self.workdir, cp_id)
         return self.start(
             f"monitor-{cp_id}",
             "EV_CP_M",
             f"127.0.0.1:{port}",
-            f"127.0.0.1:{self.central_port}",
+            central or f"127.0.0.1:{self.central_port}",
             cp_id,
             *extra,
         )

@@ -9,8 +9,12 @@ from uuid import UUID
 import pytest
 
 from evcharging.contracts import events as ev
+from evcharging.contracts.audit import AuditAction, Outcome
+from evcharging.contracts.socket_ops import ErrReason
 from evcharging.domain.money import cost
-from evcharging.services.central import CentralService
+from evcharging.services.audit import AuditEntry, AuditQuery
+from evcharging.services.central import Answer, CentralService, Who
+from evcharging.services.cp_auth import make_verifier, new_secret
 from tests.support.builders import a_cp, a_driver, a_repo
 from tests.support.fakes import RecordingPublisher
 
@@ -391,3 +395,165 @@ async def test_a_denial_of_a_request_made_at_the_cp_reaches_the_cp(central) -> N
         request.request_id,
         "unknown driver",
     )
+
+
+# --- issue 13: the audit log and the Registry's change feed ------------------------------------
+
+
+def rows(repo, action: AuditAction | None = None, cp: str | None = None) -> list[AuditEntry]:
+    """The audit log, oldest first."""
+    found = repo.find_audit(AuditQuery(action=action, cp_id=cp, limit=500))
+    return list(reversed(found))
+
+
+def enrol(repo, cp_id: str, location: str = "Elche") -> None:
+    """What EV_Registry does at an alta (a cheap scrypt: only the rows matter here)."""
+    assert repo.enrol_cp(cp_id, location, Decimal("0.30"), make_verifier(new_secret(), n=2**4))
+
+
+async def test_every_cp_state_change_is_audited_with_the_monitors_ip(
+    central: CentralService, repo
+) -> None:
+    assert rows(repo, AuditAction.CP_STATE) == []  # loading shows Desconectado: no change
+    token = object()
+    assert (await central.monitor_auth("CP1", token, peer="10.0.0.5:40001")).ok
+    await central.monitor_fault("CP1", token, "Engine KO")
+    await central.monitor_recovered("CP1", token)
+    await central.monitor_lost("CP1", token, "link lost")
+    changes = rows(repo, AuditAction.CP_STATE)
+    assert [(r.detail, r.params["from"], r.params["to"]) for r in changes] == [
+        ("Desconectado -> Activado", "Desconectado", "Activado"),
+        ("Activado -> Averiado", "Activado", "Averiado"),
+        ("Averiado -> Activado", "Averiado", "Activado"),
+        ("Activado -> Desconectado", "Activado", "Desconectado"),
+    ]
+    assert {(r.actor, r.ip, r.cp_id) for r in changes} == {("cp:CP1", "10.0.0.5", "CP1")}
+    await central.monitor_auth("CP2", object())
+    assert rows(repo, AuditAction.CP_STATE, cp="CP2")[0].ip == "-"  # no address given
+
+
+async def test_stop_and_resume_are_audited_as_blocked_and_unblocked_with_who_asked(
+    central: CentralService, repo
+) -> None:
+    await connect(central, "CP1")
+    admin = Who("admin", "192.168.1.7")
+    await central.stop_cp("CP1", admin)
+    await central.resume_cp("CP1", admin)
+    await central.stop_all()  # Central's own (no operator): actor "central"
+    blocked = rows(repo, AuditAction.CP_BLOCKED)
+    assert [(r.actor, r.ip, r.cp_id) for r in blocked] == [
+        ("admin", "192.168.1.7", "CP1"),
+        ("central", "-", "CP1"),
+        ("central", "-", "CP2"),
+    ]
+    [unblocked] = rows(repo, AuditAction.CP_UNBLOCKED)
+    assert (unblocked.actor, unblocked.ip, unblocked.cp_id) == ("admin", "192.168.1.7", "CP1")
+    assert [r.detail for r in rows(repo, AuditAction.CP_STATE, cp="CP1")] == [
+        "Desconectado -> Activado",
+        "Activado -> Parado",
+        "Parado -> Activado",
+        "Activado -> Parado",
+    ]
+
+
+async def test_an_interrupted_supply_is_an_incident_and_a_finished_one_is_not(
+    central: CentralService, repo
+) -> None:
+    token = await connect(central, "CP1")
+    sid = await supplying(central, "D1", "CP1", kwh="2.500")
+    await central.on_charging_stopped(ev.ChargingStopped(driver_id="D1", cp_id="CP1"))
+    assert rows(repo, AuditAction.SUPPLY_INCIDENT) == []  # the driver ended it: no incident
+    sid = await supplying(central, "D1", "CP1", kwh="1.000")
+    await central.monitor_fault("CP1", token, "Engine KO")
+    [incident] = rows(repo, AuditAction.SUPPLY_INCIDENT)
+    assert incident.cp_id == "CP1"
+    assert incident.params["session_id"] == str(sid)
+    assert incident.params["driver"] == "D1"
+    assert incident.params["reason"] == "cp_fault"
+    assert "interrupted: cp fault" in incident.detail
+
+
+async def test_a_denied_driver_is_audited_with_the_events_source(
+    central: CentralService, repo
+) -> None:
+    await connect(central, "CP1")
+    await central.on_authorization_request(
+        ev.AuthorizationRequest(driver_id="BROKE", cp_id="CP1", source="driver-app-7")
+    )
+    [denied] = rows(repo, AuditAction.DRIVER_DENIED)
+    assert (denied.actor, denied.ip, denied.cp_id) == ("driver:BROKE", "-", "CP1")
+    assert denied.outcome is Outcome.DENIED
+    assert denied.params["source"] == "driver-app-7"
+    assert denied.detail == pub(central).of(ev.AuthorizationResponse)[-1].reason
+
+
+async def test_forget_auth_disconnects_the_cp_ends_its_supply_and_refuses_its_link(
+    central: CentralService, repo
+) -> None:
+    assert not await central.forget_auth("CP1", "deregistered")  # not authenticated: nothing
+    token = await connect(central, "CP1")
+    await supplying(central, "D1", "CP1")
+    assert await central.forget_auth("CP1", "deregistered at EV_Registry")
+    assert state(central, "CP1") == "Desconectado"
+    assert pub(central).of(ev.ChargingTicket)[-1].end_reason == "monitor_lost"
+    answer = central.heartbeat_now("CP1", token, True)
+    assert answer is not None
+    assert answer.reason == "not_authenticated"
+    assert (await central.monitor_fault("CP1", token, "x")).reason == "not_authenticated"
+    assert (await central.monitor_auth("CP1", object())).ok  # a new AUTH is heard again
+    assert [r.params["reason"] for r in rows(repo, AuditAction.SUPPLY_INCIDENT)] == ["monitor_lost"]
+
+
+async def test_a_cp_registered_after_start_up_is_loaded_when_it_authenticates(
+    central: CentralService, repo
+) -> None:
+    enrol(repo, "ELX01")
+    assert central.cp("ELX01") is None  # the feed has not been read yet
+    assert (await central.monitor_auth("ELX01", object(), peer="10.0.0.8:5000")).ok
+    view = central.cp("ELX01")
+    assert view is not None
+    assert (view.state.value, view.registered) == ("Activado", True)
+    assert not await central.ensure_cp("NOPE")
+    assert await central.ensure_cp("CP1")
+    assert not (await central.monitor_auth("NOPE", object())).ok
+
+
+async def test_the_registry_feed_shows_new_cps_and_drops_revoked_or_rotated_credentials(
+    repo, clock
+) -> None:
+    enrol(repo, "CP1")  # registered before Central starts
+    central = CentralService(repo, RecordingPublisher(), now=lambda: NOW, monotonic=clock)
+    await central.load()
+    assert [(v.id, v.registered) for v in central.cps()] == [("CP1", True), ("CP2", False)]
+    assert await central.follow_registry() == 0  # what came before start-up is not news
+
+    enrol(repo, "ELX01", location="Elche - Centro")
+    assert await central.follow_registry() == 1
+    view = central.cp("ELX01")
+    assert view is not None
+    assert (view.state.value, view.registered, view.location) == (
+        "Desconectado",
+        True,
+        "Elche - Centro",
+    )
+    assert pub(central).of(ev.CpStatus)[-1].cp_id == "ELX01"
+
+    token = await connect(central, "ELX01")
+    assert repo.rotate_credentials("ELX01", make_verifier(new_secret(), n=2**4))
+    await central.follow_registry()
+    assert state(central, "ELX01") == "Desconectado"  # must prove its new secret
+    assert central.cp("ELX01").registered  # type: ignore[union-attr]
+    assert central.heartbeat_now("ELX01", token, True) == central_answer_not_authenticated()
+
+    token = await connect(central, "ELX01")
+    assert repo.deregister_cp("ELX01")
+    await central.follow_registry()
+    view = central.cp("ELX01")
+    assert view is not None
+    assert (view.state.value, view.registered) == ("Desconectado", False)
+    assert central.heartbeat_now("ELX01", token, True) == central_answer_not_authenticated()
+    assert "must authenticate again (deregistered at EV_Registry)" in central.messages()[-1].text
+
+
+def central_answer_not_authenticated() -> Answer:
+    return Answer(False, ErrReason.NOT_AUTHENTICATED)

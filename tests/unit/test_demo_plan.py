@@ -25,10 +25,11 @@ def ids(rows: list[dict[str, str]]) -> list[str]:
     return [row["id"] for row in rows]
 
 
-def test_only_what_the_demo_starts_is_seeded() -> None:
+def test_only_what_the_demo_starts_is_seeded_and_cps_register_themselves() -> None:
     plan = plan_network(5, 3)
-    assert ids(plan.seed["charging_points"]) == ["ALC01", "ALC02", "ALC03", "VLC01", "VLC02"]
-    assert list(plan.cps) == ids(plan.seed["charging_points"])
+    assert "charging_points" not in plan.seed  # CPs register at the Registry, with credentials
+    assert ids(list(plan.cp_rows)) == ["ALC01", "ALC02", "ALC03", "VLC01", "VLC02"]
+    assert list(plan.cps) == ids(list(plan.cp_rows))
     assert ids(plan.seed["drivers"]) == ["D001", "D002", "D003"]
     assert [d.driver_id for d in plan.drivers] == ["D001", "D002", "D003"]
     assert set(plan.supply_seconds) == set(plan.cps)
@@ -36,7 +37,7 @@ def test_only_what_the_demo_starts_is_seeded() -> None:
 
 def test_bigger_networks_are_generated_beyond_the_sample() -> None:
     plan = plan_network(14, 8)
-    assert ids(plan.seed["charging_points"])[-2:] == ["CP013", "CP014"]
+    assert ids(list(plan.cp_rows))[-2:] == ["CP013", "CP014"]
     assert ids(plan.seed["drivers"])[-2:] == ["D007", "D008"]
     assert len(set(plan.cps)) == 14
 
@@ -69,7 +70,7 @@ def test_drivers_have_services_for_hours_and_a_balance_that_pays_for_them() -> N
         assert len(d.services) == SERVICES_PER_DRIVER
         assert len(d.services) * fastest >= 10 * 3600
     engine = EngineConfig()
-    dearest = max(Decimal(row["price_eur_per_kwh"]) for row in plan.seed["charging_points"])
+    dearest = max(Decimal(row["price_eur_per_kwh"]) for row in plan.cp_rows)
     worst = energy_after(engine.kw, SUPPLY_SECONDS[1], engine.speedup) * dearest
     assert worst * SERVICES_PER_DRIVER <= DEMO_BALANCE
     assert {row["balance_eur"] for row in plan.seed["drivers"]} == {str(DEMO_BALANCE)}

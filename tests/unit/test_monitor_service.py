@@ -154,6 +154,24 @@ def test_the_engine_learns_its_cp_id_only_once_central_accepted_it() -> None:
     assert svc.central_to_tell_engine() is False
 
 
+def test_a_cp_without_credentials_is_not_registered_and_the_engine_hears_central_down() -> None:
+    svc, calls = a_monitor()
+    svc.engine_ok()
+    svc.central_not_registered()
+    svc.central_not_registered()
+    assert calls.count == 2  # the Engine's verdict, then the state (once)
+    assert svc.central is CentralLink.NOT_REGISTERED
+    assert not svc.cp_accepted  # no SET_CP
+    assert svc.central_to_tell_engine() is False  # CENTRAL#DOWN: no supply can be authorised
+    assert svc.troubled
+    assert svc.status_line() == (
+        "cp=CP01 Engine OK · not registered (register with the Registry first) · "
+        "heartbeats 0/0 answered"
+    )
+    svc.central_accepted()  # registered meanwhile, and authenticated
+    assert svc.cp_accepted
+
+
 def test_loops_are_woken_only_by_changes() -> None:
     svc, calls = a_monitor()
     svc.engine_ok()
@@ -177,26 +195,14 @@ def test_backoff_doubles_up_to_the_cap_and_resets() -> None:
 
 
 def test_command_line_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    s = parse_args(["e:7001", "c:7000", "CP01", "--price", "0.40", "--interval", "0.5"])
-    assert (s.engine, s.central, s.cp_id, s.price, s.location) == (
-        ("e", 7001),
-        ("c", 7000),
-        "CP01",
-        "0.40",
-        "",
-    )
+    s = parse_args(["e:7001", "c:7000", "CP01", "--interval", "0.5"])
+    assert (s.engine, s.central, s.cp_id) == (("e", 7001), ("c", 7000), "CP01")
     assert s.timing.interval == 0.5
     monkeypatch.setenv("EV_ENGINE", "e2:1")
     monkeypatch.setenv("EV_CENTRAL", "c2:2")
     monkeypatch.setenv("EV_CP_ID", "CP02")
-    monkeypatch.setenv("EV_CP_LOCATION", "Calle Mayor 1")
     s = parse_args([])
-    assert (s.engine, s.central, s.cp_id, s.location) == (
-        ("e2", 1),
-        ("c2", 2),
-        "CP02",
-        "Calle Mayor 1",
-    )
+    assert (s.engine, s.central, s.cp_id) == (("e2", 1), ("c2", 2), "CP02")
 
 
 def status_lines(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
@@ -341,8 +347,6 @@ def test_summaries_every_30s_by_default_configurable_and_0_is_off(
         ["e:1", "c:2", "CP01", "--summary-every", "-1"],
         ["e:1", "c:2", "CP01", "--summary-every", "often"],
         ["e:1", "c:2", "bad id"],
-        ["e:1", "c:2", "CP01", "--price", "-1"],
-        ["e:1", "c:2", "CP01", "--location", "a#b"],
         ["e:1", "c:2", "CP01", "--interval", "0"],
         ["e", "c:2", "CP01"],
     ],
@@ -350,15 +354,3 @@ def test_summaries_every_30s_by_default_configurable_and_0_is_off(
 def test_bad_arguments_fail_with_a_message(argv: list[str]) -> None:
     with pytest.raises(SystemExit):
         parse_args(argv)
-
-
-def test_help_says_location_and_price_are_not_used_by_central_yet(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    with pytest.raises(SystemExit):
-        parse_args(["--help"])
-    text = " ".join(capsys.readouterr().out.split())
-    for flag in ("--location", "--price"):
-        said = text.rsplit(f"{flag} {flag[2:].upper()}", 1)[1][:200]  # its help, not the usage
-        assert "sent to Central but not used yet" in said, said
-        assert "Registry of Release 2" in said, said

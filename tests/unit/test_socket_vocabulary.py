@@ -58,6 +58,27 @@ def test_central_answers_exactly_what_the_monitor_sends_it() -> None:
     assert set(central_server.REQUESTS) == sent
 
 
+def _request_arity(cls: type, opcode: Opcode) -> set[int]:
+    """How many fields the loop's `conn.request(Opcode.X, ...)` calls give `opcode`."""
+    return {
+        len(node.args) - 1
+        for node in ast.walk(ast.parse(inspect.getsource(cls).strip()))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "request"
+        and node.args
+        and ast.unparse(node.args[0]) == f"Opcode.{opcode.name}"
+    }
+
+
+def test_the_login_frames_have_the_release_2_layout() -> None:
+    """AUTH#cp_id#engine_state#reason#client_nonce and PROOF#cp_id#client_proof: location and
+    price no longer travel (the Registry owns them), and no secret field exists."""
+    assert _request_arity(monitor_links.CentralLinkLoop, Opcode.AUTH) == {4}
+    assert _request_arity(monitor_links.CentralLinkLoop, Opcode.PROOF) == {2}
+    assert {Opcode.AUTH, Opcode.PROOF} <= TO_CENTRAL
+
+
 def test_the_engine_answers_exactly_what_the_monitor_sends_it() -> None:
     sent = _sent_opcodes(monitor_links.EngineLinkLoop)
     assert sent == set(TO_ENGINE)
@@ -65,7 +86,14 @@ def test_the_engine_answers_exactly_what_the_monitor_sends_it() -> None:
 
 
 def test_requests_and_answers_are_distinct_words() -> None:
-    answers = {Opcode.OK, Opcode.KO, Opcode.ERR, Opcode.AUTH_OK, Opcode.AUTH_DENIED}
+    answers = {
+        Opcode.OK,
+        Opcode.KO,
+        Opcode.ERR,
+        Opcode.CHALLENGE,
+        Opcode.AUTH_OK,
+        Opcode.AUTH_DENIED,
+    }
     assert TO_CENTRAL.isdisjoint(TO_ENGINE)
     assert (TO_CENTRAL | TO_ENGINE | answers) == set(Opcode)
     assert not (TO_CENTRAL | TO_ENGINE) & answers

@@ -2,9 +2,11 @@
 
     EV_Central PORT KAFKA_HOST:PORT [--db FILE] [--http-port 8000] [--admin-token TOKEN]
                [--heartbeat-timeout 3] [--seed FILE] [--ui auto|panel|plain]
+               [--audit-file FILE]
 
 Thin main, shaped as the Monitor's and the Engine's: arguments -> `CentralSettings` ->
-`CentralApp` (DB, Kafka, Monitor sockets, HTTP API and dashboard, panel) -> run.
+`CentralApp` (DB, audit log, Kafka, Monitor sockets, HTTP API and dashboard, the Registry's
+change feed, panel) -> run.
 """
 
 from __future__ import annotations
@@ -15,14 +17,16 @@ import logging
 import secrets
 import socket
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
 
+from evcharging.adapters.audit_file import AuditFile
 from evcharging.adapters.db.seed import load_seed_file, seed
 from evcharging.adapters.db.sqlite_repository import SqliteRepository
-from evcharging.adapters.kafka.consumer import EventConsumer
+from evcharging.adapters.kafka.consumer import EventConsumer, Rejected
 from evcharging.adapters.kafka.publisher import EventPublisher
 from evcharging.adapters.kafka.router import EventRouter
 from evcharging.adapters.kafka.watch import KafkaWatch
@@ -39,17 +43,22 @@ from evcharging.apps.common import (
     run,
     setup_logging,
 )
+from evcharging.contracts.audit import AuditAction, Outcome
 from evcharging.contracts.events import (
     AuthorizationRequest,
     ChargingStopped,
     CpTelemetry,
     DriverStatusRequest,
+    Event,
     SupplyEnded,
     SupplyStarted,
     set_default_source,
 )
 from evcharging.contracts.topics import CP_EVENTS, DRIVER_EVENTS, set_namespace
+from evcharging.domain.throttle import FailureThrottle
+from evcharging.services.audit import Audit
 from evcharging.services.central import CentralService
+from evcharging.services.cp_login import CPLogin
 
 log = logging.getLogger("evcharging.central")
 
@@ -70,6 +79,18 @@ class CentralSettings:
     ui: str
     log_level: str = "INFO"
     kafka_namespace: str = ""  # several networks on one Kafka cluster
+    audit_file: Path = Path(".run/central-audit.jsonl")
+
+
+def default_audit_file(db: str) -> Path:
+    """The audit log's JSON-lines file: next to an SQLite database; for a database server
+    (`postgresql://...`), `./.evcharging/`."""
+    if "://" in db and not db.startswith("sqlite:///"):
+        return Path(".evcharging") / "central-audit.jsonl"
+    file = db.removeprefix("sqlite:///")
+    if file in ("", ":memory:"):
+        return Path(".evcharging") / "central-audit.jsonl"
+    return Path(file).parent / "central-audit.jsonl"
 
 
 def build_router(service: CentralService) -> EventRouter:
@@ -81,6 +102,63 @@ def build_router(service: CentralService) -> EventRouter:
     router.add(CpTelemetry, service.on_telemetry)
     router.add(SupplyEnded, service.on_supply_ended)
     return router
+
+
+REGISTRY_POLL = 1.0  # seconds between two reads of the Registry's change feed
+
+
+async def follow_registry(service: CentralService, audit: Audit) -> None:
+    """Every second, the Registry's new registrations, deregistrations and rotations (the
+    database is shared with EV_Registry). A failing read is said once, then retried."""
+    failing = False
+    while True:
+        await asyncio.sleep(REGISTRY_POLL)
+        try:
+            await service.follow_registry()
+        except Exception as exc:  # the database away must not stop Central: retried each second
+            if not failing:
+                log.exception("reading the Registry's change feed failed; retrying every second")
+                audit.record(
+                    AuditAction.ERROR,
+                    actor="central",
+                    outcome=Outcome.ERROR,
+                    detail=f"reading the Registry's change feed failed: {type(exc).__name__}",
+                )
+            failing = True
+        else:
+            if failing:
+                log.info("the Registry's change feed is read again")
+            failing = False
+
+
+def audit_consumer(
+    audit: Audit,
+) -> tuple[Callable[[Rejected], None], Callable[[Event, Exception], Awaitable[None]]]:
+    """What Central's Kafka reader tells the audit log: a malformed message skipped, a handler
+    that failed (each is logged once by the reader too)."""
+
+    def rejected(r: Rejected) -> None:
+        audit.record(
+            AuditAction.MESSAGE_REJECTED,
+            actor="unknown",
+            outcome=Outcome.DENIED,
+            detail=r.reason,
+            topic=r.topic,
+            partition=r.partition,
+            offset=r.offset,
+        )
+
+    async def failed(event: Event, exc: Exception) -> None:
+        audit.record(
+            AuditAction.ERROR,
+            actor="central",
+            outcome=Outcome.ERROR,
+            detail=f"handling {event.event_type} failed: {type(exc).__name__}",
+            event_id=event.event_id,
+            source=event.source,
+        )
+
+    return rejected, failed
 
 
 async def housekeeping(service: CentralService) -> None:
@@ -117,23 +195,33 @@ class CentralApp:
                 "seeded %d CPs and %d drivers from %s", result.cps, result.drivers, cfg.seed_file
             )
         set_default_source("central")
+        audit_file = AuditFile(cfg.audit_file)
+        audit = Audit([repo, audit_file])
+        log.info("audit log: the database and %s", cfg.audit_file)
         publisher = EventPublisher(cfg.kafka, "central")
-        service = CentralService(repo, publisher, heartbeat_timeout=cfg.heartbeat_timeout)
+        service = CentralService(
+            repo, publisher, heartbeat_timeout=cfg.heartbeat_timeout, audit=audit
+        )
+        rejected, failed = audit_consumer(audit)
         consumer = EventConsumer(
             cfg.kafka,
             cfg.group_id,
             build_router(service),
             topics=[DRIVER_EVENTS, CP_EVENTS],
             static_member=f"{cfg.group_id}-central",  # one Central per group: it takes over at once
+            on_rejected=rejected,
+            on_error=failed,
         )
-        monitors = MonitorServer(service, cfg.listen_host, cfg.port)
+        login = CPLogin(repo, audit, FailureThrottle())  # AUTH/PROOF: auth.* rows with the IP
+        monitors = MonitorServer(service, cfg.listen_host, cfg.port, login=login)
         try:
             await monitors.start()
         except CannotListen:
+            audit_file.close()
             repo.close()
             raise
         publisher.start_in_background()
-        app = create_app(service, cfg.admin_token)
+        app = create_app(service, cfg.admin_token, audit)
         http = EmbeddedServer(
             uvicorn.Config(
                 app,
@@ -153,6 +241,7 @@ class CentralApp:
             asyncio.create_task(service.load(), name="load"),
             asyncio.create_task(consumer.run(), name="kafka-consumer"),
             asyncio.create_task(housekeeping(service), name="housekeeping"),
+            asyncio.create_task(follow_registry(service, audit), name="registry-feed"),
             asyncio.create_task(http.serve([http_socket]), name="http"),
         ]
         panel = _panel(service, cfg.ui)
@@ -172,6 +261,7 @@ class CentralApp:
             await monitors.close()
             await publisher.stop()
             service.save_running_figures()
+            audit_file.close()
             repo.close()
         return 0
 
@@ -230,6 +320,13 @@ def build_parser() -> Parser:
         default="auto",
         help="live panel, or plain log lines (auto: panel on a terminal)",
     )
+    p.option(
+        "--audit-file",
+        env="EV_AUDIT_FILE",
+        type=path,
+        help="the audit log's JSON-lines file, rotated (default: central-audit.jsonl next to "
+        "the database)",
+    )
     p.kafka_namespace_option()
     p.log_level_option()
     return p
@@ -253,6 +350,7 @@ def parse_args(argv: list[str] | None = None) -> CentralSettings:
         ui=a.ui,
         log_level=a.log_level,
         kafka_namespace=a.kafka_namespace,
+        audit_file=a.audit_file or default_audit_file(a.db),
     )
 
 

@@ -20,6 +20,7 @@ from evcharging.apps.common import (
 )
 from evcharging.apps.kafka_cli import add_kafka_commands
 from evcharging.apps.postgres_cli import add_postgres_commands
+from evcharging.apps.registry_cli import add_registry_commands
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample_network.yaml"
 log = logging.getLogger("evcharging.cli")
@@ -67,6 +68,7 @@ def _demo(args: argparse.Namespace) -> int:
         kafka_port=args.kafka_port,
         central_port=args.central_port,
         http_port=args.http_port,
+        registry_port=args.registry_port,
         engine_base_port=args.engine_base_port,
         driver_web_base_port=args.driver_web_base_port,
         admin_token=args.admin_token,
@@ -81,6 +83,7 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", required=True)
     add_kafka_commands(sub)
     add_postgres_commands(sub)
+    add_registry_commands(sub)
     db = sub.add_parser("db", help="the Central's database").add_subparsers(
         dest="db_command", required=True
     )
@@ -104,6 +107,7 @@ def build_parser() -> Parser:
         ("--kafka-port", 9092, "the broker"),
         ("--central-port", 7000, "Central's Monitor sockets"),
         ("--http-port", 8000, "Central's HTTP API and dashboard"),
+        ("--registry-port", 8443, "EV_Registry (HTTPS)"),
         ("--engine-base-port", 7100, "the Engines' Monitor links (one port after it per CP)"),
         ("--driver-web-base-port", 8100, "the driver dashboards (one port after it per driver)"),
     ):

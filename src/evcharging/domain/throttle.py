@@ -5,6 +5,10 @@ sleeping.  Used by Central's socket authentication and by the Registry, each wit
 attempt ("cp:<id>" and "ip:<address>"): an attempt waits for the longer of the two.  Only
 failures count; a success clears the CP's key (not the IP's: one good CP behind an address does
 not forgive the guesses made from it).
+
+An address gets more free failures than a CP id (`free_per_address`): one host often runs many
+CPs (the statement's PC2), and one CP with a stale secret must not slow its neighbours' logins;
+a guesser trying many ids from one address is still slowed after that many.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ class _Record:
 
 @dataclass
 class FailureThrottle:
-    free: int = 3  # failures allowed before any wait
+    free: int = 3  # failures allowed before any wait (per CP id, and any other key)
+    free_per_address: int = 20  # the same for "ip:" keys
     first: float = 1.0  # the first wait, in seconds; each further failure doubles it
     cap: float = 60.0  # the longest wait
     forget_after: float = 900.0  # a key quiet this long starts afresh
@@ -44,7 +49,7 @@ class FailureThrottle:
             record = self._keys.setdefault(key, _Record())
             record.failures += 1
             record.last = now
-            over = record.failures - self.free
+            over = record.failures - (self.free_per_address if key.startswith("ip:") else self.free)
             if over > 0:
                 delay = min(self.cap, self.first * 2 ** (over - 1))
                 record.blocked_until = now + delay

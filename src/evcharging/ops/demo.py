@@ -1,7 +1,9 @@
 """`evcharging demo`: a whole network on this machine, unattended, until Ctrl+C (or --for).
 
-It starts the Kafka broker, EV_Central seeded with exactly the CPs and drivers it starts, N charging
-points (Engine with `--auto-plug --supply-seconds S --no-menu`, then its Monitor) and M drivers,
+It starts the Kafka broker, EV_Central seeded with exactly the drivers it starts, EV_Registry over
+HTTPS (certificates from the network's own CA, made in WORKDIR/certs), N charging points (Engine
+with `--auto-plug --supply-seconds S --no-menu`, then its Monitor, which registers the CP at the
+Registry and authenticates with the credentials it gets) and M drivers,
 each running a services file on its own CPs (`demo_plan`), and waits for each step before the next
 (Central listening, Engines listening, every CP Activado), so no program starts into refusals.
 Every program's output is merged, one `label | message` line each, into this terminal (full
@@ -28,7 +30,7 @@ from typing import IO, Any
 import yaml
 
 from evcharging.domain.cp_state import CPState
-from evcharging.ops import kafka_broker
+from evcharging.ops import certs, kafka_broker
 from evcharging.ops.demo_plan import PAUSE_SECONDS, NetworkPlan, compact, plan_network, render
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,7 @@ class DemoConfig:
     kafka_port: int = 9092
     central_port: int = 7000
     http_port: int = 8000
+    registry_port: int = 8443
     engine_base_port: int = 7100
     driver_web_base_port: int = 8100
     admin_token: str = "demo-admin"
@@ -96,7 +99,7 @@ class Demo:
         self.broker = kafka_broker.BrokerConfig(
             host=cfg.host, port=cfg.kafka_port, data_dir=cfg.workdir / "kafka", heap="512m"
         )
-        labels = ["EV_Central", "demo", "kafka"]
+        labels = ["EV_Central", "EV_Registry", "demo", "kafka"]
         labels += [f"{cp} {part}" for cp in self.plan.cps for part in ("engine", "monitor")]
         labels += [f"driver {d.driver_id}" for d in self.plan.drivers]
         self.label_width = max(len(label) for label in labels)
@@ -223,6 +226,25 @@ class Demo:
             "plain",
             ready="HTTP API on",
         )
+        folder = cfg.workdir / "certs"
+        await asyncio.to_thread(certs.init, folder, ips=[cfg.host])
+        registry = await self.spawn(
+            "EV_Registry",
+            "EV_Registry",
+            "--host",
+            cfg.host,
+            "--port",
+            str(cfg.registry_port),
+            "--db",
+            "central.db",
+            "--cert",
+            str((folder / "server.pem").resolve()),
+            "--key",
+            str((folder / "server.key").resolve()),
+            "--admin-token",
+            cfg.admin_token,
+            ready="EV_Registry on https://",
+        )
         engines = []
         for i, cp in enumerate(plan.cps):
             link = f"{cfg.host}:{cfg.engine_base_port + i}"
@@ -240,8 +262,11 @@ class Demo:
                 ready="waiting for the Monitor on",
             )
             engines.append((cp, link, engine))
-        # Monitors start once Central and their Engine listen: no "cannot connect" at start-up.
+        # Monitors start once Central, the Registry and their Engine listen: no "cannot connect"
+        # at start-up.  Each registers its CP over HTTPS, then authenticates with its credentials.
         await central.wait_ready()
+        await registry.wait_ready()
+        rows = {str(row["id"]): row for row in plan.cp_rows}
         for cp, link, engine in engines:
             await engine.wait_ready()
             await self.spawn(
@@ -250,6 +275,15 @@ class Demo:
                 link,
                 f"{cfg.host}:{cfg.central_port}",
                 cp,
+                "--registry",
+                f"https://{cfg.host}:{cfg.registry_port}",
+                "--ca-file",
+                str((folder / "ca.pem").resolve()),
+                "--location",
+                str(rows[cp]["location"]),
+                "--price",
+                str(rows[cp]["price_eur_per_kwh"]),
+                "--register",
                 "--summary-every",
                 str(cfg.summary_every),
                 cp_id=cp,
@@ -287,6 +321,7 @@ class Demo:
             f"  admin dashboard: http://{cfg.host}:{cfg.http_port}/",
             f"  admin token:     {cfg.admin_token}",
             f"  Central API:     http://{cfg.host}:{cfg.http_port}/docs",
+            f"  EV_Registry:     https://{cfg.host}:{cfg.registry_port}/docs",
             *urls,
             f"  full logs:       {cfg.workdir}/logs/",
         ]

@@ -1,7 +1,8 @@
 """What `evcharging demo` starts, and how its merged output reads: pure, unit-tested.
 
-The network: exactly the CPs and drivers the demo starts are seeded (a seeded CP that nobody starts
-would stay a grey Desconectado tile for the whole run).  Each driver gets its own CPs (the CPs are
+The network: exactly the drivers the demo starts are seeded, and exactly the CPs it starts register
+themselves at EV_Registry over HTTPS (each Monitor with `--register` and its row's location and
+price), so no CP tile stays grey and none is known without credentials.  Each driver gets its own CPs (the CPs are
 dealt out like cards), so no driver asks for a CP another one is using: requests are not denied
 for "CP busy" unless there are more drivers than CPs.  Each driver's services file goes round its
 CPs for longer than a demo runs (`SERVICES_PER_DRIVER`, at least ~11 h), and its balance pays for
@@ -50,7 +51,8 @@ class DriverPlan:
 
 @dataclass(frozen=True)
 class NetworkPlan:
-    seed: dict[str, Any]  # what Central is seeded with: only what the demo starts
+    seed: dict[str, Any]  # what Central is seeded with: only the drivers the demo starts
+    cp_rows: tuple[dict[str, str], ...]  # each CP's id, location, price: what it registers with
     cps: tuple[str, ...]
     supply_seconds: dict[str, int]  # per CP: the Engine's --supply-seconds
     drivers: tuple[DriverPlan, ...]
@@ -108,8 +110,8 @@ def plan_network(
         )
         for row, own in zip(driver_rows, deal(cp_ids, drivers), strict=True)
     )
-    seed = {"charging_points": cp_rows, "drivers": driver_rows}
-    return NetworkPlan(seed, tuple(cp_ids), supply, plans)
+    seed = {"drivers": driver_rows}
+    return NetworkPlan(seed, tuple(cp_rows), tuple(cp_ids), supply, plans)
 
 
 # --- the merged output ----------------------------------------------------------------------

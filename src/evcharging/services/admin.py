@@ -7,7 +7,8 @@ the outcome back to it; everything else is here, once:
 - one set of command models, with the field rules of the contracts;
 - one table: command -> `CentralService` coroutine -> one reply text and view;
 - one `Caller` (who, over which transport, from where), and one seam, `AdminDesk._record`, that
-  every admin outcome passes through (logged today; Release 2's audit log hooks in there).
+  every admin outcome passes through: logged, and written to the audit log (`admin.action` or
+  `admin.refused`, with the caller's IP; never the token, never the raw request).
 
 An admin request that is not carried out raises `AdminRefusal` with its kind (the transports map
 it: HTTP 401/404/409/422, WebSocket an `error` frame) and a reason a person can read.
@@ -24,9 +25,16 @@ from typing import Any, ClassVar
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from evcharging.contracts.audit import AuditAction, Outcome
 from evcharging.contracts.fields import ErrorType, Id, Location, Price
 from evcharging.domain.admin_rules import AdminAction, Conflict, UnknownCP
-from evcharging.services.central import CentralService, error_fixed_text, error_simulated_text
+from evcharging.services.audit import UNKNOWN_IP, Audit
+from evcharging.services.central import (
+    CentralService,
+    Who,
+    error_fixed_text,
+    error_simulated_text,
+)
 from evcharging.services.central_views import BulkOutcome, CPView
 
 log = logging.getLogger(__name__)
@@ -50,11 +58,17 @@ class Transport(StrEnum):
 @dataclass(frozen=True, slots=True)
 class Caller:
     """Who asks for an admin action, over which transport, from where (host:port and, for a
-    WebSocket, which socket). `who` is "anonymous" until the admin token is accepted."""
+    WebSocket, which socket; `ip` the address alone, for the audit log). `who` is "anonymous"
+    until the admin token is accepted."""
 
     transport: Transport
     peer: str
     who: str = "anonymous"
+    ip: str = UNKNOWN_IP
+
+    @property
+    def as_who(self) -> Who:
+        return Who(self.who, self.ip)
 
     def __str__(self) -> str:
         return f"{self.who} via {self.transport} {self.peer}"
@@ -192,41 +206,41 @@ def _bulk(
     return AdminReply(command, done, message, bulk=outcome)
 
 
-async def _stop_cp(svc: CentralService, c: StopCP) -> AdminReply:
-    view = await svc.stop_cp(c.cp_id)
+async def _stop_cp(svc: CentralService, c: StopCP, who: Who) -> AdminReply:
+    view = await svc.stop_cp(c.cp_id, who)
     return AdminReply(c, "cp_stopped", f"CP {c.cp_id} stopped: {view.caption}", view)
 
 
-async def _resume_cp(svc: CentralService, c: ResumeCP) -> AdminReply:
-    view = await svc.resume_cp(c.cp_id)
+async def _resume_cp(svc: CentralService, c: ResumeCP, who: Who) -> AdminReply:
+    view = await svc.resume_cp(c.cp_id, who)
     return AdminReply(c, "cp_resumed", f"CP {c.cp_id} resumed: {view.state.value}", view)
 
 
-async def _simulate_error(svc: CentralService, c: SimulateError) -> AdminReply:
+async def _simulate_error(svc: CentralService, c: SimulateError, who: Who) -> AdminReply:
     view = await svc.simulate_error(c.cp_id, c.error_type)
     return AdminReply(c, "error_simulated", error_simulated_text(c.cp_id, c.error_type), view)
 
 
-async def _fix_error(svc: CentralService, c: FixError) -> AdminReply:
+async def _fix_error(svc: CentralService, c: FixError, who: Who) -> AdminReply:
     view = await svc.fix_error(c.cp_id)
     return AdminReply(c, "error_fixed", error_fixed_text(c.cp_id), view)
 
 
-async def _stop_all(svc: CentralService, c: StopAll) -> AdminReply:
-    return _bulk(c, "all_stopped", "stopped", "already stopped", await svc.stop_all())
+async def _stop_all(svc: CentralService, c: StopAll, who: Who) -> AdminReply:
+    return _bulk(c, "all_stopped", "stopped", "already stopped", await svc.stop_all(who))
 
 
-async def _resume_all(svc: CentralService, c: ResumeAll) -> AdminReply:
-    return _bulk(c, "all_resumed", "resumed", "not stopped", await svc.resume_all())
+async def _resume_all(svc: CentralService, c: ResumeAll, who: Who) -> AdminReply:
+    return _bulk(c, "all_resumed", "resumed", "not stopped", await svc.resume_all(who))
 
 
-async def _register_cp(svc: CentralService, c: RegisterCP) -> AdminReply:
+async def _register_cp(svc: CentralService, c: RegisterCP, who: Who) -> AdminReply:
     view = await svc.register_cp(c.cp_id, c.location, c.price_eur_per_kwh)
     text = f"CP {c.cp_id} registered ({c.location}, {c.price_eur_per_kwh} €/kWh)"
     return AdminReply(c, "cp_registered", text, view)
 
 
-async def _edit_cp(svc: CentralService, c: EditCP) -> AdminReply:
+async def _edit_cp(svc: CentralService, c: EditCP, who: Who) -> AdminReply:
     view = await svc.edit_cp(c.cp_id, c.location, c.price_eur_per_kwh)
     text = f"CP {c.cp_id} edited ({view.location}, {view.price_eur_per_kwh} €/kWh)"
     return AdminReply(c, "cp_edited", text, view)
@@ -235,7 +249,7 @@ async def _edit_cp(svc: CentralService, c: EditCP) -> AdminReply:
 @dataclass(frozen=True)
 class _Entry:
     model: type[AdminCommand]
-    run: Callable[[CentralService, Any], Awaitable[AdminReply]]
+    run: Callable[[CentralService, Any, Who], Awaitable[AdminReply]]  # who: for the audit log
 
 
 TABLE: dict[Command, _Entry] = {
@@ -262,8 +276,12 @@ def invalid_fields(exc: ValidationError) -> str:
 class AdminDesk:
     """Admit -> read the command -> run it -> reply; every outcome recorded in one place."""
 
-    def __init__(self, service: CentralService, admin_token: str) -> None:
+    def __init__(
+        self, service: CentralService, admin_token: str, audit: Audit | None = None
+    ) -> None:
+        """`audit`: where admin outcomes are recorded (default: the service's audit log)."""
         self.service = service
+        self.audit = audit if audit is not None else service.audit
         self._token = admin_token.encode()
 
     def admit(self, caller: Caller, token: object, action: str | None = None) -> Caller:
@@ -302,24 +320,60 @@ class AdminDesk:
         if caller.who != "admin":  # a transport that forgot `admit`: a bug, never an action
             raise self._refuse(caller, command.name, Refusal.UNAUTHORISED, "admin token required")
         try:
-            reply = await TABLE[command.name].run(self.service, command)
+            reply = await TABLE[command.name].run(self.service, command, caller.as_who)
         except UnknownCP as exc:
-            raise self._refuse(caller, command.name, Refusal.UNKNOWN_CP, exc.reason) from None
+            raise self._refuse(
+                caller, command.name, Refusal.UNKNOWN_CP, exc.reason, _cp_of(command)
+            ) from None
         except Conflict as exc:
-            raise self._refuse(caller, command.name, Refusal.CONFLICT, exc.reason) from None
-        self._record(caller, command.name, reply.message, refused=False)
+            raise self._refuse(
+                caller, command.name, Refusal.CONFLICT, exc.reason, _cp_of(command)
+            ) from None
+        self._record(caller, command.name, reply.message, refused=False, cp_id=_cp_of(command))
         return reply
 
-    def _refuse(
-        self, caller: Caller, action: str | None, kind: Refusal, reason: str
-    ) -> AdminRefusal:
+    def invalid(self, caller: Caller, action: str | None, reason: str) -> None:
+        """Input the transport's own validation refused (FastAPI's 422): recorded like any
+        refusal; the transport answers it itself."""
         self._record(caller, action, reason, refused=True)
+
+    def _refuse(
+        self,
+        caller: Caller,
+        action: str | None,
+        kind: Refusal,
+        reason: str,
+        cp_id: str | None = None,
+    ) -> AdminRefusal:
+        self._record(caller, action, reason, refused=True, cp_id=cp_id)
         return AdminRefusal(kind, reason)
 
-    def _record(self, caller: Caller, action: str | None, outcome: str, *, refused: bool) -> None:
-        """Every admin outcome, done or refused, passes here (Release 2's audit log: here).
-        Never the token, never the raw request."""
+    def _record(
+        self,
+        caller: Caller,
+        action: str | None,
+        outcome: str,
+        *,
+        refused: bool,
+        cp_id: str | None = None,
+    ) -> None:
+        """Every admin outcome, done or refused, passes here: logged and audited, with who asked
+        and from which IP. Never the token, never the raw request."""
         if refused:
             log.warning("%s: action %s refused: %s", caller, action or "-", outcome)
         else:
             log.info("%s: admin action %s done: %s", caller, action, outcome)
+        self.audit.record(
+            AuditAction.ADMIN_REFUSED if refused else AuditAction.ADMIN_ACTION,
+            actor=caller.who,
+            ip=caller.ip,
+            outcome=Outcome.DENIED if refused else Outcome.OK,
+            cp_id=cp_id,
+            detail=outcome,
+            command=action or "-",
+            transport=caller.transport.value,
+        )
+
+
+def _cp_of(command: AdminCommand) -> str | None:
+    return getattr(command, "cp_id", None)

@@ -3,6 +3,11 @@
 Inputs arrive from three adapters (Monitor sockets, Kafka, the admin HTTP API) and all land here;
 every way a supply ends goes through `_end`, which goes through the domain's `end_session`.
 Handlers are idempotent: a redelivered event finds its effect already done and changes nothing.
+
+What matters for security goes to the audit log (`services/audit.py`) from here: every CP state
+change (with the CP's address), stops and resumes, interrupted supplies, drivers denied; the
+Registry's change feed (`follow_registry`) keeps the CPs' `registered` flag and their
+authentication in step with EV_Registry.
 """
 
 from __future__ import annotations
@@ -10,12 +15,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from uuid import UUID, uuid4
 
+from evcharging.contracts.audit import AuditAction, Outcome
 from evcharging.contracts.end_reasons import SupplyEndReason
 from evcharging.contracts.events import (
     AuthorizationRequest,
@@ -44,6 +50,7 @@ from evcharging.domain.admin_rules import AdminAction, Conflict, UnknownCP, refu
 from evcharging.domain.authorization import Denied, authorise
 from evcharging.domain.cp_state import CPFacts
 from evcharging.domain.money import cost, kwh
+from evcharging.domain.records import CPRecord
 from evcharging.domain.session import (
     EndReason,
     Session,
@@ -52,6 +59,7 @@ from evcharging.domain.session import (
     record_reading,
     start_supply,
 )
+from evcharging.services.audit import UNKNOWN_IP, Audit, AuditEntry, AuditQuery, ip_of
 from evcharging.services.central_live import LiveCP, RequestRow
 from evcharging.services.central_views import (
     BulkOutcome,
@@ -70,7 +78,7 @@ from evcharging.services.central_views import (
     request_view,
     session_view,
 )
-from evcharging.services.ports import Publisher, Repository
+from evcharging.services.ports import Publisher, RegistryChange, RegistryChangeKind, Repository
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +92,17 @@ class Answer:
 
 
 _OK = Answer(True)
+
+
+@dataclass(frozen=True, slots=True)
+class Who:
+    """Who asked Central for an action and from which address: what the audit log records."""
+
+    actor: str = "central"  # "admin", "ev_w", "central"
+    ip: str = UNKNOWN_IP
+
+
+CENTRAL = Who()
 
 
 def error_simulated_text(cp_id: str, error_type: str) -> str:
@@ -104,8 +123,11 @@ class CentralService:
         heartbeat_timeout: float = 3.0,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
+        audit: Audit | None = None,
     ) -> None:
+        """`audit`: where the audit log goes (default: the repository, which is an audit sink)."""
         self._repo = repo
+        self.audit = audit if audit is not None else Audit([repo])
         self.publisher = publisher
         self.heartbeat_timeout = heartbeat_timeout
         self._now = now
@@ -117,6 +139,8 @@ class CentralService:
         self._stop_sent: dict[str, float] = {}
         self._unsaved: dict[str, Session] = {}  # running figures not yet written (batched)
         self._driver_cp: dict[str, str] = {}  # driver id -> CP of its open session
+        self._registry_seq = 0  # the last row of the Registry's change feed applied
+        self._loaded = False
 
     # --- what the outside world reads (HTTP API, WebSocket, panel) --------------------------
 
@@ -155,6 +179,10 @@ class CentralService:
         )
         return [session_view(s) for s in found]
 
+    def audit_rows(self, query: AuditQuery) -> Sequence[AuditEntry]:
+        """The audit log, newest first, filtered and paged (`GET /api/audit`)."""
+        return self._repo.find_audit(query)
+
     def subscribe(self, listener: Callable[[CentralChange], None]) -> None:
         """`listener` is called, synchronously and in the service's thread, with every change."""
         self._listeners.append(listener)
@@ -172,6 +200,17 @@ class CentralService:
 
     async def _changed(self, cp: LiveCP) -> CPView:
         view = cp_view(cp)
+        if cp.state is not cp.audited:
+            was, cp.audited = cp.audited, cp.state
+            self.audit.record(
+                AuditAction.CP_STATE,
+                actor=f"cp:{cp.cp_id}",
+                ip=cp.ip,
+                cp_id=cp.cp_id,
+                detail=f"{was.value} -> {cp.state.value}",
+                # "from" is a keyword: unpacked (mypy cannot tell these keys from ip, outcome)
+                **{"from": was.value, "to": cp.state.value},  # type: ignore[arg-type]
+            )
         self._emit(CPChanged(view))
         public = (view.json["state"], view.json["available"])
         if public != cp.published:
@@ -212,11 +251,10 @@ class CentralService:
 
     async def load(self) -> None:
         """Every CP from the DB, Desconectado until its Monitor connects; open sessions re-attached."""
+        self._registry_seq = self._repo.last_registry_change()
+        registered = self._repo.registered_cps()
         for record in self._repo.list_cps():
-            facts = CPFacts(
-                admin_stopped=record.admin_stopped, error_simulated=record.error_simulated
-            )
-            self._cps[record.cp_id] = LiveCP(record, facts)
+            self._cps[record.cp_id] = _live(record, record.cp_id in registered)
         for session in self._repo.open_sessions():
             cp = self._cps.get(session.cp_id)
             if cp is not None:
@@ -229,9 +267,90 @@ class CentralService:
             await self._send_ticket(session, driver.balance_eur if driver else Decimal("0"))
         for cp in self._cps.values():
             await self._changed(cp)
+        self._loaded = True
         self._say(
             f"Central started: {len(self._cps)} CPs loaded, all Desconectado until their Monitor connects"
         )
+
+    async def ensure_cp(self, cp_id: str) -> bool:
+        """True when Central knows the CP, loading it from the database if need be: one
+        registered at EV_Registry after Central started, whose change the feed has not brought
+        yet, can authenticate at once. False when the database has no such CP either."""
+        if cp_id in self._cps:
+            return True
+        cp = self._load_cp(cp_id)
+        if cp is None:
+            return False
+        self._say(
+            f"CP {cp_id} ({cp.record.location}) loaded from the database: Desconectado until its "
+            "Monitor connects"
+        )
+        await self._changed(cp)
+        return True
+
+    def _load_cp(self, cp_id: str) -> LiveCP | None:
+        record = self._repo.get_cp(cp_id)
+        if record is None:
+            return None
+        cp = self._cps[cp_id] = _live(record, self._repo.get_verifier(cp_id) is not None)
+        return cp
+
+    # --- the Registry's change feed (the database it shares with EV_Registry) -----------------
+
+    async def follow_registry(self) -> int:
+        """Applies the Registry's changes since the last call (Central polls it every second):
+        a new registration is shown (Desconectado, registered); a deregistration or a rotation
+        drops the CP's authentication, so its Monitor must prove its (new) credentials again.
+        Returns how many changes were applied."""
+        if not self._loaded:
+            return 0
+        changes = self._repo.registry_changes(self._registry_seq)
+        for change in changes:
+            self._registry_seq = change.seq
+            await self._on_registry_change(change)
+        return len(changes)
+
+    async def _on_registry_change(self, change: RegistryChange) -> None:
+        cp_id = change.cp_id
+        cp = self._cps.get(cp_id) or self._load_cp(cp_id)
+        if cp is None:
+            log.warning("registry change %s: CP %s is not in the database; ignored", change, cp_id)
+            return
+        if change.kind is RegistryChangeKind.REGISTERED:
+            cp.registered = True
+            cp.record = self._repo.get_cp(cp_id) or cp.record  # the Registry sets location, price
+            cp.published = None  # CP_STATUS carries them: publish it again
+            self._say(
+                f"CP {cp_id} registered at EV_Registry ({cp.record.location}): Desconectado "
+                "until its Monitor connects"
+                if cp.monitor is None
+                else f"CP {cp_id} registered at EV_Registry ({cp.record.location})"
+            )
+            await self._changed(cp)
+            return
+        if change.kind is RegistryChangeKind.DEREGISTERED:
+            cp.registered = False
+            why = "deregistered at EV_Registry"
+        else:
+            why = "its credentials were replaced at EV_Registry"
+        if not await self.forget_auth(cp_id, why):
+            self._say(f"CP {cp_id} {why}")
+            await self._changed(cp)
+
+    async def forget_auth(self, cp_id: str, why: str) -> bool:
+        """Drops a CP's authentication (its credentials were revoked or replaced): it shows
+        Desconectado, a supply in progress ends, and its Monitor's link is refused
+        `ERR#not_authenticated` at its next frame, so the Monitor authenticates again (and is
+        denied if the CP is no longer registered). False when it was not authenticated."""
+        cp = self._cps.get(cp_id)
+        if cp is None or cp.monitor is None:
+            return False
+        cp.monitor = None
+        cp.facts = cp.facts.with_(monitor_connected=False)
+        self._say(f"CP {cp_id} must authenticate again ({why}) -> Desconectado", "warning")
+        await self._end(cp, EndReason.MONITOR_LOST)
+        await self._changed(cp)
+        return True
 
     # --- Monitor (sockets) ------------------------------------------------------------
 
@@ -242,10 +361,14 @@ class CentralService:
         *,
         engine_ok: bool = True,
         fault_reason: str | None = None,
+        peer: str = UNKNOWN_IP,
     ) -> Answer:
         """A Monitor authenticates its CP, telling the Engine's health as it knows it: a CP is
-        never shown or offered as available before Central knows its Engine is healthy."""
+        never shown or offered as available before Central knows its Engine is healthy. `peer`
+        is the Monitor's address (host:port), kept for the audit rows of the CP's states."""
         cp = self._cps.get(cp_id)
+        if cp is None and await self.ensure_cp(cp_id):
+            cp = self._cps[cp_id]
         if cp is None:
             self._say(
                 f"CP {cp_id} refused: unknown CP (register it through the admin API first)",
@@ -256,6 +379,7 @@ class CentralService:
             self._say(f"CP {cp_id} refused: already connected from another Monitor", "warning")
             return Answer(False, "CP already connected from another Monitor")
         cp.monitor = token
+        cp.ip = ip_of(peer)
         cp.last_heartbeat = self._monotonic()
         cp.facts = cp.facts.with_(monitor_connected=True, engine_ok=engine_ok)
         cp.fault_reason = None if engine_ok else (fault_reason or "Engine KO")
@@ -410,6 +534,16 @@ class CentralService:
     ) -> None:
         if denied is not None:
             self._say(f"DENIED driver {ev.driver_id} at CP {ev.cp_id}: {denied}", "warning")
+            self.audit.record(  # over Kafka: the driver's address is unknown, its source is not
+                AuditAction.DRIVER_DENIED,
+                actor=f"driver:{ev.driver_id}",
+                outcome=Outcome.DENIED,
+                cp_id=ev.cp_id,
+                detail=denied,
+                source=ev.source,
+                origin=ev.origin,
+                request_id=ev.request_id,
+            )
             self._request(ev.driver_id, ev.cp_id, "denied", None)
         else:
             assert session is not None
@@ -614,6 +748,18 @@ class CentralService:
             )
             return
         self._request(ended.driver_id, ended.cp_id, "ended", ended.session_id)
+        if reason.interrupted:
+            self.audit.record(
+                AuditAction.SUPPLY_INCIDENT,
+                actor="central",
+                cp_id=cp.cp_id,
+                detail=f"supply of driver {ended.driver_id} interrupted: {reason.words}",
+                session_id=ended.session_id,
+                driver=ended.driver_id,
+                reason=reason.value,
+                energy_kwh=ended.energy_kwh,
+                amount_eur=ended.amount_eur,
+            )
         if tell_engine:
             await self.publisher.publish(
                 StopSupply(
@@ -660,31 +806,45 @@ class CentralService:
             raise Conflict(reason)
         return cp
 
-    async def stop_cp(self, cp_id: str) -> CPView:
+    async def stop_cp(self, cp_id: str, who: Who = CENTRAL) -> CPView:
         cp = self._cp(cp_id, AdminAction.STOP)
         self._repo.set_cp_stopped(cp_id, True)
         cp.record = self._repo.get_cp(cp_id) or cp.record
         cp.facts = cp.facts.with_(admin_stopped=True)
         self._say(f"CP {cp_id} stopped by Central -> {cp.state.caption}")
+        self.audit.record(
+            AuditAction.CP_BLOCKED,
+            actor=who.actor,
+            ip=who.ip,
+            cp_id=cp_id,
+            detail=f"CP {cp_id} put out of service ({cp.state.value})",
+        )
         await self._end(cp, EndReason.STOPPED_BY_CENTRAL, tell_engine=False)
         await self.publisher.publish(CpStop(cp_id=cp_id))
         return await self._changed(cp)
 
-    async def resume_cp(self, cp_id: str) -> CPView:
+    async def resume_cp(self, cp_id: str, who: Who = CENTRAL) -> CPView:
         cp = self._cp(cp_id, AdminAction.RESUME)
         self._repo.set_cp_stopped(cp_id, False)
         cp.facts = cp.facts.with_(admin_stopped=False)
         self._say(f"CP {cp_id} resumed by Central -> {cp.state.value}")
+        self.audit.record(
+            AuditAction.CP_UNBLOCKED,
+            actor=who.actor,
+            ip=who.ip,
+            cp_id=cp_id,
+            detail=f"CP {cp_id} back in service ({cp.state.value})",
+        )
         await self.publisher.publish(CpResume(cp_id=cp_id))
         return await self._changed(cp)
 
-    async def stop_all(self) -> BulkOutcome:
+    async def stop_all(self, who: Who = CENTRAL) -> BulkOutcome:
         """Stops every CP not yet stopped: the views of those it stopped, and the others, why."""
-        return await self._on_all(AdminAction.STOP, self.stop_cp)
+        return await self._on_all(AdminAction.STOP, lambda cp_id: self.stop_cp(cp_id, who))
 
-    async def resume_all(self) -> BulkOutcome:
+    async def resume_all(self, who: Who = CENTRAL) -> BulkOutcome:
         """Resumes every stopped CP: the views of those it resumed, and the others, why."""
-        return await self._on_all(AdminAction.RESUME, self.resume_cp)
+        return await self._on_all(AdminAction.RESUME, lambda cp_id: self.resume_cp(cp_id, who))
 
     async def _on_all(
         self, action: AdminAction, run: Callable[[str], Awaitable[CPView]]
@@ -738,7 +898,7 @@ class CentralService:
             raise Conflict(
                 f"CP {cp_id} is already registered: nothing changed (edit its location or price instead)"
             )
-        cp = self._cps[cp_id] = LiveCP(record, CPFacts())
+        cp = self._cps[cp_id] = _live(record, self._repo.get_verifier(cp_id) is not None)
         self._say(f"CP {cp_id} registered ({location}, {price} €/kWh)")
         return await self._changed(cp)
 
@@ -755,3 +915,9 @@ class CentralService:
         self._say(f"CP {cp_id} edited: {record.location}, {record.price_eur_per_kwh} €/kWh")
         cp.published = None  # CP_STATUS carries the location and price: publish it again
         return await self._changed(cp)
+
+
+def _live(record: CPRecord, registered: bool) -> LiveCP:
+    """A CP as Central first holds it: Desconectado, its stored stop and simulated error kept."""
+    facts = CPFacts(admin_stopped=record.admin_stopped, error_simulated=record.error_simulated)
+    return LiveCP(record, facts, registered=registered)

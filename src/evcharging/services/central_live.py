@@ -23,6 +23,9 @@ class LiveCP:
     last_heartbeat: float = 0.0
     fault_reason: str | None = None
     affected_driver: str | None = None  # who to tell when a fault clears
+    registered: bool = False  # has credentials (a row in cp_credentials): the Registry says
+    ip: str = "-"  # its Monitor's address, as Central last saw it (audit rows)
+    audited: CPState = CPState.DESCONECTADO  # the state the audit log last recorded
     published: tuple[str, bool] | None = field(default=None, repr=False)
 
     @property

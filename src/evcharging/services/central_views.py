@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from typing import Any, Generic, NamedTuple, TypeVar, cast, overload
+from typing import Any, Generic, NamedTuple, NotRequired, TypeVar, cast, overload
 
 from typing_extensions import TypedDict
 
@@ -38,6 +38,7 @@ class CPJson(TypedDict):
     colour: str
     tone: str
     available: bool
+    registered: bool
     admin_stopped: bool
     error_simulated: bool
     actions: list[str]
@@ -92,6 +93,20 @@ class SkippedJson(TypedDict):
 class BulkJson(TypedDict):
     changed: list[CPJson]
     skipped: list[SkippedJson]
+
+
+class AuditJson(TypedDict):
+    """A row of the audit log (`adapters.audit_file.as_json`: the file's shape too)."""
+
+    at: str  # ISO 8601, UTC
+    action: str  # an AuditAction value
+    actor: str  # "cp:<id>", "admin", "anonymous", "driver:<id>", "central", ...
+    ip: str  # "-" when none (Kafka, Central itself)
+    outcome: str  # ok, denied or error
+    cp_id: str | None
+    detail: str
+    params: dict[str, str]
+    seq: NotRequired[int]  # the database's row number
 
 
 # --- the views ------------------------------------------------------------------------------
@@ -165,6 +180,7 @@ class CPView(_View[CPJson]):
     colour = _Wire[str]()  # green, orange, red or grey (the statement's colours).
     tone = _Wire[str]()  # ok, stopped, fault or off: what the admin page styles a tile by.
     available = _Wire[bool]()
+    registered = _Wire[bool]()  # has credentials from EV_Registry (else its Monitor is denied)
     admin_stopped = _Wire[bool]()
     error_simulated = _Wire[bool]()
 
@@ -314,6 +330,7 @@ def cp_view(cp: LiveCP) -> CPView:
             "colour": f.colour,
             "tone": f.tone,
             "available": f.available,
+            "registered": cp.registered,
             "admin_stopped": cp.facts.admin_stopped,
             "error_simulated": cp.facts.error_simulated,
             "actions": list(f.actions),

@@ -38,6 +38,7 @@ class CentralLink(StrEnum):
     UP = "up"  # authenticated, heartbeats answered
     DOWN = "down"  # cannot connect, or the link failed
     DENIED = "denied"  # Central refused the CP
+    NOT_REGISTERED = "not registered"  # no credentials: the Registry must issue them first
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +173,10 @@ class MonitorService:
     def central_lost(self) -> None:
         self._set_central(CentralLink.DOWN)
 
+    def central_not_registered(self) -> None:
+        """No credentials: the link loop does not even connect until the CP is registered."""
+        self._set_central(CentralLink.NOT_REGISTERED)
+
     def _set_central(self, state: CentralLink, reason: str = "") -> None:
         changed = (state, reason) != (self.central, self.central_reason)
         self.central, self.central_reason = state, reason
@@ -213,6 +218,7 @@ class MonitorService:
         return self.health in (EngineHealth.KO, EngineHealth.UNREACHABLE) or self.central in (
             CentralLink.DOWN,
             CentralLink.DENIED,
+            CentralLink.NOT_REGISTERED,
         )
 
     def engine_text(self) -> str:
@@ -228,6 +234,7 @@ class MonitorService:
             CentralLink.UP: "Central up (authenticated)",
             CentralLink.DOWN: "Central down (reconnecting)",
             CentralLink.DENIED: f"Central refused the CP: {self.central_reason}",
+            CentralLink.NOT_REGISTERED: "not registered (register with the Registry first)",
         }[self.central]
 
     def status_line(self) -> str:

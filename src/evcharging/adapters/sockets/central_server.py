@@ -1,17 +1,22 @@
 """EV_Central's TCP server for Monitors: frames in, CentralService calls, answers out.
 
-A connection authenticates one CP with AUTH; until then every other frame is answered
-`ERR#not_authenticated` and not acted on. Silence longer than the heartbeat timeout, a Monitor that
-does not ACK an answer within `answer_timeout`, EOF, five bad frames in a row or a broken link ends
-the connection and makes that CP Desconectado.
+A connection authenticates one CP with the SCRAM exchange of `services.cp_auth` (AUTH ->
+CHALLENGE, PROOF -> AUTH_OK; the decisions, throttle and audit rows are `services.cp_login`'s);
+until then every other frame is answered `ERR#not_authenticated` and not acted on.  Silence
+longer than the heartbeat timeout, a Monitor that does not ACK an answer within
+`answer_timeout`, EOF, five bad frames in a row or a broken link ends the connection and makes
+that CP Desconectado.  Bad frames and unknown opcodes are audited (message.rejected), once per
+kind per link.
 
 Each link is an `asyncio.Protocol` driven by `data_received`, not a task reading a stream: with
 thousands of Monitors heartbeating every second, a heartbeat is a decode, a dictionary update and
 one write, with no task, coroutine or timer of its own (one sweeper checks every link's deadline
-twice a second). Frames that change a CP's state (AUTH, FAULT, RECOVER, a heartbeat whose Engine
-health changed) are answered from a task, because the service awaits Kafka for them. The exchange
-rules are those of `adapters.sockets.framing` (docs/socket-protocol.md); which handler answers which
-opcode is one table, `REQUESTS` (the opcodes are `contracts.socket_ops.Opcode`).
+twice a second).  AUTH, and a wrong PROOF, are answered at once (a database read and a few
+HMACs: no slow hashing at Central).  Frames that change a CP's state (a right PROOF, FAULT,
+RECOVER, a heartbeat whose Engine health changed) are answered from a task, because the service
+awaits Kafka for them. The exchange rules are those of `adapters.sockets.framing`
+(docs/socket-protocol.md); which handler answers which opcode is one table, `REQUESTS` (the
+opcodes are `contracts.socket_ops.Opcode`).
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ from evcharging.contracts.frames import (
 )
 from evcharging.contracts.socket_ops import EngineState, ErrReason, Opcode
 from evcharging.services.central import Answer, CentralService
+from evcharging.services.cp_auth import Challenge, b64
+from evcharging.services.cp_login import CPLogin, Denied
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +62,11 @@ class MonitorServer:
         host: str,
         port: int,
         *,
+        login: CPLogin,
         answer_timeout: float = ANSWER_TIMEOUT,
     ) -> None:
         self.service = service
+        self.login = login
         self.host = host
         self.port = port
         self.answer_timeout = answer_timeout
@@ -139,6 +148,9 @@ class MonitorLink(asyncio.Protocol):
         self._since = time.monotonic()
         self._bad_in_a_row = 0
         self._why: str | None = None
+        self._challenge: _Pending | None = None  # sent CHALLENGE, waiting for its PROOF
+        self._proved: tuple[_Pending, bytes] | None = None  # PROOF right, CentralService next
+        self._rejected: set[str] = set()  # kinds of dropped frames already audited on this link
 
     # --- asyncio.Protocol -----------------------------------------------------------------
 
@@ -201,8 +213,16 @@ class MonitorLink(asyncio.Protocol):
         self._bad_in_a_row += 1
         self._write(_NACK)
         log.warning("bad frame from %s: %s (NACK sent)", self.peer, error)
+        self._audit_rejected(error.reason, f"bad frame: {error}")
         if self._bad_in_a_row >= MAX_BAD_FRAMES:
             self.end(f"{self._bad_in_a_row} bad frames in a row from {self.peer}")
+
+    def _audit_rejected(self, kind: str, detail: str) -> None:
+        """message.rejected, once per kind per link: a babbling peer cannot flood the log."""
+        if kind in self._rejected:
+            return
+        self._rejected.add(kind)
+        self.server.login.rejected(self.cp_id, kind, detail, self.peer)
 
     def _send(self, answer: bytes) -> None:
         """Our ACK of the request and the answer frame in one write; then wait for its ACK."""
@@ -239,8 +259,9 @@ class MonitorLink(asyncio.Protocol):
         """The answer when it needs no waiting (a routine heartbeat, a refusal); else None."""
         route = REQUESTS.get(frame.opcode)
         fields = frame.fields
-        if route is None or not (fields or route.own_cp):  # an AUTH names its CP, or is no AUTH
+        if route is None:
             log.warning("monitor %s: unknown opcode %r", self.peer, frame.opcode)
+            self._audit_rejected(ErrReason.UNKNOWN_OPCODE, f"unknown opcode {frame.opcode[:40]!r}")
             return _UNKNOWN_OPCODE
         if route.own_cp and (not fields or fields[0] != self.cp_id):  # cp_id None: never equal
             log.warning(
@@ -251,40 +272,82 @@ class MonitorLink(asyncio.Protocol):
         return None if now is None else now(self, fields)
 
     async def _answer_later(self, frame: Frame) -> None:
+        later = REQUESTS[frame.opcode].later
+        assert later is not None, f"{frame.opcode} is always answered at once"
         try:
-            answer = await REQUESTS[frame.opcode].later(self, frame.fields)
+            answer = await later(self, frame.fields)
         except Exception:  # a bug: keep the details, drop this link, keep serving the others
             log.exception("monitor %s: answering %s failed", self.peer, frame.opcode)
             self.end("internal error")
             return
-        if self._transport is None:  # the link went while we worked; an AUTH may just have won
-            if self.cp_id is not None and frame.opcode == _AUTH and not self.server.stopping:
+        if self._transport is None:  # the link went while we worked; a PROOF may just have won
+            if self.cp_id is not None and frame.opcode == _PROOF and not self.server.stopping:
                 await self.service.monitor_lost(self.cp_id, self.token, "Monitor link lost")
             return
         self._send(answer)
         self._pump()
 
-    async def _auth(self, fields: tuple[str, ...]) -> bytes:
-        """AUTH#cp#location#price#engine_health#reason: a health other than OK (or none given)
-        keeps the CP Averiado until a heartbeat says OK.  Location and price are not used yet
-        (Central's database owns them; the Registry of Release 2 will)."""
-        cp_id = fields[0]
+    def _auth(self, fields: tuple[str, ...]) -> bytes:
+        """AUTH#cp#engine_state#reason#client_nonce -> CHALLENGE#salt#n#r#p#nonce, or
+        AUTH_DENIED#reason (`CPLogin.begin`: throttle, registration).  The Engine's health is
+        kept for the PROOF: a health other than OK (or none given) keeps the CP Averiado until
+        a heartbeat says OK."""
+        self._challenge = None  # a new AUTH abandons any exchange in progress on this link
+        login = self.server.login
+        if len(fields) < 4:
+            cp_id = fields[0] if fields else None
+            return _denied(login.refused(cp_id, _MALFORMED_AUTH, self.peer))
+        cp_id, state, reason, client_nonce = fields[:4]
         if self.cp_id is not None and self.cp_id != cp_id:
-            return _frame(
-                Opcode.AUTH_DENIED, "this connection is already authenticated as another CP"
-            )
-        engine_ok = len(fields) > 3 and fields[3] == _ENGINE_OK
-        reason = (fields[4] if len(fields) > 4 else "") or (
-            "Engine KO" if len(fields) > 3 else "Engine health not reported yet"
+            return _denied(login.refused(cp_id, _OTHER_CP, self.peer))
+        started = login.begin(cp_id, client_nonce, self.peer)
+        if isinstance(started, Denied):
+            log.warning("monitor %s: AUTH for cp=%s refused: %s", self.peer, cp_id, started.reason)
+            return _denied(started)
+        engine_ok = state == _ENGINE_OK
+        fault = None if engine_ok else (reason or _NO_HEALTH.get(state, _HEALTH_UNKNOWN))
+        self._challenge = _Pending(started, engine_ok, fault)
+        kdf = started.verifier.kdf
+        return _frame(
+            Opcode.CHALLENGE, b64(kdf.salt), str(kdf.n), str(kdf.r), str(kdf.p), started.nonce
         )
+
+    def _proof_now(self, fields: tuple[str, ...]) -> bytes | None:
+        """PROOF#cp#client_proof, only as the answer to this link's CHALLENGE for that CP (once:
+        the challenge is spent whatever the outcome).  Wrong: AUTH_DENIED at once; right: None,
+        and `_proof` lets CentralService take the CP."""
+        pending, self._challenge = self._challenge, None
+        cp_id = fields[0] if fields else None
+        login = self.server.login
+        if pending is None or len(fields) < 2 or cp_id != pending.challenge.cp_id:
+            log.warning("monitor %s: PROOF for cp=%s without its CHALLENGE", self.peer, cp_id)
+            return _denied(login.refused(cp_id, _PROOF_WITHOUT_AUTH, self.peer))
+        result = login.finish(pending.challenge, fields[1], self.peer)
+        if isinstance(result, Denied):
+            log.warning("monitor %s: PROOF for cp=%s refused: %s", self.peer, cp_id, result.reason)
+            return _denied(result)
+        self._proved = (pending, result)
+        return None
+
+    async def _proof(self, fields: tuple[str, ...]) -> bytes:
+        """The proof was right: CentralService takes the CP (it may still refuse: another
+        Monitor holds it); AUTH_OK carries Central's signature, its own proof to the Monitor."""
+        proved, self._proved = self._proved, None
+        assert proved is not None, "PROOF answered later only after _proof_now accepted it"
+        pending, signature = proved
+        cp_id = pending.challenge.cp_id
         answer = await self.service.monitor_auth(
-            cp_id, self.token, engine_ok=engine_ok, fault_reason=None if engine_ok else reason
+            cp_id,
+            self.token,
+            engine_ok=pending.engine_ok,
+            fault_reason=pending.fault_reason,
+            peer=self.peer,
         )
         if not answer.ok:
-            log.warning("monitor %s: AUTH for cp=%s refused: %s", self.peer, cp_id, answer.reason)
-            return _frame(Opcode.AUTH_DENIED, wire_text(answer.reason))
+            log.warning("monitor %s: cp=%s refused: %s", self.peer, cp_id, answer.reason)
+            return _denied(self.server.login.refused(cp_id, answer.reason, self.peer))
         self.cp_id = cp_id
-        return _frame(Opcode.AUTH_OK, cp_id)
+        return _frame(Opcode.AUTH_OK, cp_id, b64(signature))
 
     def _heartbeat_now(self, fields: tuple[str, ...]) -> bytes | None:
         """HB#cp#OK|KO that changes nothing but the CP's liveness: answered at once (the hot path)."""
@@ -309,16 +372,26 @@ class MonitorLink(asyncio.Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class _Pending:
+    """A CHALLENGE sent on a link, and the Engine health its AUTH told."""
+
+    challenge: Challenge
+    engine_ok: bool
+    fault_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     """How Central answers one request opcode."""
 
-    own_cp: bool  # fields[0] must be the CP this link authenticated (all but AUTH)
+    own_cp: bool  # fields[0] must be the CP this link authenticated (all but AUTH and PROOF)
     now: Callable[[MonitorLink, tuple[str, ...]], bytes | None] | None  # None: answer `later`
-    later: Callable[[MonitorLink, tuple[str, ...]], Awaitable[bytes]]
+    later: Callable[[MonitorLink, tuple[str, ...]], Awaitable[bytes]] | None  # None: never
 
 
 REQUESTS: dict[str, Route] = {
-    Opcode.AUTH.value: Route(own_cp=False, now=None, later=MonitorLink._auth),
+    Opcode.AUTH.value: Route(own_cp=False, now=MonitorLink._auth, later=None),
+    Opcode.PROOF.value: Route(own_cp=False, now=MonitorLink._proof_now, later=MonitorLink._proof),
     Opcode.HB.value: Route(
         own_cp=True, now=MonitorLink._heartbeat_now, later=MonitorLink._heartbeat
     ),
@@ -329,8 +402,13 @@ REQUESTS: dict[str, Route] = {
 whose opcode is not here is answered ERR#unknown_opcode."""
 
 # Plain str constants for the hot path (an enum attribute costs a lookup per heartbeat).
-_AUTH = Opcode.AUTH.value
+_PROOF = Opcode.PROOF.value
 _ENGINE_OK = EngineState.OK.value
+_NO_HEALTH = {EngineState.KO.value: "Engine KO"}  # the fault reason when AUTH gave none
+_HEALTH_UNKNOWN = "Engine health not reported yet"  # AUTH's engine_state neither OK nor KO
+_MALFORMED_AUTH = "malformed AUTH: expected cp_id, engine_state, reason, client_nonce"
+_OTHER_CP = "this connection is already authenticated as another CP"
+_PROOF_WITHOUT_AUTH = "PROOF without a CHALLENGE for this CP on this link"
 
 
 def _engine_ok(fields: tuple[str, ...]) -> bool:
@@ -344,6 +422,10 @@ def _frame(opcode: Opcode, *fields: str) -> bytes:
 _ACK_OK = _frame(Opcode.OK)  # the answer to nearly every heartbeat, encoded once
 _NOT_AUTHENTICATED = _frame(Opcode.ERR, ErrReason.NOT_AUTHENTICATED)
 _UNKNOWN_OPCODE = _frame(Opcode.ERR, ErrReason.UNKNOWN_OPCODE)
+
+
+def _denied(denied: Denied) -> bytes:
+    return _frame(Opcode.AUTH_DENIED, wire_text(denied.reason))
 
 
 def _reply(answer: Answer) -> bytes:

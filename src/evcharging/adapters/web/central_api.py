@@ -1,23 +1,29 @@
 """EV_Central's HTTP server (FastAPI): the REST API (reads, and admin actions with the admin
 token), the admin dashboard page at `/` with its assets under `/static/admin/`, and its live
 WebSocket feed at `/ws` (see central_feed.py and docs/dashboards.md). Admin actions go
-through Central's one admin front door (`services/admin.py`), as the WebSocket's do."""
+through Central's one admin front door (`services/admin.py`), as the WebSocket's do; every
+outcome, a 401 or a 422 included, reaches the audit log there, which `GET /api/audit` reads."""
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 
+from evcharging.adapters.audit_file import as_json
 from evcharging.adapters.web.central_feed import DashboardHub
 from evcharging.adapters.web.pages import page
+from evcharging.contracts.audit import AuditAction
 from evcharging.domain.admin_rules import UnknownCP
 from evcharging.services.admin import (
     AdminDesk,
@@ -31,8 +37,10 @@ from evcharging.services.admin import (
     RegisterCP,
     Transport,
 )
+from evcharging.services.audit import UNKNOWN_IP, Audit, AuditQuery
 from evcharging.services.central import CentralService
 from evcharging.services.central_views import (
+    AuditJson,
     BulkJson,
     CPJson,
     DriverJson,
@@ -49,7 +57,9 @@ DESCRIPTION = """Reads need no token. Admin operations (marked with a lock) need
 token (`EV_Central --admin-token`), as `Authorization: Bearer <token>` or `X-Admin-Token: <token>`:
 press **Authorize** and give it once. An admin action that makes no sense in the CP's state (stop a
 stopped CP, resume an active one, simulate an error on a Desconectado CP, fix a CP with no
-simulated error, register an id twice) is answered 409 with the reason, and changes nothing."""
+simulated error, register an id twice) is answered 409 with the reason, and changes nothing.
+Every admin outcome, done or refused (401, 404, 409, 422), is written to Central's audit log, with
+the caller's IP (never the token); admins read it with `GET /api/audit`."""
 
 
 class Problem(BaseModel):
@@ -92,6 +102,34 @@ def _peer(request: Request) -> str:
     return f"{request.client.host}:{request.client.port}" if request.client else "?"
 
 
+def _caller(request: Request) -> Caller:
+    """Who asks: the admin, once `admitted` accepted the token in this request; else anonymous."""
+    admitted_caller = getattr(request.state, "admin_caller", None)
+    if isinstance(admitted_caller, Caller):
+        return admitted_caller
+    ip = request.client.host if request.client else UNKNOWN_IP
+    return Caller(Transport.HTTP, _peer(request), ip=ip)
+
+
+def _route_name(request: Request) -> str | None:
+    return getattr(request.scope.get("route"), "name", None)  # endpoints named as Commands
+
+
+def _invalid_fields(exc: RequestValidationError) -> str:
+    """The fields at fault and their rules, without the input (as the WebSocket says it)."""
+    return "; ".join(
+        f"{'.'.join(map(str, e.get('loc', ()))) or 'body'}: {e.get('msg', 'invalid')}"
+        for e in exc.errors()
+    )
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """A time without an offset is UTC (the audit log's clock)."""
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 def admitted(
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -100,14 +138,16 @@ def admitted(
     """The front door's one token check, before the body is looked at."""
     desk: AdminDesk = request.app.state.admin_desk
     given = x_admin_token or (bearer.credentials if bearer else "")
-    action = getattr(request.scope.get("route"), "name", None)  # endpoints named as Commands
-    return desk.admit(Caller(Transport.HTTP, _peer(request)), given, action)
+    caller = desk.admit(_caller(request), given, _route_name(request))
+    request.state.admin_caller = caller  # a 422 found after this is the admin's
+    return caller
 
 
 Admin = Annotated[Caller, Depends(admitted)]
 
 
-def create_app(service: CentralService, admin_token: str) -> FastAPI:
+def create_app(service: CentralService, admin_token: str, audit: Audit | None = None) -> FastAPI:
+    """`audit`: where admin outcomes go (default: the service's audit log)."""
     # FastAPIOffline serves Swagger UI's files from its package: /docs needs no network. ReDoc is
     # off: its page still loads a logo from its CDN.
     app = FastAPIOffline(
@@ -119,7 +159,7 @@ def create_app(service: CentralService, admin_token: str) -> FastAPI:
         static_url="/static/docs",
     )
 
-    desk = app.state.admin_desk = AdminDesk(service, admin_token)
+    desk = app.state.admin_desk = AdminDesk(service, admin_token, audit)
 
     async def act(caller: Caller, name: Command, fields: dict[str, Any]) -> AdminReply:
         return await desk.run(caller, desk.command(caller, name, fields))
@@ -139,6 +179,14 @@ def create_app(service: CentralService, admin_token: str) -> FastAPI:
         """Logged, with who asked, by the front door."""
         headers = {"WWW-Authenticate": "Bearer"} if exc.kind is Refusal.UNAUTHORISED else None
         return JSONResponse({"detail": exc.reason}, status_code=_STATUS[exc.kind], headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """FastAPI's own 422 (body, path or query): audited as a refusal, answered as before."""
+        desk.invalid(
+            _caller(request), _route_name(request), f"invalid fields: {_invalid_fields(exc)}"
+        )
+        return await request_validation_exception_handler(request, exc)
 
     @app.get("/api/cps")
     async def list_cps() -> list[CPJson]:
@@ -179,6 +227,32 @@ def create_app(service: CentralService, admin_token: str) -> FastAPI:
     @app.get("/api/messages")
     async def messages() -> list[MessageJson]:
         return [view.json for view in service.messages()]
+
+    @app.get("/api/audit", responses=UNAUTHORISED)
+    async def audit_log(
+        caller: Admin,
+        since: Annotated[
+            datetime | None, Query(description="from (ISO 8601; no offset: UTC)")
+        ] = None,
+        until: Annotated[datetime | None, Query(description="before (ISO 8601)")] = None,
+        cp: Annotated[str | None, Query(description="only rows about this CP id")] = None,
+        action: Annotated[AuditAction | None, Query(description="only this action")] = None,
+        ip: Annotated[str | None, Query(description="only rows from this address")] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> list[AuditJson]:
+        """Central's audit log, newest first, `limit` rows at a time (`offset` pages on): who
+        did what, from which IP, when (UTC). Admin only; reading it is not itself recorded."""
+        query = AuditQuery(
+            since=_utc(since),
+            until=_utc(until),
+            cp_id=cp,
+            action=action,
+            ip=ip,
+            limit=limit,
+            offset=offset,
+        )
+        return [cast(AuditJson, as_json(entry)) for entry in service.audit_rows(query)]
 
     @app.post(
         "/api/cps",

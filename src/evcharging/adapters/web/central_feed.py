@@ -31,6 +31,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from evcharging.adapters.broker_state import KafkaState
 from evcharging.adapters.web.central_ws_admin import WsAdmin
 from evcharging.services.admin import AdminDesk
+from evcharging.services.audit import UNKNOWN_IP
 from evcharging.services.central import CentralService
 from evcharging.services.central_views import (
     CentralChange,
@@ -112,6 +113,7 @@ def coalesce(batch: list[Item]) -> list[Frame]:
 class _Client:
     ws: WebSocket
     name: str
+    ip: str  # the page's address: admin rows in the audit log carry it
     queue: asyncio.Queue[Item]
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     behind: bool = False
@@ -206,7 +208,8 @@ class DashboardHub:
         """The `/ws` endpoint: full state, then pushes, while reading actions from the page."""
         await ws.accept()
         self._loop = asyncio.get_running_loop()
-        client = _Client(ws, self._name(ws), asyncio.Queue(self.queue_size))
+        ip = ws.client.host if ws.client else UNKNOWN_IP
+        client = _Client(ws, self._name(ws), ip, asyncio.Queue(self.queue_size))
         self._clients.add(client)  # joined and snapshotted in one step: no change falls between
         first = self.snapshot()
         log.info("ws %s: dashboard connected (%d open)", client.name, len(self._clients))
@@ -248,7 +251,7 @@ class DashboardHub:
             message = await client.ws.receive()
             if message["type"] == "websocket.disconnect":
                 return
-            reply = await self.admin.handle(message.get("text"), client.name)
+            reply = await self.admin.handle(message.get("text"), client.name, client.ip)
             if not await self._send(client, [{**reply, "ts": now_ms()}]):
                 return
 

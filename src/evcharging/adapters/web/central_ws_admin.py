@@ -20,6 +20,7 @@ from evcharging.services.admin import (
     SimulateError,
     Transport,
 )
+from evcharging.services.audit import UNKNOWN_IP
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +81,9 @@ class WsAdmin:
     def __init__(self, desk: AdminDesk) -> None:
         self.desk = desk
 
-    async def handle(self, text: str | None, peer: str) -> Frame:
-        """The reply to one frame from socket `peer` (None: a binary frame)."""
-        caller = Caller(Transport.WEBSOCKET, peer)
+    async def handle(self, text: str | None, peer: str, ip: str = UNKNOWN_IP) -> Frame:
+        """The reply to one frame from socket `peer` at address `ip` (None: a binary frame)."""
+        caller = Caller(Transport.WEBSOCKET, peer, ip=ip)
         kind: str | None = None
         try:
             if text is None:

@@ -2,7 +2,8 @@
 
 Why: a form that checks an id or a location in the browser must apply the server's rule, and the
 rule has one home (`contracts/fields.py`). The page files carry placeholders (`{{ID_PATTERN}}`,
-`{{ID_MAX}}`, `{{LOCATION_MAX}}`); each page is filled in once, when first asked for.
+`{{ID_MAX}}`, `{{LOCATION_MAX}}`, and the audit log's actions for its filter, `{{AUDIT_ACTIONS}}`);
+each page is filled in once, when first asked for.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ from pathlib import Path
 
 from fastapi.responses import HTMLResponse
 
+from evcharging.contracts.audit import AuditAction
 from evcharging.contracts.fields import ID_PATTERN, MAX_ID, MAX_LOCATION
 
 RULES = {
     "{{ID_PATTERN}}": ID_PATTERN,
     "{{ID_MAX}}": str(MAX_ID),
     "{{LOCATION_MAX}}": str(MAX_LOCATION),
+    "{{AUDIT_ACTIONS}}": " ".join(action.value for action in AuditAction),
 }
 
 

@@ -158,6 +158,7 @@
     el.className = `tile ${cp.tone}`; // ok, stopped, fault or off: Central's view says which
     part("state").textContent = cp.caption === cp.state ? cp.state : `${cp.caption} · ${cp.state}`;
     part("location").textContent = cp.location;
+    part("unregistered").hidden = cp.registered !== false; // no credentials from EV_Registry
     part("price").textContent = cp.price_eur_per_kwh;
     const fault = part("fault");
     fault.hidden = !cp.fault_reason;
@@ -197,7 +198,7 @@
     el.dataset.testid = `tile-${id}`;
     el.dataset.cpId = id;
     el.querySelector(".cp-id").textContent = id;
-    for (const name of ["state", "kwh", "kw", "eur", "driver"]) {
+    for (const name of ["state", "kwh", "kw", "eur", "driver", "unregistered"]) {
       el.querySelector(`[data-part="${name}"]`).dataset.testid = `tile-${id}-${name}`;
     }
     const ids = { stop_cp: "stop", resume_cp: "resume", simulate_error: "error", fix_error: "fix" };
@@ -368,6 +369,105 @@
     });
   }
 
+  // --- audit log: GET /api/audit with the admin token, refreshed while its panel is open ------
+
+  const AUDIT_EVERY_MS = 3000;
+  const AUDIT_ROWS = 100;
+  let auditTimer = null;
+  let auditAsked = 0; // the latest request: an older answer arriving late is dropped
+
+  function auditState(text) {
+    $("#audit-state").textContent = text;
+  }
+
+  function auditRow(r) {
+    const tr = document.createElement("tr");
+    tr.className = r.outcome === "ok" ? "" : "denied";
+    tr.dataset.action = r.action;
+    const at = new Date(r.at).toISOString(); // UTC, never browser-local
+    const cells = {
+      Time: `${at.slice(0, 10)} ${at.slice(11, 19)} UTC`,
+      Action: r.outcome === "ok" ? r.action : `${r.action} (${r.outcome})`,
+      Who: r.actor,
+      IP: r.ip,
+      CP: r.cp_id || "—",
+      Detail: r.detail,
+    };
+    for (const [label, value] of Object.entries(cells)) {
+      const td = document.createElement("td");
+      td.dataset.label = label;
+      td.textContent = value;
+      tr.append(td);
+    }
+    return tr;
+  }
+
+  function refusalText(status, body) {
+    if (body && typeof body.detail === "string") return body.detail;
+    if (body && Array.isArray(body.detail)) {
+      return body.detail.map((d) => `${(d.loc || []).slice(1).join(".")}: ${d.msg}`).join("; ");
+    }
+    return `HTTP ${status}`;
+  }
+
+  async function loadAudit() {
+    if (!$("#audit").open) return;
+    const asked = ++auditAsked;
+    if (!token()) {
+      $("#audit-body").replaceChildren();
+      auditState("Log in with the admin token to read the audit log.");
+      return;
+    }
+    const form = new FormData($("#audit-filters"));
+    const query = new URLSearchParams({ limit: String(AUDIT_ROWS) });
+    for (const name of ["action", "cp", "ip"]) {
+      const value = (form.get(name) || "").trim();
+      if (value) query.set(name, value);
+    }
+    let answer;
+    let body = null;
+    try {
+      answer = await fetch(`/api/audit?${query}`, {
+        headers: { Authorization: `Bearer ${token()}` },
+        cache: "no-store",
+      });
+      body = await answer.json();
+    } catch {
+      if (asked === auditAsked) auditState("Central is unreachable: the audit log was not read.");
+      return;
+    }
+    if (asked !== auditAsked) return;
+    if (!answer.ok) {
+      auditState(`Refused: ${refusalText(answer.status, body)}`);
+      return;
+    }
+    $("#audit-body").replaceChildren(...body.map(auditRow));
+    const at = new Date().toISOString().slice(11, 19);
+    auditState(
+      body.length ? `${body.length} latest rows, newest first (read ${at} UTC)` : "No rows match.",
+    );
+  }
+
+  function bindAudit() {
+    const select = $("#audit-action");
+    for (const action of select.dataset.actions.split(" ").filter(Boolean)) {
+      select.append(Object.assign(document.createElement("option"), { value: action, textContent: action }));
+    }
+    $("#audit").addEventListener("toggle", () => {
+      clearInterval(auditTimer);
+      auditTimer = null;
+      if ($("#audit").open) {
+        loadAudit();
+        auditTimer = setInterval(loadAudit, AUDIT_EVERY_MS);
+      }
+    });
+    $("#audit-filters").addEventListener("submit", (event) => {
+      event.preventDefault();
+      loadAudit();
+    });
+    select.addEventListener("change", loadAudit);
+  }
+
   // STOP ALL ends every supply at once: the operator confirms in the page's own dialog first.
   function askStopAll() {
     const stoppable = cpsWhere("stop_cp");
@@ -383,6 +483,7 @@
 
   function start() {
     bind();
+    bindAudit();
     if (token()) setLogin(false, "Token saved: checking…");
     connect();
   }
