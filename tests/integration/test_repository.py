@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import evcharging
-from evcharging.adapters.db import migrations, open_repository
+from evcharging.adapters.db import CannotOpenDatabase, migrations, open_repository
 from evcharging.adapters.db.migrations import available, migrate
 from evcharging.adapters.db.postgres_repository import PostgresRepository
 from evcharging.adapters.db.seed import SeedError, load_seed_file, seed
@@ -45,6 +45,7 @@ from evcharging.services.cp_auth import Verifier, make_verifier, new_secret
 from evcharging.services.ports import RegistryChange, RegistryChangeKind
 from tests.support import postgres as pg
 from tests.support.builders import a_cp, a_driver, unique
+from tests.support.ports import free_port
 from tests.support.waiting import eventually_sync
 
 SAMPLE = Path(evcharging.__file__).resolve().parent / "data" / "sample_network.yaml"
@@ -1022,3 +1023,17 @@ def test_a_registry_change_never_commits_before_an_earlier_one_on_postgres(pg_ur
         pool.shutdown()
         for r in (first, second, follower):
             r.close()
+
+
+def test_a_postgres_server_that_is_not_there_is_one_clear_error() -> None:
+    port = free_port()
+    with pytest.raises(CannotOpenDatabase, match=f"PostgreSQL: .*{port}") as failed:
+        open_repository(f"postgresql://ev:hunter2@127.0.0.1:{port}/evcharging?connect_timeout=5")
+    assert "hunter2" not in str(failed.value)
+
+
+def test_a_sqlite_file_that_cannot_be_made_is_one_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(CannotOpenDatabase, match="SQLite file"):
+        open_repository(str(blocker / "central.db"))
