@@ -1037,3 +1037,21 @@ def test_a_sqlite_file_that_cannot_be_made_is_one_clear_error(tmp_path: Path) ->
     blocker.write_text("not a folder")
     with pytest.raises(CannotOpenDatabase, match="SQLite file"):
         open_repository(str(blocker / "central.db"))
+
+
+def test_after_losing_its_connection_the_postgres_repository_connects_again(
+    pg_url: str, pg_databases: pg.Databases
+) -> None:
+    """The call that found the connection gone fails; the next one works (nothing retried)."""
+    repo = PostgresRepository(pg_url)
+    try:
+        a_cp(repo, "CP01")
+        pid = repo._conn.info.backend_pid
+        with psycopg.connect(pg.url_of(pg_databases.cfg, "postgres"), autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with pytest.raises(psycopg.OperationalError):
+            repo.get_cp("CP01")
+        assert [cp.cp_id for cp in repo.list_cps()] == ["CP01"]
+        assert repo._conn.info.backend_pid != pid
+    finally:
+        repo.close()

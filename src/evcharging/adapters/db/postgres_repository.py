@@ -7,6 +7,8 @@ Registry open the same fresh database at the same moment (migrations.migrate_pos
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
 from psycopg.rows import dict_row
 
@@ -27,10 +29,14 @@ class PostgresRepository(SqlRepository):
     """PostgreSQL at `url` (postgresql://user@host:port/dbname; a password via PGPASSFILE)."""
 
     def __init__(self, url: str) -> None:
-        conn = psycopg.connect(url, autocommit=True, row_factory=dict_row)
-        super().__init__(conn, POSTGRESQL)
+        conn = self._connect(url)
+        super().__init__(conn, POSTGRESQL, reopen=lambda: self._connect(url))
         try:
             self.schema_version = migrate_postgres(conn)
         except BaseException:
             conn.close()
             raise
+
+    @staticmethod
+    def _connect(url: str) -> psycopg.Connection[dict[str, Any]]:
+        return psycopg.connect(url, autocommit=True, row_factory=dict_row)

@@ -16,7 +16,8 @@ or unreachable server stalls the whole program until it answers or the connectio
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+import logging
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,6 +32,8 @@ from evcharging.domain.session import EndReason, Session, SessionStatus
 from evcharging.services.audit import AuditEntry, AuditQuery
 from evcharging.services.cp_auth import KdfParams, Verifier, b64, unb64
 from evcharging.services.ports import RegistryChange, RegistryChangeKind
+
+log = logging.getLogger(__name__)
 
 _SESSION_COLUMNS = (
     "session_id, driver_id, cp_id, price_eur_per_kwh, status, started_at, ended_at, "
@@ -71,19 +74,28 @@ def _translated(query: str, placeholder: str) -> str:
 
 
 class _Db:
-    """The connection, speaking the dialect: queries are written once, with `?`."""
+    """The connection, speaking the dialect: queries are written once, with `?`.
 
-    def __init__(self, conn: Any, dialect: Dialect) -> None:
-        self._conn = conn
+    With `reopen` (PostgreSQL), a connection found closed (the server restarted, the network
+    dropped it) is opened again before the next statement outside a transaction: the call
+    that lost it failed, the ones after it work.  Nothing is retried, so nothing runs twice."""
+
+    def __init__(self, conn: Any, dialect: Dialect, reopen: Callable[[], Any] | None) -> None:
+        self.conn = conn
         self._dialect = dialect
+        self._reopen = reopen
+        self.in_tx = False
 
     def execute(self, query: str, args: Sequence[Any] = ()) -> Any:
+        if self._reopen is not None and not self.in_tx and self.conn.closed:
+            log.warning("the database connection was lost; connecting again")
+            self.conn = self._reopen()
         if not args:  # psycopg reads "%" as a placeholder only when there are parameters
-            return self._conn.execute(query)
-        return self._conn.execute(self._dialect.sql(query), args)
+            return self.conn.execute(query)
+        return self.conn.execute(self._dialect.sql(query), args)
 
     def executemany(self, query: str, rows: Sequence[Sequence[Any]]) -> None:
-        self._conn.cursor().executemany(self._dialect.sql(query), rows)
+        self.conn.cursor().executemany(self._dialect.sql(query), rows)
 
 
 class _Refused(Exception):
@@ -95,10 +107,16 @@ class SqlRepository:
 
     schema_version: int
 
-    def __init__(self, conn: Any, dialect: Dialect) -> None:
-        self._conn = conn
+    def __init__(
+        self, conn: Any, dialect: Dialect, reopen: Callable[[], Any] | None = None
+    ) -> None:
         self._dialect = dialect
-        self._db = _Db(conn, dialect)
+        self._db = _Db(conn, dialect, reopen)
+
+    @property
+    def _conn(self) -> Any:
+        """The driver's connection (sqlite3 or psycopg), for tests and migrations."""
+        return self._db.conn
 
     @property
     def dialect(self) -> str:
@@ -110,12 +128,17 @@ class SqlRepository:
     @contextmanager
     def _tx(self) -> Iterator[_Db]:
         self._db.execute(self._dialect.begin)
+        self._db.in_tx = True
         try:
             yield self._db
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if not getattr(self._db.conn, "closed", False):  # a lost one has nothing to undo
+                self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
+        else:
+            self._db.execute("COMMIT")
+        finally:
+            self._db.in_tx = False
 
     # --- charging points ---------------------------------------------------------------
 
