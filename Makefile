@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: install kafka-jars test test-fast lint demo bench clean
+.PHONY: install kafka-jars test test-fast lint demo bench clean postgres
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,13 @@ test: install kafka-jars
 
 test-fast: install
 	$(VENV)/bin/pytest -q tests/unit
+
+# The project's own PostgreSQL (Debian's `postgresql` package; see ops/postgres.py) for the demo:
+# its data under .run/postgres (git-ignored); prints the URL to give Central and the Registry.
+PG_PORT ?= 5433
+
+postgres: install
+	$(VENV)/bin/evcharging postgres start --data-dir .run/postgres --port $(PG_PORT)
 
 demo: install kafka-jars
 	$(VENV)/bin/evcharging demo $(DEMO_ARGS)

@@ -19,6 +19,7 @@ from evcharging.apps.common import (
     whole_number,
 )
 from evcharging.apps.kafka_cli import add_kafka_commands
+from evcharging.apps.postgres_cli import add_postgres_commands
 from evcharging.apps.registry_cli import add_registry_commands
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample_network.yaml"
@@ -81,6 +82,7 @@ def build_parser() -> Parser:
     parser.log_level_option()
     sub = parser.add_subparsers(dest="command", required=True)
     add_kafka_commands(sub)
+    add_postgres_commands(sub)
     add_registry_commands(sub)
     db = sub.add_parser("db", help="the Central's database").add_subparsers(
         dest="db_command", required=True

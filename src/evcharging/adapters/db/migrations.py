@@ -1,12 +1,23 @@
-"""Versioned schema migrations: numbered SQL files applied in order, tracked by PRAGMA user_version."""
+"""Versioned schema migrations: numbered SQL files applied in order, each in its own transaction.
+
+SQLite tracks the version in PRAGMA user_version (as it always has: existing files keep working).
+PostgreSQL tracks it in a `schema_version` table, one row per applied migration, and takes a
+transaction-scoped advisory lock first: Central and the Registry may start at the same moment on
+one database, and the second simply finds the work done.
+"""
 
 from __future__ import annotations
 
 import logging
 import sqlite3
+from datetime import UTC, datetime
 from importlib import resources
+from typing import Any
 
 log = logging.getLogger(__name__)
+
+# pg_advisory_xact_lock key: any constant of ours ("evcharging" in ASCII, truncated to 63 bits).
+_PG_LOCK_KEY = 0x65_76_63_68_61_72_67_69
 
 
 def available(dialect: str = "sqlite") -> list[tuple[int, str]]:
@@ -32,7 +43,7 @@ def available(dialect: str = "sqlite") -> list[tuple[int, str]]:
 def migrate(conn: sqlite3.Connection) -> int:
     """Apply what is missing, each migration in its own transaction; returns the schema version."""
     current = conn.execute("PRAGMA user_version").fetchone()[0]
-    for version, sql in available():
+    for version, sql in available("sqlite"):
         if version <= current:
             continue
         log.info("applying migration %04d", version)
@@ -43,3 +54,34 @@ def migrate(conn: sqlite3.Connection) -> int:
             raise
         current = version
     return int(current)
+
+
+def migrate_postgres(conn: Any) -> int:
+    """The same on PostgreSQL (`conn`: a psycopg connection in autocommit mode).
+
+    Each migration runs in its own transaction that first takes the advisory lock and re-reads
+    the version under it, so concurrent starts apply every migration exactly once."""
+    current = 0
+    for version, sql in available("postgresql"):
+        conn.execute("BEGIN")
+        try:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_LOCK_KEY,))
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version "
+                "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+            )
+            row = conn.execute("SELECT COALESCE(MAX(version), 0) AS v FROM schema_version")
+            current = int(row.fetchone()["v"])
+            if version > current:
+                log.info("applying migration %04d", version)
+                conn.execute(sql)
+                conn.execute(
+                    "INSERT INTO schema_version (version, applied_at) VALUES (%s, %s)",
+                    (version, datetime.now(UTC).isoformat()),
+                )
+                current = version
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    return current
