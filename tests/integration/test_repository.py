@@ -1055,3 +1055,27 @@ def test_after_losing_its_connection_the_postgres_repository_connects_again(
         assert repo._conn.info.backend_pid != pid
     finally:
         repo.close()
+
+
+def test_sqlite_migrations_are_safe_when_programs_open_a_new_file_at_once(tmp_path: Path) -> None:
+    """Central and the Registry share one file and may start together: nobody fails on CREATE."""
+    db = tmp_path / "shared.db"
+    errors: list[BaseException] = []
+
+    def open_it() -> None:
+        try:
+            SqliteRepository(db).close()
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_it) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    repo = SqliteRepository(db)
+    try:
+        assert repo.schema_version == max(v for v, _ in available("sqlite"))
+    finally:
+        repo.close()

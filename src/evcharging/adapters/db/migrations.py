@@ -41,19 +41,40 @@ def available(dialect: str = "sqlite") -> list[tuple[int, str]]:
 
 
 def migrate(conn: sqlite3.Connection) -> int:
-    """Apply what is missing, each migration in its own transaction; returns the schema version."""
-    current = conn.execute("PRAGMA user_version").fetchone()[0]
+    """Apply what is missing, each migration in its own transaction; returns the schema version.
+
+    Safe when two programs open a new file at once (Central and the Registry share it): each
+    migration runs under BEGIN IMMEDIATE (one writer at a time) and the version is read again
+    inside it, so the second program finds the work done instead of failing on CREATE TABLE."""
+    current = 0
     for version, sql in available("sqlite"):
-        if version <= current:
-            continue
-        log.info("applying migration %04d", version)
+        conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executescript(f"BEGIN;\n{sql}\nPRAGMA user_version = {version};\nCOMMIT;")
+            current = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > current:
+                log.info("applying migration %04d", version)
+                for statement in _statements(sql):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {version}")
+                current = version
         except sqlite3.Error:
-            conn.rollback()
+            conn.execute("ROLLBACK")
             raise
-        current = version
-    return int(current)
+        conn.execute("COMMIT")
+    return int(current or conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _statements(sql: str) -> list[str]:
+    """A script split into whole statements (a trigger's body keeps its inner semicolons)."""
+    found, pending = [], ""
+    for line in sql.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            found.append(pending)
+            pending = ""
+    if pending.strip() and sqlite3.complete_statement(pending + ";"):
+        found.append(pending)
+    return found
 
 
 def migrate_postgres(conn: Any) -> int:
