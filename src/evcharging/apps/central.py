@@ -24,8 +24,8 @@ from pathlib import Path
 import uvicorn
 
 from evcharging.adapters.audit_file import AuditFile
+from evcharging.adapters.db import open_repository
 from evcharging.adapters.db.seed import load_seed_file, seed
-from evcharging.adapters.db.sqlite_repository import SqliteRepository
 from evcharging.adapters.kafka.consumer import EventConsumer, Rejected
 from evcharging.adapters.kafka.publisher import EventPublisher
 from evcharging.adapters.kafka.router import EventRouter
@@ -35,8 +35,10 @@ from evcharging.adapters.sockets.central_server import MonitorServer
 from evcharging.adapters.web.central_api import create_app
 from evcharging.adapters.web.embedded import EmbeddedServer
 from evcharging.apps.common import (
+    DATABASE_HELP,
     Parser,
     bootstrap,
+    database,
     path,
     port,
     positive_seconds,
@@ -188,7 +190,7 @@ class CentralApp:
 
     async def _serve(self, http_socket: socket.socket) -> int:
         cfg = self.settings
-        repo = SqliteRepository(cfg.db)
+        repo = open_repository(cfg.db)
         if cfg.seed_file is not None:
             result = seed(repo, load_seed_file(cfg.seed_file))
             log.info(
@@ -283,7 +285,7 @@ def build_parser() -> Parser:
     p = Parser(prog="EV_Central", description="Control centre of the EVCharging Network")
     p.positional("port", env="EV_CENTRAL_PORT", type=port, help="TCP port where Monitors connect")
     p.positional("kafka", env="EV_KAFKA", type=bootstrap, help="Kafka bootstrap HOST:PORT")
-    p.option("--db", env="EV_DB", default=".run/central.db", help="SQLite file")
+    p.option("--db", env="EV_DB", type=database, default=".run/central.db", help=DATABASE_HELP)
     p.option(
         "--listen-host", env="EV_CENTRAL_HOST", default="0.0.0.0", help="bind address for Monitors"
     )

@@ -7,11 +7,14 @@ import logging
 import sys
 from pathlib import Path
 
+from evcharging.adapters.db import CannotOpenDatabase, open_repository
 from evcharging.adapters.db.seed import SeedError, load_seed_file, seed
-from evcharging.adapters.db.sqlite_repository import SqliteRepository
+from evcharging.adapters.db.sql_repository import SqlRepository
 from evcharging.apps.common import (
+    DATABASE_HELP,
     Parser,
     count,
+    database,
     duration,
     path,
     port,
@@ -26,8 +29,18 @@ SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample_network.yaml"
 log = logging.getLogger("evcharging.cli")
 
 
+def _open(db: str) -> SqlRepository | None:
+    try:
+        return open_repository(db)
+    except (ValueError, CannotOpenDatabase) as exc:
+        log.error("cannot open the database: %s", exc)
+        return None
+
+
 def _db_init(args: argparse.Namespace) -> int:
-    repo = SqliteRepository(args.db)
+    repo = _open(args.db)
+    if repo is None:
+        return 2
     sys.stdout.write(f"database {args.db} at schema version {repo.schema_version}\n")
     repo.close()
     return 0
@@ -35,7 +48,9 @@ def _db_init(args: argparse.Namespace) -> int:
 
 def _db_seed(args: argparse.Namespace) -> int:
     source = SAMPLE if args.file is None else Path(args.file)
-    repo = SqliteRepository(args.db)
+    repo = _open(args.db)
+    if repo is None:
+        return 2
     try:
         result = seed(repo, load_seed_file(source))
     except (OSError, SeedError) as exc:
@@ -92,7 +107,9 @@ def build_parser() -> Parser:
         ("seed", _db_seed, "load CPs and drivers"),
     ):
         cmd = db.add_parser(name, help=text)
-        cmd.option("--db", env="EV_DB", default=".run/central.db", help="SQLite file")
+        cmd.option(
+            "--db", env="EV_DB", type=database, default=".run/central.db", help=DATABASE_HELP
+        )
         if name == "seed":
             cmd.add_argument("file", nargs="?", help=f"YAML or JSON file (default: {SAMPLE.name})")
         cmd.set_defaults(func=func)

@@ -22,6 +22,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, NoReturn
 
+from evcharging.adapters.db import CannotOpenDatabase, sqlite_path
 from evcharging.adapters.kafka.watch import quiet_client_logs
 from evcharging.adapters.listening import CannotListen
 from evcharging.contracts.fields import ID_RULE, is_valid_id
@@ -49,6 +50,16 @@ def path(value: str) -> Path:
     if not value:
         raise ValueError("expected a path")
     return Path(value)
+
+
+DATABASE_HELP = "SQLite file (or sqlite:///PATH), or postgresql://USER@HOST:PORT/DBNAME"
+
+
+def database(value: str) -> str:
+    """A `--db`: a SQLite path or URL, or a PostgreSQL URL (opened later, by `open_repository`)."""
+    if value.startswith(("postgresql://", "postgres://")) or sqlite_path(value) is not None:
+        return value
+    raise ValueError("expected a file path, sqlite:///PATH or postgresql://USER@HOST:PORT/DBNAME")
 
 
 def boolean(value: str) -> bool:
@@ -417,7 +428,7 @@ def run(main: Coroutine[Any, Any, int | None]) -> int:
             return await main
         except asyncio.CancelledError:
             return 0
-        except CannotListen as exc:
+        except (CannotListen, CannotOpenDatabase) as exc:
             log.error("%s", exc)
             return 2
 

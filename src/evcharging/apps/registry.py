@@ -21,11 +21,11 @@ from pathlib import Path
 import uvicorn
 
 from evcharging.adapters.audit_file import AuditFile
-from evcharging.adapters.db.sqlite_repository import SqliteRepository
+from evcharging.adapters.db import open_repository
 from evcharging.adapters.listening import bind
 from evcharging.adapters.web.embedded import EmbeddedServer
 from evcharging.adapters.web.registry_api import create_app
-from evcharging.apps.common import Parser, path, port, run, setup_logging
+from evcharging.apps.common import DATABASE_HELP, Parser, database, path, port, run, setup_logging
 from evcharging.domain.throttle import FailureThrottle
 from evcharging.services.audit import Audit
 from evcharging.services.registry import RegistryService
@@ -75,8 +75,7 @@ class RegistryApp:
 
     async def _serve(self, listener: socket.socket) -> int:
         cfg = self.settings
-        # TODO(issue 13, db helper): adapters.db.open_repository(cfg.db) once merged (SQLite today)
-        repo = SqliteRepository(cfg.db)
+        repo = open_repository(cfg.db)
         audit_file = AuditFile(cfg.audit_file)
         service = RegistryService(
             repo, Audit([repo, audit_file]), FailureThrottle(), admin_token=cfg.admin_token
@@ -137,8 +136,9 @@ def build_parser() -> Parser:
     p.option(
         "--db",
         env="EV_DB",
+        type=database,
         default=".run/central.db",
-        help="the network's database, shared with Central",
+        help=f"the network's database, shared with Central: {DATABASE_HELP}",
     )
     p.option(
         "--cert",

@@ -12,8 +12,8 @@ from typing import Any
 
 from evcharging.adapters import credentials_file
 from evcharging.adapters.credentials_file import StoredCredentials
-from evcharging.adapters.db.sqlite_repository import SqliteRepository
-from evcharging.apps.common import ident, path, positive_decimal, text
+from evcharging.adapters.db import CannotOpenDatabase, open_repository
+from evcharging.apps.common import DATABASE_HELP, database, ident, path, positive_decimal, text
 from evcharging.domain.throttle import FailureThrottle
 from evcharging.ops import certs
 from evcharging.services.audit import Audit
@@ -83,8 +83,11 @@ def _cp_enrol(args: argparse.Namespace) -> int:
         log.error("cp enrol needs --location and --price")
         return 2
     target: Path = args.credentials or credentials_file.default_path(args.cp_id)
-    # TODO(issue 13, db helper): adapters.db.open_repository(args.db) once merged (SQLite today)
-    repo = SqliteRepository(args.db)
+    try:
+        repo = open_repository(args.db)
+    except (ValueError, CannotOpenDatabase) as exc:
+        log.error("cannot open the database: %s", exc)
+        return 2
     try:
         service = RegistryService(repo, Audit([repo]), FailureThrottle())
         issued = service.register(args.cp_id, args.location, args.price, Caller.operator())
@@ -141,7 +144,7 @@ def add_registry_commands(sub: Any) -> None:
         "enrol", help="register a CP at the database (as an admin) and write its credentials file"
     )
     enrol.positional("cp_id", type=ident, help="the CP's id", metavar="CP_ID")
-    enrol.option("--db", env="EV_DB", default=".run/central.db", help="the network's database")
+    enrol.option("--db", env="EV_DB", type=database, default=".run/central.db", help=DATABASE_HELP)
     enrol.option("--location", help="where the CP stands", metavar="TEXT")
     enrol.option("--price", type=positive_decimal, help="its price in €/kWh", metavar="EUR_PER_KWH")
     enrol.option(
