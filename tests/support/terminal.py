@@ -104,13 +104,14 @@ def central_in_terminal(network: Network, cols: int, rows: int, *extra: str) -> 
     other programs' logs."""
     network.central_port = network.central_port or free_port()
     network.http_port = network.http_port or free_port()
+    network.db_path = network.workdir / "central.db"  # Monitors are registered in it
     log = network.workdir / "central-terminal.log"
     argv = [
         str(BIN / "EV_Central"),
         str(network.central_port),
         network.kafka,
         "--db",
-        str(network.workdir / "central.db"),
+        str(network.db_path),
         "--http-port",
         str(network.http_port),
         "--http-host",
