@@ -1065,7 +1065,7 @@ def test_sqlite_migrations_are_safe_when_programs_open_a_new_file_at_once(tmp_pa
     def open_it() -> None:
         try:
             SqliteRepository(db).close()
-        except BaseException as exc:  # collected and asserted below
+        except sqlite3.Error as exc:  # collected and asserted below
             errors.append(exc)
 
     threads = [threading.Thread(target=open_it) for _ in range(6)]

@@ -186,7 +186,11 @@ def _initdb(cfg: ServerConfig) -> None:
 
 def _options(cfg: ServerConfig) -> str:
     settings = {
-        "listen_addresses": "*" if cfg.host in _WILDCARD else cfg.host,
+        # A specific outward address also listens on loopback: this host's own administration
+        # (and only it) connects there, trusted, with no password to keep.
+        "listen_addresses": "*"
+        if cfg.host in _WILDCARD
+        else (cfg.host if is_loopback(cfg.host) else f"{cfg.host},127.0.0.1"),
         "port": str(cfg.port),
         "unix_socket_directories": "",
         "password_encryption": "scram-sha-256",
@@ -211,8 +215,9 @@ def _postmaster(cfg: ServerConfig) -> tuple[int, int] | None:
 
 
 def _admin(cfg: ServerConfig) -> psycopg.Connection[tuple[object, ...]]:
+    host = cfg.client_host if is_loopback(cfg.client_host) else "127.0.0.1"
     return psycopg.connect(
-        host=cfg.client_host, port=cfg.port, user=SERVICE_USER, dbname="postgres", autocommit=True
+        host=host, port=cfg.port, user=SERVICE_USER, dbname="postgres", autocommit=True
     )
 
 
