@@ -219,7 +219,10 @@ def test_unregistered_deregistered_and_wrong_secret_cps_are_denied_audited_and_n
         vlc.send("A")
         _denied(vlc, "not registered at the Registry")
 
-        # 5. Nothing is supplied at a denied CP.
+        # 5. Nothing is supplied at a denied CP, not even from the CP's own menu (its Engine,
+        #    told Central is not reachable for it, refuses before asking).
+        vlc_engine.send("s D003")
+        vlc_engine.wait_for("request for driver D003 refused", timeout=30)
         for cp_id in ("GHOST1", "ALC01", "VLC01"):
             refused = net.driver("D002", "--cp", cp_id, name=f"driver-at-{cp_id}")
             refused.wait_for("DENIED driver=D002", timeout=30)
