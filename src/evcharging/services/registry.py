@@ -346,17 +346,15 @@ class RegistryService:
             wait = self._throttle.wait(keys, self._clock())
             if wait > 0:
                 reason = f"too many failed attempts; try again in {math.ceil(wait)} s"
-                self._audit.record(
-                    AuditAction.AUTH_THROTTLED,
-                    actor=caller.actor(cp_id),
-                    ip=caller.ip,
-                    outcome=Outcome.DENIED,
-                    cp_id=cp_id,
-                    detail=reason,
+                raise self._refuse(
+                    Refusal.THROTTLED,
+                    cp_id,
+                    caller,
+                    reason,
                     op=op,
+                    action=AuditAction.AUTH_THROTTLED,
+                    retry_after=wait,
                 )
-                log.warning("%s of %s from %s refused: %s", op, cp_id, caller.ip, reason)
-                raise RegistryRefusal(Refusal.THROTTLED, reason, wait)
             verifier = self._repo.get_verifier(cp_id) if isinstance(proof, CPSecret) else None
         if isinstance(proof, AdminToken):
             ok = self._admin_token is not None and hmac.compare_digest(
@@ -371,25 +369,30 @@ class RegistryService:
             return
         with self._lock:
             self._throttle.failed(keys, self._clock())
-            reason = f"wrong {what}"
-            self._audit.record(
-                AuditAction.AUTH_FAILED,
-                actor=caller.actor(cp_id),
-                ip=caller.ip,
-                outcome=Outcome.DENIED,
-                cp_id=cp_id,
-                detail=reason,
-                op=op,
-            )
-        log.warning("%s of %s from %s refused: %s", op, cp_id, caller.ip, reason)
-        raise RegistryRefusal(Refusal.WRONG_PROOF, reason)
+        raise self._refuse(
+            Refusal.WRONG_PROOF,
+            cp_id,
+            caller,
+            f"wrong {what}",
+            op=op,
+            action=AuditAction.AUTH_FAILED,
+        )
 
     def _refuse(
-        self, kind: Refusal, cp_id: str | None, caller: Caller, reason: str, *, op: str
+        self,
+        kind: Refusal,
+        cp_id: str | None,
+        caller: Caller,
+        reason: str,
+        *,
+        op: str,
+        action: AuditAction = AuditAction.REGISTRY_REFUSED,
+        retry_after: float | None = None,
     ) -> RegistryRefusal:
+        """One refusal: its audit row and its log line (never the proof), and the error to raise."""
         with self._lock:
             self._audit.record(
-                AuditAction.REGISTRY_REFUSED,
+                action,
                 actor=caller.actor(cp_id) if cp_id else "-",
                 ip=caller.ip,
                 outcome=Outcome.DENIED,
@@ -398,7 +401,7 @@ class RegistryService:
                 op=op,
             )
         log.warning("%s of %s from %s refused: %s", op, cp_id or "?", caller.ip, reason)
-        return RegistryRefusal(kind, reason)
+        return RegistryRefusal(kind, reason, retry_after)
 
     def _view(
         self, record: CPRecord, registered: bool, since: datetime | None = None
