@@ -17,6 +17,12 @@ DEPLOY = ROOT / "deploy"
 BIN = Path(sys.executable).parent
 COMPOSE = sorted(DEPLOY.glob("compose.*.yml"))
 OUR_IMAGE = "evcharging"
+# The only services on other images: the broker, and PostgreSQL in containers (outside them the
+# project runs Debian's PostgreSQL 15 through `evcharging postgres start`).
+OTHER_IMAGES = {"kafka": "apache/kafka:3.9.1", "postgres": "postgres:15"}
+ROLES = {"compose.central.yml": "PC1", "compose.cps.yml": "PC2", "compose.drivers.yml": "PC3"}
+SECRETS = ("EV_ADMIN_TOKEN", "PGPASSWORD", "POSTGRES_PASSWORD")
+FROM_ENV = re.compile(r"\$\{[A-Z0-9_]+:\?[^}]+\}")
 
 
 @cache
@@ -51,7 +57,9 @@ def test_every_service_runs_a_real_program_with_variables_it_reads(path: Path) -
     assert services
     for name, service in services.items():
         if service.get("image") != OUR_IMAGE:
-            assert name == "kafka", f"{name}: only Kafka may use another image"
+            assert OTHER_IMAGES.get(name) == service.get("image"), (
+                f"{name}: only {sorted(OTHER_IMAGES)} may use another image (theirs)"
+            )
             continue
         command = service["command"]
         program, sub = command[0], tuple(a for a in command[1:3] if not a.startswith("-"))
@@ -88,6 +96,106 @@ def test_cps_and_drivers_run_unattended_in_containers() -> None:
         assert float(env["EV_ENGINE_SUPPLY_SECONDS"]) > 0
         assert env["EV_ENGINE_NO_MENU"] == "1"
     drivers = yaml.safe_load((DEPLOY / "compose.drivers.yml").read_text(encoding="utf-8"))
-    for service in drivers["services"].values():
+    driving = [s for s in drivers["services"].values() if s["command"] == ["EV_Driver"]]
+    assert driving
+    for service in driving:
         assert service["environment"]["EV_DRIVER_FILE"]
         assert service["environment"]["EV_DRIVER_NO_MENU"] == "1"
+
+
+def services_of(file: str) -> dict[str, dict[str, object]]:
+    doc = yaml.safe_load((DEPLOY / file).read_text(encoding="utf-8"))
+    return doc["services"]  # type: ignore[no-any-return]
+
+
+def env_of(service: dict[str, object]) -> dict[str, str]:
+    return {str(k): str(v) for k, v in service.get("environment", {}).items()}  # type: ignore[attr-defined]
+
+
+def mounts_of(service: dict[str, object]) -> dict[str, str]:
+    """Container path -> source (a named volume, or a host path for a bind mount)."""
+    found = {}
+    for spec in service.get("volumes", []):  # type: ignore[attr-defined]
+        source, target = str(spec).split(":")[:2]
+        found[target] = source
+    return found
+
+
+def under_named_volume(service: dict[str, object], path: str) -> bool:
+    return any(
+        (path == target or path.startswith(target.rstrip("/") + "/"))
+        and not source.startswith((".", "/"))
+        for target, source in mounts_of(service).items()
+    )
+
+
+@pytest.mark.parametrize("path", COMPOSE, ids=lambda p: p.name)
+def test_each_file_says_its_host_role_of_release_2(path: Path) -> None:
+    head = path.read_text(encoding="utf-8").split("services:")[0]
+    assert f"# {ROLES[path.name]} (Release 2)" in head
+
+
+@pytest.mark.parametrize("path", COMPOSE, ids=lambda p: p.name)
+def test_secrets_come_from_the_environment_never_from_the_files(path: Path) -> None:
+    for name, service in yaml.safe_load(path.read_text(encoding="utf-8"))["services"].items():
+        env = env_of(service)
+        for key in SECRETS:
+            if key in env:
+                assert FROM_ENV.fullmatch(env[key]), f"{name}: {key} written in the file"
+        for key, value in env.items():
+            assert not re.search(r"postgresql://[^@/]*:[^@/]*@", value), (
+                f"{name}: {key} has a password in its URL"
+            )
+
+
+def test_pc1_runs_postgres_and_central_uses_it() -> None:
+    services = services_of("compose.central.yml")
+    pg = services["postgres"]
+    assert "5433:5432" in pg["ports"]  # type: ignore[operator]
+    assert env_of(pg)["POSTGRES_USER"] == "evcharging"
+    central = env_of(services["central"])
+    assert central["EV_DB"] == "postgresql://evcharging@postgres:5432/evcharging"
+    assert "PGPASSWORD" in central
+    assert "postgres" in services["central"]["depends_on"]  # type: ignore[operator]
+    assert under_named_volume(services["central"], central["EV_AUDIT_FILE"])
+
+
+def test_pc3_runs_the_registry_over_https_on_pc1s_database() -> None:
+    registry = services_of("compose.drivers.yml")["registry"]
+    assert registry["command"] == ["EV_Registry"]
+    env = env_of(registry)
+    assert env["EV_DB"].startswith("postgresql://evcharging@${PC1_HOST")
+    assert env["EV_DB"].endswith(":5433/evcharging")
+    assert "PGPASSWORD" in env
+    assert "EV_ADMIN_TOKEN" in env
+    mounts = mounts_of(registry)
+    for key in ("EV_REGISTRY_CERT", "EV_REGISTRY_KEY"):
+        assert env[key] in mounts, f"{key} is not mounted"
+        assert str(registry["volumes"]).count(f"{env[key]}:ro") == 1  # read-only
+    assert under_named_volume(registry, env["EV_REGISTRY_AUDIT_FILE"])
+
+
+def test_pc2_monitors_register_over_https_and_keep_their_credentials() -> None:
+    services = services_of("compose.cps.yml")
+    monitors = {name: s for name, s in services.items() if name.startswith("monitor")}
+    assert monitors
+    for name, monitor in monitors.items():
+        env = env_of(monitor)
+        assert env["EV_REGISTRY"].startswith("https://${PC3_HOST"), name
+        assert env["EV_CA_FILE"] in mounts_of(monitor), f"{name}: the CA file is not mounted"
+        assert env["EV_CP_LOCATION"], name
+        assert env["EV_CP_PRICE"], name
+        assert env["EV_CP_REGISTER"] == "1", name
+        assert under_named_volume(monitor, env["EV_CP_CREDENTIALS"]), (
+            f"{name}: credentials not on a volume of their own"
+        )
+    credentials = [env_of(m)["EV_CP_CREDENTIALS"] for m in monitors.values()]
+    assert len(set(credentials)) == len(credentials)
+
+
+def test_what_the_programs_write_lands_on_volumes() -> None:
+    """The image's user owns only its volume folders: every file a program writes lies there."""
+    for engine in (s for n, s in services_of("compose.cps.yml").items() if n.startswith("engine")):
+        assert under_named_volume(engine, env_of(engine)["EV_ENGINE_STATE_DIR"])
+    dockerfile = (DEPLOY / "Dockerfile").read_text(encoding="utf-8")
+    assert "chown ev:ev /data /state /creds" in dockerfile
