@@ -557,3 +557,18 @@ async def test_the_registry_feed_shows_new_cps_and_drops_revoked_or_rotated_cred
 
 def central_answer_not_authenticated() -> Answer:
     return Answer(False, ErrReason.NOT_AUTHENTICATED)
+
+
+async def test_a_cp_authenticates_with_the_location_and_price_the_registry_just_set(
+    central: CentralService, repo
+) -> None:
+    """The Monitor registers (a new location and price) and authenticates within milliseconds,
+    before Central's next poll of the change feed: the authentication reads the row itself, so
+    no driver is authorised at the old price."""
+    assert central.cp("CP1") is not None
+    repo.update_cp("CP1", "Elche - Registry", Decimal("0.77"))
+    await connect(central, "CP1")
+    view = central.cp("CP1")
+    assert view is not None
+    assert view.location == "Elche - Registry"
+    assert Decimal(view.price_eur_per_kwh) == Decimal("0.77")

@@ -370,16 +370,18 @@ class CentralService:
         if cp is None and await self.ensure_cp(cp_id):
             cp = self._cps[cp_id]
         if cp is None:
-            self._say(
-                f"CP {cp_id} refused: unknown CP (register it through the admin API first)",
-                "warning",
-            )
+            self._say(f"CP {cp_id} refused: unknown CP (register it at EV_Registry)", "warning")
             return Answer(False, "unknown CP: not registered at Central")
         if cp.monitor is not None and cp.monitor is not token:
             self._say(f"CP {cp_id} refused: already connected from another Monitor", "warning")
             return Answer(False, "CP already connected from another Monitor")
         cp.monitor = token
         cp.ip = ip_of(peer)
+        cp.registered = True  # its proof matched the credentials the Registry stored
+        record = self._repo.get_cp(cp_id)  # the Registry may have set a new location or price
+        if record is not None and record != cp.record:  # just now, before the feed's next poll
+            cp.record = record
+            cp.published = None
         cp.last_heartbeat = self._monotonic()
         cp.facts = cp.facts.with_(monitor_connected=True, engine_ok=engine_ok)
         cp.fault_reason = None if engine_ok else (fault_reason or "Engine KO")
