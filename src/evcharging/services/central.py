@@ -377,9 +377,11 @@ class CentralService:
             return Answer(False, "CP already connected from another Monitor")
         cp.monitor = token
         cp.ip = ip_of(peer)
-        cp.registered = True  # its proof matched the credentials the Registry stored
-        record = self._repo.get_cp(cp_id)  # the Registry may have set a new location or price
-        if record is not None and record != cp.record:  # just now, before the feed's next poll
+        # The Registry may have registered the CP, or set a new location or price, just now,
+        # before the change feed's next poll: authentication reads them from the database.
+        cp.registered = self._repo.get_verifier(cp_id) is not None
+        record = self._repo.get_cp(cp_id)
+        if record is not None and record != cp.record:
             cp.record = record
             cp.published = None
         cp.last_heartbeat = self._monotonic()
