@@ -12,19 +12,17 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from aiokafka.errors import KafkaError
 
-from evcharging.apps.common import Parser, path, port, positive_seconds
+from evcharging.apps.common import Parser, path, port
+from evcharging.apps.server_cli import Spec, add_server_commands, status, stopped
 from evcharging.contracts.topics import set_namespace
 from evcharging.ops import kafka_broker
 from evcharging.ops.kafka_broker import BrokerConfig, BrokerError
 
 logger = logging.getLogger(__name__)
-
-Command = Callable[[argparse.Namespace], int]
 
 
 def _broker_options(p: Parser) -> None:
@@ -63,19 +61,6 @@ def _config(args: argparse.Namespace) -> BrokerConfig:
     )
 
 
-def _reporting_errors(command: Command) -> Command:
-    """Turn an expected failure into a logged message and exit code 1 instead of a traceback."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return command(args)
-        except (BrokerError, KafkaError) as exc:
-            logger.error("kafka %s failed: %s", args.kafka_command, exc)
-            return 1
-
-    return run
-
-
 def _fetch(args: argparse.Namespace) -> int:
     sys.stdout.write(f"{kafka_broker.fetch_jars(_config(args))}\n")
     return 0
@@ -87,15 +72,11 @@ def _start(args: argparse.Namespace) -> int:
 
 
 def _stop(args: argparse.Namespace) -> int:
-    stopped = kafka_broker.stop(_config(args), timeout=args.timeout)
-    sys.stdout.write("stopped\n" if stopped else "not running\n")
-    return 0
+    return stopped(kafka_broker.stop(_config(args), timeout=args.timeout))
 
 
 def _status(args: argparse.Namespace) -> int:
-    line = kafka_broker.status(_config(args))
-    sys.stdout.write(f"{line}\n")
-    return 0 if line.startswith("running") else 3  # 3 = "not running", as in LSB init scripts
+    return status(kafka_broker.status(_config(args)))
 
 
 def _topics(args: argparse.Namespace) -> int:
@@ -106,20 +87,24 @@ def _topics(args: argparse.Namespace) -> int:
 
 def add_kafka_commands(subparsers: argparse._SubParsersAction[Parser]) -> None:
     """Register ``kafka <command>`` on the main CLI's subparsers; each sets ``func=``."""
-    kafka = subparsers.add_parser("kafka", help="the project's single-node Kafka broker")
-    commands = kafka.add_subparsers(dest="kafka_command", required=True)
-    specs: list[tuple[str, Command, str, float | None]] = [
+    specs: list[Spec] = [
         ("fetch", _fetch, "download the Kafka jars with Maven (only if missing)", None),
         ("start", _start, "start the broker (idempotent) and print its bootstrap address", 60),
         ("stop", _stop, "stop our broker (only the one in our pid file)", 30),
         ("status", _status, "say whether our broker is running", None),
         ("topics", _topics, "create the project's topics (idempotent)", None),
     ]
-    for name, command, help_text, timeout in specs:
-        sub = commands.add_parser(name, help=help_text, description=help_text)
-        _broker_options(sub)
-        if timeout is not None:
-            sub.option("--timeout", type=positive_seconds, default=timeout, help="seconds")
+
+    def namespace_of_topics(name: str, sub: Parser) -> None:
         if name == "topics":
             sub.kafka_namespace_option()
-        sub.set_defaults(func=_reporting_errors(command))
+
+    add_server_commands(
+        subparsers,
+        "kafka",
+        "the project's single-node Kafka broker",
+        specs,
+        _broker_options,
+        (BrokerError, KafkaError),
+        namespace_of_topics,
+    )
