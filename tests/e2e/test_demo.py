@@ -83,8 +83,10 @@ def test_demo_keeps_every_cp_connected_and_busy_and_stops_everything(tmp_path: P
         return found
 
     def all_connected() -> list[dict[str, Any]]:
+        """Both CPs shown and connected (a CP is shown once its Monitor has registered it)."""
         cps = get("cps")
-        return cps if cps and all(cp["state"] != "Desconectado" for cp in cps) else []
+        connected = [cp for cp in cps if cp["state"] != "Desconectado"]
+        return cps if len(connected) == len(cps) == 2 else []
 
     def tickets_of_each_driver() -> set[str]:
         ended = get("sessions?status=ended")
@@ -100,7 +102,7 @@ def test_demo_keeps_every_cp_connected_and_busy_and_stops_everything(tmp_path: P
         log.close()
         tail = (tmp_path / "demo.log").read_text(encoding="utf-8", errors="replace")[-6000:]
         raise AssertionError(f"{exc}\n--- the demo's output, last lines ---\n{tail}") from exc
-    # Only the CPs the demo started are seeded: no tile stays grey.
+    # Only the CPs the demo started are known (each registered itself): no tile stays grey.
     assert sorted(cp["id"] for cp in connected) == ["ALC01", "ALC02"]
     assert demo.wait(timeout=120) == 0
     log.close()
