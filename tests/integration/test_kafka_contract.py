@@ -138,12 +138,14 @@ async def test_every_event_type_round_trips_through_kafka(kafka_bootstrap: str) 
     )
     task = await run_consumer(consumer)
     publisher = EventPublisher(kafka_bootstrap, "test")
-    await publisher.start()
-    for event in sent:
-        await publisher.publish(event)
-    await eventually(lambda: len(received) >= len(sent), what="all events back")
-    await stop(task)
-    await publisher.stop()
+    try:
+        await publisher.start()
+        for event in sent:
+            await publisher.publish(event)
+        await eventually(lambda: len(received) >= len(sent), 30, what="all events back")
+    finally:  # closed even on failure: a leaked client would trip a later test's log check
+        await stop(task)
+        await publisher.stop()
     by_id = {e.event_id: e for e in received}
     for event in sent:
         assert by_id[event.event_id] == event.model_copy(update={"source": "test"})

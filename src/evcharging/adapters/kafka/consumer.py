@@ -182,6 +182,13 @@ class EventConsumer:
                 else:
                     await consumer.seek_to_beginning(tp)
 
+    async def _positioned(self) -> None:
+        """Every assigned partition's position known ("latest" resolved to an offset), so that
+        `ready` means: every event published from now on will be read."""
+        assert self._consumer is not None
+        for tp in self._consumer.assignment():
+            await self._consumer.position(tp)
+
     async def run(self) -> None:
         """Start (with retries), then handle messages until cancelled.
 
@@ -196,6 +203,7 @@ class EventConsumer:
             while True:
                 batches = await self._consumer.getmany(timeout_ms=200)
                 if not self.ready.is_set() and self._consumer.assignment():
+                    await self._positioned()
                     self.ready.set()
                 if not batches:
                     if settling is not None and settling.done():
