@@ -472,4 +472,6 @@ def test_a_restarted_central_answers_requests_within_seconds(
     driver.wait_for("DENIED driver=D001 cp=NOPE1", timeout=30)
     answered = time.monotonic() - started
     record(f"Central restarted after {how.name}", answered_s=round(answered, 2))
-    assert answered < 4.0, f"a restarted Central answered after {answered:.1f} s"
+    # Without static membership the group would wait out the dead member's 10 s session first;
+    # well under that proves the takeover (the typical figure is in the recorded line above).
+    assert answered < 8.0, f"a restarted Central answered after {answered:.1f} s"
