@@ -17,10 +17,12 @@ from aiokafka import TopicPartition
 from evcharging.adapters.audit_file import AuditFile
 from evcharging.adapters.db.sqlite_repository import SqliteRepository
 from evcharging.adapters.kafka.consumer import EventConsumer
+from evcharging.adapters.kafka.router import EventRouter
 from evcharging.adapters.web.central_api import create_app
 from evcharging.apps import central as central_app
 from evcharging.apps.central import audit_consumer, build_router
 from evcharging.contracts.audit import AuditAction
+from evcharging.contracts.events import DriverStatusRequest
 from evcharging.contracts.topics import DRIVER_EVENTS
 from evcharging.services.audit import Audit, AuditQuery
 from evcharging.services.central import CentralService
@@ -252,6 +254,38 @@ async def test_a_malformed_event_read_by_central_is_one_rejected_row(rig: Rig) -
     assert (row.actor, row.ip, row.outcome.value) == ("unknown", "-", "denied")
     assert row.params == {"topic": "driver-events", "partition": "2", "offset": "41"}
     assert row.detail == reader.stats.bad_reasons[0]
+
+
+async def test_a_handler_that_fails_is_one_error_row(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The statement's "errores": a bug in a handler is logged once with its traceback and is an
+    `error` row (the reader goes on with the next message)."""
+    rejected, failed = audit_consumer(rig.central.audit)
+    router = EventRouter("central")
+
+    async def broken(_event: DriverStatusRequest) -> None:
+        raise RuntimeError("a bug")
+
+    router.add(DriverStatusRequest, broken)
+    reader = EventConsumer(
+        "127.0.0.1:9",
+        "ev-central",
+        router,
+        topics=[DRIVER_EVENTS],
+        on_rejected=rejected,
+        on_error=failed,
+    )
+    event = DriverStatusRequest(driver_id="D1")
+    tp = TopicPartition("driver-events", 1)
+    await reader._handle(tp, SimpleNamespace(key=b"D1", value=event.to_bytes(), offset=7))  # type: ignore[arg-type]
+    [row] = rig.repo.find_audit(AuditQuery(action=AuditAction.ERROR))
+    assert (row.actor, row.outcome.value) == ("central", "error")
+    assert row.detail == "handling DRIVER_STATUS_REQUEST failed: RuntimeError"
+    assert row.params["event_id"] == str(event.event_id)
+    logged = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(logged) == 1  # logged once, by the reader
+    caplog.clear()  # the one expected error: not a failure of this test
 
 
 def test_the_audit_file_lives_next_to_the_database_unless_told() -> None:
