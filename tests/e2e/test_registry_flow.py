@@ -24,7 +24,6 @@ from evcharging.contracts.frames import NACK, encode
 from evcharging.ops import certs
 from evcharging.services.cp_auth import b64, new_secret
 from tests.support.credentials import provision
-from tests.support.ports import free_port
 from tests.support.processes import Network, Proc, wait_until
 from tests.support.relay import relay_to
 
@@ -37,33 +36,9 @@ class Registry:
     def __init__(self, net: Network, folder: Path) -> None:
         certs.init(folder, hosts=["localhost"], ips=["127.0.0.1"])
         self.ca = folder / "ca.pem"
-        self.port = free_port()
+        self.proc, self.port = net.registry(folder)
         self.url = f"https://127.0.0.1:{self.port}"
-        assert net.db_path is not None
-        self.proc = net.start(
-            "registry",
-            "EV_Registry",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--db",
-            str(net.db_path),
-            "--cert",
-            str(folder / "server.pem"),
-            "--key",
-            str(folder / "server.key"),
-            "--admin-token",
-            net.admin_token,
-        )
         self.tls = ssl.create_default_context(cafile=str(self.ca))
-        wait_until(self._up, 30, what=f"EV_Registry up\n{self.proc.output()[-2000:]}")
-
-    def _up(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/healthz", verify=self.tls, timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
 
     def get(self, cp_id: str) -> httpx.Response:
         return httpx.get(f"{self.url}/api/registry/cps/{cp_id}", verify=self.tls, timeout=10)

@@ -7,6 +7,7 @@ failures one test counts against 127.0.0.1 never slow another.
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
 import ssl
 import statistics
@@ -68,28 +69,10 @@ class Registry:
 def registry(tmp_path: Path) -> Iterator[Registry]:
     folder = tmp_path / "certs"
     certs.init(folder)
-    port = free_port()
-    network = Network(kafka="-", workdir=tmp_path)
+    network = Network(kafka="-", workdir=tmp_path, admin_token=ADMIN_TOKEN)
     db, audit_file = tmp_path / "registry.db", tmp_path / "registry-audit.jsonl"
-    proc = network.start(
-        "registry",
-        "EV_Registry",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--cert",
-        str(folder / "server.pem"),
-        "--key",
-        str(folder / "server.key"),
-        "--db",
-        str(db),
-        "--audit-file",
-        str(audit_file),
-        env={"EV_ADMIN_TOKEN": ADMIN_TOKEN},
-    )
+    proc, port = network.registry(folder, "--audit-file", str(audit_file), db=db)
     try:
-        proc.wait_for("EV_Registry on https://")
         yield Registry(proc, f"https://localhost:{port}", folder / "ca.pem", db, audit_file)
     finally:
         network.stop_all()
@@ -284,3 +267,32 @@ def test_the_registry_will_not_start_without_a_certificate(tmp_path: Path) -> No
     assert done.returncode == 2
     assert "cannot use" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "how", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGKILL], ids=lambda s: s.name
+)
+def test_a_stopped_registry_keeps_every_registration_and_serves_again(
+    tmp_path: Path, how: signal.Signals
+) -> None:
+    """Ctrl+C, `kill`, a closed terminal or SIGKILL: the registrations are in the database (each
+    its own transaction), so a restarted Registry on the same database knows the CP and its secret."""
+    folder = tmp_path / "certs"
+    certs.init(folder)
+    network = Network(kafka="-", workdir=tmp_path, admin_token=ADMIN_TOKEN)
+    db = tmp_path / "registry.db"
+    tls = ssl.create_default_context(cafile=folder / "ca.pem")
+    try:
+        first, port = network.registry(folder, db=db)
+        with httpx.Client(base_url=f"https://localhost:{port}", verify=tls, timeout=30) as client:
+            secret = put(client, "CP1").json()["secret"]
+        first.stop_by(how)
+        assert not first.alive
+        if how is not signal.SIGKILL:
+            assert first.popen.returncode == 0
+        _, port = network.registry(folder, db=db)
+        with httpx.Client(base_url=f"https://localhost:{port}", verify=tls, timeout=30) as client:
+            assert client.get("/api/registry/cps/CP1").json()["registered"] is True
+            assert put(client, "CP1", auth=f"CP {secret}").status_code == 200  # rotated
+    finally:
+        network.stop_all()

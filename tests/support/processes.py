@@ -215,6 +215,32 @@ class Network:
         self.wait_state(cp_id, "Activado")
         return engine, monitor
 
+    def registry(self, certs_dir: Path, *extra: str, db: Path | None = None) -> tuple[Proc, int]:
+        """EV_Registry over HTTPS on loopback with the certificates in `certs_dir` (made by
+        `ops.certs.init`), sharing Central's database unless `db` is given; (process, port),
+        once it says it listens."""
+        db = db or self.db_path
+        assert db is not None, "start Central first, or give the Registry a database"
+        port = free_port()
+        proc = self.start(
+            f"registry-{port}",  # a log of its own: a restarted Registry's lines are its own
+            "EV_Registry",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--cert",
+            str(certs_dir / "server.pem"),
+            "--key",
+            str(certs_dir / "server.key"),
+            "--db",
+            str(db),
+            *extra,
+            env={"EV_ADMIN_TOKEN": self.admin_token},
+        )
+        proc.wait_for("EV_Registry on https://", timeout=30)  # its socket listens already
+        return proc, port
+
     def driver(self, driver_id: str, *extra: str, name: str | None = None) -> Proc:
         return self.start(name or f"driver-{driver_id}", "EV_Driver", self.kafka, driver_id, *extra)
 
