@@ -29,6 +29,11 @@ def namespaced(name: str) -> str:
     return _prefix + name
 
 
+def base_of(name: str) -> str:
+    """A topic's name in the plain network, from its name in this process's namespace."""
+    return name[len(_prefix) :] if _prefix and name.startswith(_prefix) else name
+
+
 @dataclass(frozen=True, slots=True)
 class Topic:
     base: str  # the name in the plain network; `name` is the one to use

@@ -117,9 +117,14 @@ def secret_matches(verifier: Verifier, secret: str) -> bool:
     return constant_time.bytes_eq(_sha256(keys.client_key), verifier.stored_key)
 
 
-def auth_message(cp_id: str, client_nonce: str, nonce: str, kdf: KdfParams) -> bytes:
-    """What both proofs sign: the CP, both nonces and the challenge (so nothing can be swapped)."""
-    return f"cp={cp_id},r={client_nonce},s={b64(kdf.salt)},n={kdf.n},nonce={nonce}".encode()
+def auth_message(
+    cp_id: str, client_nonce: str, nonce: str, kdf: KdfParams, exchange: str = ""
+) -> bytes:
+    """What both proofs sign: the CP, both nonces and the challenge (so nothing can be swapped),
+    and the Monitor's ephemeral X25519 key when it sent one (`services.cp_keys`: the CP key is
+    wrapped for that exchange, so a man in the middle cannot substitute his own)."""
+    text = f"cp={cp_id},r={client_nonce},s={b64(kdf.salt)},n={kdf.n},nonce={nonce}"
+    return (text + f",x={exchange}" if exchange else text).encode()
 
 
 def client_proof(keys: ClientKeys, message: bytes) -> bytes:
@@ -128,10 +133,18 @@ def client_proof(keys: ClientKeys, message: bytes) -> bytes:
 
 def proof_matches(verifier: Verifier, message: bytes, proof: bytes) -> bool:
     """Central's check: recover the client key from the proof and compare its hash."""
+    return recovered_client_key(verifier, message, proof) is not None
+
+
+def recovered_client_key(verifier: Verifier, message: bytes, proof: bytes) -> bytes | None:
+    """The client key a right proof carries (both sides know it after the exchange; the CP key
+    is wrapped with it, `services.cp_keys`), or None when the proof is wrong."""
     if len(proof) != len(verifier.stored_key):
-        return False
+        return None
     client_key = _xor(proof, _hmac(verifier.stored_key, message))
-    return constant_time.bytes_eq(_sha256(client_key), verifier.stored_key)
+    if not constant_time.bytes_eq(_sha256(client_key), verifier.stored_key):
+        return None
+    return client_key
 
 
 def server_signature(server_key: bytes, message: bytes) -> bytes:
@@ -167,24 +180,34 @@ class Challenge:
     client_nonce: str
     nonce: str  # client_nonce + Central's own: a proof is good for this exchange only
     verifier: Verifier
+    exchange: str = ""  # the Monitor's ephemeral X25519 public key (b64), if it sent one
 
     @classmethod
-    def start(cls, cp_id: str, client_nonce: str, verifier: Verifier) -> Challenge:
-        return cls(cp_id, client_nonce, client_nonce + new_nonce(), verifier)
+    def start(
+        cls, cp_id: str, client_nonce: str, verifier: Verifier, exchange: str = ""
+    ) -> Challenge:
+        return cls(cp_id, client_nonce, client_nonce + new_nonce(), verifier, exchange)
 
     @property
     def message(self) -> bytes:
-        return auth_message(self.cp_id, self.client_nonce, self.nonce, self.verifier.kdf)
+        return auth_message(
+            self.cp_id, self.client_nonce, self.nonce, self.verifier.kdf, self.exchange
+        )
 
     def check(self, proof_text: str) -> bytes | None:
         """The server signature to send back when the proof is right; None when it is not."""
+        client_key = self.client_key(proof_text)
+        if client_key is None:
+            return None
+        return server_signature(self.verifier.server_key, self.message)
+
+    def client_key(self, proof_text: str) -> bytes | None:
+        """The client key a right proof carries; None when the proof is wrong."""
         try:
             proof = unb64(proof_text)
         except ValueError:
             return None
-        if not proof_matches(self.verifier, self.message, proof):
-            return None
-        return server_signature(self.verifier.server_key, self.message)
+        return recovered_client_key(self.verifier, self.message, proof)
 
 
 class ChallengeError(ValueError):
@@ -205,9 +228,10 @@ class Prover:
         return self._keys[kdf]
 
     def answer(
-        self, client_nonce: str, salt: str, n: str, r: str, p: str, nonce: str
+        self, client_nonce: str, salt: str, n: str, r: str, p: str, nonce: str, exchange: str = ""
     ) -> tuple[str, bytes, ClientKeys]:
-        """(proof text for PROOF, the auth message, the keys to check Central's signature)."""
+        """(proof text for PROOF, the auth message, the keys to check Central's signature).
+        `exchange`: the ephemeral X25519 public key (b64) this Monitor sent in its AUTH."""
         try:
             kdf = KdfParams(unb64(salt), int(n), int(r), int(p))
         except ValueError as exc:
@@ -219,5 +243,5 @@ class Prover:
         if not 1 <= kdf.p <= 16:
             raise ChallengeError(f"refusing a scrypt cost of p={kdf.p}")
         keys = self.keys(kdf)
-        message = auth_message(self.cp_id, client_nonce, nonce, kdf)
+        message = auth_message(self.cp_id, client_nonce, nonce, kdf, exchange)
         return b64(client_proof(keys, message)), message, keys

@@ -21,7 +21,8 @@ from evcharging.adapters.kafka.publisher import PendingAcks, acks_before_commit
 from evcharging.adapters.kafka.retry import describe, failure_level, start_with_retry
 from evcharging.adapters.kafka.router import EventRouter
 from evcharging.contracts.events import BadEvent, Event, parse_event
-from evcharging.contracts.topics import Topic, namespaced
+from evcharging.contracts.topics import Topic, base_of, namespaced
+from evcharging.services.cp_keys import CpTopicCodec, RecordRejected
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ __all__ = [
 Offsets = dict[TopicPartition, int]
 
 COMMIT_EVERY = 0.2  # seconds: the most a crash makes Central handle twice (idempotently)
+QUIET_FOR = 10.0  # seconds: a kind of rejected record is logged once per this (each is audited)
 
 
 @dataclass
@@ -45,17 +47,22 @@ class ConsumerStats:
     handled: int = 0
     skipped_bad: int = 0
     handler_errors: int = 0
+    rejected: int = 0  # sealed records dropped (forged, replayed, old key, ...)
     bad_reasons: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """A message skipped as malformed: where it was and why (never its content)."""
+    """A message skipped (malformed, or refused by the sealed topics' rules): where it was and
+    why (never its content); `kind` is `malformed` or a `contracts.sealed.RejectKind`, `cp_id`
+    the CP a sealed record claimed to come from."""
 
     topic: str
     partition: int
     offset: int
     reason: str
+    kind: str = "malformed"
+    cp_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -100,11 +107,13 @@ class EventConsumer:
         on_error: Callable[[Event, Exception], Awaitable[None]] | None = None,
         static_member: str | None = None,
         on_rejected: Callable[[Rejected], None] | None = None,
+        codec: CpTopicCodec | None = None,
     ) -> None:
         """`static_member`: a stable name for this reader in its group (Kafka's static
         membership), so a restarted process takes its partitions over at once instead of waiting
         for its dead predecessor's session to time out (measured: 9.7 s after a SIGKILL).
-        `on_rejected`: told of every malformed message skipped (Central's audit log), once each."""
+        `on_rejected`: told of every malformed message skipped (Central's audit log), once each.
+        `codec`: opens the sealed records of cp-events/cp-commands (without one, plain JSON)."""
         if bool(topics) == bool(keyed):
             raise ValueError("give either topics (subscription) or keyed reads, not both")
         self.bootstrap = bootstrap
@@ -116,6 +125,9 @@ class EventConsumer:
         self._start_at = dict(start_at or {})
         self._on_error_cb = on_error
         self._on_rejected = on_rejected
+        self._codec = codec
+        self._quiet_until: dict[str, float] = {}  # per kind of rejection: no log line before
+        self._quieted: dict[str, int] = {}  # rejections not logged meanwhile
         self._static_member = namespaced(static_member) if static_member else None
         self._committing: asyncio.Future[None] | None = None
         self._due: dict[TopicPartition, int] = {}  # settled, not yet committed
@@ -281,7 +293,19 @@ class EventConsumer:
         if wanted is not None and record.key not in wanted:
             return
         try:
-            event = parse_event(record.value)
+            if self._codec is None:
+                event: Event | None = parse_event(record.value)
+            else:
+                event = self._codec.decode(
+                    base_of(tp.topic),
+                    record.value,
+                    record_key=record.key,
+                    partition=tp.partition,
+                    offset=record.offset,
+                )
+        except RecordRejected as exc:
+            self._refused(tp, record.offset, exc)
+            return
         except BadEvent as exc:
             self.stats.skipped_bad += 1
             self.stats.bad_reasons.append(exc.reason)
@@ -294,6 +318,8 @@ class EventConsumer:
             )
             if self._on_rejected is not None:
                 self._on_rejected(Rejected(tp.topic, tp.partition, record.offset, exc.reason))
+            return
+        if event is None:  # a redelivery of a record already accepted
             return
         try:
             await self.router.dispatch(event)
@@ -309,6 +335,28 @@ class EventConsumer:
             await self._on_error(event, exc)
             return
         self.stats.handled += 1
+
+    def _refused(self, tp: TopicPartition, offset: int, exc: RecordRejected) -> None:
+        """A sealed record dropped: never handled, always told to `on_rejected` (the audit log),
+        logged once per kind per QUIET_FOR seconds (a flood of forgeries cannot flood a log)."""
+        self.stats.rejected += 1
+        kind = exc.kind.value
+        now = time.monotonic()
+        if now >= self._quiet_until.get(kind, 0.0):
+            more = self._quieted.pop(kind, 0)
+            log.warning(
+                "%s | %s | offset %s: dropped: %s%s",
+                tp.topic,
+                self.group_id,
+                offset,
+                exc.reason,
+                f" ({more} more of this kind in the last {QUIET_FOR:g} s)" if more else "",
+            )
+            self._quiet_until[kind] = now + QUIET_FOR
+        else:
+            self._quieted[kind] = self._quieted.get(kind, 0) + 1
+        if self._on_rejected is not None:
+            self._on_rejected(Rejected(tp.topic, tp.partition, offset, exc.reason, kind, exc.cp_id))
 
     async def _on_error(self, event: Event, exc: Exception) -> None:
         if self._on_error_cb is not None:

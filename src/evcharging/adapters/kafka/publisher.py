@@ -27,6 +27,7 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from evcharging.adapters.kafka.partitions import partition_for
 from evcharging.adapters.kafka.retry import describe, failure_level, start_with_retry
 from evcharging.contracts.events import Event
+from evcharging.services.cp_keys import CpTopicCodec, KeyUnavailable
 from evcharging.services.ports import Delivery
 
 log = logging.getLogger(__name__)
@@ -94,9 +95,19 @@ def _batch_acks_here() -> PendingAcks | None:
 class EventPublisher:
     """One producer per process; `publish` waits for the broker instead of dropping an event."""
 
-    def __init__(self, bootstrap: str, source: str, *, retry_delay: float = 0.5) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        source: str,
+        *,
+        retry_delay: float = 0.5,
+        codec: CpTopicCodec | None = None,
+    ) -> None:
+        """`codec`: seals the records of cp-events/cp-commands (Central, an Engine); without
+        one, every record is the event's plain JSON (drivers, tools)."""
         self.bootstrap = bootstrap
         self.source = source
+        self.codec = codec
         self._retry_delay = retry_delay
         self._producer: AIOKafkaProducer | None = None
         self._ready = asyncio.Event()
@@ -153,6 +164,8 @@ class EventPublisher:
         if acks is not None and self._producer is not None and self._ready.is_set():
             try:
                 delivery = await self._send(event)
+            except KeyUnavailable:
+                pass  # sent by the loop below once a key is there
             except KafkaError as exc:
                 log.log(
                     failure_level(exc),
@@ -194,6 +207,10 @@ class EventPublisher:
         while True:
             try:
                 await (await self._send(event))
+            except KeyUnavailable:
+                assert self.codec is not None
+                log.info("%s for %s waits for the CP's key", event.event_type, event.key())
+                await self.codec.key_for(event)
             except KafkaError as exc:
                 log.log(
                     failure_level(exc),
@@ -266,7 +283,11 @@ class EventPublisher:
         assert self._producer is not None
         batch, in_batch = self._producer.create_batch(), list[Event]()
         for event in events:
-            value, key = event.to_bytes(), event.key().encode()
+            try:
+                value, key = self._encode(event), event.key().encode()
+            except KeyUnavailable:
+                self._background(self._send_until_acked(event))
+                continue
             if batch.append(key=key, value=value, timestamp=None) is None:
                 await self._send_batch(batch, topic, partition, in_batch)
                 batch, in_batch = self._producer.create_batch(), []
@@ -300,6 +321,9 @@ class EventPublisher:
     async def _send_one_soon(self, event: Event) -> None:
         try:
             delivery = await self._send(event)
+        except KeyUnavailable:
+            self._background(self._send_until_acked(event))
+            return
         except KafkaError as exc:
             log.log(
                 failure_level(exc),
@@ -311,11 +335,17 @@ class EventPublisher:
             return
         delivery.add_done_callback(lambda f: self._delivered(f, [event]))
 
+    def _encode(self, event: Event) -> bytes:
+        """The record value: sealed at each send (a retry gets a fresh nonce and the newest
+        key), so nothing sealed with a key revoked meanwhile is sent again."""
+        return event.to_bytes() if self.codec is None else self.codec.encode(event)
+
     async def _send(self, event: Event) -> asyncio.Future[object]:
-        """Hand one event to the producer (its topic, its key); the future is its ack."""
+        """Hand one event to the producer (its topic, its key); the future is its ack.
+        KeyUnavailable when it must be sealed and no key is held yet."""
         assert self._producer is not None
         return await self._producer.send(
-            event.TOPIC.name, event.to_bytes(), key=event.key().encode()
+            event.TOPIC.name, self._encode(event), key=event.key().encode()
         )
 
     def _delivered(self, delivery: asyncio.Future[object], events: list[Event]) -> None:
