@@ -27,7 +27,7 @@ def expected_state(f: CPFacts) -> CPState:
         return CPState.DESCONECTADO
     if not f.engine_ok or f.error_simulated:
         return CPState.AVERIADO
-    if f.admin_stopped:
+    if f.admin_stopped or f.keys_revoked:
         return CPState.PARADO
     return CPState.SUMINISTRANDO if f.supplying else CPState.ACTIVADO
 
@@ -155,6 +155,7 @@ def test_activado_or_suministrando_needs_monitor_engine_no_error_no_stop(facts: 
         and facts.engine_ok
         and not facts.error_simulated
         and not facts.admin_stopped
+        and not facts.keys_revoked
     )
     assert (derive_state(facts) in (CPState.ACTIVADO, CPState.SUMINISTRANDO)) == healthy
 

@@ -127,7 +127,12 @@ def test_the_wire_text_of_the_enums_is_unchanged() -> None:
     """Renaming a member must not change the protocol (docs/socket-protocol.md §3)."""
     assert encode(Opcode.HB, "CP01", EngineState.OK) == encode("HB", "CP01", "OK")
     assert decode(encode(Opcode.CENTRAL, CentralState.UP)).fields == ("UP",)
-    assert [m.value for m in ErrReason] == ["not_authenticated", "unknown_opcode"]
+    assert [m.value for m in ErrReason] == [
+        "not_authenticated",
+        "unknown_opcode",
+        "keys_revoked",
+        "rekey",
+    ]
     assert all(m.value == m.name for m in Opcode)
 
 

@@ -28,7 +28,10 @@ class AuditAction(StrEnum):
     ADMIN_REFUSED = (
         "admin.refused"  # an operator's command refused (bad token, senseless, bad input)
     )
-    MESSAGE_REJECTED = "message.rejected"  # a malformed frame or event, dropped
+    KEY_ISSUED = "key.issued"  # a CP was given a new symmetric key at authentication
+    KEYS_REVOKED = "key.revoked"  # an operator revoked a CP's keys ("restaurar claves")
+    KEYS_ROTATED = "key.rotated"  # an operator asked every connected CP for a new key
+    MESSAGE_REJECTED = "message.rejected"  # a malformed frame or event, or a forged record
     ERROR = "error"  # an internal error someone must look at
 
 

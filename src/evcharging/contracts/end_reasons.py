@@ -21,6 +21,7 @@ class SupplyEndReason(StrEnum):
     MONITOR_LOST = "monitor_lost"
     STOPPED_BY_CENTRAL = "stopped_by_central"
     NEVER_PLUGGED = "never_plugged"
+    KEYS_REVOKED = "keys_revoked"
     ENGINE_RESTARTED = "engine_restarted"  # a supply left over from before an Engine crash
     ENERGY_LIMIT_REACHED = "energy_limit_reached"  # the Engine's --supply-seconds ran out
     SESSION_CLOSED = "session_closed"  # Central had already closed the session

@@ -18,7 +18,7 @@ class Opcode(StrEnum):
     """The first part of a frame's DATA: what the frame is."""
 
     # requests, Monitor -> Central
-    AUTH = "AUTH"  # AUTH#cp_id#engine_state#reason#client_nonce (starts the SCRAM exchange)
+    AUTH = "AUTH"  # AUTH#cp_id#engine_state#reason#client_nonce#exchange (SCRAM + X25519)
     PROOF = "PROOF"  # PROOF#cp_id#client_proof (answers CHALLENGE; services.cp_auth)
     HB = "HB"  # HB#cp_id#engine_state
     FAULT = "FAULT"  # FAULT#cp_id#reason
@@ -27,12 +27,15 @@ class Opcode(StrEnum):
     HEALTH = "HEALTH"  # HEALTH
     SET_CP = "SET_CP"  # SET_CP#cp_id
     CENTRAL = "CENTRAL"  # CENTRAL#UP | CENTRAL#DOWN
+    KEYX = "KEYX"  # KEYX#monitor_exchange -> OK#engine_exchange (X25519 for the handover)
+    KEY = "KEY"  # KEY#cp_id#key_version#wrapped: the CP key, wrapped for this exchange
+    KEY_DROP = "KEY_DROP"  # KEY_DROP#cp_id: Central revoked the CP's keys
     # answers
     OK = "OK"
     KO = "KO"  # KO#reason: the Engine's answer to HEALTH when it is not well
     ERR = "ERR"  # ERR#reason: a refusal (see ErrReason)
     CHALLENGE = "CHALLENGE"  # CHALLENGE#salt#scrypt_n#scrypt_r#scrypt_p#nonce: Central's to AUTH
-    AUTH_OK = "AUTH_OK"  # AUTH_OK#cp_id#server_signature: the proof was right (and Central's)
+    AUTH_OK = "AUTH_OK"  # AUTH_OK#cp_id#signature#key_version#central_exchange#wrapped_key
     AUTH_DENIED = "AUTH_DENIED"  # AUTH_DENIED#reason
 
 
@@ -41,7 +44,9 @@ TO_CENTRAL: frozenset[Opcode] = frozenset(
 )
 """The requests a Monitor sends Central (Central's handler table answers exactly these)."""
 
-TO_ENGINE: frozenset[Opcode] = frozenset({Opcode.HEALTH, Opcode.SET_CP, Opcode.CENTRAL})
+TO_ENGINE: frozenset[Opcode] = frozenset(
+    {Opcode.HEALTH, Opcode.SET_CP, Opcode.CENTRAL, Opcode.KEYX, Opcode.KEY, Opcode.KEY_DROP}
+)
 """The requests a Monitor sends its Engine (the Engine's handler table answers exactly these)."""
 
 
@@ -64,3 +69,5 @@ class ErrReason(StrEnum):
 
     NOT_AUTHENTICATED = "not_authenticated"
     UNKNOWN_OPCODE = "unknown_opcode"
+    KEYS_REVOKED = "keys_revoked"  # HB answer: Central revoked the CP's keys (re-auth by hand)
+    REKEY = "rekey"  # HB answer: authenticate again now for a new key (rotation of all keys)

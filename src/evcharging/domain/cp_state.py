@@ -46,6 +46,7 @@ class CPFacts:
     error_simulated: bool = False
     reserved: bool = False  # an authorised session waits for the plug
     supplying: bool = False
+    keys_revoked: bool = False  # Central deleted its keys: out of service until it re-authenticates
 
     def with_(self, **changes: bool) -> CPFacts:
         return replace(self, **changes)
@@ -57,7 +58,7 @@ def derive_state(facts: CPFacts) -> CPState:
         return CPState.DESCONECTADO
     if not facts.engine_ok or facts.error_simulated:
         return CPState.AVERIADO
-    if facts.admin_stopped:
+    if facts.admin_stopped or facts.keys_revoked:
         return CPState.PARADO
     if facts.supplying:
         return CPState.SUMINISTRANDO

@@ -13,6 +13,7 @@ class CPRecord:
     price_eur_per_kwh: Decimal
     admin_stopped: bool = False
     error_simulated: bool = False
+    keys_revoked: bool = False  # Central revoked its keys; out of service until it re-authenticates
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ class EndReason(StrEnum):
     MONITOR_LOST = "monitor_lost"
     STOPPED_BY_CENTRAL = "stopped_by_central"
     NEVER_PLUGGED = "never_plugged"
+    KEYS_REVOKED = "keys_revoked"  # Central revoked the CP's keys mid-supply
 
     @property
     def interrupted(self) -> bool:
@@ -41,7 +42,12 @@ class EndReason(StrEnum):
 
 
 _INTERRUPTIONS = frozenset(
-    {EndReason.CP_FAULT, EndReason.MONITOR_LOST, EndReason.STOPPED_BY_CENTRAL}
+    {
+        EndReason.CP_FAULT,
+        EndReason.MONITOR_LOST,
+        EndReason.STOPPED_BY_CENTRAL,
+        EndReason.KEYS_REVOKED,
+    }
 )
 
 

@@ -60,6 +60,7 @@ from evcharging.domain.session import (
     start_supply,
 )
 from evcharging.services.audit import UNKNOWN_IP, Audit, AuditEntry, AuditQuery, ip_of
+from evcharging.services.central_keys import CentralKeys
 from evcharging.services.central_live import LiveCP, RequestRow
 from evcharging.services.central_views import (
     BulkOutcome,
@@ -78,6 +79,7 @@ from evcharging.services.central_views import (
     request_view,
     session_view,
 )
+from evcharging.services.cp_keys import CpKey
 from evcharging.services.ports import Publisher, RegistryChange, RegistryChangeKind, Repository
 
 log = logging.getLogger(__name__)
@@ -124,8 +126,10 @@ class CentralService:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
         audit: Audit | None = None,
+        keys: CentralKeys | None = None,
     ) -> None:
-        """`audit`: where the audit log goes (default: the repository, which is an audit sink)."""
+        """`audit`: where the audit log goes (default: the repository, which is an audit sink).
+        `keys`: the per-CP keys (None: a Central without keys, e.g. unit tests of other rules)."""
         self._repo = repo
         self.audit = audit if audit is not None else Audit([repo])
         self.publisher = publisher
@@ -141,6 +145,7 @@ class CentralService:
         self._driver_cp: dict[str, str] = {}  # driver id -> CP of its open session
         self._registry_seq = 0  # the last row of the Registry's change feed applied
         self._loaded = False
+        self.keys = keys
 
     # --- what the outside world reads (HTTP API, WebSocket, panel) --------------------------
 
@@ -408,6 +413,11 @@ class CentralService:
         if engine_ok != cp.facts.engine_ok:
             return None
         cp.last_heartbeat = self._monotonic()
+        if cp.key_notice is not None:  # keys revoked (until it re-authenticates) or a rotation
+            notice = cp.key_notice
+            if notice is ErrReason.REKEY:
+                cp.key_notice = None  # said once: the Monitor authenticates again at once
+            return Answer(False, notice)
         return _OK
 
     async def heartbeat(self, cp_id: str, token: object, engine_ok: bool) -> Answer:
@@ -797,6 +807,85 @@ class CentralService:
             on_delivered=lambda: self._repo.mark_ticket_sent(ended.session_id),
         )
 
+    # --- per-CP keys ------------------------------------------------------------------
+
+    async def issue_key(self, cp_id: str, peer: str = UNKNOWN_IP) -> CpKey:
+        """A right PROOF was accepted (`monitor_auth`): the CP's fresh key, for the socket to
+        wrap into AUTH_OK. A CP whose keys had been revoked is back in service (CP_RESUME is
+        sealed with the new key, so its Engine reads it once its Monitor has handed it over)."""
+        assert self.keys is not None, "issue_key needs CentralKeys"
+        key = self.keys.issue(cp_id)
+        self.audit.record(
+            AuditAction.KEY_ISSUED,
+            actor=f"cp:{cp_id}",
+            ip=ip_of(peer),
+            cp_id=cp_id,
+            detail=f"key v{key.version} issued at authentication",
+        )
+        cp = self._cps.get(cp_id)
+        if cp is None:
+            return key
+        if cp.key_notice is ErrReason.REKEY:
+            cp.key_notice = None
+        if cp.facts.keys_revoked:
+            self._repo.set_keys_revoked(cp_id, False)
+            cp.facts = cp.facts.with_(keys_revoked=False)
+            cp.key_notice = None
+            self._say(f"CP {cp_id} authenticated again: new key v{key.version} -> {cp.state.value}")
+            if not cp.facts.admin_stopped:
+                await self.publisher.publish(CpResume(cp_id=cp_id))
+        await self._changed(cp)
+        return key
+
+    async def revoke_keys(self, cp_id: str, who: Who = CENTRAL) -> CPView:
+        """ "Restaurar claves": a supply in progress ends (ticket from the last reading Central
+        accepted), the Engine is told to stop with the key it still holds, then every key of the
+        CP is deleted: anything sealed with them is refused, and the CP stays Parado ("keys
+        revoked") until its Monitor authenticates again."""
+        assert self.keys is not None, "revoke_keys needs CentralKeys"
+        cp = self._cp(cp_id)
+        if cp.facts.keys_revoked:
+            raise Conflict(
+                f"CP {cp_id}'s keys are already revoked: its Monitor must authenticate again"
+            )
+        await self._end(cp, EndReason.KEYS_REVOKED)
+        await self.publisher.publish(CpStop(cp_id=cp_id))
+        versions = self.keys.revoke(cp_id)
+        self._repo.set_keys_revoked(cp_id, True)
+        cp.facts = cp.facts.with_(keys_revoked=True)
+        cp.key_notice = ErrReason.KEYS_REVOKED
+        shown = ", ".join(f"v{v}" for v in versions) or "none held"
+        self._say(
+            f"CP {cp_id} keys revoked ({shown}) -> Parado until it authenticates again", "warning"
+        )
+        self.audit.record(
+            AuditAction.KEYS_REVOKED,
+            actor=who.actor,
+            ip=who.ip,
+            cp_id=cp_id,
+            detail=f"keys of CP {cp_id} revoked ({shown}); out of service until re-authentication",
+        )
+        return await self._changed(cp)
+
+    def rotate_all_keys(self, who: Who = CENTRAL) -> list[str]:
+        """Every connected CP whose keys are not revoked is asked (at its next heartbeat) to
+        authenticate again, which gives it a new key; nothing goes out of service. Returns them."""
+        asked = [
+            cp.cp_id
+            for cp in self._cps.values()
+            if cp.monitor is not None and not cp.facts.keys_revoked
+        ]
+        for cp_id in asked:
+            self._cps[cp_id].key_notice = ErrReason.REKEY
+        self._say(f"key rotation: {len(asked)} connected CPs asked to authenticate again")
+        self.audit.record(
+            AuditAction.KEYS_ROTATED,
+            actor=who.actor,
+            ip=who.ip,
+            detail=f"{len(asked)} connected CPs asked for new keys",
+        )
+        return asked
+
     # --- administration (HTTP API, dashboards) --------------------------------------------
     # An action that makes no sense in the CP's state raises Conflict with the domain's reason
     # and changes nothing; the bulk actions skip such CPs and say which and why.
@@ -922,6 +1011,11 @@ class CentralService:
 
 
 def _live(record: CPRecord, registered: bool) -> LiveCP:
-    """A CP as Central first holds it: Desconectado, its stored stop and simulated error kept."""
-    facts = CPFacts(admin_stopped=record.admin_stopped, error_simulated=record.error_simulated)
+    """A CP as Central first holds it: Desconectado, its stored stop, simulated error and key
+    revocation kept."""
+    facts = CPFacts(
+        admin_stopped=record.admin_stopped,
+        error_simulated=record.error_simulated,
+        keys_revoked=record.keys_revoked,
+    )
     return LiveCP(record, facts, registered=registered)

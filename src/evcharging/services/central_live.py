@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
+from evcharging.contracts.socket_ops import ErrReason
 from evcharging.domain.cp_state import CPFacts, CPState, derive_state, is_available
 from evcharging.domain.records import CPRecord
 from evcharging.domain.session import Session, SessionStatus
@@ -26,6 +27,7 @@ class LiveCP:
     registered: bool = False  # has credentials (a row in cp_credentials): the Registry says
     ip: str = "-"  # its Monitor's address, as Central last saw it (audit rows)
     audited: CPState = CPState.DESCONECTADO  # the state the audit log last recorded
+    key_notice: ErrReason | None = None  # what its heartbeats are answered: keys revoked, rekey
     published: tuple[str, bool] | None = field(default=None, repr=False)
 
     @property

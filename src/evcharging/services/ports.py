@@ -39,6 +39,15 @@ class RegistryChange:
     kind: RegistryChangeKind
 
 
+@dataclass(frozen=True, slots=True)
+class StoredCpKey:
+    """A CP key as the database keeps it: sealed under Central's master key."""
+
+    cp_id: str
+    version: int
+    sealed: str
+
+
 class Repository(Protocol):
     # charging points
     def add_cp(self, cp_id: str, location: str, price: Decimal) -> CPRecord | None: ...
@@ -99,6 +108,26 @@ class Repository(Protocol):
         ...
 
     def last_registry_change(self) -> int: ...
+
+    # per-CP symmetric keys (Central only; each row sealed under the master key: never in clear)
+    def next_key_version(self, cp_id: str) -> int:
+        """The CP's key version counter, incremented and returned (1 for its first key); it
+        never goes back, even when every key is deleted, so an old version is never reused."""
+        ...
+
+    def key_versions(self) -> dict[str, int]:
+        """The latest version issued per CP (CPs never given a key are absent)."""
+        ...
+
+    def save_cp_key(self, cp_id: str, version: int, sealed: str) -> None: ...
+    def stored_cp_keys(self) -> list[StoredCpKey]: ...
+    def delete_cp_keys(self, cp_id: str, versions: Sequence[int] | None = None) -> None:
+        """Deletes the given versions of the CP's keys, or all of them (None)."""
+        ...
+
+    def set_keys_revoked(self, cp_id: str, revoked: bool) -> None:
+        """The CP's "keys revoked" mark (CPRecord.keys_revoked): kept across restarts."""
+        ...
 
     # the audit log (append-only: there is no way to change or delete a row)
     def append_audit(self, entry: AuditEntry) -> None: ...
