@@ -21,6 +21,7 @@ from evcharging.adapters.kafka.publisher import PendingAcks, acks_before_commit
 from evcharging.adapters.kafka.retry import describe, failure_level, start_with_retry
 from evcharging.adapters.kafka.router import EventRouter
 from evcharging.contracts.events import BadEvent, Event, parse_event
+from evcharging.contracts.sealed import RejectKind
 from evcharging.contracts.topics import Topic, base_of, namespaced
 from evcharging.services.cp_keys import CpTopicCodec, RecordRejected
 
@@ -108,12 +109,15 @@ class EventConsumer:
         static_member: str | None = None,
         on_rejected: Callable[[Rejected], None] | None = None,
         codec: CpTopicCodec | None = None,
+        await_keys: float = 0.0,
     ) -> None:
         """`static_member`: a stable name for this reader in its group (Kafka's static
         membership), so a restarted process takes its partitions over at once instead of waiting
         for its dead predecessor's session to time out (measured: 9.7 s after a SIGKILL).
         `on_rejected`: told of every malformed message skipped (Central's audit log), once each.
-        `codec`: opens the sealed records of cp-events/cp-commands (without one, plain JSON)."""
+        `codec`: opens the sealed records of cp-events/cp-commands (without one, plain JSON).
+        `await_keys`: seconds to hold a record sealed with a key not held *yet* (an Engine
+        reading a command sealed with the key its Monitor is about to hand over); 0: refuse."""
         if bool(topics) == bool(keyed):
             raise ValueError("give either topics (subscription) or keyed reads, not both")
         self.bootstrap = bootstrap
@@ -126,6 +130,7 @@ class EventConsumer:
         self._on_error_cb = on_error
         self._on_rejected = on_rejected
         self._codec = codec
+        self._await_keys = await_keys
         self._quiet_until: dict[str, float] = {}  # per kind of rejection: no log line before
         self._quieted: dict[str, int] = {}  # rejections not logged meanwhile
         self._static_member = namespaced(static_member) if static_member else None
@@ -293,16 +298,7 @@ class EventConsumer:
         if wanted is not None and record.key not in wanted:
             return
         try:
-            if self._codec is None:
-                event: Event | None = parse_event(record.value)
-            else:
-                event = self._codec.decode(
-                    base_of(tp.topic),
-                    record.value,
-                    record_key=record.key,
-                    partition=tp.partition,
-                    offset=record.offset,
-                )
+            event = await self._decode(tp, record)
         except RecordRejected as exc:
             self._refused(tp, record.offset, exc)
             return
@@ -335,6 +331,43 @@ class EventConsumer:
             await self._on_error(event, exc)
             return
         self.stats.handled += 1
+
+    async def _decode(
+        self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]
+    ) -> Event | None:
+        if self._codec is None:
+            return parse_event(record.value)
+        codec = self._codec
+
+        def decode() -> Event | None:
+            return codec.decode(
+                base_of(tp.topic),
+                record.value,
+                record_key=record.key,
+                partition=tp.partition,
+                offset=record.offset,
+            )
+
+        try:
+            return decode()
+        except RecordRejected as exc:
+            cp_id, version = exc.cp_id, exc.key_version
+            waits = exc.kind in (RejectKind.UNKNOWN_KEY, RejectKind.NO_KEY)
+            if not (waits and self._await_keys > 0 and cp_id and version is not None):
+                raise
+            log.info(
+                "%s: record sealed with key v%s of %s, not held yet: waiting up to %g s",
+                tp.topic,
+                version,
+                cp_id,
+                self._await_keys,
+            )
+            try:
+                async with asyncio.timeout(self._await_keys):
+                    await codec.ring.wait_for(cp_id, version)
+            except TimeoutError:
+                raise exc from None
+            return decode()
 
     def _refused(self, tp: TopicPartition, offset: int, exc: RecordRejected) -> None:
         """A sealed record dropped: never handled, always told to `on_rejected` (the audit log),
