@@ -337,7 +337,9 @@ class CpTopicCodec:
     def open(
         self, topic_base: str, value: bytes, *, record_key: bytes | None = None
     ) -> tuple[Event, SealedHeader]:
-        """Checks and decrypts one sealed record (and remembers it against replays)."""
+        """Checks and decrypts one sealed record (and remembers it against replays).
+        RecordRejected when it is not what it claims; BadEvent when it is, but its content is
+        not a valid event (the CP's own mistake: dropped and logged like any malformed event)."""
         try:
             header, header_bytes, ciphertext = split(value)
         except SealedFormatError:
@@ -360,8 +362,8 @@ class CpTopicCodec:
             raise RecordRejected(RejectKind.FORGED, cp_id, version) from None
         try:
             event = parse_event(plain)
-        except BadEvent:
-            raise RecordRejected(RejectKind.MALFORMED, cp_id, version) from None
+        except BadEvent as exc:  # sealed with the CP's key: the CP's own mistake, said as such
+            raise BadEvent(f"{exc.reason} (sealed by cp {cp_id}, key v{version})") from None
         if event.TOPIC.base != topic_base or event.key() != cp_id:
             raise RecordRejected(RejectKind.MISROUTED, cp_id, version)
         if not self.guard.fresh(header):
