@@ -19,6 +19,8 @@ from evcharging.contracts import events as ev
 from evcharging.services import admin
 from evcharging.services.admin import TABLE, AdminDesk, Caller, Command
 from evcharging.services.central import CentralService
+from evcharging.services.central_keys import CentralKeys
+from evcharging.services.cp_keys import MasterKey
 from tests.integration.test_central_ws import FULL_STATE, Dashboard, dashboard, reply_to
 from tests.support.builders import a_cp, a_driver, a_repo
 from tests.support.fakes import RecordingPublisher
@@ -34,9 +36,11 @@ async def a_central() -> CentralService:
     a_cp(repo, "CP1", price="0.35", location="Alicante")
     a_cp(repo, "CP2", price="0.40", location="Valencia")
     a_driver(repo, "D1")
-    service = CentralService(repo, RecordingPublisher())
+    keys = CentralKeys(repo, MasterKey(MasterKey.generate()))
+    service = CentralService(repo, RecordingPublisher(), keys=keys)
     await service.load()
     await service.monitor_auth("CP1", object())
+    await service.issue_key("CP1")
     return service
 
 
@@ -138,8 +142,10 @@ WAYS: dict[Command, tuple[tuple[str, str, Any], dict[str, Any], str | None]] = {
         {"cp_id": "CP1"},
         "simulate_error",
     ),
+    Command.REVOKE_KEYS: (("POST", "/api/cps/CP1/revoke-keys", None), {"cp_id": "CP1"}, None),
     Command.STOP_ALL: (("POST", "/api/cps/stop-all", None), {}, None),
     Command.RESUME_ALL: (("POST", "/api/cps/resume-all", None), {}, "stop_cp"),
+    Command.ROTATE_KEYS: (("POST", "/api/cps/rotate-keys", None), {}, None),
     Command.REGISTER_CP: (
         ("POST", "/api/cps", {"id": "CP9", "location": "Murcia", "price_eur_per_kwh": "0.31"}),
         {"cp_id": "CP9", "location": "Murcia", "price_eur_per_kwh": "0.31"},
@@ -183,6 +189,8 @@ async def test_every_action_is_reachable_from_both_transports_with_the_same_repl
     assert done[0][1] == done[1][1] == reply["message"]  # one reply text, whichever transport
     if "cp" in reply:
         assert answer.json() == reply["cp"]  # and the same view of the CP
+    elif command is Command.ROTATE_KEYS:
+        assert answer.json()["asked"] == reply["cp_ids"] == ["CP1"]
     else:
         assert [v["id"] for v in answer.json()["changed"]] == reply["cp_ids"]
         assert answer.json()["skipped"] == reply["skipped"]

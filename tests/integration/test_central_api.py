@@ -12,9 +12,13 @@ import pytest
 from evcharging.adapters.db.sqlite_repository import SqliteRepository
 from evcharging.adapters.web.central_api import create_app
 from evcharging.contracts import events as ev
+from evcharging.contracts.audit import AuditAction
+from evcharging.contracts.socket_ops import ErrReason
 from evcharging.services.audit import AuditQuery
 from evcharging.services.central import CentralService
+from evcharging.services.central_keys import CentralKeys
 from evcharging.services.cp_auth import make_verifier, new_secret
+from evcharging.services.cp_keys import MasterKey
 from tests.support.builders import a_cp, a_driver, a_repo
 from tests.support.fakes import RecordingPublisher
 
@@ -31,13 +35,18 @@ def central(repo: SqliteRepository) -> CentralService:
     a_cp(repo, "CP1", price="0.35")  # never connected: Desconectado
     a_cp(repo, "CP2", price="0.39", location="Valencia")  # its Monitor connects: Activado
     a_driver(repo, "D1", balance="12.34")
-    return CentralService(repo, RecordingPublisher())
+    keys = CentralKeys(repo, MasterKey(MasterKey.generate()))
+    return CentralService(repo, RecordingPublisher(), keys=keys)
+
+
+MONITOR = object()  # the Monitor connection that authenticated CP2
 
 
 @pytest.fixture
 async def client(central: CentralService):
     await central.load()
-    await central.monitor_auth("CP2", object())
+    await central.monitor_auth("CP2", MONITOR)
+    await central.issue_key("CP2")
     transport = httpx.ASGITransport(app=create_app(central, TOKEN))
     async with httpx.AsyncClient(transport=transport, base_url="http://central") as c:
         yield c
@@ -83,6 +92,8 @@ ADMIN_ACTIONS = [
     ("/api/cps/resume-all", None),
     ("/api/cps/CP2/simulate-error", None),
     ("/api/cps/CP2/fix-error", "/api/cps/CP2/simulate-error"),
+    ("/api/cps/CP2/revoke-keys", None),
+    ("/api/cps/rotate-keys", None),
 ]
 
 
@@ -104,7 +115,7 @@ async def test_admin_actions_need_the_admin_token(
 
 
 async def test_actions_on_an_unknown_cp_are_404(client: httpx.AsyncClient) -> None:
-    for action in ("stop", "resume", "simulate-error", "fix-error"):
+    for action in ("stop", "resume", "simulate-error", "fix-error", "revoke-keys"):
         answer = await client.post(f"/api/cps/NOPE/{action}", headers=admin())
         assert (answer.status_code, answer.json()) == (404, {"detail": "unknown CP NOPE"})
 
@@ -156,7 +167,7 @@ async def test_simulate_error_on_a_desconectado_cp_no_longer_claims_averiado(
     assert answer.status_code == 409
     assert not any("Averiado" in m.text for m in central.messages())
     assert not repo.get_cp("CP1").error_simulated  # type: ignore[union-attr]
-    assert (await client.get("/api/cps/CP1")).json()["actions"] == ["stop_cp"]
+    assert (await client.get("/api/cps/CP1")).json()["actions"] == ["stop_cp", "revoke_keys"]
 
 
 async def test_stop_all_and_resume_all_act_where_it_makes_sense_and_say_what_they_skipped(
@@ -184,10 +195,12 @@ async def test_the_view_says_which_actions_make_sense(client: httpx.AsyncClient)
     async def actions(cp_id: str) -> list[str]:
         return list((await client.get(f"/api/cps/{cp_id}")).json()["actions"])
 
-    assert await actions("CP2") == ["stop_cp", "simulate_error"]
+    assert await actions("CP2") == ["stop_cp", "simulate_error", "revoke_keys"]
     await client.post("/api/cps/CP2/stop", headers=admin())
-    assert await actions("CP2") == ["resume_cp", "simulate_error"]
+    assert await actions("CP2") == ["resume_cp", "simulate_error", "revoke_keys"]
     await client.post("/api/cps/CP2/simulate-error", headers=admin())
+    assert await actions("CP2") == ["resume_cp", "fix_error", "revoke_keys"]
+    await client.post("/api/cps/CP2/revoke-keys", headers=admin())
     assert await actions("CP2") == ["resume_cp", "fix_error"]
 
 
@@ -307,9 +320,10 @@ async def test_openapi_declares_the_bearer_scheme_and_the_error_answers(
         ("patch", "/api/cps/{cp_id}"): {"200", "401", "404", "422"},
         ("post", "/api/cps/stop-all"): {"200", "401"},
         ("post", "/api/cps/resume-all"): {"200", "401"},
+        ("post", "/api/cps/rotate-keys"): {"200", "401", "409"},
         ("get", "/api/audit"): {"200", "401", "422"},
     }
-    for action in ("stop", "resume", "simulate-error", "fix-error"):
+    for action in ("stop", "resume", "simulate-error", "fix-error", "revoke-keys"):
         expected[("post", f"/api/cps/{{cp_id}}/{action}")] = {"200", "401", "404", "409", "422"}
     for (method, path), answers in expected.items():
         operation = paths[path][method]
@@ -358,3 +372,104 @@ async def test_cp_views_say_whether_the_cp_is_registered(
     await central.follow_registry()
     view = (await client.get("/api/cps/ELX01")).json()
     assert (view["state"], view["registered"]) == ("Desconectado", True)
+
+
+# --- issue 14: "restaurar claves" and rotating every key -------------------------------------
+
+
+async def test_revoke_keys_ends_the_supply_stops_the_cp_and_says_why(
+    client: httpx.AsyncClient, central: CentralService, repo: SqliteRepository
+) -> None:
+    await central.on_authorization_request(ev.AuthorizationRequest(driver_id="D1", cp_id="CP2"))
+    session_id = central.cp("CP2").session_id  # type: ignore[union-attr]
+    assert session_id is not None
+    assert (await client.post("/api/cps/CP2/revoke-keys")).status_code == 401
+    answer = await client.post("/api/cps/CP2/revoke-keys", headers=admin())
+    assert answer.status_code == 200
+    view = answer.json()
+    assert (view["state"], view["caption"], view["stop_reason"], view["key"]) == (
+        "Parado",
+        "Out of Order",
+        "keys revoked",
+        "keys revoked",
+    )
+    assert (view["keys_revoked"], view["key_version"], view["session_id"]) == (True, None, None)
+    assert (await client.get("/api/cps/CP2")).json() == view
+    ended = repo.get_session(session_id)
+    assert ended is not None
+    assert ended.end_reason is not None
+    assert ended.end_reason.value == "keys_revoked"
+    events = sent(central)
+    assert any(isinstance(e, ev.ChargingTicket) and e.driver_id == "D1" for e in events)
+    assert any(isinstance(e, ev.CpStop) and e.cp_id == "CP2" for e in events)
+    assert repo.stored_cp_keys() == []  # every key of CP2 deleted
+    beat = central.heartbeat_now("CP2", MONITOR, engine_ok=True)
+    assert beat is not None
+    assert beat.reason == ErrReason.KEYS_REVOKED  # its Monitor is told to authenticate again
+
+    was = snapshot(central, repo)
+    again = await client.post("/api/cps/CP2/revoke-keys", headers=admin())
+    assert again.status_code == 409
+    assert again.json()["detail"] == (
+        "CP CP2's keys are already revoked: its Monitor must authenticate again"
+    )
+    assert snapshot(central, repo) == was
+
+    await central.issue_key("CP2")  # the Monitor authenticated again
+    back = (await client.get("/api/cps/CP2")).json()
+    assert (back["state"], back["keys_revoked"], back["stop_reason"]) == ("Activado", False, None)
+
+
+async def test_a_cp_stopped_by_central_and_revoked_says_both(client: httpx.AsyncClient) -> None:
+    await client.post("/api/cps/CP2/stop", headers=admin())
+    assert (await client.get("/api/cps/CP2")).json()["stop_reason"] == "stopped by Central"
+    view = (await client.post("/api/cps/CP2/revoke-keys", headers=admin())).json()
+    assert view["stop_reason"] == "stopped by Central; keys revoked"
+
+
+async def test_rotate_keys_asks_every_connected_cp_with_keys(
+    client: httpx.AsyncClient, central: CentralService
+) -> None:
+    assert (await client.post("/api/cps/rotate-keys")).status_code == 401
+    answer = await client.post("/api/cps/rotate-keys", headers=admin())
+    assert (answer.status_code, answer.json()) == (200, {"asked": ["CP2"]})  # CP1: no Monitor
+    beat = central.heartbeat_now("CP2", MONITOR, engine_ok=True)
+    assert beat is not None
+    assert beat.reason == ErrReason.REKEY
+    assert (await client.get("/api/cps/CP2")).json()["state"] == "Activado"  # nothing stopped
+
+
+async def test_key_actions_are_audited_with_the_admins_ip(
+    client: httpx.AsyncClient, repo: SqliteRepository
+) -> None:
+    await client.post("/api/cps/CP2/revoke-keys", headers=admin())
+    await client.post("/api/cps/CP2/revoke-keys", headers=admin())
+    await client.post("/api/cps/rotate-keys", headers=admin())
+    rows = [
+        (r.action.value, r.actor, r.ip, r.cp_id, r.outcome.value, r.params.get("command"))
+        for r in reversed(repo.find_audit(AuditQuery(limit=50)))
+        if r.action in (AuditAction.KEYS_REVOKED, AuditAction.KEYS_ROTATED)
+        or r.action.value.startswith("admin.")
+    ]
+    assert rows == [
+        ("key.revoked", "admin", "127.0.0.1", "CP2", "ok", None),
+        ("admin.action", "admin", "127.0.0.1", "CP2", "ok", "revoke_keys"),
+        ("admin.refused", "admin", "127.0.0.1", "CP2", "denied", "revoke_keys"),
+        ("key.rotated", "admin", "127.0.0.1", None, "ok", None),
+        ("admin.action", "admin", "127.0.0.1", None, "ok", "rotate_keys"),
+    ]
+
+
+async def test_a_central_without_keys_refuses_key_actions_with_a_reason(
+    repo: SqliteRepository,
+) -> None:
+    a_cp(repo, "CP1")
+    central = CentralService(repo, RecordingPublisher())
+    await central.load()
+    transport = httpx.ASGITransport(app=create_app(central, TOKEN))
+    async with httpx.AsyncClient(transport=transport, base_url="http://central") as c:
+        for path in ("/api/cps/CP1/revoke-keys", "/api/cps/rotate-keys"):
+            answer = await c.post(path, headers=admin())
+            assert answer.status_code == 409
+            assert "issues no per-CP keys" in answer.json()["detail"]
+    assert central.cp("CP1").state.value == "Desconectado"  # type: ignore[union-attr]

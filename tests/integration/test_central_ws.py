@@ -28,6 +28,7 @@ from evcharging.contracts.audit import AuditAction
 from evcharging.services.admin import AdminDesk
 from evcharging.services.audit import AuditQuery
 from evcharging.services.central import CentralService
+from evcharging.services.central_keys import CentralKeys
 from evcharging.services.central_views import (
     CentralChange,
     CPChanged,
@@ -37,6 +38,7 @@ from evcharging.services.central_views import (
     RequestChanged,
     RequestView,
 )
+from evcharging.services.cp_keys import MasterKey
 from tests.support.asgi_websocket import Dashboard
 from tests.support.builders import a_cp, a_driver, a_repo
 from tests.support.fakes import RecordingPublisher
@@ -61,9 +63,11 @@ async def central(repo: SqliteRepository) -> CentralService:
     a_cp(repo, "CP1", price="0.35", location="Alicante")
     a_cp(repo, "CP2", price="0.40", location="Valencia")
     a_driver(repo, "D1")
-    service = CentralService(repo, RecordingPublisher())
+    keys = CentralKeys(repo, MasterKey(MasterKey.generate()))
+    service = CentralService(repo, RecordingPublisher(), keys=keys)
     await service.load()
     await service.monitor_auth("CP1", MONITOR)
+    await service.issue_key("CP1")
     return service
 
 
@@ -235,6 +239,8 @@ ACTIONS = [
     ({"type": "resume_cp", "cp_id": "CP1"}, "cp_resumed"),
     ({"type": "stop_all"}, "all_stopped"),
     ({"type": "resume_all"}, "all_resumed"),
+    ({"type": "revoke_keys", "cp_id": "CP1"}, "keys_revoked"),
+    ({"type": "rotate_keys"}, "keys_rotated"),
     (
         {"type": "register_cp", "cp_id": "CP9", "location": "Murcia", "price_eur_per_kwh": "0.31"},
         "cp_registered",
@@ -490,6 +496,56 @@ async def test_websocket_admin_outcomes_are_audit_rows_with_the_pages_ip(
     everything = " ".join(f"{r.detail} {r.params}" for r in repo.find_audit(AuditQuery(limit=500)))
     assert TOKEN not in everything
     assert WRONG not in everything
+
+
+async def test_revoke_keys_pushes_the_cp_parado_with_the_reason_and_is_audited(
+    app: FastAPI, central: CentralService, repo: SqliteRepository
+) -> None:
+    """Issue 14: "restaurar claves" from a page: the reply and every page's push show the CP
+    Parado, "keys revoked"; a second revoke is refused with the reason and changes nothing."""
+    async with dashboard(app) as ws, dashboard(app) as other:
+        reply = await reply_to(ws, {"type": "revoke_keys", "cp_id": "CP1", "token": TOKEN})
+        assert reply["type"] == "keys_revoked"
+        assert reply["message"] == (
+            "CP CP1 keys revoked: out of service until its Monitor authenticates again"
+        )
+        view = reply["cp"]
+        assert (view["state"], view["caption"], view["stop_reason"]) == (
+            "Parado",
+            "Out of Order",
+            "keys revoked",
+        )
+        assert (view["key"], view["key_version"], view["keys_revoked"]) == (
+            "keys revoked",
+            None,
+            True,
+        )
+        assert "revoke_keys" not in view["actions"]
+        frames = await pushed(other, lambda f: f["type"] == "cps")
+        assert frames[-1]["charging_points"][-1] == view
+        before = state_of(central)
+        again = await reply_to(ws, {"type": "revoke_keys", "cp_id": "CP1", "token": TOKEN})
+        assert (again["type"], again["action"]) == ("error", "revoke_keys")
+        assert again["reason"].startswith("CP CP1's keys are already revoked")
+        assert state_of(central) == before
+        rotated = await reply_to(ws, {"type": "rotate_keys", "token": TOKEN})
+        assert (rotated["cp_ids"], rotated["message"]) == (
+            [],
+            "no connected CP to ask for a new key",
+        )
+    rows = [
+        (r.action.value, r.actor, r.ip, r.cp_id, r.outcome.value)
+        for r in reversed(repo.find_audit(AuditQuery(limit=50)))
+        if r.action.value.startswith(("key.", "admin."))
+    ]
+    assert rows == [
+        ("key.issued", "cp:CP1", "-", "CP1", "ok"),
+        ("key.revoked", "admin", "127.0.0.1", "CP1", "ok"),
+        ("admin.action", "admin", "127.0.0.1", "CP1", "ok"),
+        ("admin.refused", "admin", "127.0.0.1", "CP1", "denied"),
+        ("key.rotated", "admin", "127.0.0.1", None, "ok"),
+        ("admin.action", "admin", "127.0.0.1", None, "ok"),
+    ]
 
 
 async def test_cp_views_on_the_feed_say_whether_the_cp_is_registered(app: FastAPI) -> None:

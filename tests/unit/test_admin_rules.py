@@ -10,7 +10,7 @@ from evcharging.domain.admin_rules import AdminAction, allowed_actions, refusal
 from evcharging.domain.cp_state import CPFacts, CPState, derive_state
 
 CONNECTED = CPFacts(monitor_connected=True)
-ALL_FACTS = [  # every combination of the six facts: 64
+ALL_FACTS = [  # every combination of the seven facts: 128
     CPFacts(*flags)
     for flags in itertools.product([False, True], repeat=len(CPFacts.__dataclass_fields__))
 ]
@@ -21,6 +21,7 @@ EFFECT = {
     AdminAction.RESUME: {"admin_stopped": False},
     AdminAction.SIMULATE_ERROR: {"error_simulated": True},
     AdminAction.FIX_ERROR: {"error_simulated": False},
+    AdminAction.REVOKE_KEYS: {"keys_revoked": True},
 }
 
 
@@ -44,6 +45,11 @@ EFFECT = {
             "CP X has no simulated error to fix: its Engine's fault clears when the Engine",
         ),
         (AdminAction.RESUME, CONNECTED.with_(supplying=True), "is not stopped (Suministrando)"),
+        (
+            AdminAction.REVOKE_KEYS,
+            CONNECTED.with_(keys_revoked=True),
+            "CP X already has its keys revoked: its Monitor must authenticate again",
+        ),
     ],
 )
 def test_a_senseless_action_is_refused_with_its_reason(
@@ -57,13 +63,19 @@ def test_a_senseless_action_is_refused_with_its_reason(
 @pytest.mark.parametrize(
     ("facts", "allowed"),
     [
-        (CPFacts(), ("stop_cp",)),  # Desconectado: it can be kept stopped for when it connects
-        (CONNECTED, ("stop_cp", "simulate_error")),
-        (CONNECTED.with_(supplying=True, reserved=True), ("stop_cp", "simulate_error")),
-        (CONNECTED.with_(admin_stopped=True), ("resume_cp", "simulate_error")),
-        (CONNECTED.with_(error_simulated=True), ("stop_cp", "fix_error")),
-        (CPFacts(error_simulated=True), ("stop_cp", "fix_error")),  # a flag kept in the DB
-        (CONNECTED.with_(engine_ok=False), ("stop_cp", "simulate_error")),
+        # Desconectado: it can be kept stopped for when it connects, its keys revoked at once
+        (CPFacts(), ("stop_cp", "revoke_keys")),
+        (CONNECTED, ("stop_cp", "simulate_error", "revoke_keys")),
+        (
+            CONNECTED.with_(supplying=True, reserved=True),
+            ("stop_cp", "simulate_error", "revoke_keys"),
+        ),
+        (CONNECTED.with_(admin_stopped=True), ("resume_cp", "simulate_error", "revoke_keys")),
+        (CONNECTED.with_(error_simulated=True), ("stop_cp", "fix_error", "revoke_keys")),
+        (CPFacts(error_simulated=True), ("stop_cp", "fix_error", "revoke_keys")),  # kept in DB
+        (CONNECTED.with_(engine_ok=False), ("stop_cp", "simulate_error", "revoke_keys")),
+        # keys revoked: Parado until its Monitor authenticates again (which is no admin action)
+        (CONNECTED.with_(keys_revoked=True), ("stop_cp", "simulate_error")),
     ],
 )
 def test_allowed_actions_per_state(facts: CPFacts, allowed: tuple[str, ...]) -> None:

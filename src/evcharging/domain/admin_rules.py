@@ -21,6 +21,7 @@ class AdminAction(StrEnum):
     RESUME = "resume_cp"
     SIMULATE_ERROR = "simulate_error"
     FIX_ERROR = "fix_error"
+    REVOKE_KEYS = "revoke_keys"  # "restaurar claves": out of service until it re-authenticates
 
 
 class Conflict(Exception):
@@ -57,6 +58,10 @@ def _why_not(action: AdminAction, facts: CPFacts) -> str | None:
         if not facts.monitor_connected:
             return f"is {state}: an error can only be simulated on a connected CP"
         return "already has a simulated error: fix it first" if facts.error_simulated else None
+    if action is AdminAction.REVOKE_KEYS:
+        if facts.keys_revoked:
+            return "already has its keys revoked: its Monitor must authenticate again"
+        return None
     if facts.error_simulated:
         return None
     if facts.monitor_connected and not facts.engine_ok:
@@ -64,7 +69,7 @@ def _why_not(action: AdminAction, facts: CPFacts) -> str | None:
     return f"has no simulated error to fix ({state})"
 
 
-@lru_cache(maxsize=64)  # CPFacts is six booleans: 64 combinations, and a view is built per reading
+@lru_cache(maxsize=128)  # CPFacts is seven booleans: 128 combinations; a view is built per reading
 def allowed_actions(facts: CPFacts) -> tuple[str, ...]:
     """The actions that make sense now, in AdminAction order (what the page enables)."""
     return tuple(a.value for a in AdminAction if _why_not(a, facts) is None)

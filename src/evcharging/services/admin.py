@@ -1,7 +1,7 @@
 """Central's one admin front door: who may act, what they may ask, what they are answered.
 
-Both transports (the HTTP API and the dashboards' WebSocket) only parse their own framing and map
-the outcome back to it; everything else is here, once:
+Both transports (the HTTP API and the dashboards' WebSocket), and Central's own terminal, only
+parse their own framing and map the outcome back to it; everything else is here, once:
 
 - one token check, in constant time (`token_matches`), for every admin request;
 - one set of command models, with the field rules of the contracts;
@@ -53,6 +53,7 @@ def token_matches(given: str, expected: bytes) -> bool:
 class Transport(StrEnum):
     HTTP = "http"
     WEBSOCKET = "websocket"
+    TERMINAL = "terminal"  # Central's own terminal (its panel's command line)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,12 @@ class Caller:
         return f"{self.who} via {self.transport} {self.peer}"
 
 
+def at_terminal() -> Caller:
+    """The operator at Central's own terminal: the admin without a token (whoever can type there
+    started Central, and saw its token), with no address (the audit log's "-")."""
+    return Caller(Transport.TERMINAL, "Central's panel", who="admin")
+
+
 # --- what they may ask -------------------------------------------------------------------------
 
 
@@ -84,8 +91,10 @@ class Command(StrEnum):
     RESUME_CP = AdminAction.RESUME.value
     SIMULATE_ERROR = AdminAction.SIMULATE_ERROR.value
     FIX_ERROR = AdminAction.FIX_ERROR.value
+    REVOKE_KEYS = AdminAction.REVOKE_KEYS.value
     STOP_ALL = "stop_all"
     RESUME_ALL = "resume_all"
+    ROTATE_KEYS = "rotate_keys"
     REGISTER_CP = "register_cp"
     EDIT_CP = "edit_cp"
 
@@ -135,6 +144,19 @@ class SimulateError(ErrorDetails):
     cp_id: Id
 
 
+class RevokeKeys(_Fields):
+    """ "Restaurar claves": the CP's keys deleted, out of service until it re-authenticates."""
+
+    name: ClassVar[Command] = Command.REVOKE_KEYS
+    cp_id: Id
+
+
+class RotateKeys(_Fields):
+    """Every connected CP asked to authenticate again, for a new key."""
+
+    name: ClassVar[Command] = Command.ROTATE_KEYS
+
+
 class StopAll(_Fields):
     name: ClassVar[Command] = Command.STOP_ALL
 
@@ -158,7 +180,16 @@ class EditCP(CPChanges):
 
 
 AdminCommand = (
-    StopCP | ResumeCP | FixError | SimulateError | StopAll | ResumeAll | RegisterCP | EditCP
+    StopCP
+    | ResumeCP
+    | FixError
+    | SimulateError
+    | RevokeKeys
+    | StopAll
+    | ResumeAll
+    | RotateKeys
+    | RegisterCP
+    | EditCP
 )
 
 
@@ -168,13 +199,15 @@ AdminCommand = (
 @dataclass(frozen=True, slots=True)
 class AdminReply:
     """A command carried out: `done` names the outcome (the WebSocket's reply type), `message`
-    says it to a person; `cp` is the CP's new view, `bulk` what a bulk action did."""
+    says it to a person; `cp` is the CP's new view, `bulk` what a bulk action did, `asked` the
+    CPs a key rotation asked for new keys."""
 
     command: AdminCommand
     done: str
     message: str
     cp: CPView | None = None
     bulk: BulkOutcome | None = None
+    asked: tuple[str, ...] | None = None
 
 
 class Refusal(StrEnum):
@@ -234,6 +267,31 @@ async def _resume_all(svc: CentralService, c: ResumeAll, who: Who) -> AdminReply
     return _bulk(c, "all_resumed", "resumed", "not stopped", await svc.resume_all(who))
 
 
+def _keys_held(svc: CentralService) -> None:
+    if svc.keys is None:  # a Central built without keys (tests of other rules): nothing to do
+        raise Conflict("this Central issues no per-CP keys: there are none to revoke or rotate")
+
+
+async def _revoke_keys(svc: CentralService, c: RevokeKeys, who: Who) -> AdminReply:
+    _keys_held(svc)
+    view = await svc.revoke_keys(c.cp_id, who)
+    text = f"CP {c.cp_id} keys revoked: out of service until its Monitor authenticates again"
+    return AdminReply(c, "keys_revoked", text, view)
+
+
+async def _rotate_keys(svc: CentralService, c: RotateKeys, who: Who) -> AdminReply:
+    _keys_held(svc)
+    asked = tuple(svc.rotate_all_keys(who))
+    n = len(asked)
+    text = (
+        f"{'1 connected CP' if n == 1 else f'{n} connected CPs'} asked to authenticate again "
+        "for a new key"
+        if n
+        else "no connected CP to ask for a new key"
+    )
+    return AdminReply(c, "keys_rotated", text, asked=asked)
+
+
 async def _register_cp(svc: CentralService, c: RegisterCP, who: Who) -> AdminReply:
     view = await svc.register_cp(c.cp_id, c.location, c.price_eur_per_kwh)
     text = f"CP {c.cp_id} registered ({c.location}, {c.price_eur_per_kwh} €/kWh)"
@@ -257,8 +315,10 @@ TABLE: dict[Command, _Entry] = {
     Command.RESUME_CP: _Entry(ResumeCP, _resume_cp),
     Command.SIMULATE_ERROR: _Entry(SimulateError, _simulate_error),
     Command.FIX_ERROR: _Entry(FixError, _fix_error),
+    Command.REVOKE_KEYS: _Entry(RevokeKeys, _revoke_keys),
     Command.STOP_ALL: _Entry(StopAll, _stop_all),
     Command.RESUME_ALL: _Entry(ResumeAll, _resume_all),
+    Command.ROTATE_KEYS: _Entry(RotateKeys, _rotate_keys),
     Command.REGISTER_CP: _Entry(RegisterCP, _register_cp),
     Command.EDIT_CP: _Entry(EditCP, _edit_cp),
 }
@@ -277,18 +337,19 @@ class AdminDesk:
     """Admit -> read the command -> run it -> reply; every outcome recorded in one place."""
 
     def __init__(
-        self, service: CentralService, admin_token: str, audit: Audit | None = None
+        self, service: CentralService, admin_token: str | None, audit: Audit | None = None
     ) -> None:
-        """`audit`: where admin outcomes are recorded (default: the service's audit log)."""
+        """`admin_token` None: no remote caller is ever admitted (a desk for Central's terminal
+        alone). `audit`: where admin outcomes are recorded (default: the service's audit log)."""
         self.service = service
         self.audit = audit if audit is not None else service.audit
-        self._token = admin_token.encode()
+        self._token = None if admin_token is None else admin_token.encode()
 
     def admit(self, caller: Caller, token: object, action: str | None = None) -> Caller:
         """The caller as admin if `token` is Central's admin token; else AdminRefusal."""
         if not isinstance(token, str) or not token:
             reason = "admin token required"
-        elif not token_matches(token, self._token):
+        elif self._token is None or not token_matches(token, self._token):
             reason = "wrong admin token"
         else:
             return replace(caller, who="admin")

@@ -24,6 +24,7 @@ from evcharging.domain.admin_rules import allowed_actions
 from evcharging.domain.cp_state import CPFacts, CPState, derive_state, is_available
 from evcharging.domain.records import DriverRecord
 from evcharging.domain.session import Session
+from evcharging.services.central_keys import KeyState
 from evcharging.services.central_live import LiveCP, RequestRow
 
 # --- the wire shapes ------------------------------------------------------------------------
@@ -39,10 +40,14 @@ class CPJson(TypedDict):
     tone: str
     available: bool
     registered: bool
+    key: str
+    key_version: int | None
     admin_stopped: bool
     error_simulated: bool
+    keys_revoked: bool
     actions: list[str]
     fault_reason: str | None
+    stop_reason: str | None
     driver_id: str | None
     session_id: str | None
     session_status: str | None
@@ -93,6 +98,10 @@ class SkippedJson(TypedDict):
 class BulkJson(TypedDict):
     changed: list[CPJson]
     skipped: list[SkippedJson]
+
+
+class RotationJson(TypedDict):
+    asked: list[str]  # the CPs asked to authenticate again for a new key
 
 
 class AuditJson(TypedDict):
@@ -181,8 +190,11 @@ class CPView(_View[CPJson]):
     tone = _Wire[str]()  # ok, stopped, fault or off: what the admin page styles a tile by.
     available = _Wire[bool]()
     registered = _Wire[bool]()  # has credentials from EV_Registry (else its Monitor is denied)
+    key = _Wire[str]()  # "key v3", "no key" or "keys revoked": never the key itself
+    key_version = _Wire[int | None]()  # the key in use (the newest Central holds)
     admin_stopped = _Wire[bool]()
     error_simulated = _Wire[bool]()
+    keys_revoked = _Wire[bool]()  # "restaurar claves": Parado until its Monitor re-authenticates
 
     @property
     def actions(self) -> tuple[str, ...]:
@@ -190,6 +202,7 @@ class CPView(_View[CPJson]):
         return tuple(self._json["actions"])
 
     fault_reason = _Wire[str | None]()
+    stop_reason = _Wire[str | None]()  # why Parado: "stopped by Central", "keys revoked"
     driver_id = _Wire[str | None]()
     session_id = _Wire[str | None]()
     session_status = _Wire[str | None]()
@@ -291,6 +304,11 @@ _TONES = {
 }
 
 
+STOPPED_BY_CENTRAL = "stopped by Central"
+KEYS_REVOKED = "keys revoked"
+NO_KEY = "no key"
+
+
 class _Facets(NamedTuple):
     state: str
     caption: str
@@ -299,9 +317,20 @@ class _Facets(NamedTuple):
     available: bool
     actions: tuple[str, ...]
     faulted: bool
+    stop_reason: str | None
 
 
-@lru_cache(maxsize=64)  # CPFacts is six booleans: 64 combinations, and a view is built per reading
+def _stop_reason(facts: CPFacts) -> str | None:
+    """Why a Parado CP is out of service (every reason, when there are several)."""
+    if derive_state(facts) is not CPState.PARADO:
+        return None
+    reasons = [STOPPED_BY_CENTRAL] if facts.admin_stopped else []
+    if facts.keys_revoked:
+        reasons.append(KEYS_REVOKED)
+    return "; ".join(reasons)
+
+
+@lru_cache(maxsize=128)  # CPFacts is seven booleans: 128 combinations; a view is built per reading
 def _facets(facts: CPFacts) -> _Facets:
     """Everything of a CP's view that follows from its facts alone."""
     state = derive_state(facts)
@@ -313,13 +342,22 @@ def _facets(facts: CPFacts) -> _Facets:
         is_available(facts),
         allowed_actions(facts),
         state is CPState.AVERIADO,
+        _stop_reason(facts),
     )
 
 
-def cp_view(cp: LiveCP) -> CPView:
+@lru_cache(maxsize=1024)
+def _key_text(version: int | None) -> str:
+    return NO_KEY if version is None else f"key v{version}"
+
+
+def cp_view(cp: LiveCP, key: KeyState | None = None) -> CPView:
+    """`key`: the CP's key state as Central's keys say (None: this Central holds no keys)."""
     f = _facets(cp.facts)
     s = cp.session
     record = cp.record
+    revoked = cp.facts.keys_revoked
+    version = None if revoked or key is None else key.version
     return CPView(
         {
             "id": record.cp_id,
@@ -331,10 +369,14 @@ def cp_view(cp: LiveCP) -> CPView:
             "tone": f.tone,
             "available": f.available,
             "registered": cp.registered,
+            "key": KEYS_REVOKED if revoked else _key_text(version),
+            "key_version": version,
             "admin_stopped": cp.facts.admin_stopped,
             "error_simulated": cp.facts.error_simulated,
+            "keys_revoked": revoked,
             "actions": list(f.actions),
             "fault_reason": cp.fault_reason if f.faulted else None,
+            "stop_reason": f.stop_reason,
             "driver_id": s.driver_id if s else None,
             "session_id": s.session_id if s else None,
             "session_status": s.status.value if s else None,

@@ -46,6 +46,7 @@ from evcharging.services.central_views import (
     DriverJson,
     MessageJson,
     RequestJson,
+    RotationJson,
     SessionJson,
 )
 
@@ -57,7 +58,8 @@ DESCRIPTION = """Reads need no token. Admin operations (marked with a lock) need
 token (`EV_Central --admin-token`), as `Authorization: Bearer <token>` or `X-Admin-Token: <token>`:
 press **Authorize** and give it once. An admin action that makes no sense in the CP's state (stop a
 stopped CP, resume an active one, simulate an error on a Desconectado CP, fix a CP with no
-simulated error, register an id twice) is answered 409 with the reason, and changes nothing.
+simulated error, register an id twice, revoke keys already revoked) is answered 409 with the
+reason, and changes nothing.
 Every admin outcome, done or refused (401, 404, 409, 422), is written to Central's audit log, with
 the caller's IP (never the token); admins read it with `GET /api/audit`."""
 
@@ -286,6 +288,23 @@ def create_app(service: CentralService, admin_token: str, audit: Audit | None = 
         """Resumes every stopped CP: `changed` has their views, `skipped` the others with the
         reason."""
         return await on_all(caller, Command.RESUME_ALL)
+
+    @app.post("/api/cps/rotate-keys", responses={**UNAUTHORISED, **CONFLICT})
+    async def rotate_keys(caller: Admin) -> RotationJson:
+        """Asks every connected CP whose keys are not revoked to authenticate again (at its next
+        heartbeat), which gives it a new key; nothing goes out of service and no supply ends.
+        `asked` lists them. Central keeps each CP's old key until its Engine uses the new one."""
+        reply = await act(caller, Command.ROTATE_KEYS, {})
+        assert reply.asked is not None
+        return {"asked": list(reply.asked)}
+
+    @app.post("/api/cps/{cp_id}/revoke-keys", responses=ON_CP)
+    async def revoke_keys(cp_id: str, caller: Admin) -> CPJson:
+        """ "Restaurar claves": a running supply ends (ticket for what was supplied), the Engine
+        is told to stop, every key of the CP is deleted (anything sealed with them is refused)
+        and the CP is Parado ("keys revoked") until its Monitor authenticates again. 409 if its
+        keys are already revoked."""
+        return await on_cp(caller, Command.REVOKE_KEYS, {"cp_id": cp_id})
 
     @app.post("/api/cps/{cp_id}/stop", responses=ON_CP)
     async def stop_cp(cp_id: str, caller: Admin) -> CPJson:

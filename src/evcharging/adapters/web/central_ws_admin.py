@@ -59,6 +59,8 @@ def reply_frame(reply: AdminReply) -> Frame:
         ids = [view.id for view in reply.bulk.changed]
         skipped = reply.bulk.json["skipped"]
         return {"type": reply.done, "cp_ids": ids, "skipped": skipped, "message": reply.message}
+    if reply.asked is not None:
+        return {"type": reply.done, "cp_ids": list(reply.asked), "message": reply.message}
     assert reply.cp is not None
     frame: Frame = {
         "type": reply.done,
