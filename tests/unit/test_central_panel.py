@@ -1,11 +1,15 @@
 """The terminal panel: every CP state with its caption and figures, laid out for the terminal's size
 (one line per CP at 80x24, tiles when roomy), never taller than the screen; log lines reach the
-terminal only through the panel, so nothing is left stale between frames."""
+terminal only through the panel, so nothing is left stale between frames; its command line
+("revoke CP01", "rotate keys", ...) goes through Central's admin front door."""
 
 from __future__ import annotations
 
+import fcntl
 import io
 import logging
+import os
+import termios
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -17,6 +21,8 @@ import pytest
 from rich.console import Console
 
 from evcharging.adapters.db.seed import load_seed_file, seed
+from evcharging.adapters.db.sqlite_repository import SqliteRepository
+from evcharging.adapters.tui import terminal_input
 from evcharging.adapters.tui.central_panel import (
     TITLE,
     CentralPanel,
@@ -25,8 +31,21 @@ from evcharging.adapters.tui.central_panel import (
     snapshot,
 )
 from evcharging.adapters.tui.log_capture import TerminalLogCapture
+from evcharging.adapters.tui.panel_commands import (
+    HELP,
+    Answer,
+    CommandLine,
+    PanelCommands,
+    Prompt,
+)
 from evcharging.contracts import events as ev
+from evcharging.contracts.audit import AuditAction
+from evcharging.domain.cp_state import CPState
+from evcharging.services.admin import AdminDesk, AdminRefusal, Caller, Transport
+from evcharging.services.audit import AuditQuery
 from evcharging.services.central import CentralService
+from evcharging.services.central_keys import CentralKeys
+from evcharging.services.cp_keys import MasterKey
 from tests.support.builders import a_cp, a_driver, a_repo
 from tests.support.fakes import RecordingPublisher
 from tests.support.waiting import eventually
@@ -309,3 +328,260 @@ def test_log_lines_feed_the_messages_area_even_when_logs_go_to_a_file() -> None:
         assert to_file.stream.getvalue() == "to the file\n"
     finally:
         logging.getLogger().removeHandler(to_file)
+
+
+# --- the command line (issue 14: "restaurar claves" and rotate all keys at Central's terminal) --
+
+
+async def keyed_central() -> tuple[CentralService, SqliteRepository]:
+    """The sample network at a Central with keys; ALC01 and ALC02 connected, each with a key."""
+    repo = a_repo()
+    seed(repo, load_seed_file(SAMPLE))
+    a_driver(repo, "D000")
+    keys = CentralKeys(repo, MasterKey(MasterKey.generate()))
+    central = CentralService(repo, RecordingPublisher(), now=lambda: NOON, keys=keys)
+    await central.load()
+    for cp_id in ("ALC01", "ALC02"):
+        await central.monitor_auth(cp_id, object())
+        await central.issue_key(cp_id)
+    return central, repo
+
+
+def test_the_command_line_edits_what_is_typed_and_ignores_control_keys() -> None:
+    line = CommandLine()
+    assert line.feed("revoke AL") == []
+    assert line.prompt == Prompt("revoke AL")
+    assert line.feed("X\x7f\x08LC01") == []  # Backspace (DEL or BS)
+    assert line.text == "revoke ALC01"
+    line.feed("\x1b[A\x1b[1;5C\x1bOP\x01")  # arrows, Ctrl+arrow, F1, Ctrl+A: nothing
+    assert line.text == "revoke ALC01"
+    line.feed("\x15")  # Ctrl+U
+    assert line.text == ""
+    assert line.feed("rotate keys\r\r  stop all \n") == ["rotate keys", "stop all"]
+    line.feed("typo")
+    line.feed("\x1b")  # Esc on its own
+    assert line.text == ""
+    line.feed("x" * 100)
+    assert len(line.text) == 70
+
+
+async def test_typed_commands_go_through_the_admin_front_door_and_are_audited() -> None:
+    central, repo = await keyed_central()
+    commands = PanelCommands(AdminDesk(central, None))
+    answer = await commands.run("revoke alc01")  # the id as Central knows it
+    assert answer == Answer(
+        True, "CP ALC01 keys revoked: out of service until its Monitor authenticates again"
+    )
+    view = central.cp("ALC01")
+    assert view is not None
+    assert (view.state, view.stop_reason, view.key) == (
+        CPState.PARADO,
+        "keys revoked",
+        "keys revoked",
+    )
+    assert await commands.run("revoke keys ALC01") == Answer(
+        False, "Refused: CP ALC01's keys are already revoked: its Monitor must authenticate again"
+    )
+    assert await commands.run("rotate keys") == Answer(
+        True, "1 connected CP asked to authenticate again for a new key"
+    )
+    assert await commands.run("revoke NOPE") == Answer(False, "Refused: unknown CP NOPE")
+    assert await commands.run("stop ALC02") == Answer(True, "CP ALC02 stopped: Out of Order")
+    assert (await commands.run("resume all")).text == "1 CP resumed; 11 skipped (not stopped)"
+    rows = [
+        (r.action.value, r.actor, r.ip, r.cp_id, r.params.get("transport"))
+        for r in reversed(repo.find_audit(AuditQuery(limit=100)))
+        if r.action in (AuditAction.KEYS_REVOKED, AuditAction.KEYS_ROTATED)
+        or r.action.value.startswith("admin.")
+    ]
+    assert rows[:5] == [
+        ("key.revoked", "admin", "-", "ALC01", None),
+        ("admin.action", "admin", "-", "ALC01", "terminal"),
+        ("admin.refused", "admin", "-", "ALC01", "terminal"),
+        ("key.rotated", "admin", "-", None, None),
+        ("admin.action", "admin", "-", None, "terminal"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("typed", "answer"),
+    [
+        ("help", Answer(True, HELP)),
+        ("revoke", Answer(False, "say which CP: revoke CP_ID")),
+        ("stop", Answer(False, "say which CP: stop CP_ID (or stop all)")),
+        ("rotate everything", Answer(False, f"unknown command 'rotate': {HELP}")),
+        ("frobnicate ALC01", Answer(False, f"unknown command 'frobnicate': {HELP}")),
+        ("revoke ALC 01", Answer(False, "say which CP: revoke CP_ID")),
+        ("revoke ALC#01", Answer(False, "Refused: invalid fields: cp_id: String should match")),
+    ],
+)
+async def test_a_command_that_cannot_be_read_says_so_and_changes_nothing(
+    typed: str, answer: Answer
+) -> None:
+    central, _ = await keyed_central()
+    before = central.cps()
+    got = await PanelCommands(AdminDesk(central, None)).run(typed)
+    assert got.ok == answer.ok
+    assert got.text.startswith(answer.text)
+    assert central.cps() == before
+
+
+async def test_the_terminals_desk_admits_no_remote_caller() -> None:
+    central, _ = await keyed_central()
+    desk = AdminDesk(central, None)
+    for token in ("", "anything", None):
+        with pytest.raises(AdminRefusal):
+            desk.admit(Caller(Transport.HTTP, "10.0.0.9:4000"), token)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "last_line"),
+    [
+        (Prompt(), f"> type a command: {HELP}"),
+        (Prompt("revoke ALC0"), "> revoke ALC0"),
+        (Prompt(running="revoke ALC01"), "> revoke ALC01  … running"),
+        (Prompt(answer=Answer(False, "Refused: unknown CP X")), "Refused: unknown CP X"),
+    ],
+)
+async def test_the_command_line_is_the_last_line_of_a_frame_that_still_fits(
+    prompt: Prompt, last_line: str
+) -> None:
+    central, _ = await keyed_central()
+    lines = frame(MonitoringPanel(snapshot(central, prompt=prompt)), 80, 24)
+    assert len(lines) == 24
+    assert lines[-1].rstrip() == last_line
+    assert TITLE in lines[0]
+    assert all(sum(line.startswith(v.id) for line in lines) == 1 for v in central.cps())
+
+
+@pytest.mark.parametrize(("width", "height"), [(80, 24), (150, 45), (40, 8), (20, 5), (20, 2)])
+async def test_a_frame_with_a_command_line_fills_the_terminal_exactly(
+    width: int, height: int
+) -> None:
+    central = await busy_central(cp_count=40, requests=15)
+    lines = frame(MonitoringPanel(snapshot(central, prompt=Prompt("x" * 90))), width, height)
+    assert len(lines) == height
+    assert all(len(line) <= width for line in lines)
+    assert lines[-1].startswith("> x")
+
+
+async def test_a_stopped_cp_says_why_on_its_line_and_its_tile_shows_the_key() -> None:
+    central, _ = await keyed_central()
+    await central.revoke_keys("ALC01")
+    await central.stop_cp("ALC02")
+    lines = frame(render(central), 80, 24)
+    assert "keys revoked" in next(line for line in lines if line.startswith("ALC01"))
+    assert "stopped by Central" in next(line for line in lines if line.startswith("ALC02"))
+    roomy = "\n".join(frame(render(central), 150, 45))
+    assert "0.35 €/kWh  keys revoked" in roomy  # ALC01's tile
+    assert "0.49 €/kWh  no key" in roomy  # MAD01's: never authenticated
+
+
+async def test_keys_typed_at_the_terminal_are_not_echoed_and_revoke_a_cps_keys(
+    terminal_log_handler: logging.StreamHandler[TtyLog],
+) -> None:
+    """Central in a pseudo-terminal: what is typed shows on the panel's last line only (the
+    terminal's echo is off while the panel runs, and back after), Enter carries it out."""
+    central, _ = await keyed_central()
+    term = EmulatedTerminal(80, 24)
+    console = Console(file=term, force_terminal=True, width=80, height=24, color_system="256")
+    keyboard, tty = os.openpty()
+    try:
+        assert termios.tcgetattr(tty)[3] & termios.ECHO
+        with CentralPanel(central, console, refresh_per_second=20, input_fd=tty):
+            assert not termios.tcgetattr(tty)[3] & (termios.ECHO | termios.ICANON)
+            await eventually(lambda: term.text().endswith(f"> type a command: {HELP}"))
+            os.write(keyboard, b"revoke alc0")
+            await eventually(lambda: term.text().endswith("> revoke alc0"), what="the typing")
+            os.write(keyboard, b"1\r")
+            await eventually(
+                lambda: term.text().endswith(
+                    "CP ALC01 keys revoked: out of service until its Monitor authenticates again"
+                ),
+                what="the answer on the last line",
+            )
+            await eventually(
+                lambda: (
+                    "keys revoked"
+                    in next(line for line in term.text().splitlines() if line.startswith("ALC01"))
+                ),
+                what="ALC01's line says why it is stopped",
+            )
+            assert term.text().count(TITLE) == 1
+        assert termios.tcgetattr(tty)[3] & termios.ECHO, "the terminal's echo is back"
+    finally:
+        os.close(keyboard)
+        os.close(tty)
+    assert central.cp("ALC01").keys_revoked  # type: ignore[union-attr]
+
+
+async def test_commands_from_a_pipe_run_and_its_end_only_ends_the_command_line(
+    terminal_log_handler: logging.StreamHandler[TtyLog],
+) -> None:
+    central, _ = await keyed_central()
+    term = EmulatedTerminal(80, 24)
+    console = Console(file=term, force_terminal=True, width=80, height=24, color_system="256")
+    read_end, write_end = os.pipe()
+    try:
+        with CentralPanel(central, console, refresh_per_second=20, input_fd=read_end):
+            os.write(write_end, b"rotate keys\nstop MAD01\n")
+            os.close(write_end)
+            await eventually(
+                lambda: "CP MAD01 stopped by Central" in term.text(), what="the stop carried out"
+            )
+            await eventually(
+                lambda: term.text().endswith("typed commands off: the terminal's input ended"),
+                what="no command line once the input has ended: the newest message is last",
+            )
+            assert "type a command" not in term.text()
+    finally:
+        os.close(read_end)
+    assert central.cp("MAD01").admin_stopped  # type: ignore[union-attr]
+
+
+def pending(fd: int) -> int:
+    """Bytes typed at a terminal and not read yet."""
+    return int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"), "little")
+
+
+async def test_a_central_in_the_background_never_touches_its_terminal_until_it_is_foreground(
+    monkeypatch: pytest.MonkeyPatch, terminal_log_handler: logging.StreamHandler[TtyLog]
+) -> None:
+    """`EV_Central ... &`, or Ctrl+Z then `bg`: reading the terminal or changing its settings
+    would get Central stopped by the kernel (SIGTTIN, SIGTTOU). It waits to be `fg` again."""
+    central, _ = await keyed_central()
+    term = EmulatedTerminal(80, 24)
+    console = Console(file=term, force_terminal=True, width=80, height=24, color_system="256")
+    monkeypatch.setattr(terminal_input, "RECHECK", 0.05)
+    foreground = {"pgrp": os.getpgrp() + 1}  # another job has the terminal
+    monkeypatch.setattr(os, "tcgetpgrp", lambda fd: foreground["pgrp"])
+    keyboard, tty = os.openpty()
+    try:
+        with CentralPanel(central, console, refresh_per_second=20, input_fd=tty) as panel:
+            assert panel.input is not None
+            await eventually(lambda: TITLE in term.text(), what="the panel")
+            os.write(keyboard, b"stop ALC02\r")
+            assert termios.tcgetattr(tty)[3] & termios.ECHO, "settings untouched"
+            assert not panel.input.reading
+            foreground["pgrp"] = os.getpgrp()  # fg
+            await eventually(
+                lambda: not termios.tcgetattr(tty)[3] & termios.ECHO, what="keys taken at fg"
+            )
+            await eventually(
+                lambda: central.cp("ALC02").admin_stopped,  # type: ignore[union-attr]
+                what="what was typed meanwhile read once in the foreground",
+            )
+            foreground["pgrp"] = os.getpgrp() + 1  # Ctrl+Z, bg
+            os.write(keyboard, b"resume ALC02\r")
+            await eventually(lambda: not panel.input.reading, what="reading paused")  # type: ignore[union-attr]
+            assert pending(tty) == len(b"resume ALC02\r"), "nothing read in the background"
+            assert central.cp("ALC02").admin_stopped  # type: ignore[union-attr]
+            foreground["pgrp"] = os.getpgrp()
+            await eventually(
+                lambda: not central.cp("ALC02").admin_stopped,  # type: ignore[union-attr]
+                what="read again once in the foreground",
+            )
+        assert termios.tcgetattr(tty)[3] & termios.ECHO
+    finally:
+        os.close(keyboard)
+        os.close(tty)

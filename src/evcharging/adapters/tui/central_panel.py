@@ -8,15 +8,20 @@ than the screen (so nothing scrolls away), and complete at 80x24.
   live kW, kWh, € and driver. CPs that do not fit are counted ("+3 more CPs"), never cut silently.
 - The requests table and the messages area always keep a few lines; the messages area shows the
   program's latest log lines (every application message is logged), newest at the bottom.
+- When Central's terminal can type (`live_panel`), the last line is a command line: "revoke CP01"
+  ("restaurar claves"), "rotate keys", "stop"/"resume" one CP or all (`panel_commands.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
+import sys
 import threading
+from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,9 +33,20 @@ from rich.table import Table
 from rich.text import Text
 
 from evcharging.adapters.tui.log_capture import Line, TerminalLogCapture
+from evcharging.adapters.tui.panel_commands import (
+    HELP,
+    Answer,
+    CommandLine,
+    PanelCommands,
+    Prompt,
+)
+from evcharging.adapters.tui.terminal_input import TerminalInput
 from evcharging.domain.cp_state import CPState
+from evcharging.services.admin import AdminDesk
 from evcharging.services.central import CentralService
 from evcharging.services.central_views import CPView, RequestView
+
+log = logging.getLogger(__name__)
 
 TITLE = "*** EV CHARGING SOLUTION. MONITORING PANEL ***"
 REQUESTS_TITLE = "*** ON-GOING DRIVERS REQUESTS ***"
@@ -46,6 +62,7 @@ _STYLE = {
 _LEVEL_STYLE = {"warning": "yellow", "error": "bold red", "critical": "bold red"}
 _HEADING = "bold reverse"
 
+MAX_QUEUED = 10  # commands entered while one runs (a paste of several lines)
 TILE_WIDTH = 30
 TILE_HEIGHT = 7  # border + location, price, state and two lines of live figures
 _MIN_MESSAGES = 2  # lines the messages area always keeps
@@ -60,10 +77,14 @@ class PanelView:
     requests: Sequence[RequestView]
     messages: Sequence[Line]
     now: datetime
+    prompt: Prompt | None = None  # the command line (None: nothing can be typed)
 
 
 def snapshot(
-    service: CentralService, messages: Iterable[Line] | None = None, now: datetime | None = None
+    service: CentralService,
+    messages: Iterable[Line] | None = None,
+    now: datetime | None = None,
+    prompt: Prompt | None = None,
 ) -> PanelView:
     """The service's state now; `messages` defaults to the service's application messages."""
     return PanelView(
@@ -71,6 +92,7 @@ def snapshot(
         requests=service.requests(),
         messages=[m.line for m in service.messages()] if messages is None else list(messages),
         now=now or datetime.now(UTC),
+        prompt=prompt,
     )
 
 
@@ -83,7 +105,8 @@ def render(service: CentralService, messages: Iterable[Line] | None = None) -> M
 
 
 def _live_figures(view: CPView) -> list[str]:
-    """What a CP is doing beyond its state: live figures, a reservation or a fault's reason."""
+    """What a CP is doing beyond its state: live figures, a reservation, a fault's reason or why
+    it is stopped ("keys revoked")."""
     if view.state is CPState.SUMINISTRANDO:
         return [
             f"{view.kw} kW",
@@ -95,6 +118,8 @@ def _live_figures(view: CPView) -> list[str]:
         return [f"reserved: driver {view.driver_id}"]
     if view.fault_reason:
         return [view.fault_reason]
+    if view.stop_reason:
+        return [view.stop_reason]
     return []
 
 
@@ -106,7 +131,7 @@ def _tile_lines(view: CPView) -> list[str]:
 def tile(view: CPView) -> Panel:
     lines = [
         Text(view.location, overflow="ellipsis", no_wrap=True),
-        Text(f"{view.price_eur_per_kwh} €/kWh"),
+        Text(f"{view.price_eur_per_kwh} €/kWh  {view.key}", overflow="ellipsis", no_wrap=True),
         Text(view.caption, style="bold"),
         *(Text(line, overflow="ellipsis", no_wrap=True) for line in _tile_lines(view)),
     ]
@@ -214,6 +239,23 @@ def _heading(text: str, right: str = "") -> Table:
     return bar
 
 
+def prompt_line(prompt: Prompt, width: int) -> Text:
+    """The command line: what is being typed (with a block for the cursor), a command still
+    running, the last command's answer, or what can be typed."""
+    if prompt.text:
+        shown = prompt.text[-max(width - 3, 1) :]
+        line = Text.assemble(("> ", "bold"), shown, (" ", "reverse"))
+    elif prompt.running is not None:
+        line = Text.assemble(("> ", "bold"), prompt.running, ("  … running", "dim"))
+    elif prompt.answer is not None:
+        line = Text(prompt.answer.text, style="green" if prompt.answer.ok else "yellow")
+    else:
+        line = Text.assemble(("> ", "bold"), (f"type a command: {HELP}", "dim"))
+    line.truncate(width, overflow="ellipsis", pad=True)
+    line.no_wrap = True
+    return line
+
+
 # --- the frame ----------------------------------------------------------------------------
 
 
@@ -227,6 +269,8 @@ class MonitoringPanel:
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         width, height = options.max_width, options.height or options.max_height
         v = self.view
+        prompt = None if v.prompt is None or height < 2 else prompt_line(v.prompt, width)
+        height -= prompt is not None  # the command line is the last line
         # Always there: the title, the requests' heading and column headings, the messages' heading.
         room = height - 4
         requests_wanted = max(len(v.requests), 1)  # an empty table says so on one line
@@ -257,7 +301,10 @@ class MonitoringPanel:
         )
         # Exactly the screen: padded below the messages; cut only if too small for the headings.
         lines = console.render_lines(whole, options.update(height=None), pad=True)[:height]
-        for n, line in enumerate(Segment.set_shape(lines, width, height)):
+        shaped = Segment.set_shape(lines, width, height)
+        if prompt is not None:
+            shaped += Segment.set_shape(console.render_lines(prompt, options, pad=True)[:1], width)
+        for n, line in enumerate(shaped):
             if n:
                 yield Segment.line()
             yield from line
@@ -276,12 +323,21 @@ class CentralPanel:
     frame, into the terminal's scrollback, and the messages area shows the latest ones.
 
     The service changes only in the event loop's thread, so a copy of what to show is taken
-    there, `refresh_per_second` times a second; the drawing thread draws from that copy (so a
-    slow terminal never holds up the event loop).
+    there, `refresh_per_second` times a second (and at once when a key is typed); the drawing
+    thread draws from that copy (so a slow terminal never holds up the event loop).
+
+    `input_fd`: where the operator types commands (Central's stdin; None: no command line).
+    `desk`: the admin front door they go through (default: one for this terminal alone).
     """
 
     def __init__(
-        self, service: CentralService, console: Console | None = None, refresh_per_second: int = 4
+        self,
+        service: CentralService,
+        console: Console | None = None,
+        refresh_per_second: int = 4,
+        *,
+        input_fd: int | None = None,
+        desk: AdminDesk | None = None,
     ) -> None:
         self.service = service
         self.logs = TerminalLogCapture()
@@ -289,12 +345,63 @@ class CentralPanel:
         self._view = snapshot(service, [])
         self._tick: asyncio.TimerHandle | None = None
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._drawer = threading.Thread(target=self._draw_until_stopped, name="panel", daemon=True)
         self.live = Live(console=console, auto_refresh=False, redirect_stderr=True)
+        self.line = CommandLine()
+        self.commands = PanelCommands(desk if desk is not None else AdminDesk(service, None))
+        self.input = (
+            None if input_fd is None else TerminalInput(input_fd, self._typed, self._input_ended)
+        )
+        self._typing = False  # the command line is shown (the input is being read)
+        self._queued: deque[str] = deque()  # entered (or pasted) while a command runs
+        self._command: asyncio.Task[None] | None = None
+
+    @property
+    def _prompt(self) -> Prompt | None:
+        return self.line.prompt if self._typing else None
 
     def _follow(self) -> None:
-        self._view = snapshot(self.service, self.logs.lines())
+        self._view = snapshot(self.service, self.logs.lines(), prompt=self._prompt)
         self._tick = asyncio.get_running_loop().call_later(self._interval, self._follow)
+
+    def _redraw_soon(self, whole: bool = False) -> None:
+        """A key or an answer is shown at once, not at the next tick."""
+        if whole:
+            self._view = snapshot(self.service, self.logs.lines(), prompt=self._prompt)
+        else:
+            self._view = replace(self._view, prompt=self._prompt)
+        self._wake.set()
+
+    # --- the command line (in the event loop's thread) ---------------------------------------
+
+    def _typed(self, text: str) -> None:
+        for line in self.line.feed(text):
+            self._submit(line)
+        self._redraw_soon()
+
+    def _submit(self, line: str) -> None:
+        """Commands run one at a time, in the order they were entered."""
+        if len(self._queued) >= MAX_QUEUED:
+            self.line.answer = Answer(False, f"too many commands at once: {line!r} not run")
+            return
+        self._queued.append(line)
+        if self._command is None or self._command.done():
+            self._command = asyncio.create_task(self._carry_out(), name="panel-command")
+
+    async def _carry_out(self) -> None:
+        while self._queued:
+            line = self.line.running = self._queued.popleft()
+            try:
+                self.line.answer = await self.commands.run(line)
+            finally:
+                self.line.running = None
+                self._redraw_soon(whole=True)
+
+    def _input_ended(self) -> None:
+        log.info("typed commands off: the terminal's input ended")
+        self._typing = False
+        self._redraw_soon()
 
     def _draw(self) -> None:
         self.live.update(MonitoringPanel(self._view))
@@ -305,7 +412,11 @@ class CentralPanel:
             self.live.refresh()
 
     def _draw_until_stopped(self) -> None:
-        while not self._stop.wait(self._interval):
+        while True:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             self._draw()
 
     def __enter__(self) -> CentralPanel:
@@ -315,6 +426,8 @@ class CentralPanel:
         except BaseException:
             self.logs.__exit__(None, None, None)
             raise
+        if self.input is not None:
+            self._typing = self.input.start()
         self._follow()
         self._drawer.start()
         return self
@@ -322,7 +435,12 @@ class CentralPanel:
     def __exit__(self, *exc: Any) -> None:
         if self._tick is not None:
             self._tick.cancel()
+        if self.input is not None:
+            self.input.stop()  # the terminal's echo back before anything else
+        if self._command is not None:
+            self._command.cancel()
         self._stop.set()
+        self._wake.set()
         self._drawer.join(timeout=5)  # a frame at most (unless the terminal stopped reading)
         try:
             self._view = snapshot(self.service, self.logs.lines())
@@ -332,5 +450,17 @@ class CentralPanel:
             self.logs.__exit__(*exc)
 
 
-def live_panel(service: CentralService, console: Console | None = None) -> CentralPanel:
-    return CentralPanel(service, console)
+def _stdin_fd() -> int | None:
+    """Central's standard input, where the operator types (None: there is none)."""
+    try:
+        return sys.stdin.fileno() if sys.stdin is not None and not sys.stdin.closed else None
+    except (AttributeError, ValueError, OSError):  # replaced by an object with no descriptor
+        return None
+
+
+def live_panel(
+    service: CentralService, console: Console | None = None, desk: AdminDesk | None = None
+) -> CentralPanel:
+    """The panel with its command line on Central's standard input. `desk`: Central's admin
+    front door (default: one that admits only this terminal)."""
+    return CentralPanel(service, console, input_fd=_stdin_fd(), desk=desk)
