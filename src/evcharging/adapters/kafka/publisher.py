@@ -216,6 +216,13 @@ class EventPublisher:
                 await (await self._send(event))
             except KeyUnavailable:
                 assert self.codec is not None
+                if not self.codec.hold_without_key:  # revoked between two attempts
+                    log.warning(
+                        "%s for CP %s dropped: its keys were revoked before it was sent",
+                        event.event_type,
+                        event.key(),
+                    )
+                    return
                 log.info("%s for %s waits for the CP's key", event.event_type, event.key())
                 await self.codec.key_for(event)
             except KafkaError as exc:
