@@ -279,11 +279,16 @@ class CpTopicCodec:
         *,
         encrypt: bool = True,
         on_used: Callable[[str, int, list[int]], None] | None = None,
+        hold_without_key: bool = True,
     ) -> None:
         """`on_used(cp_id, version, retired)`: a record sealed with `version` was accepted and
-        the `retired` older versions are gone (Central deletes them from the database)."""
+        the `retired` older versions are gone (Central deletes them from the database).
+        `hold_without_key`: a record to seal for a CP without a key waits for one (an Engine:
+        its events wait for the Monitor's handover); False: it is not sent (Central's commands
+        to a CP that is not authenticated)."""
         self.ring = ring
         self.encrypt = encrypt
+        self.hold_without_key = hold_without_key
         self.sender = Sender()
         self.guard = ReplayGuard()
         self._on_used = on_used
@@ -300,6 +305,16 @@ class CpTopicCodec:
         if key is None:
             raise KeyUnavailable(event.key())
         return seal(event, key, self.sender)
+
+    def not_to_send(self, event: Event) -> bool:
+        """True when the event must be sealed, no key is held and this party does not wait for
+        one (`hold_without_key=False`): the publisher then does not send it."""
+        return (
+            not self.hold_without_key
+            and self.encrypt
+            and event.TOPIC.base in SEALED_TOPICS
+            and self.ring.current(event.key()) is None
+        )
 
     async def key_for(self, event: Event) -> None:
         """Returns once `encode(event)` will not raise KeyUnavailable."""
