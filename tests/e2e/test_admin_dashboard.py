@@ -388,3 +388,69 @@ def test_the_audit_log_panel_lists_admin_actions_and_its_filters_narrow_them(
     lines = (net.workdir / "central-audit.jsonl").read_text(encoding="utf-8")
     assert "CP MAD01 stopped: Desconectado" in lines
     assert net.admin_token not in lines
+
+
+def test_revoke_keys_from_the_page_shows_parado_keys_revoked_and_the_audit_row(
+    network: Network, browser: Browser, screenshots: Path
+) -> None:
+    """Issue 14, "restaurar claves" from the admin page: confirmed in the page's dialog, the
+    tile is Parado, "keys revoked", within a second of the click; the audit panel shows the
+    key.revoked row (who, IP); "Rotate all keys" asks the CPs still connected."""
+    net = network
+    net.central()
+    net.charging_point("ALC01")
+    net.charging_point("ALC02")
+    page = open_dashboard(browser, net.api + "/")
+    for cp_id in CPS:
+        expect_state(page, cp_id, "Activado")
+        expect(page.get_by_test_id(f"tile-{cp_id}-key")).to_have_text(
+            re.compile(r"^(key v\d+|no key)$")  # the version only: never the key itself
+        )
+    expect(page.get_by_test_id("tile-ALC01-stop-reason")).to_be_hidden()
+    log_in(page, net.admin_token)
+    expect(page.get_by_test_id("login-state")).to_have_text("Logged in", timeout=WAIT_MS)
+
+    # Asked first; Cancel sends nothing (a stop sent after it on the same socket is the proof).
+    page.get_by_test_id("revoke-ALC01").click()
+    expect(page.get_by_test_id("confirm-title")).to_have_text("Revoke the keys of ALC01?")
+    expect(page.get_by_test_id("confirm-text")).to_contain_text(
+        'ALC01 will be out of service (Parado, "keys revoked") until its Monitor authenticates'
+    )
+    expect(page.get_by_test_id("confirm-yes")).to_have_text("Revoke keys")
+    page.screenshot(path=str(screenshots / "admin-confirm-revoke.png"), full_page=True)
+    page.get_by_test_id("confirm-no").click()
+    click_to_dom(page, "stop-ALC02", "ALC02", "Parado")
+    expect_state(page, "ALC01", "Activado")
+    expect(page.get_by_test_id("tile-ALC02-stop-reason")).to_have_text(
+        "Out of service: stopped by Central"
+    )
+
+    took = click_to_dom(page, "revoke-ALC01", "ALC01", "Parado", "confirm-yes")
+    assert took < 1000, f"the tile showed Parado {took:.0f} ms after the click"
+    expect(page.get_by_test_id("tile-ALC01-stop-reason")).to_have_text(
+        "Out of service: keys revoked", timeout=1000
+    )
+    expect(page.get_by_test_id("tile-ALC01-key")).to_have_text("keys revoked")
+    expect(page.get_by_test_id("revoke-ALC01")).to_be_disabled()
+    expect(page.get_by_test_id("notice")).to_contain_text(
+        "CP ALC01 keys revoked: out of service until its Monitor authenticates again"
+    )
+    expect(page.get_by_test_id("messages")).to_contain_text("CP ALC01 keys revoked")
+    page.screenshot(path=str(screenshots / "admin-keys-revoked.png"), full_page=True)
+
+    page.get_by_test_id("rotate-keys").click()
+    expect(page.get_by_test_id("notice")).to_contain_text(
+        "1 connected CP asked to authenticate again for a new key"
+    )
+
+    page.get_by_test_id("audit-panel").locator("summary").click()
+    rows = page.get_by_test_id("audit-rows").locator("tbody tr")
+    revoked = rows.filter(has_text="key.revoked")
+    expect(revoked).to_have_count(1, timeout=WAIT_MS)
+    cells = revoked.locator("td")
+    expect(cells.nth(2)).to_have_text("admin")
+    expect(cells.nth(3)).to_have_text("127.0.0.1")
+    expect(cells.nth(4)).to_have_text("ALC01")
+    expect(rows.filter(has_text="key.rotated")).to_have_count(1)
+    page.screenshot(path=str(screenshots / "admin-audit-key-revoked.png"), full_page=True)
+    assert net.cp("ALC01")["stop_reason"] == "keys revoked"

@@ -1,8 +1,11 @@
 """EV_Central's live panel as a person sees it: the real program in a pseudo-terminal whose output
 feeds a terminal emulator (pyte), at 80x24 and then, resized, at 150x45, while a real CP and a
-driver come and go and an admin stops and resumes CPs over the HTTP API."""
+driver come and go, an admin stops and resumes CPs over the HTTP API, and the operator types a
+command at the panel's command line."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 
@@ -14,6 +17,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 TITLE = "*** EV CHARGING SOLUTION. MONITORING PANEL ***"
 SECTIONS = ("*** ON-GOING DRIVERS REQUESTS ***", "*** APPLICATION MESSAGES ***")
 CPS = [f"{city}0{n}" for city in ("ALC", "BCN", "MAD", "VLC") for n in (1, 2, 3)]
+PROMPT = "> type a command: revoke CP · rotate keys · stop CP|all · resume CP|all · help"
 LIVE_SUPPLY = ("Suministrando", "0.35 €/kWh", " kW ", " kWh ", " € ", "driver D001")
 
 
@@ -26,6 +30,13 @@ def request_row(line: str) -> list[str]:
     """User ID, CP and STATUS of a request row, whose date and start time (UTC) come first."""
     words = line.split()
     return words[3:] if len(words) == 6 and words[0][:2] == "20" and words[2] == "UTC" else []
+
+
+def written(term: Terminal) -> str:
+    """Everything the program wrote, as words (no escape codes, no line breaks): what scrolled
+    into the terminal's scrollback included."""
+    raw = term.log.read_text(encoding="utf-8", errors="replace")
+    return " ".join(re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", raw).split())
 
 
 def complete(screen: str) -> bool:
@@ -49,8 +60,12 @@ def assert_whole_and_clean(term: Terminal, rows: int) -> str:
 def test_panel_is_whole_and_clean_at_80x24_and_after_a_resize_to_150x45(network: Network) -> None:
     with central_in_terminal(network, 80, 24) as term:
         term.wait_until(
-            lambda s: all(line_of(s, cp) for cp in CPS) and "Central started" in s,
-            "every CP on its own line and the start message",
+            lambda s: (
+                all(line_of(s, cp) for cp in CPS)
+                and s.endswith(PROMPT)
+                and "Central started: 12 CPs loaded" in written(term)
+            ),
+            "every CP on its own line, the command line last, and the start message",
         )
         assert_whole_and_clean(term, 24)
 
@@ -73,6 +88,17 @@ def test_panel_is_whole_and_clean_at_80x24_and_after_a_resize_to_150x45(network:
         term.wait_until(
             lambda s: "CP BCN01 stopped by Central" in s, "the stop's message in the messages area"
         )
+        assert_whole_and_clean(term, 24)
+
+        term.type("stop bcn02")  # not echoed by the terminal: drawn by the panel, on its last line
+        term.wait_until(lambda s: s.endswith("> stop bcn02"), "what is typed, on the last line")
+        term.type("\r")
+        screen = term.wait_until(
+            lambda s: s.endswith("CP BCN02 stopped: Desconectado"),  # no Monitor: kept stopped
+            "the answer on the last line",
+        )
+        assert screen.count("stop bcn02") == 0, "nothing echoed anywhere else"
+        assert network.cp("BCN02")["admin_stopped"] is True
         assert_whole_and_clean(term, 24)
 
         term.resize(150, 45)

@@ -64,6 +64,7 @@ class Terminal:
                 if not data:
                     return
                 raw.write(data)
+                raw.flush()  # the log is read by tests too
                 with self._lock:
                     self._stream.feed(data)
 
@@ -72,6 +73,10 @@ class Terminal:
         with self._lock:
             self.screen.resize(rows, cols)
             _set_size(self._master, cols, rows)
+
+    def type(self, text: str) -> None:
+        """As when a person types at the keyboard (Enter is "\r")."""
+        os.write(self._master, text.encode())
 
     def lines(self) -> list[str]:
         with self._lock:

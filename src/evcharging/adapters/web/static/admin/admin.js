@@ -122,7 +122,7 @@
 
   function onReply(msg) {
     // error_simulated, error_fixed, cp_stopped, cp_resumed, all_stopped, all_resumed,
-    // cp_registered, cp_edited
+    // keys_revoked, keys_rotated, cp_registered, cp_edited
     if (msg.cp) renderTile(msg.cp);
     if (msg.message) notify(msg.message, false);
     setLogin(true, "Logged in");
@@ -160,6 +160,11 @@
     part("location").textContent = cp.location;
     part("unregistered").hidden = cp.registered !== false; // no credentials from EV_Registry
     part("price").textContent = cp.price_eur_per_kwh;
+    part("key").textContent = cp.key; // "key v3", "no key", "keys revoked": never the key
+    el.dataset.keys = cp.keys_revoked ? "revoked" : "held";
+    const stopped = part("stop-reason"); // why a Parado CP is out of service, as Central says
+    stopped.hidden = !cp.stop_reason;
+    stopped.textContent = cp.stop_reason ? `Out of service: ${cp.stop_reason}` : "";
     const fault = part("fault");
     fault.hidden = !cp.fault_reason;
     fault.textContent = cp.fault_reason ? `Fault: ${cp.fault_reason}` : "";
@@ -186,6 +191,7 @@
     if (action === "stop_cp") return "Already stopped";
     if (action === "resume_cp") return "Not stopped";
     if (action === "fix_error") return "No simulated error to fix";
+    if (action === "revoke_keys") return "Keys already revoked: its Monitor must authenticate again";
     return cp.error_simulated ? "An error is already simulated" : `${cp.state}: not connected`;
   }
 
@@ -198,10 +204,16 @@
     el.dataset.testid = `tile-${id}`;
     el.dataset.cpId = id;
     el.querySelector(".cp-id").textContent = id;
-    for (const name of ["state", "kwh", "kw", "eur", "driver", "unregistered"]) {
+    for (const name of ["state", "kwh", "kw", "eur", "driver", "unregistered", "key", "stop-reason"]) {
       el.querySelector(`[data-part="${name}"]`).dataset.testid = `tile-${id}-${name}`;
     }
-    const ids = { stop_cp: "stop", resume_cp: "resume", simulate_error: "error", fix_error: "fix" };
+    const ids = {
+      stop_cp: "stop",
+      resume_cp: "resume",
+      simulate_error: "error",
+      fix_error: "fix",
+      revoke_keys: "revoke",
+    };
     for (const button of el.querySelectorAll("[data-action]")) {
       button.dataset.testid = `${ids[button.dataset.action]}-${id}`;
       button.setAttribute("aria-label", `${button.textContent} ${id}`);
@@ -330,18 +342,28 @@
       setLogin(false, "Not logged in");
     });
     $("#stop-all").addEventListener("click", askStopAll);
-    $("#confirm-no").addEventListener("click", () => $("#confirm-stop-all").close());
+    $("#confirm-no").addEventListener("click", () => {
+      confirming = null;
+      $("#confirm").close();
+    });
     $("#confirm-yes").addEventListener("click", () => {
-      $("#confirm-stop-all").close();
-      send({ type: "stop_all" });
+      const action = confirming;
+      confirming = null;
+      $("#confirm").close();
+      if (action) send(action);
+    });
+    $("#confirm").addEventListener("close", () => {
+      confirming = null; // Esc: nothing is sent
     });
     $("#resume-all").addEventListener("click", () => send({ type: "resume_all" }));
+    $("#rotate-keys").addEventListener("click", () => send({ type: "rotate_keys" }));
     $("#tiles").addEventListener("click", (event) => {
       const button = event.target.closest("button[data-action]");
       if (!button) return;
       const action = { type: button.dataset.action, cp_id: button.closest(".tile").dataset.cpId };
       if (action.type === "simulate_error") action.error_type = "fault";
-      send(action);
+      if (action.type === "revoke_keys") askRevoke(action);
+      else send(action);
     });
     $("#register").addEventListener("submit", (event) => {
       event.preventDefault();
@@ -468,17 +490,45 @@
     select.addEventListener("change", loadAudit);
   }
 
-  // STOP ALL ends every supply at once: the operator confirms in the page's own dialog first.
+  // The destructive actions are confirmed in the page's own dialog first: the action to send on
+  // "yes" waits here (Cancel, Esc or a closed dialog send nothing).
+  let confirming = null;
+
+  function confirmThen(action, title, text, yes) {
+    confirming = action;
+    $("#confirm-title").textContent = title;
+    $("#confirm-text").textContent = text;
+    $("#confirm-yes").textContent = yes;
+    $("#confirm").showModal();
+  }
+
+  // STOP ALL ends every supply at once.
   function askStopAll() {
     const stoppable = cpsWhere("stop_cp");
     const supplying = stoppable.filter((el) => el.dataset.state === "Suministrando").length;
     const cps = stoppable.length === 1 ? "1 CP" : `${stoppable.length} CPs`;
     const supplies = supplying === 1 ? "1 supply" : `${supplying} supplies`;
-    $("#confirm-text").textContent =
+    confirmThen(
+      { type: "stop_all" },
+      "Stop all charging points?",
       `${cps} will be stopped (Out of Order)` +
-      (supplying ? `; ${supplies} in progress will end now, with a ticket.` : ".") +
-      " CPs already stopped are left as they are.";
-    $("#confirm-stop-all").showModal();
+        (supplying ? `; ${supplies} in progress will end now, with a ticket.` : ".") +
+        " CPs already stopped are left as they are.",
+      "Stop all",
+    );
+  }
+
+  // "Restaurar claves": the CP is out of service until its Monitor authenticates again.
+  function askRevoke(action) {
+    const supplying = tiles.get(action.cp_id)?.dataset.state === "Suministrando";
+    confirmThen(
+      action,
+      `Revoke the keys of ${action.cp_id}?`,
+      (supplying ? "Its supply in progress will end now, with a ticket. " : "") +
+        `${action.cp_id} will be out of service (Parado, "keys revoked") until its Monitor ` +
+        "authenticates again; anything still sent with its old key is refused.",
+      "Revoke keys",
+    );
   }
 
   function start() {
