@@ -473,3 +473,19 @@ async def test_a_central_without_keys_refuses_key_actions_with_a_reason(
             assert answer.status_code == 409
             assert "issues no per-CP keys" in answer.json()["detail"]
     assert central.cp("CP1").state.value == "Desconectado"  # type: ignore[union-attr]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="CentralService must pass its key state to cp_view (services/central.py: "
+    "cp_view(cp, self.keys.state(cp.cp_id)) where it builds views); see the key-admin report",
+)
+async def test_views_show_the_version_of_the_key_in_use(
+    client: httpx.AsyncClient, central: CentralService
+) -> None:
+    assert (await client.get("/api/cps/CP2")).json()["key"] == "key v1"
+    assert (await client.get("/api/cps/CP1")).json()["key"] == "no key"  # never authenticated
+    await central.issue_key("CP2")  # a re-authentication, after a rotation
+    view = (await client.get("/api/cps/CP2")).json()
+    assert (view["key"], view["key_version"]) == ("key v2", 2)
+    assert [v["key"] for v in (await client.get("/api/cps")).json()] == ["no key", "key v2"]
