@@ -149,12 +149,17 @@ class Delivery(StrEnum):
     (re-sent until it is); `on_delivered` runs then.  A crash before that redelivers the batch,
     so the event is sent again by the (idempotent) handler: never lost, possibly twice."""
 
+    NO_KEY = "not sent: the CP holds no key"
+    """Central only (`central_keys.KeyedPublisher`): a command for a CP whose keys were revoked
+    or never issued is not sent, since no Engine could read it; nothing waits for a key."""
+
 
 class Publisher(Protocol):
     async def publish(
         self, event: Event, *, on_delivered: Callable[[], None] | None = None
     ) -> Delivery:
-        """Never drops the event; the answer says what is true on return.
+        """Never drops the event (but see `Delivery.NO_KEY`); the answer says what is true on
+        return.
 
         `Delivery.ACKED` everywhere, except in the task that handles a consumed batch inside
         `acks_before_commit()`, where it is `Delivery.QUEUED_UNTIL_BATCH_COMMIT` (a burst costs
