@@ -379,7 +379,8 @@ def build_parser() -> Parser:
         default=DEFAULT_MASTER_KEY,
         metavar="FILE",
         help="the key that seals the CP keys in the database; made (mode 0600) on first start; "
-        "keep it with Central, never in git",
+        "keep it with Central, never in git (EV_MASTER_KEY, the key itself in base64, takes its "
+        "place)",
     )
     p.option(
         "--cp-encryption",
