@@ -1079,3 +1079,48 @@ def test_sqlite_migrations_are_safe_when_programs_open_a_new_file_at_once(tmp_pa
         assert repo.schema_version == max(v for v, _ in available("sqlite"))
     finally:
         repo.close()
+
+
+# --- per-CP keys (issue 14) -------------------------------------------------------------------
+
+
+def test_key_versions_count_up_per_cp_and_never_go_back(repo: SqlRepository) -> None:
+    a_cp(repo, "CP01")
+    a_cp(repo, "CP02")
+    assert repo.key_versions() == {}
+    assert [repo.next_key_version("CP01") for _ in range(3)] == [1, 2, 3]
+    assert repo.next_key_version("CP02") == 1
+    repo.delete_cp_keys("CP01")  # deleting keys does not rewind the counter
+    assert repo.next_key_version("CP01") == 4
+    assert repo.key_versions() == {"CP01": 4, "CP02": 1}
+    with pytest.raises(LookupError, match="no CP"):
+        repo.next_key_version("NOPE")
+
+
+def test_sealed_keys_are_stored_listed_and_deleted_by_version_or_all(repo: SqlRepository) -> None:
+    a_cp(repo, "CP01")
+    a_cp(repo, "CP02")
+    for cp_id, version in (("CP01", 1), ("CP01", 2), ("CP02", 1)):
+        repo.save_cp_key(cp_id, version, f"sealed-{cp_id}-{version}")
+    assert [(k.cp_id, k.version, k.sealed) for k in repo.stored_cp_keys()] == [
+        ("CP01", 1, "sealed-CP01-1"),
+        ("CP01", 2, "sealed-CP01-2"),
+        ("CP02", 1, "sealed-CP02-1"),
+    ]
+    repo.delete_cp_keys("CP01", [1])
+    assert [(k.cp_id, k.version) for k in repo.stored_cp_keys()] == [("CP01", 2), ("CP02", 1)]
+    repo.delete_cp_keys("CP01")
+    assert [(k.cp_id, k.version) for k in repo.stored_cp_keys()] == [("CP02", 1)]
+
+
+def test_the_keys_revoked_mark_is_kept_on_the_cp_row(repo: SqlRepository) -> None:
+    a_cp(repo, "CP01")
+    cp = repo.get_cp("CP01")
+    assert cp is not None
+    assert not cp.keys_revoked
+    repo.set_keys_revoked("CP01", True)
+    cp = repo.get_cp("CP01")
+    assert cp is not None
+    assert cp.keys_revoked
+    repo.set_keys_revoked("CP01", False)
+    assert not any(c.keys_revoked for c in repo.list_cps())

@@ -44,7 +44,9 @@ class CentralKeys:
         self._store = store
         self._master = master
         self._issued: dict[str, int] = {}
-        self.codec = CpTopicCodec(KeyRing(), encrypt=encrypt, on_used=self._retired)
+        self.codec = CpTopicCodec(
+            KeyRing(), encrypt=encrypt, on_used=self._retired, hold_without_key=False
+        )
 
     @property
     def ring(self) -> KeyRing:

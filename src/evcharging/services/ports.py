@@ -149,6 +149,11 @@ class Delivery(StrEnum):
     (re-sent until it is); `on_delivered` runs then.  A crash before that redelivers the batch,
     so the event is sent again by the (idempotent) handler: never lost, possibly twice."""
 
+    NOT_SENT_NO_KEY = "not sent: no key"
+    """Central's command to a CP that holds no key (never authenticated, or its keys revoked):
+    no Engine could open it, and sent later under a future key it would act on a stale order
+    (a CP stopped again after it came back). Said in the log; `on_delivered` does not run."""
+
 
 class Publisher(Protocol):
     async def publish(

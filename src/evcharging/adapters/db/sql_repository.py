@@ -31,7 +31,7 @@ from evcharging.domain.records import CPRecord, DriverRecord
 from evcharging.domain.session import EndReason, Session, SessionStatus
 from evcharging.services.audit import AuditEntry, AuditQuery
 from evcharging.services.cp_auth import KdfParams, Verifier, b64, unb64
-from evcharging.services.ports import RegistryChange, RegistryChangeKind
+from evcharging.services.ports import RegistryChange, RegistryChangeKind, StoredCpKey
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +204,7 @@ class SqlRepository:
             price_eur_per_kwh=Decimal(row["price_eur_per_kwh"]),
             admin_stopped=row["admin_state"] == "stopped",
             error_simulated=bool(row["error_simulated"]),
+            keys_revoked=bool(row["keys_revoked"]),
         )
 
     # --- drivers -----------------------------------------------------------------------
@@ -376,6 +377,53 @@ class SqlRepository:
             amount_eur=euros(from_cents(row["amount_cents"])),
             ended_at=_ts(row["ended_at"]),
             end_reason=None if row["end_reason"] is None else EndReason(row["end_reason"]),
+        )
+
+    # --- per-CP symmetric keys (sealed under Central's master key) ---------------------------
+
+    def next_key_version(self, cp_id: str) -> int:
+        with self._tx() as c:
+            found = c.execute(
+                "UPDATE charging_points SET key_version = key_version + 1 WHERE cp_id = ?",
+                (cp_id,),
+            ).rowcount
+            if not found:
+                raise LookupError(f"no CP {cp_id} to issue a key for")
+            row = c.execute(
+                "SELECT key_version FROM charging_points WHERE cp_id = ?", (cp_id,)
+            ).fetchone()
+        return int(row["key_version"])
+
+    def key_versions(self) -> dict[str, int]:
+        rows = self._db.execute(
+            "SELECT cp_id, key_version FROM charging_points WHERE key_version > 0"
+        ).fetchall()
+        return {r["cp_id"]: int(r["key_version"]) for r in rows}
+
+    def save_cp_key(self, cp_id: str, version: int, sealed: str) -> None:
+        self._db.execute(
+            "INSERT INTO cp_keys (cp_id, version, sealed_key, issued_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (cp_id, version) DO UPDATE SET sealed_key = excluded.sealed_key",
+            (cp_id, version, sealed, _now()),
+        )
+
+    def stored_cp_keys(self) -> list[StoredCpKey]:
+        rows = self._db.execute(
+            "SELECT cp_id, version, sealed_key FROM cp_keys ORDER BY cp_id, version"
+        ).fetchall()
+        return [StoredCpKey(r["cp_id"], int(r["version"]), r["sealed_key"]) for r in rows]
+
+    def delete_cp_keys(self, cp_id: str, versions: Sequence[int] | None = None) -> None:
+        if versions is None:
+            self._db.execute("DELETE FROM cp_keys WHERE cp_id = ?", (cp_id,))
+            return
+        with self._tx() as c:
+            for version in versions:
+                c.execute("DELETE FROM cp_keys WHERE cp_id = ? AND version = ?", (cp_id, version))
+
+    def set_keys_revoked(self, cp_id: str, revoked: bool) -> None:
+        self._db.execute(
+            "UPDATE charging_points SET keys_revoked = ? WHERE cp_id = ?", (int(revoked), cp_id)
         )
 
     # --- credentials (verifiers only) and the Registry's change feed -----------------------
