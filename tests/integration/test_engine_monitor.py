@@ -45,6 +45,7 @@ from evcharging.contracts.frames import Frame
 from evcharging.contracts.topics import CP_EVENTS
 from evcharging.services.audit import Audit, AuditQuery
 from evcharging.services.central import CentralService
+from evcharging.services.central_keys import CentralKeys
 from evcharging.services.cp_auth import (
     Challenge,
     Verifier,
@@ -58,6 +59,7 @@ from evcharging.services.cp_keys import (
     CpTopicCodec,
     Exchange,
     KeyRing,
+    MasterKey,
     grant_key,
     handover_unwrap,
     handover_wrap,
@@ -690,9 +692,11 @@ async def test_a_denied_cp_is_retried_slowly_and_the_engine_never_learns_its_id(
 
 @pytest.fixture
 async def real_central() -> AsyncIterator[tuple[MonitorServer, CentralService, SqliteRepository]]:
-    """A real Central's Monitor side: MonitorServer, CentralService and CPLogin on SQLite."""
+    """A real Central's Monitor side: MonitorServer, CentralService (with its per-CP keys) and
+    CPLogin on SQLite."""
     repo = a_repo()
-    service = CentralService(repo, RecordingPublisher(), heartbeat_timeout=3.0)
+    keys = CentralKeys(repo, MasterKey(MasterKey.generate()))
+    service = CentralService(repo, RecordingPublisher(), heartbeat_timeout=3.0, keys=keys)
     server = MonitorServer(service, LOCAL, 0, login=CPLogin(repo, Audit([repo])))
     await server.start()
     try:
@@ -726,6 +730,11 @@ async def test_a_registered_monitor_logs_in_and_only_then_the_engine_learns_its_
         await eventually(lambda: central.cp("CPR").state.value == "Activado", what="Activado")  # type: ignore[union-attr]
         await eventually(lambda: monitor.service.counts.hb_answered >= 2, what="heartbeats")
         assert auth_rows(repo) == [("auth.ok", "127.0.0.1", "proof accepted")]
+        assert central.keys is not None
+        held = central.keys.ring.current("CPR")  # the key Central issued at AUTH_OK...
+        assert held is not None
+        assert monitor.service.key == held  # ...opened by the Monitor...
+        await eventually(lambda: engine_link[1].keys == [held], what="...and handed to the Engine")
     finally:
         await monitor.stop()
 

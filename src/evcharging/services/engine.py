@@ -293,9 +293,9 @@ class EngineService:
             return Accepted()
         self._keys_revoked = True
         log.warning(
-            "cp=%s: Central revoked this CP's keys (per the Monitor): a running supply ends, "
-            "events wait for the next key",
+            "cp=%s: %s (Central revoked them): a running supply ends, events wait for the next key",
             cp_id,
+            KEYS_REVOKED_TEXT,
         )
         self._end(SupplyEndReason.KEYS_REVOKED)
         self._changed()
