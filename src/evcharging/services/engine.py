@@ -275,7 +275,7 @@ class EngineService:
         self.codec.guard.forget(cp_id, ring.install(key))
         if self._keys_revoked:
             self._keys_revoked = False
-            log.info("cp=%s: new key v%s from the Monitor: back in service", cp_id, version)
+            log.info("cp=%s: new key v%s from the Monitor (authenticated again)", cp_id, version)
         else:
             log.info("cp=%s: key v%s from the Monitor", cp_id, version)
         self._changed()
