@@ -107,6 +107,8 @@ CASES = [
     ("EV_CP_M", [*CP, "--register", *REGISTRY], {}, "--register needs --location and --price"),
     ("EV_CP_M", [*CP, "--register", "--deregister"], {}, "exclude each other"),
     ("EV_CP_M", CP, {"EV_CP_REGISTER": "sure"}, "EV_CP_REGISTER='sure'"),
+    ("EV_CP_M", [*CP, "--auto-reauth", "-5"], {}, "--auto-reauth='-5': must be 0 seconds or more"),
+    ("EV_CP_M", CP, {"EV_MONITOR_AUTO_REAUTH": "later"}, "EV_MONITOR_AUTO_REAUTH='later'"),
     # EV_Driver
     ("EV_Driver", ["nohostport", "D001"], {}, "KAFKA='nohostport': expected HOST:PORT"),
     ("EV_Driver", [KAFKA, "bad id"], {}, "DRIVER_ID='bad id': not an id"),

@@ -28,10 +28,11 @@ from evcharging.contracts.audit import AuditAction, Outcome
 from evcharging.contracts.sealed import is_sealed
 from evcharging.contracts.topics import CP_COMMANDS, CP_EVENTS
 from evcharging.services.audit import Audit, AuditEntry, AuditQuery
-from evcharging.services.central_keys import CentralKeys, KeyedPublisher
+from evcharging.services.central import CentralService
+from evcharging.services.central_keys import CentralKeys
 from evcharging.services.cp_keys import CpKey, CpTopicCodec, KeyRing, MasterKey, new_key
 from evcharging.services.ports import Delivery
-from tests.support.builders import a_cp, a_repo, unique
+from tests.support.builders import a_cp, a_driver, a_repo, unique
 from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(90)]
@@ -197,14 +198,16 @@ async def test_a_plain_record_and_one_for_a_cp_without_a_key_are_dropped_too(
 async def test_centrals_commands_are_sealed_on_the_wire_and_none_waits_for_a_missing_key(
     kafka_bootstrap: str,
 ) -> None:
-    """Central's publisher (the codec inside, `KeyedPublisher` around it, as EV_Central wires
-    them): a CP_STOP travels sealed with the CP's key; for a CP without one it is not sent, and
-    the caller does not wait (the bare publisher would, until the CP authenticated again)."""
-    cp_id, keyless = unique("CPK"), unique("CPN")
+    """Central's publisher as EV_Central wires it (its codec: `CentralKeys.codec`): a CP_STOP
+    travels sealed with the CP's key; a refusal to the CP menu of a CP whose keys were revoked
+    (which anyone can ask for on driver-events) is not sent and nothing waits for a key, so
+    Central's Kafka reader is not held up until that CP authenticates again."""
+    cp_id, revoked = unique("CPK"), unique("CPR")
     repo = a_repo()
     a_cp(repo, cp_id)
+    a_cp(repo, revoked)
+    a_driver(repo, "D1")
     keys = CentralKeys(repo, MasterKey(MasterKey.generate()))
-    key = keys.issue(cp_id)
     tp = TopicPartition(CP_COMMANDS.name, partition_for(cp_id, CP_COMMANDS.partitions))
     raw = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, enable_auto_commit=False)
     await raw.start()
@@ -214,10 +217,19 @@ async def test_centrals_commands_are_sealed_on_the_wire_and_none_waits_for_a_mis
         await raw.seek_to_end(tp)
         start = await raw.position(tp)
         await publisher.start()
-        gate = KeyedPublisher(publisher, keys)
+        central = CentralService(repo, publisher, keys=keys)
+        await central.load()
+        for cp in (cp_id, revoked):
+            assert (await central.monitor_auth(cp, object())).ok
+        key = await central.issue_key(cp_id)
+        await central.issue_key(revoked)
+        await central.revoke_keys(revoked)
+        ask = ev.AuthorizationRequest(driver_id="D1", cp_id=revoked, origin="cp")
+        await asyncio.wait_for(central.on_authorization_request(ask), 10)
         stop = ev.CpStop(cp_id=cp_id)
-        assert await gate.publish(stop) is Delivery.ACKED
-        assert await asyncio.wait_for(gate.publish(ev.CpStop(cp_id=keyless)), 5) is Delivery.NO_KEY
+        assert await publisher.publish(stop) is Delivery.ACKED
+        keyless = ev.CpStop(cp_id=revoked)
+        assert await asyncio.wait_for(publisher.publish(keyless), 5) is Delivery.NOT_SENT_NO_KEY
         raw.seek(tp, start)
 
         async def ours() -> list[bytes]:

@@ -16,10 +16,9 @@ from evcharging.domain.admin_rules import Conflict, UnknownCP
 from evcharging.domain.money import cost
 from evcharging.services.audit import AuditEntry, AuditQuery
 from evcharging.services.central import Answer, CentralService, Who
-from evcharging.services.central_keys import CentralKeys, KeyedPublisher
+from evcharging.services.central_keys import CentralKeys
 from evcharging.services.cp_auth import make_verifier, new_secret
 from evcharging.services.cp_keys import CpKey, CpTopicCodec, KeyRing, MasterKey, RecordRejected
-from evcharging.services.ports import Delivery
 from tests.support.builders import a_cp, a_driver, a_repo
 from tests.support.fakes import RecordingPublisher
 
@@ -824,48 +823,3 @@ async def test_a_restarted_central_opens_what_an_engine_sealed_with_the_key_issu
     assert after.keys.codec.decode("cp-events", engine.encode(reading)) == reading
     elsewhere = CentralKeys(repo, MasterKey(MasterKey.generate()))  # another master key
     assert elsewhere.load() == 0
-
-
-# --- Central's publisher: nothing waits for a CP's key ---------------------------------------
-
-
-class Refusing(RecordingPublisher):
-    """A publisher that would have to wait for a key: fails the test if asked to."""
-
-    def __init__(self, keys: CentralKeys) -> None:
-        super().__init__()
-        self.keys = keys
-
-    async def publish(self, event, *, on_delivered=None):  # type: ignore[no-untyped-def]
-        self.keys.codec.encode(event)  # KeyUnavailable: the real publisher would wait here
-        return await super().publish(event, on_delivered=on_delivered)
-
-
-async def test_a_command_for_a_cp_without_a_key_is_not_sent_and_nothing_waits(
-    repo, clock, caplog: pytest.LogCaptureFixture
-) -> None:
-    """A CP-menu request for a revoked CP (anyone can ask on driver-events) is refused without
-    waiting for a key: Central's Kafka reader must not stop until that CP authenticates."""
-    keys = CentralKeys(repo, MASTER)
-    inner = Refusing(keys)
-    times = iter([0.0, 1.0, 20.0])
-    gate = KeyedPublisher(inner, keys, clock=lambda: next(times))
-    central = CentralService(repo, gate, now=lambda: NOW, monotonic=clock, keys=keys)
-    await central.load()
-    token = await connect(central, "CP1")
-    await central.issue_key("CP1")
-    await central.revoke_keys("CP1")
-    ask = ev.AuthorizationRequest(driver_id="D1", cp_id="CP1", origin="cp")
-    await central.on_authorization_request(ask)
-    await central.on_authorization_request(ask.model_copy(update={"request_id": UUID(int=2)}))
-    assert not inner.of(ev.AuthorizationResponse)[-1].authorised  # the driver is told
-    assert inner.of(ev.RequestDenied) == []  # the Engine could not read it
-    assert await gate.publish(ev.CpResume(cp_id="CP1")) is Delivery.NO_KEY
-    said = [r.message for r in caplog.records if "holds no key" in r.message]
-    assert len(said) == 2  # once per CP per 10 s
-    assert "REQUEST_DENIED not sent" in said[0]
-    await central.monitor_auth("CP1", token)
-    key = await central.issue_key("CP1")
-    assert await gate.publish(ev.CpStop(cp_id="CP1")) is Delivery.ACKED
-    assert inner.of(ev.CpStop)[-1].cp_id == "CP1"
-    assert key.version == 2

@@ -64,7 +64,7 @@ from evcharging.contracts.topics import CP_EVENTS, DRIVER_EVENTS, base_of, set_n
 from evcharging.domain.throttle import FailureThrottle
 from evcharging.services.audit import Audit
 from evcharging.services.central import CentralService
-from evcharging.services.central_keys import CentralKeys, KeyedPublisher
+from evcharging.services.central_keys import CentralKeys
 from evcharging.services.cp_keys import MasterKey
 from evcharging.services.cp_login import UNKNOWN_ACTOR as UNKNOWN_CP
 from evcharging.services.cp_login import CPLogin
@@ -238,13 +238,10 @@ class CentralApp:
         log.info("audit log: the database and %s", cfg.audit_file)
         keys = CentralKeys(repo, master, encrypt=cfg.cp_encryption)
         log.info("CP keys: %d loaded from the database (sealed with the master key)", keys.load())
+        # a command for a CP without a key is not sent (nothing waits for one at Central)
         publisher = EventPublisher(cfg.kafka, "central", codec=keys.codec)
         service = CentralService(
-            repo,
-            KeyedPublisher(publisher, keys),  # a command for a CP without a key is not sent
-            heartbeat_timeout=cfg.heartbeat_timeout,
-            audit=audit,
-            keys=keys,
+            repo, publisher, heartbeat_timeout=cfg.heartbeat_timeout, audit=audit, keys=keys
         )
         rejected, failed = audit_consumer(audit)
         consumer = EventConsumer(

@@ -811,8 +811,8 @@ class CentralService:
         """A right PROOF was accepted (`monitor_auth`): the CP's fresh key, for the socket to
         wrap into AUTH_OK. A CP whose keys had been revoked is back in service (CP_RESUME is
         sealed with the new key, so its Engine reads it once its Monitor has handed it over); a
-        CP stopped by Central is told so again (CP_STOP), since a command sent while it held no
-        key was not sent (`central_keys.KeyedPublisher`)."""
+        CP stopped by Central is told so again (CP_STOP), since a command for a CP that holds no
+        key is not sent (`Delivery.NOT_SENT_NO_KEY`)."""
         assert self.keys is not None, "issue_key needs CentralKeys"
         key = self.keys.issue(cp_id)
         self.audit.record(

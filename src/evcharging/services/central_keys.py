@@ -5,24 +5,16 @@ Why a service of its own: `CentralService` decides *when* (a right PROOF, an ope
 sealed under the master key before it is stored, the ring the Kafka codec reads, and the rows of
 keys retired by use or revoked deleted.  Nothing here logs or returns a key in clear except to
 the socket's grant (`cp_keys.grant_key`), which wraps it at once.
-
-`KeyedPublisher` is Central's way out to Kafka: a command for a CP that holds no key is not sent
-(nothing waits for a key at Central: a refusal for a revoked CP's menu must not hold up Central's
-Kafka reader, nor an admin's "stop" a request).
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from evcharging.contracts.events import Event
-from evcharging.contracts.sealed import SEALED_TOPICS
 from evcharging.services.cp_keys import CpKey, CpTopicCodec, KeyRing, MasterKey, new_key
-from evcharging.services.ports import Delivery, Publisher, StoredCpKey
+from evcharging.services.ports import StoredCpKey
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +44,9 @@ class CentralKeys:
         self._store = store
         self._master = master
         self._issued: dict[str, int] = {}
-        self.codec = CpTopicCodec(KeyRing(), encrypt=encrypt, on_used=self._retired)
+        self.codec = CpTopicCodec(
+            KeyRing(), encrypt=encrypt, on_used=self._retired, hold_without_key=False
+        )
 
     @property
     def ring(self) -> KeyRing:
@@ -115,58 +109,3 @@ class CentralKeys:
         if retired:
             self._store.delete_cp_keys(cp_id, retired)
             log.info("cp=%s: key v%d in use; older keys %s deleted", cp_id, version, retired)
-
-
-QUIET_FOR = 10.0  # seconds: a CP's unsent commands are logged once per this
-MAX_REMEMBERED = 4096  # CPs whose last such log line is remembered
-
-
-class KeyedPublisher:
-    """Central's publisher: the one it wraps, except for an event on a sealed topic (a command
-    to an Engine) for a CP that holds no key (revoked, or never issued): that one is not sent
-    (`Delivery.NO_KEY`) and said in the log, at most once per CP per `QUIET_FOR` seconds.
-
-    Why not wait for the key, as an Engine's outbox does: Central sends such commands from its
-    Kafka reader (a refusal to a CP's menu request, which anybody can ask for on driver-events)
-    and from an admin's request; waiting would hold them up until the CP authenticates again.
-    Nothing is lost that matters: no Engine could read it, and a CP that authenticates again is
-    told where it stands (`CentralService.issue_key`: CP_RESUME, or CP_STOP if stopped)."""
-
-    def __init__(
-        self, inner: Publisher, keys: CentralKeys, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.inner = inner
-        self._keys = keys
-        self._clock = clock
-        self._said: dict[str, float] = {}  # CP -> when its unsent commands were last logged
-
-    async def publish(
-        self, event: Event, *, on_delivered: Callable[[], None] | None = None
-    ) -> Delivery:
-        if self._unreadable(event):
-            return Delivery.NO_KEY
-        return await self.inner.publish(event, on_delivered=on_delivered)
-
-    async def publish_soon(self, event: Event) -> None:
-        if not self._unreadable(event):
-            await self.inner.publish_soon(event)
-
-    def _unreadable(self, event: Event) -> bool:
-        keys = self._keys
-        if not keys.encrypt or event.TOPIC.base not in SEALED_TOPICS:
-            return False
-        cp_id = event.key()
-        if keys.ring.current(cp_id) is not None:
-            return False
-        now = self._clock()
-        if now >= self._said.get(cp_id, float("-inf")) + QUIET_FOR:
-            if len(self._said) >= MAX_REMEMBERED:  # ids from a flood of requests: forget them
-                self._said.clear()
-            self._said[cp_id] = now
-            log.info(
-                "cp=%s holds no key: %s not sent (its Engine could not read it; the CP is told "
-                "where it stands when its Monitor authenticates again)",
-                cp_id,
-                event.event_type,
-            )
-        return True

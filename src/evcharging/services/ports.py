@@ -149,17 +149,17 @@ class Delivery(StrEnum):
     (re-sent until it is); `on_delivered` runs then.  A crash before that redelivers the batch,
     so the event is sent again by the (idempotent) handler: never lost, possibly twice."""
 
-    NO_KEY = "not sent: the CP holds no key"
-    """Central only (`central_keys.KeyedPublisher`): a command for a CP whose keys were revoked
-    or never issued is not sent, since no Engine could read it; nothing waits for a key."""
+    NOT_SENT_NO_KEY = "not sent: no key"
+    """Central's command to a CP that holds no key (never authenticated, or its keys revoked):
+    no Engine could open it, and sent later under a future key it would act on a stale order
+    (a CP stopped again after it came back). Said in the log; `on_delivered` does not run."""
 
 
 class Publisher(Protocol):
     async def publish(
         self, event: Event, *, on_delivered: Callable[[], None] | None = None
     ) -> Delivery:
-        """Never drops the event (but see `Delivery.NO_KEY`); the answer says what is true on
-        return.
+        """Never drops the event; the answer says what is true on return.
 
         `Delivery.ACKED` everywhere, except in the task that handles a consumed batch inside
         `acks_before_commit()`, where it is `Delivery.QUEUED_UNTIL_BATCH_COMMIT` (a burst costs
@@ -223,6 +223,18 @@ class EngineControls(Protocol):
     def set_cp_id(self, cp_id: str) -> EngineOutcome: ...
     def set_central(self, up: bool) -> None: ...
     def monitor_disconnected(self) -> None: ...
+
+    def key_exchange(self, monitor_public: str) -> str | EngineRefusal:
+        """KEYX: a fresh exchange for the next KEY; the Engine's public key (b64)."""
+        ...
+
+    def install_key(self, cp_id: str, version: int, wrapped: str) -> EngineOutcome:
+        """KEY: the CP's key, wrapped for the last KEYX's exchange (used once)."""
+        ...
+
+    def drop_keys(self, cp_id: str) -> EngineOutcome:
+        """KEY_DROP: Central revoked the CP's keys."""
+        ...
 
 
 # --- the Driver -------------------------------------------------------------------------------

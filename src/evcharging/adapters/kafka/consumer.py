@@ -355,6 +355,9 @@ class EventConsumer:
             waits = exc.kind in (RejectKind.UNKNOWN_KEY, RejectKind.NO_KEY)
             if not (waits and self._await_keys > 0 and cp_id and version is not None):
                 raise
+            held = codec.ring.current(cp_id)
+            if held is not None and version < held.version:
+                raise  # older than the key held: it will never be handed over
             log.info(
                 "%s: record sealed with key v%s of %s, not held yet: waiting up to %g s",
                 tp.topic,

@@ -160,6 +160,13 @@ class EventPublisher:
         is dropped. `on_delivered` runs after the ack."""
         if event.source == "unknown":
             event = event.model_copy(update={"source": self.source})
+        if self.codec is not None and self.codec.not_to_send(event):
+            log.warning(
+                "%s for CP %s not sent: it holds no key (not authenticated)",
+                event.event_type,
+                event.key(),
+            )
+            return Delivery.NOT_SENT_NO_KEY
         acks = _batch_acks_here()
         if acks is not None and self._producer is not None and self._ready.is_set():
             try:
@@ -209,6 +216,13 @@ class EventPublisher:
                 await (await self._send(event))
             except KeyUnavailable:
                 assert self.codec is not None
+                if not self.codec.hold_without_key:  # revoked between two attempts
+                    log.warning(
+                        "%s for CP %s dropped: its keys were revoked before it was sent",
+                        event.event_type,
+                        event.key(),
+                    )
+                    return
                 log.info("%s for %s waits for the CP's key", event.event_type, event.key())
                 await self.codec.key_for(event)
             except KafkaError as exc:
