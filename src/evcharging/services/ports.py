@@ -224,6 +224,18 @@ class EngineControls(Protocol):
     def set_central(self, up: bool) -> None: ...
     def monitor_disconnected(self) -> None: ...
 
+    def key_exchange(self, monitor_public: str) -> str | EngineRefusal:
+        """KEYX: a fresh exchange for the next KEY; the Engine's public key (b64)."""
+        ...
+
+    def install_key(self, cp_id: str, version: int, wrapped: str) -> EngineOutcome:
+        """KEY: the CP's key, wrapped for the last KEYX's exchange (used once)."""
+        ...
+
+    def drop_keys(self, cp_id: str) -> EngineOutcome:
+        """KEY_DROP: Central revoked the CP's keys."""
+        ...
+
 
 # --- the Driver -------------------------------------------------------------------------------
 
