@@ -118,3 +118,17 @@ def test_panel_is_whole_and_clean_at_80x24_and_after_a_resize_to_150x45(network:
         )
         assert "Out of Order" in screen
         assert_whole_and_clean(term, 45)
+
+        # "restaurar claves" typed at Central's terminal, for the CP whose Monitor is connected
+        term.type("revoke ALC01\r")
+        term.wait_until(
+            lambda s: (
+                s.endswith(
+                    "CP ALC01 keys revoked: out of service until its Monitor authenticates again"
+                )
+                and "0.35 €/kWh  keys revoked" in s
+            ),
+            "the answer on the last line, ALC01's tile with its keys revoked",
+        )
+        assert network.cp("ALC01")["stop_reason"] == "stopped by Central; keys revoked"
+        assert_whole_and_clean(term, 45)
