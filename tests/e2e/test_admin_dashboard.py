@@ -426,6 +426,7 @@ def test_revoke_keys_from_the_page_shows_parado_keys_revoked_and_the_audit_row(
     )
 
     took = click_to_dom(page, "revoke-ALC01", "ALC01", "Parado", "confirm-yes")
+    print(f"\nrevoke keys: click -> the tile shows Parado in {took:.0f} ms")
     assert took < 1000, f"the tile showed Parado {took:.0f} ms after the click"
     expect(page.get_by_test_id("tile-ALC01-stop-reason")).to_have_text(
         "Out of service: keys revoked", timeout=1000
