@@ -475,11 +475,6 @@ async def test_a_central_without_keys_refuses_key_actions_with_a_reason(
     assert central.cp("CP1").state.value == "Desconectado"  # type: ignore[union-attr]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="CentralService must pass its key state to cp_view (services/central.py: "
-    "cp_view(cp, self.keys.state(cp.cp_id)) where it builds views); see the key-admin report",
-)
 async def test_views_show_the_version_of_the_key_in_use(
     client: httpx.AsyncClient, central: CentralService
 ) -> None:

@@ -151,11 +151,11 @@ class CentralService:
 
     def cps(self) -> list[CPView]:
         """Every CP, in the order Central loaded or registered them."""
-        return [cp_view(cp) for cp in self._cps.values()]
+        return [self._view(cp) for cp in self._cps.values()]
 
     def cp(self, cp_id: str) -> CPView | None:
         cp = self._cps.get(cp_id)
-        return None if cp is None else cp_view(cp)
+        return None if cp is None else self._view(cp)
 
     def requests(self) -> list[RequestView]:
         """The ongoing driver requests, oldest first."""
@@ -192,6 +192,10 @@ class CentralService:
         """`listener` is called, synchronously and in the service's thread, with every change."""
         self._listeners.append(listener)
 
+    def _view(self, cp: LiveCP) -> CPView:
+        """The CP as every surface shows it, with the state of its keys (never the keys)."""
+        return cp_view(cp, None if self.keys is None else self.keys.state(cp.cp_id))
+
     def _emit(self, change: CentralChange) -> None:
         for listener in self._listeners:
             listener(change)
@@ -204,7 +208,7 @@ class CentralService:
         self._emit(MessageAdded(message))
 
     async def _changed(self, cp: LiveCP) -> CPView:
-        view = cp_view(cp)
+        view = self._view(cp)
         if cp.state is not cp.audited:
             was, cp.audited = cp.audited, cp.state
             self.audit.record(
@@ -669,7 +673,7 @@ class CentralService:
         self._attach(cp, session)
         cp.kw = ev.kw
         self._unsaved[session.session_id] = session
-        self._emit(CPChanged(cp_view(cp)))
+        self._emit(CPChanged(self._view(cp)))
         await self.publisher.publish_soon(
             ChargingProgress(
                 driver_id=session.driver_id,
