@@ -50,6 +50,13 @@ class _Tally:
 
 
 async def run(ctx: Context, params: AuthParams) -> dict[str, Any]:
+    results, _ = await measure(ctx, params)
+    write_result("auth", {**asdict(params), "encryption": ctx.mode}, results)
+    return results
+
+
+async def measure(ctx: Context, params: AuthParams) -> tuple[dict[str, Any], list[float]]:
+    """One run against a fresh Central: its figures, and every request's latency (seconds)."""
     net = Network("AU", params.cps)
     async with running_central(ctx, net, "auth") as central, connected_cps(ctx, central, net):
         inbox = DriverInbox(ctx.kafka)
@@ -82,9 +89,9 @@ async def run(ctx: Context, params: AuthParams) -> dict[str, Any]:
             "central_rss_mb": round(rss_kb(central.pid) / 1024, 1),
             **usage,
             "central_log": central.log_counts(),
+            "encryption": ctx.mode,
         }
-    write_result("auth", asdict(params), results)
-    return results
+    return results, tally.latencies
 
 
 async def _rounds(

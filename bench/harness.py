@@ -328,15 +328,26 @@ def issue_credentials(db: Path, net: Network) -> str:
     return BENCH_SECRET
 
 
-def start_central(kafka: str, workdir: Path, seed: Path, name: str, group: str) -> Central:
-    workdir.mkdir(parents=True, exist_ok=True)
-    port, http_port = free_port(), free_port()
+def central_argv(
+    kafka: str,
+    db: Path,
+    seed: Path,
+    group: str,
+    ports: tuple[int, int],
+    *,
+    encryption: bool = True,
+) -> list[str]:
+    """EV_Central's command line for a run. `encryption=False`: `--cp-encryption off`, the
+    comparison mode of issue 14 (AUTH_OK without a key, plain records on cp-events and
+    cp-commands); the load generator mirrors it. On, Central's master key file is its default
+    (`.evcharging/central-master.key` in the work folder, made at first start)."""
+    port, http_port = ports
     argv = [
         str(BIN / "EV_Central"),
         str(port),
         kafka,
         "--db",
-        str(workdir / f"{name}.db"),
+        str(db),
         "--http-port",
         str(http_port),
         "--http-host",
@@ -352,6 +363,18 @@ def start_central(kafka: str, workdir: Path, seed: Path, name: str, group: str) 
         "--group-id",
         group,
     ]
+    if not encryption:
+        argv += ["--cp-encryption", "off"]
+    return argv
+
+
+def start_central(
+    kafka: str, workdir: Path, seed: Path, name: str, group: str, *, encryption: bool = True
+) -> Central:
+    workdir.mkdir(parents=True, exist_ok=True)
+    port, http_port = free_port(), free_port()
+    db = workdir / f"{name}.db"
+    argv = central_argv(kafka, db, seed, group, (port, http_port), encryption=encryption)
     log_path = workdir / f"{name}-central.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "EV_LOG_LEVEL": "INFO"}
     with log_path.open("ab") as out:
