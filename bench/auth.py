@@ -55,10 +55,13 @@ async def run(ctx: Context, params: AuthParams) -> dict[str, Any]:
     return results
 
 
-async def measure(ctx: Context, params: AuthParams) -> tuple[dict[str, Any], list[float]]:
-    """One run against a fresh Central: its figures, and every request's latency (seconds)."""
+async def measure(
+    ctx: Context, params: AuthParams, name: str = "auth"
+) -> tuple[dict[str, Any], list[float]]:
+    """One run against a fresh Central (database and log `name`): its figures, and every
+    request's latency (seconds)."""
     net = Network("AU", params.cps)
-    async with running_central(ctx, net, "auth") as central, connected_cps(ctx, central, net):
+    async with running_central(ctx, net, name) as central, connected_cps(ctx, central, net):
         inbox = DriverInbox(ctx.kafka)
         publisher = EventPublisher(ctx.kafka, "bench-drivers")
         await inbox.start()

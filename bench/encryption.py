@@ -63,7 +63,9 @@ async def auth_sitting(
         log.info("authorisation, encryption %s, run %d of %d", mode, attempt, repeat)
         date = utc_now()
         try:
-            figures, seen = await auth.measure(with_mode(ctx, mode), params)
+            figures, seen = await auth.measure(
+                with_mode(ctx, mode), params, f"auth-{mode}-{attempt}"
+            )
         except (RuntimeError, TimeoutError, OSError) as exc:
             log.exception("authorisation run (encryption %s) could not be measured", mode)
             runs.append({"mode": mode, "attempt": attempt, "date": date, "error": f"{exc!r}"[:300]})
@@ -111,7 +113,7 @@ async def holds_sitting(
                 continue
             log.info("holds: N=%d, encryption %s, run %d of %d", n, mode, attempt, repeat)
             try:
-                run = await scale.measure(with_mode(ctx, mode), n, params)
+                run = await scale.measure(with_mode(ctx, mode), n, params, f"-{mode}-{attempt}")
             except (RuntimeError, TimeoutError, OSError) as exc:
                 log.exception("holds: N=%d (encryption %s) could not be measured", n, mode)
                 run = scale.Run(n, command_line(), failures=[f"not measured: {exc!r}"[:300]])

@@ -177,12 +177,13 @@ def log_run(run: Run) -> None:
     )
 
 
-async def measure(ctx: Context, n: int, params: ScaleParams) -> Run:
+async def measure(ctx: Context, n: int, params: ScaleParams, tag: str = "") -> Run:
+    """One run at N against a fresh Central (its database and log named `scale-N` + `tag`)."""
     run = Run(n, command_line())
     run.figures["encryption"] = ctx.mode
     net = Network("SC", n)
     log.info("scale N=%d: starting Central", n)
-    async with running_central(ctx, net, f"scale-{n}") as central:
+    async with running_central(ctx, net, f"scale-{n}{tag}") as central:
         run.figures["central_start_s"] = round(time.monotonic() - central.started_at, 1)
         await asyncio.sleep(1.0)
         run.figures["central_rss_loaded_mb"] = round(rss_kb(central.pid) / 1024, 1)
