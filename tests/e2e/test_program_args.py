@@ -4,13 +4,16 @@ dump, no traceback). Nothing here needs Kafka: each program stops before it star
 
 from __future__ import annotations
 
+import base64
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support.ports import free_port
 from tests.support.processes import Proc, run_to_end
 
 pytestmark = pytest.mark.e2e
@@ -104,6 +107,8 @@ CASES = [
     ("EV_CP_M", [*CP, "--register", *REGISTRY], {}, "--register needs --location and --price"),
     ("EV_CP_M", [*CP, "--register", "--deregister"], {}, "exclude each other"),
     ("EV_CP_M", CP, {"EV_CP_REGISTER": "sure"}, "EV_CP_REGISTER='sure'"),
+    ("EV_CP_M", [*CP, "--auto-reauth", "-5"], {}, "--auto-reauth='-5': must be 0 seconds or more"),
+    ("EV_CP_M", CP, {"EV_MONITOR_AUTO_REAUTH": "later"}, "EV_MONITOR_AUTO_REAUTH='later'"),
     # EV_Driver
     ("EV_Driver", ["nohostport", "D001"], {}, "KAFKA='nohostport': expected HOST:PORT"),
     ("EV_Driver", [KAFKA, "bad id"], {}, "DRIVER_ID='bad id': not an id"),
@@ -210,3 +215,53 @@ def test_a_monitor_deregistering_without_credentials_fails_in_one_line(tmp_path:
     assert lines[0].endswith(
         "cp=CP01: cannot deregister: not registered: no credentials in .evcharging/cp-CP01.json"
     )
+
+
+def test_a_central_master_key_file_others_can_read_is_refused(tmp_path: Path) -> None:
+    key = tmp_path / ".evcharging" / "central-master.key"  # the default path, from the folder
+    key.parent.mkdir()
+    key.write_text(base64.b64encode(bytes(range(32))).decode() + "\n")
+    key.chmod(0o640)
+
+    done = run(tmp_path, ["EV_Central", "7000", KAFKA], {})
+
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.endswith(
+        "EV_Central ERROR evcharging.central: .evcharging/central-master.key is readable by "
+        "other users (mode 640); chmod 600 it"
+    )
+    assert base64.b64encode(bytes(range(32))).decode() not in done.stderr + done.stdout
+
+
+def test_central_makes_its_master_key_once_and_warns_when_cp_messages_go_unencrypted(
+    tmp_path: Path,
+) -> None:
+    """First start: the master key is made, mode 0600, where --master-key says, and never
+    shown; with --cp-encryption off the comparison mode is said once, as a warning."""
+    key = tmp_path / "state" / "master.key"
+    log = tmp_path / "central.log"
+    argv = [str(free_port()), KAFKA, "--http-port", str(free_port()), "--ui", "plain"]
+    argv += ["--master-key", str(key), "--cp-encryption", "off", "--http-host", "127.0.0.1"]
+    with log.open("wb") as out:
+        popen = subprocess.Popen(
+            [str(BIN / "EV_Central"), *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            env=clean_env(PYTHONUNBUFFERED="1"),
+        )
+    central = Proc("central", popen, log)
+    try:
+        central.wait_for("CP keys: 0 loaded", timeout=30)
+    finally:
+        central.terminate()
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    output = central.output()
+    warnings = [line for line in output.splitlines() if "unencrypted" in line]
+    assert len(warnings) == 1, output
+    assert "WARNING" in warnings[0]
+    assert warnings[0].endswith("CP messages travel unencrypted: benchmark comparison only")
+    assert key.read_text().strip() not in output

@@ -22,6 +22,8 @@ from evcharging.contracts.topics import CP_EVENTS, DRIVER_EVENTS
 from evcharging.domain.money import cost
 from evcharging.ops import kafka_broker
 from evcharging.services.cp_auth import Prover, new_nonce
+from evcharging.services.cp_keys import CpKey, CpTopicCodec, Exchange, KeyRing
+from tests.support.cp_keys import held_keys, sealed_with, sealed_with_raw
 from tests.support.credentials import provision
 from tests.support.processes import SAMPLE, Network, wait_until
 
@@ -304,6 +306,16 @@ async def _produce(kafka: str, messages: list[tuple[str, str, bytes]]) -> None:
         await producer.stop()
 
 
+def _opened(key: CpKey, value: bytes) -> ev.Event:
+    codec = CpTopicCodec(KeyRing())
+    codec.ring.install(key)
+    return codec.open("cp-events", value)[0]
+
+
+def _is_end(key: CpKey, value: bytes) -> bool:
+    return isinstance(_opened(key, value), ev.SupplyEnded)
+
+
 def test_duplicated_events_never_change_a_balance_twice(network: Network) -> None:
     net = network
     net.central()
@@ -315,18 +327,25 @@ def test_duplicated_events_never_change_a_balance_twice(network: Network) -> Non
     second.send("s")
     second.wait_for("TICKET driver=D002 cp=VLC01")
     before = {d: net.balance(d) for d in ("D001", "D002")}
-    cp_events = asyncio.run(_read_key(net.kafka, CP_EVENTS, "ALC01"))
+    assert net.db_path is not None
+    key = held_keys(net.workdir, net.db_path)["ALC01"]  # records on cp-events are sealed
+    sealed_ends = [
+        m for m in asyncio.run(_read_key(net.kafka, CP_EVENTS, "ALC01")) if _is_end(key, m)
+    ]
     stops = [
         m
         for m in asyncio.run(_read_key(net.kafka, DRIVER_EVENTS, "D002"))
         if b"charging_stopped" in m
     ]
-    ends = [m for m in cp_events if b"SUPPLY_ENDED" in m]
-    assert ends
+    assert sealed_ends
     assert stops
-    # The same events again (same event_id), and the same unplug / stop sent anew (new event_id).
+    ends = [_opened(key, m).to_bytes() for m in sealed_ends]
+    # The same events again: the very records (refused as replays), the same events sealed anew
+    # with the CP's key (same event_id: for the idempotent handlers), and the same unplug / stop
+    # sent anew (new event_id).
     fresh = [json.dumps({**json.loads(m), "event_id": str(uuid4())}).encode() for m in ends + stops]
-    injected = [(CP_EVENTS.name, "ALC01", m) for m in ends * 2 + fresh[: len(ends)]]
+    resealed = [sealed_with(ev.parse_event(m), key) for m in ends * 2 + fresh[: len(ends)]]
+    injected = [(CP_EVENTS.name, "ALC01", m) for m in sealed_ends + resealed]
     injected += [(DRIVER_EVENTS.name, "D002", m) for m in stops * 2 + fresh[len(ends) :]]
     asyncio.run(_produce(net.kafka, injected))
     marker = net.driver("D003", "--cp", "NOPE", name="marker")  # handled after the duplicates
@@ -401,6 +420,17 @@ def test_garbage_on_every_input_is_logged_and_changes_nothing(network: Network) 
         ),
         (CP_EVENTS.name, "ALC01", b"\xff\xfe binary"),
     ]
+    assert net.db_path is not None
+    key = held_keys(net.workdir, net.db_path)["ALC01"]
+    garbage = [  # what a CP's own key seals is opened, then judged like any event
+        (
+            topic,
+            cp,
+            sealed_with_raw(value, key) if topic == CP_EVENTS.name and cp == "ALC01" else value,
+        )
+        for topic, cp, value in garbage
+    ]
+    garbage.append((CP_EVENTS.name, "ALC01", json.dumps({**telemetry, "energy_kwh": "1"}).encode()))
     asyncio.run(_produce(net.kafka, garbage))
     with socket.create_connection(("127.0.0.1", net.central_port), timeout=5) as s:
         s.sendall(b"hello there\r\n")
@@ -419,15 +449,17 @@ def test_garbage_on_every_input_is_logged_and_changes_nothing(network: Network) 
     secret = provision(net.db_path, net.workdir, "ALC01").secret  # ALC01's own (its file kept)
     with socket.create_connection(("127.0.0.1", net.central_port), timeout=5) as s:
         client_nonce = new_nonce()  # the right secret, while ALC01's real Monitor is connected
-        challenge = ask(s, "AUTH", "ALC01", "OK", "", client_nonce)
+        exchange = Exchange().public
+        challenge = ask(s, "AUTH", "ALC01", "OK", "", client_nonce, exchange)
         assert challenge.opcode == "CHALLENGE", challenge
-        proof, _, _ = Prover("ALC01", secret).answer(client_nonce, *challenge.fields)
+        proof, _, _ = Prover("ALC01", secret).answer(client_nonce, *challenge.fields, exchange)
         answer = ask(s, "PROOF", "ALC01", proof)
         assert answer == Frame("AUTH_DENIED", ("CP already connected from another Monitor",))
     central.wait_for("not valid JSON")
     central.wait_for("unknown event_type 'FLY_TO_MOON'")
     central.wait_for("greater than or equal to 0")
     central.wait_for("less than or equal to 1000")
+    central.wait_for("dropped: not encrypted")
     assert net.cp("ALC01")["state"] == "Activado"  # the forged FAULT changed nothing
     driver = net.driver("D001", "--cp", "ALC01")  # and the network still works
     driver.wait_for("TICKET driver=D001 cp=ALC01")

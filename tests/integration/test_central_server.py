@@ -1,10 +1,11 @@
-"""Central's Monitor server over real loopback TCP, with a real CentralService and CPLogin behind
-it: the SCRAM exchange (AUTH, CHALLENGE, PROOF, AUTH_OK), its refusals and audit rows, then the
-heartbeat protocol."""
+"""Central's Monitor server over real loopback TCP, with a real CentralService, CentralKeys and
+CPLogin behind it: the SCRAM exchange (AUTH, CHALLENGE, PROOF, AUTH_OK) with the CP key's grant,
+its refusals and audit rows, then the heartbeat protocol and its key notices."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -17,11 +18,14 @@ from evcharging.contracts.frames import ACK, NACK, Frame, FrameDecoder, encode
 from evcharging.domain.throttle import FailureThrottle
 from evcharging.services.audit import Audit, AuditEntry, AuditQuery
 from evcharging.services.central import CentralService
+from evcharging.services.central_keys import CentralKeys
 from evcharging.services.cp_auth import Prover, b64, new_nonce, signature_matches, unb64
+from evcharging.services.cp_keys import CpKey, Exchange, KeyGrant, MasterKey, open_grant
 from evcharging.services.cp_login import CPLogin
 from tests.support.builders import a_cp, a_driver, a_repo
 from tests.support.cp_credentials import enrol
 from tests.support.fakes import RecordingPublisher
+from tests.support.relay import relay_to
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(30)
@@ -48,6 +52,7 @@ class Monitor:
         self.reader, self.writer = reader, writer
         self.decoder = FrameDecoder()
         self.capture = bytearray()
+        self.key: CpKey | None = None  # the CP key the last AUTH_OK handed over
 
     def write(self, data: bytes) -> None:
         self.capture += data
@@ -75,19 +80,41 @@ class Monitor:
             self.write(bytes((ACK,)))
         return answer
 
-    async def login(self, cp_id: str, secret: str, *health: str) -> Frame:
-        """The Monitor's half of the exchange; AUTH_OK only if Central's signature is right."""
+    async def login(
+        self, cp_id: str, secret: str, *health: str, exchange: bool = True, grant: bool = True
+    ) -> Frame:
+        """The Monitor's half of the exchange; AUTH_OK only if Central's signature is right and
+        (`grant`) it hands over a CP key that opens (`open_grant`, kept in `self.key`); without
+        `grant`, issue 13's AUTH_OK#cp#signature (Central in comparison mode)."""
         state, reason = health or ("OK", "")
         client_nonce = new_nonce()
-        challenge = await self.ask("AUTH", cp_id, state, reason, client_nonce)
+        mine = Exchange()
+        public = mine.public if exchange else None
+        auth = ("AUTH", cp_id, state, reason, client_nonce) + ((public,) if public else ())
+        challenge = await self.ask(*auth)
         if challenge.opcode != "CHALLENGE":
             return challenge
-        proof, message, keys = Prover(cp_id, secret).answer(client_nonce, *challenge.fields)
+        proof, message, keys = Prover(cp_id, secret).answer(
+            client_nonce, *challenge.fields, exchange=public or ""
+        )
         self.last_proof = proof
         answer = await self.ask("PROOF", cp_id, proof)
-        if answer.opcode == "AUTH_OK":
-            assert answer.fields[0] == cp_id
+        if answer.opcode != "AUTH_OK":
+            return answer
+        assert answer.fields[0] == cp_id
+        if not grant:
+            assert len(answer.fields) == 2, answer
             assert signature_matches(keys, message, unb64(answer.fields[1])), "not Central"
+            return answer
+        assert len(answer.fields) == 5, answer
+        self.key = open_grant(  # raises GrantError: not Central's signature, or altered
+            cp_id,
+            KeyGrant(*answer.fields[1:]),
+            exchange=mine,
+            auth_message=message,
+            client_key=keys.client_key,
+            server_key=keys.server_key,
+        )
         return answer
 
     async def closed_by_central(self) -> bool:
@@ -114,8 +141,19 @@ def repo() -> SqliteRepository:
 
 
 @pytest.fixture
-async def central(repo: SqliteRepository) -> CentralService:
-    service = CentralService(repo, RecordingPublisher(), heartbeat_timeout=0.6)
+def encrypt() -> bool:
+    """Central's mode: True as EV_Central runs; False is `--cp-encryption off` (the bench's)."""
+    return True
+
+
+@pytest.fixture
+def keys(repo: SqliteRepository, encrypt: bool) -> CentralKeys:
+    return CentralKeys(repo, MasterKey(MasterKey.generate()), encrypt=encrypt)
+
+
+@pytest.fixture
+async def central(repo: SqliteRepository, keys: CentralKeys) -> CentralService:
+    service = CentralService(repo, RecordingPublisher(), heartbeat_timeout=0.6, keys=keys)
     await service.load()
     return service
 
@@ -193,7 +231,7 @@ async def test_the_challenge_carries_the_verifier_cost_and_extends_our_nonce(
     monitor: Monitor, repo: SqliteRepository
 ) -> None:
     client_nonce = new_nonce()
-    challenge = await monitor.ask("AUTH", "CP1", "OK", "", client_nonce)
+    challenge = await monitor.ask("AUTH", "CP1", "OK", "", client_nonce, Exchange().public)
     assert challenge.opcode == "CHALLENGE"
     salt, n, r, p, nonce = challenge.fields
     kdf = repo.get_verifier("CP1").kdf  # type: ignore[union-attr]
@@ -241,9 +279,11 @@ async def test_a_proof_is_taken_only_as_the_answer_to_this_links_challenge(
     refused = Frame("AUTH_DENIED", ("PROOF without a CHALLENGE for this CP on this link",))
     assert await monitor.ask("PROOF", "CP1", "A" * 43) == refused
     assert await monitor.ask("PROOF") == refused
-    client_nonce = new_nonce()
-    challenge = await monitor.ask("AUTH", "CP1", "OK", "", client_nonce)
-    proof, _, _ = Prover("CP1", SECRETS["CP1"]).answer(client_nonce, *challenge.fields)
+    client_nonce, exchange = new_nonce(), Exchange().public
+    challenge = await monitor.ask("AUTH", "CP1", "OK", "", client_nonce, exchange)
+    proof, _, _ = Prover("CP1", SECRETS["CP1"]).answer(
+        client_nonce, *challenge.fields, exchange=exchange
+    )
     assert await monitor.ask("PROOF", "CP2", proof) == refused  # not the CP challenged
     assert await monitor.ask("PROOF", "CP1", proof) == refused  # the challenge was spent
     assert [r.action for r in audit(repo)] == [AuditAction.AUTH_FAILED] * 4
@@ -260,7 +300,7 @@ async def test_a_captured_proof_replayed_on_a_new_link_fails(
     await eventually(lambda: state(central, "CP1") == "Desconectado", what="first link gone")
 
     attacker = await connect()
-    challenge = await attacker.ask("AUTH", "CP1", "OK", "", new_nonce())
+    challenge = await attacker.ask("AUTH", "CP1", "OK", "", new_nonce(), Exchange().public)
     assert challenge.opcode == "CHALLENGE"
     assert await attacker.ask("PROOF", "CP1", first.last_proof) == Frame(
         "AUTH_DENIED", ("wrong credentials",)
@@ -279,19 +319,20 @@ async def test_a_second_monitor_with_the_right_secret_is_refused_while_the_first
     )
     assert [r.action for r in audit(repo)] == [
         AuditAction.AUTH_OK,
+        AuditAction.KEY_ISSUED,
         AuditAction.AUTH_OK,  # the proof was right ...
-        AuditAction.AUTH_FAILED,  # ... but the CP is taken
+        AuditAction.AUTH_FAILED,  # ... but the CP is taken (and given no key)
     ]
 
 
 async def test_malformed_auth_is_refused(monitor: Monitor, repo: SqliteRepository) -> None:
-    assert await monitor.ask("AUTH", "CP1", "OK", "") == Frame(
-        "AUTH_DENIED", ("malformed AUTH: expected cp_id, engine_state, reason, client_nonce",)
+    malformed = Frame(
+        "AUTH_DENIED",
+        ("malformed AUTH: expected cp_id, engine_state, reason, client_nonce, exchange",),
     )
-    assert await monitor.ask("AUTH") == Frame(
-        "AUTH_DENIED", ("malformed AUTH: expected cp_id, engine_state, reason, client_nonce",)
-    )
-    denied = await monitor.ask("AUTH", "CP1", "OK", "", "short")
+    assert await monitor.ask("AUTH", "CP1", "OK", "") == malformed
+    assert await monitor.ask("AUTH") == malformed
+    denied = await monitor.ask("AUTH", "CP1", "OK", "", "short", Exchange().public)
     assert denied.opcode == "AUTH_DENIED"
     assert "client nonce" in denied.fields[0]
     assert len(audit(repo, AuditAction.AUTH_FAILED)) == 3
@@ -465,3 +506,160 @@ async def test_closing_the_server_ends_every_link_and_no_supply(
     assert not publisher.of(StopSupply)
     assert central.cp("CP1").session_id is not None  # type: ignore[union-attr]
     assert [s.cp_id for s in central._repo.open_sessions()] == ["CP1"]
+
+
+# --- the CP key: handed over at AUTH_OK, revoked and rotated by heartbeat notices ---------------
+
+LOW_ORDER_POINT = b64(bytes(32))  # well formed, but its shared secret is all zeros
+
+
+async def test_auth_ok_hands_over_the_key_central_holds_wrapped_for_this_exchange(
+    central: CentralService, keys: CentralKeys, repo: SqliteRepository, monitor: Monitor
+) -> None:
+    """AUTH_OK#cp#signature#version#central_exchange#wrapped: `Monitor.login` checks Central's
+    signature over it and unwraps the key with its own X25519 key and SCRAM client key."""
+    answer = await monitor.login("CP1", SECRETS["CP1"])
+    assert answer.opcode == "AUTH_OK"
+    assert answer.fields[2] == "1"  # the first key of CP1
+    assert monitor.key is not None
+    assert monitor.key == keys.ring.current("CP1")
+    assert (monitor.key.cp_id, monitor.key.version) == ("CP1", 1)
+    [issued] = audit(repo, AuditAction.KEY_ISSUED)
+    assert (issued.actor, issued.ip, issued.cp_id) == ("cp:CP1", "127.0.0.1", "CP1")
+    assert await monitor.ask("HB", "CP1", "OK") == Frame("OK")
+    assert state(central, "CP1") == "Activado"
+
+
+async def test_every_authentication_hands_over_a_new_key(
+    central: CentralService, keys: CentralKeys, connect: Connect
+) -> None:
+    first = await connect()
+    assert (await first.login("CP1", SECRETS["CP1"])).opcode == "AUTH_OK"
+    first.writer.close()
+    await eventually(lambda: state(central, "CP1") == "Desconectado", what="first link gone")
+    again = await connect()
+    assert (await again.login("CP1", SECRETS["CP1"])).opcode == "AUTH_OK"
+    assert again.key is not None
+    assert first.key is not None
+    assert again.key.version == 2
+    assert again.key.secret != first.key.secret
+    assert keys.ring.current("CP1") == again.key
+
+
+@pytest.mark.parametrize(
+    ("exchange", "reason"),
+    [
+        (None, "malformed AUTH: expected cp_id, engine_state, reason, client_nonce, exchange"),
+        ("", "malformed AUTH: expected cp_id, engine_state, reason, client_nonce, exchange"),
+        ("not-a-key", "malformed AUTH: the exchange key must be an X25519 public key"),
+        (LOW_ORDER_POINT, "malformed AUTH: the exchange key must be an X25519 public key"),
+    ],
+    ids=["missing", "empty", "malformed", "low-order-point"],
+)
+async def test_an_auth_without_a_usable_exchange_key_is_denied_and_audited(
+    central: CentralService,
+    keys: CentralKeys,
+    repo: SqliteRepository,
+    monitor: Monitor,
+    exchange: str | None,
+    reason: str,
+) -> None:
+    fields = ("CP1", "OK", "", new_nonce()) + (() if exchange is None else (exchange,))
+    denied = await monitor.ask("AUTH", *fields)
+    assert denied.opcode == "AUTH_DENIED"
+    assert denied.fields[0].startswith(reason)
+    [row] = audit(repo)
+    assert (row.action, row.actor, row.ip, row.cp_id, row.outcome) == (
+        AuditAction.AUTH_FAILED,
+        "cp:CP1",
+        "127.0.0.1",
+        "CP1",
+        Outcome.DENIED,
+    )
+    assert row.detail.startswith(reason)
+    assert keys.ring.current("CP1") is None
+    assert state(central, "CP1") == "Desconectado"
+    assert (await monitor.login("CP1", SECRETS["CP1"])).opcode == "AUTH_OK"  # link still served
+
+
+@pytest.mark.parametrize("encrypt", [False])
+@pytest.mark.parametrize("exchange", [True, False], ids=["with-exchange", "without-exchange"])
+async def test_in_comparison_mode_auth_ok_is_issue_13s_and_no_key_is_issued(
+    central: CentralService,
+    keys: CentralKeys,
+    repo: SqliteRepository,
+    monitor: Monitor,
+    exchange: bool,
+) -> None:
+    """`EV_Central --cp-encryption off` (the bench's baseline): AUTH_OK#cp#signature."""
+    answer = await monitor.login("CP1", SECRETS["CP1"], exchange=exchange, grant=False)
+    assert answer.opcode == "AUTH_OK"
+    assert len(answer.fields) == 2
+    assert keys.ring.current("CP1") is None
+    assert repo.stored_cp_keys() == []
+    assert audit(repo, AuditAction.KEY_ISSUED) == []
+    assert await monitor.ask("HB", "CP1", "OK") == Frame("OK")
+    assert state(central, "CP1") == "Activado"
+
+
+async def test_after_revocation_every_heartbeat_is_answered_keys_revoked_and_the_link_stays(
+    central: CentralService, keys: CentralKeys, monitor: Monitor
+) -> None:
+    """The Monitor keeps heartbeating (the CP stays Parado, not Desconectado) until it
+    authenticates again on the same link, which hands over a new key."""
+    assert (await monitor.login("CP1", SECRETS["CP1"])).opcode == "AUTH_OK"
+    await central.revoke_keys("CP1")
+    assert keys.ring.current("CP1") is None
+    for _ in range(4):  # each answered on the same link: an ERR answer ends nothing
+        assert await monitor.ask("HB", "CP1", "OK") == Frame("ERR", ("keys_revoked",))
+        assert state(central, "CP1") == "Parado"
+    assert await monitor.ask("HB", "CP1", "KO") == Frame("ERR", ("keys_revoked",))  # Averiado
+    assert await monitor.ask("HB", "CP1", "OK") == Frame("ERR", ("keys_revoked",))
+    assert (await monitor.login("CP1", SECRETS["CP1"])).opcode == "AUTH_OK"
+    assert monitor.key is not None
+    assert monitor.key.version == 2
+    assert keys.ring.current("CP1") == monitor.key
+    assert await monitor.ask("HB", "CP1", "OK") == Frame("OK")
+    assert state(central, "CP1") == "Activado"
+
+
+async def test_a_rotation_asks_each_connected_cp_once_to_authenticate_again(
+    central: CentralService, keys: CentralKeys, connect: Connect
+) -> None:
+    one, two = await connect(), await connect()
+    assert (await one.login("CP1", SECRETS["CP1"])).opcode == "AUTH_OK"
+    assert (await two.login("CP2", SECRETS["CP2"])).opcode == "AUTH_OK"
+    assert sorted(central.rotate_all_keys()) == ["CP1", "CP2"]
+    assert await one.ask("HB", "CP1", "OK") == Frame("ERR", ("rekey",))
+    assert await one.ask("HB", "CP1", "OK") == Frame("OK")  # said once
+    assert (await one.login("CP1", SECRETS["CP1"])).opcode == "AUTH_OK"  # on the same link
+    assert one.key is not None
+    assert one.key.version == 2
+    assert await one.ask("HB", "CP1", "OK") == Frame("OK")
+    assert await two.ask("HB", "CP2", "OK") == Frame("ERR", ("rekey",))
+    assert state(central, "CP1") == state(central, "CP2") == "Activado"
+
+
+async def test_a_capture_of_the_key_exchange_holds_no_key(
+    server: MonitorServer, keys: CentralKeys, repo: SqliteRepository
+) -> None:
+    """Through a relay that records every byte both ways (a sniffer on the link): the whole
+    exchange and a heartbeat, and neither the CP key nor the secret in any spelling."""
+    with relay_to(("127.0.0.1", server.bound_port)) as relay:
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+        monitor = Monitor(reader, writer)
+        try:
+            assert (await monitor.login("CP1", SECRETS["CP1"])).opcode == "AUTH_OK"
+            assert await monitor.ask("HB", "CP1", "OK") == Frame("OK")
+            wire = relay.bytes()
+        finally:
+            writer.close()
+    key = keys.ring.current("CP1")
+    assert key is not None
+    assert key == monitor.key
+    for frame in (b"AUTH#CP1#OK##", b"CHALLENGE#", b"PROOF#CP1#", b"AUTH_OK#CP1#", b"HB#CP1#OK"):
+        assert frame in wire  # the capture is the real exchange
+    spellings = [key.secret, key.secret.hex().encode(), b64(key.secret).encode()]
+    spellings.append(base64.b64encode(key.secret).rstrip(b"="))
+    never = [*spellings, SECRETS["CP1"].encode()]
+    assert [secret for secret in never if secret in wire] == []

@@ -35,7 +35,9 @@ from evcharging.domain.throttle import FailureThrottle
 from evcharging.ops import certs
 from evcharging.services.audit import Audit, AuditQuery
 from evcharging.services.central import CentralService
+from evcharging.services.central_keys import CentralKeys
 from evcharging.services.cp_auth import secret_matches
+from evcharging.services.cp_keys import MasterKey
 from evcharging.services.cp_login import CPLogin
 from evcharging.services.monitor import CentralLink
 from evcharging.services.registry import Caller, RegistryService
@@ -292,7 +294,8 @@ async def central(db: Path, registry: Registry) -> AsyncIterator[Central]:
     # CP10 exists at Central (added by an admin) but has no credentials: the Registry's alta is
     # what lets it log in (its 201 case for a CP row without credentials)
     a_cp(repo, "CP10", location="Calle Mayor 1")
-    service = CentralService(repo, RecordingPublisher(), heartbeat_timeout=5.0)
+    keys = CentralKeys(repo, MasterKey(MasterKey.generate()))
+    service = CentralService(repo, RecordingPublisher(), heartbeat_timeout=5.0, keys=keys)
     await service.load()
     server = MonitorServer(service, LOCAL, 0, login=CPLogin(repo, Audit([repo])))
     await server.start()

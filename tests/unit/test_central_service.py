@@ -10,11 +10,15 @@ import pytest
 
 from evcharging.contracts import events as ev
 from evcharging.contracts.audit import AuditAction, Outcome
+from evcharging.contracts.end_reasons import SupplyEndReason
 from evcharging.contracts.socket_ops import ErrReason
+from evcharging.domain.admin_rules import Conflict, UnknownCP
 from evcharging.domain.money import cost
 from evcharging.services.audit import AuditEntry, AuditQuery
 from evcharging.services.central import Answer, CentralService, Who
+from evcharging.services.central_keys import CentralKeys
 from evcharging.services.cp_auth import make_verifier, new_secret
+from evcharging.services.cp_keys import CpKey, CpTopicCodec, KeyRing, MasterKey, RecordRejected
 from tests.support.builders import a_cp, a_driver, a_repo
 from tests.support.fakes import RecordingPublisher
 
@@ -572,3 +576,250 @@ async def test_a_cp_authenticates_with_the_location_and_price_the_registry_just_
     assert view is not None
     assert view.location == "Elche - Registry"
     assert Decimal(view.price_eur_per_kwh) == Decimal("0.77")
+
+
+# --- per-CP keys ------------------------------------------------------------------------------
+
+
+class SealingPublisher(RecordingPublisher):
+    """Seals every event with Central's codec when it is published, as the Kafka publisher does
+    at each send: a command published once its CP's keys are gone raises KeyUnavailable.
+    `sealed` keeps each record value (what an Engine would read)."""
+
+    def __init__(self, codec: CpTopicCodec) -> None:
+        super().__init__()
+        self.codec = codec
+        self.sealed: list[tuple[ev.Event, bytes]] = []
+
+    async def publish(self, event, *, on_delivered=None):  # type: ignore[no-untyped-def]
+        self.sealed.append((event, self.codec.encode(event)))
+        return await super().publish(event, on_delivered=on_delivered)
+
+    async def publish_soon(self, event: ev.Event) -> None:
+        self.sealed.append((event, self.codec.encode(event)))
+        await super().publish_soon(event)
+
+    def commands(self) -> list[tuple[ev.Event, bytes]]:
+        return [(e, value) for e, value in self.sealed if e.TOPIC.base == "cp-commands"]
+
+
+MASTER = MasterKey(MasterKey.generate())
+
+
+def keyed(repo, clock, *, encrypt: bool = True) -> CentralService:
+    keys = CentralKeys(repo, MASTER, encrypt=encrypt)
+    keys.load()
+    return CentralService(
+        repo, SealingPublisher(keys.codec), now=lambda: NOW, monotonic=clock, keys=keys
+    )
+
+
+@pytest.fixture
+async def central_k(repo, clock) -> CentralService:
+    service = keyed(repo, clock)
+    await service.load()
+    return service
+
+
+def sealing(central: CentralService) -> SealingPublisher:
+    assert isinstance(central.publisher, SealingPublisher)
+    return central.publisher
+
+
+def engine_holding(*keys: CpKey) -> CpTopicCodec:
+    """An Engine's codec holding `keys` (what its Monitor handed over)."""
+    codec = CpTopicCodec(KeyRing())
+    for key in keys:
+        codec.ring.install(key)
+    return codec
+
+
+async def authenticated(central: CentralService, cp_id: str = "CP1") -> tuple[object, CpKey]:
+    """What the socket does at a right PROOF: monitor_auth, then issue_key."""
+    token = await connect(central, cp_id)
+    return token, await central.issue_key(cp_id, "10.0.0.21:40001")
+
+
+def audit_rows(repo, action: AuditAction) -> list[AuditEntry]:
+    return list(reversed(repo.find_audit(AuditQuery(action=action))))
+
+
+async def test_issue_key_gives_a_new_version_each_time_and_audits_it_with_the_address(
+    central_k: CentralService, repo
+) -> None:
+    _, first = await authenticated(central_k)
+    second = await central_k.issue_key("CP1", "10.0.0.21:40002")
+    assert (first.version, second.version) == (1, 2)
+    assert central_k.keys is not None
+    assert central_k.keys.ring.current("CP1") == second
+    rows = audit_rows(repo, AuditAction.KEY_ISSUED)
+    assert [(r.actor, r.ip, r.cp_id, r.outcome) for r in rows] == [
+        ("cp:CP1", "10.0.0.21", "CP1", Outcome.OK)
+    ] * 2
+    assert [r.detail for r in rows] == [
+        "key v1 issued at authentication",
+        "key v2 issued at authentication",
+    ]
+    for row in rows:  # never the key
+        assert second.secret.hex() not in repr(row)
+
+
+async def test_revoking_keys_mid_supply_ends_it_stops_the_engine_with_the_old_key_then_drops_it(
+    central_k: CentralService, repo
+) -> None:
+    """ "Restaurar claves": ticket from the last reading, STOP_SUPPLY and CP_STOP sealed with
+    the key the Engine still holds (the fake publisher seals at publish time: after the keys
+    are gone it could not), then no key, Parado, and every heartbeat told keys_revoked."""
+    token, key = await authenticated(central_k)
+    engine = engine_holding(key)
+    sid = await supplying(central_k, kwh="2.500")
+    view = await central_k.revoke_keys("CP1", Who("admin", "10.0.0.9"))
+
+    assert view.state.value == "Parado"
+    [ticket] = pub(central_k).of(ev.ChargingTicket)
+    assert (ticket.session_id, ticket.energy_kwh, ticket.amount_eur) == (
+        sid,
+        Decimal("2.500"),
+        Decimal("1.00"),
+    )
+    assert ticket.end_reason.value == "keys_revoked"
+    assert repo.get_session(str(sid)).end_reason.value == "keys_revoked"
+    assert repo.get_driver("D1").balance_eur == Decimal("99.00")
+    sent = [
+        (type(e), engine.decode("cp-commands", value)) for e, value in sealing(central_k).commands()
+    ]
+    assert [kind for kind, _ in sent][-2:] == [ev.StopSupply, ev.CpStop]
+    stop, cp_stop = (opened for _, opened in sent[-2:])
+    assert isinstance(stop, ev.StopSupply)
+    assert (stop.session_id, stop.reason) == (sid, SupplyEndReason.KEYS_REVOKED)
+    assert isinstance(cp_stop, ev.CpStop)
+
+    assert central_k.keys is not None
+    assert central_k.keys.ring.current("CP1") is None
+    assert [k.cp_id for k in repo.stored_cp_keys()] == []
+    assert repo.get_cp("CP1").keys_revoked
+    for _ in range(3):
+        assert central_k.heartbeat_now("CP1", token, True) == Answer(False, "keys_revoked")
+    assert state(central_k, "CP1") == "Parado"
+    [row] = audit_rows(repo, AuditAction.KEYS_REVOKED)
+    assert (row.actor, row.ip, row.cp_id) == ("admin", "10.0.0.9", "CP1")
+    assert "v1" in row.detail
+    [incident] = audit_rows(repo, AuditAction.SUPPLY_INCIDENT)
+    assert incident.params["reason"] == "keys_revoked"
+    with pytest.raises(Conflict, match="already revoked"):
+        await central_k.revoke_keys("CP1")
+    with pytest.raises(UnknownCP):
+        await central_k.revoke_keys("NOPE")
+
+
+async def test_a_revoked_cp_is_refused_supplies_until_it_authenticates_again(
+    central_k: CentralService, repo
+) -> None:
+    token, old = await authenticated(central_k)
+    await central_k.revoke_keys("CP1")
+    await central_k.on_authorization_request(ev.AuthorizationRequest(driver_id="D1", cp_id="CP1"))
+    assert not pub(central_k).of(ev.AuthorizationResponse)[-1].authorised
+    assert (await central_k.monitor_auth("CP1", token)).ok  # the same link, authenticating again
+    new = await central_k.issue_key("CP1", "10.0.0.21:40001")
+    assert new.version == old.version + 1
+    assert state(central_k, "CP1") == "Activado"
+    assert not repo.get_cp("CP1").keys_revoked
+    assert central_k.heartbeat_now("CP1", token, True) == Answer(True)
+    event, value = sealing(central_k).commands()[-1]
+    assert isinstance(event, ev.CpResume)  # back in service, sealed with the new key
+    assert isinstance(engine_holding(new).decode("cp-commands", value), ev.CpResume)
+    with pytest.raises(RecordRejected):
+        engine_holding(old).decode("cp-commands", value)
+    await central_k.on_authorization_request(ev.AuthorizationRequest(driver_id="D1", cp_id="CP1"))
+    assert pub(central_k).of(ev.AuthorizationResponse)[-1].authorised
+
+
+async def test_a_cp_stopped_by_central_is_told_it_is_stopped_when_it_gets_a_new_key(
+    central_k: CentralService,
+) -> None:
+    token, _ = await authenticated(central_k)
+    await central_k.stop_cp("CP1")
+    await central_k.revoke_keys("CP1")
+    await central_k.monitor_auth("CP1", token)
+    key = await central_k.issue_key("CP1")
+    assert state(central_k, "CP1") == "Parado"  # still stopped by Central
+    event, value = sealing(central_k).commands()[-1]
+    assert isinstance(event, ev.CpStop)
+    assert isinstance(engine_holding(key).decode("cp-commands", value), ev.CpStop)
+    assert not [e for e, _ in sealing(central_k).commands() if isinstance(e, ev.CpResume)]
+
+
+async def test_a_rotation_asks_only_connected_cps_whose_keys_are_not_revoked(
+    central_k: CentralService, repo, clock
+) -> None:
+    a_cp(repo, "CP3")
+    await central_k.ensure_cp("CP3")
+    one, _ = await authenticated(central_k, "CP1")
+    two, _ = await authenticated(central_k, "CP2")
+    await central_k.revoke_keys("CP2")
+    # CP3 is known but not connected
+    asked = central_k.rotate_all_keys(Who("admin", "10.0.0.9"))
+    assert asked == ["CP1"]
+    assert central_k.heartbeat_now("CP1", one, True) == Answer(False, "rekey")
+    assert central_k.heartbeat_now("CP1", one, True) == Answer(True)  # once
+    assert central_k.heartbeat_now("CP2", two, True) == Answer(False, "keys_revoked")
+    [row] = audit_rows(repo, AuditAction.KEYS_ROTATED)
+    assert (row.actor, row.ip, row.detail) == (
+        "admin",
+        "10.0.0.9",
+        "1 connected CPs asked for new keys",
+    )
+    assert state(central_k, "CP1") == "Activado"
+
+
+async def test_a_heartbeat_that_changes_the_engine_health_still_carries_the_key_notice(
+    central_k: CentralService,
+) -> None:
+    token, _ = await authenticated(central_k)
+    await central_k.revoke_keys("CP1")
+    assert await central_k.heartbeat("CP1", token, False) == Answer(False, "keys_revoked")
+    assert await central_k.heartbeat("CP1", token, True) == Answer(False, "keys_revoked")
+    central_k.rotate_all_keys()  # CP1 is revoked: not asked
+    await central_k.monitor_auth("CP1", token)
+    await central_k.issue_key("CP1")
+    assert central_k.rotate_all_keys() == ["CP1"]
+    assert await central_k.heartbeat("CP1", token, False) == Answer(False, "rekey")
+    assert await central_k.heartbeat("CP1", token, True) == Answer(True)
+
+
+async def test_in_comparison_mode_keys_cannot_be_revoked_or_rotated(repo, clock) -> None:
+    central = keyed(repo, clock, encrypt=False)
+    await central.load()
+    await connect(central, "CP1")
+    with pytest.raises(Conflict, match="--cp-encryption off"):
+        await central.revoke_keys("CP1")
+    with pytest.raises(Conflict, match="--cp-encryption off"):
+        central.rotate_all_keys()
+    assert state(central, "CP1") == "Activado"
+
+
+async def test_a_restarted_central_opens_what_an_engine_sealed_with_the_key_issued_before(
+    repo, clock
+) -> None:
+    """Central's start (`CentralKeys.load`) reads the keys back from the database with the
+    master key: an Engine that keeps its key across Central's restart is still heard."""
+    before = keyed(repo, clock)
+    await before.load()
+    _, key = await authenticated(before)
+    engine = engine_holding(key)
+    reading = ev.CpTelemetry(
+        cp_id="CP1",
+        session_id=UUID(int=1),
+        driver_id="D1",
+        seq=1,
+        kw=Decimal("22"),
+        energy_kwh=Decimal("0.1"),
+        amount_eur=Decimal("0.04"),
+    )
+    after = keyed(repo, clock)  # a new process: same database, same master key
+    await after.load()
+    assert after.keys is not None
+    assert after.keys.ring.current("CP1") == key
+    assert after.keys.codec.decode("cp-events", engine.encode(reading)) == reading
+    elsewhere = CentralKeys(repo, MasterKey(MasterKey.generate()))  # another master key
+    assert elsewhere.load() == 0

@@ -281,6 +281,8 @@ def test_each_program_reads_the_same_switch_words(monkeypatch: pytest.MonkeyPatc
         ({}, ["99999", "k:9092"], "PORT='99999': not a TCP port (1-65535)"),
         ({"EV_HEARTBEAT_TIMEOUT": "abc"}, ["7000", "k:9092"], "EV_HEARTBEAT_TIMEOUT='abc'"),
         ({"EV_HTTP_PORT": "0"}, ["7000", "k:9092"], "EV_HTTP_PORT='0': not a TCP port"),
+        ({}, ["7000", "k:9092", "--cp-encryption", "no"], "--cp-encryption='no': expected one"),
+        ({"EV_CP_ENCRYPTION": "yes"}, ["7000", "k:9092"], "EV_CP_ENCRYPTION='yes': expected"),
     ],
 )
 def test_central_refuses_bad_values(
@@ -308,6 +310,7 @@ def test_settings_keep_their_defaults() -> None:
         "INFO",
     )
     assert c.token_generated
+    assert (c.master_key, c.cp_encryption) == (Path(".evcharging/central-master.key"), True)
     e = cp_engine.parse_args(["k:9092", "h:7001"])
     assert e == cp_engine.EngineSettings("k:9092", ("h", 7001))
     m = cp_monitor.parse_args(["e:7001", "c:7000", "CP01"])
@@ -321,6 +324,20 @@ def test_settings_keep_their_defaults() -> None:
         "127.0.0.1",
         20,
     )
+
+
+def test_central_takes_its_master_key_file_and_encryption_mode_from_flag_or_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    given = central.parse_args(["7000", "k:9092", "--master-key", "/srv/m.key"])
+    assert (given.master_key, given.cp_encryption) == (Path("/srv/m.key"), True)
+    off = central.parse_args(["7000", "k:9092", "--cp-encryption", "off"])
+    assert off.cp_encryption is False
+    monkeypatch.setenv("EV_MASTER_KEY_FILE", "/etc/ev/central.key")
+    monkeypatch.setenv("EV_CP_ENCRYPTION", "off")
+    from_env = central.parse_args(["7000", "k:9092"])
+    assert (from_env.master_key, from_env.cp_encryption) == (Path("/etc/ev/central.key"), False)
+    assert central.parse_args(["7000", "k:9092", "--cp-encryption", "on"]).cp_encryption
 
 
 def test_a_bad_services_file_names_where_it_was_given(

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from evcharging.contracts.events import CpStop, CpTelemetry, SupplyEnded
+from evcharging.contracts.events import CpStop, CpTelemetry, DriverNotice, SupplyEnded
 from evcharging.contracts.sealed import RejectKind, SealedHeader, split
 from evcharging.services.cp_auth import (
     Challenge,
@@ -254,3 +254,13 @@ def test_keys_at_rest_open_only_under_their_master_key_and_row() -> None:
             master.open_key(cp_id, version, row)
     with pytest.raises(ValueError, match="does not open"):
         MasterKey(MasterKey.generate()).open_key("CP1", 2, row)
+
+
+def test_central_does_not_send_a_command_to_a_cp_without_a_key_an_engine_waits() -> None:
+    central = CpTopicCodec(KeyRing(), hold_without_key=False)
+    engine = CpTopicCodec(KeyRing())
+    assert central.not_to_send(CpStop(cp_id="CP1"))
+    assert not central.not_to_send(DriverNotice(driver_id="D1", message="plain topic"))
+    assert not engine.not_to_send(CpStop(cp_id="CP1"))
+    central.ring.install(new_key("CP1", 1))
+    assert not central.not_to_send(CpStop(cp_id="CP1"))

@@ -18,6 +18,7 @@ from evcharging.services.cp_auth import (
     new_nonce,
     signature_matches,
 )
+from evcharging.services.cp_keys import Exchange
 from evcharging.services.cp_login import CPLogin, Denied
 
 SECRET = "the-right-secret-for-CP1"
@@ -186,6 +187,63 @@ def test_malformed_auth_is_refused_and_audited(
     [row] = rows(repo)
     assert (row.action, row.detail, row.ip) == (AuditAction.AUTH_FAILED, reason, "10.0.0.7")
     assert row.cp_id == (cp_id if cp_id == "CP1" else None)
+
+
+BAD_EXCHANGE = (
+    "malformed AUTH: the exchange key must be an X25519 public key (43 base64url characters)"
+)
+
+
+def test_the_monitors_exchange_key_is_bound_into_what_both_proofs_sign(
+    login: CPLogin, repo: SqliteRepository
+) -> None:
+    """The CP key of AUTH_OK is wrapped for this X25519 key: a man in the middle cannot swap
+    his own in without breaking the Monitor's proof."""
+    client_nonce, exchange = new_nonce(), Exchange().public
+    challenge = login.begin("CP1", client_nonce, PEER, exchange)
+    assert isinstance(challenge, Challenge)
+    assert challenge.exchange == exchange
+    assert challenge.message.endswith(f",x={exchange}".encode())
+    kdf = challenge.verifier.kdf
+    salt = b64(kdf.salt)
+    prover = Prover("CP1", SECRET)
+    swapped, _, _ = prover.answer(
+        client_nonce, salt, str(kdf.n), str(kdf.r), str(kdf.p), challenge.nonce
+    )
+    assert login.finish(challenge, swapped, PEER) == Denied("wrong credentials")
+    challenge = login.begin("CP1", client_nonce, PEER, exchange)
+    assert isinstance(challenge, Challenge)
+    proof, _, _ = prover.answer(
+        client_nonce, salt, str(kdf.n), str(kdf.r), str(kdf.p), challenge.nonce, exchange
+    )
+    assert isinstance(login.finish(challenge, proof, PEER), bytes)
+    assert challenge.client_key(proof) is not None
+
+
+@pytest.mark.parametrize(
+    "exchange",
+    [
+        "short",
+        "A" * 44,
+        "A" * 42 + "=",
+        ("a+b/" * 11)[:43],
+        b64(bytes(32)),
+        b64(bytes([1]) + bytes(31)),
+    ],
+    ids=["short", "long", "padded", "not-url-safe", "zero-point", "low-order-point"],
+)
+def test_an_unusable_exchange_key_is_refused_at_auth_audited_and_not_counted(
+    login: CPLogin, repo: SqliteRepository, exchange: str
+) -> None:
+    assert login.begin("CP1", new_nonce(), PEER, exchange) == Denied(BAD_EXCHANGE)
+    [row] = rows(repo)
+    assert (row.action, row.cp_id, row.ip, row.detail) == (
+        AuditAction.AUTH_FAILED,
+        "CP1",
+        "10.0.0.7",
+        BAD_EXCHANGE,
+    )
+    assert login.throttle.failures("cp:CP1") == 0  # a malformed AUTH is no guess at a secret
 
 
 def test_no_secret_proof_or_key_is_written_to_the_audit_log(

@@ -31,7 +31,9 @@ from evcharging.contracts.events import (
 )
 from evcharging.contracts.topics import CP_COMMANDS
 from evcharging.domain.money import cost
+from evcharging.services.cp_keys import CpKey, Exchange, handover_wrap, new_key
 from evcharging.services.engine import (
+    KEYS_REVOKED_TEXT,
     MAX_ENERGY_KWH,
     EngineConfig,
     EnginePhase,
@@ -118,6 +120,18 @@ def a_record(energy: str = "1.234", ended_reason: str | None = None) -> SupplyRe
 
 def types(events: Sequence[Event]) -> list[str]:
     return [e.event_type for e in events]
+
+
+def hand_over(engine: EngineService, key: CpKey, *, tamper: bool = False) -> object:
+    """What the Monitor's KEYX and KEY do (`services.cp_keys` handover), straight to the service."""
+    exchange = Exchange()
+    engine_public = engine.key_exchange(exchange.public)
+    if isinstance(engine_public, EngineRefusal):
+        return engine_public
+    wrapped = handover_wrap(key, exchange, engine_public)
+    if tamper:
+        wrapped = ("A" if wrapped[0] != "A" else "B") + wrapped[1:]
+    return engine.install_key(key.cp_id, key.version, wrapped)
 
 
 # --- waiting for the CP id ------------------------------------------------------------------
@@ -682,3 +696,99 @@ def test_unreadable_state_file_is_moved_aside_with_a_warning(
         assert store.load(CP) == []
     assert "unreadable" in caplog.text
     assert (tmp_path / "CP01.corrupt").exists()
+
+
+# --- the CP's key (issue 14) ------------------------------------------------------------------
+
+
+async def test_the_key_handed_over_goes_into_the_codec_the_engine_seals_with(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    rig = Rig().ready()
+    assert rig.engine.key_version is None
+    assert "no key yet (events wait for it)" in rig.engine.status_line()
+    key = new_key(CP, 4)
+    assert hand_over(rig.engine, key) == Accepted()
+    assert rig.engine.codec.ring.current(CP) == key
+    assert rig.engine.key_version == 4
+    assert "no key" not in rig.engine.status_line()
+    assert hand_over(rig.engine, key) == Accepted()  # handed again (a new link): idempotent
+    assert caplog.text.count("key v4 from the Monitor") == 1
+    assert key.secret.hex() not in caplog.text
+    # nothing older than the first key can ever come to this Engine: refused at once, not awaited
+    assert rig.engine.codec.ring.retired(CP, 3)
+
+
+async def test_a_bad_handover_is_refused_and_changes_nothing() -> None:
+    rig = Rig()
+    key = new_key(CP, 1)
+    refused = hand_over(rig.engine, key)  # before SET_CP
+    assert isinstance(refused, EngineRefusal)
+    assert "SET_CP first" in refused.reason
+    rig.ready()
+
+    no_keyx = rig.engine.install_key(CP, 1, "AAAA")
+    assert isinstance(no_keyx, EngineRefusal)
+    assert "KEYX first" in no_keyx.reason
+
+    tampered = hand_over(rig.engine, key, tamper=True)
+    assert isinstance(tampered, EngineRefusal)
+    assert tampered.reason == "the handed-over key does not verify"
+
+    other = hand_over(rig.engine, new_key("CP02", 1))
+    assert isinstance(other, EngineRefusal)
+    assert other.reason == "this Engine is CP CP01"
+
+    exchange = Exchange()  # an exchange serves one KEY only
+    engine_public = rig.engine.key_exchange(exchange.public)
+    assert isinstance(engine_public, str)
+    wrapped = handover_wrap(key, exchange, engine_public)
+    assert rig.engine.install_key(CP, 1, wrapped) == Accepted()
+    again = rig.engine.install_key(CP, 1, wrapped)
+    assert isinstance(again, EngineRefusal)
+    assert rig.engine.codec.ring.versions(CP) == [1]
+
+    zero = hand_over(rig.engine, new_key(CP, 0))
+    assert isinstance(zero, EngineRefusal)
+    assert rig.engine.codec.ring.versions(CP) == [1]
+    assert rig.engine.phase() is EnginePhase.ACTIVADO
+
+
+async def test_key_drop_ends_the_supply_and_parks_the_cp_until_a_new_key(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rig = Rig(auto_plug=True).ready()
+    assert hand_over(rig.engine, new_key(CP, 1)) == Accepted()
+    rig.authorise()
+    rig.clock.advance(1)
+    rig.engine.tick()
+
+    assert rig.engine.drop_keys(CP) == Accepted()
+    assert rig.engine.codec.ring.current(CP) is None
+    assert rig.engine.keys_revoked
+    assert rig.engine.phase() is EnginePhase.PARADO
+    assert rig.engine.status_line() == f"Parado - {KEYS_REVOKED_TEXT}"
+    assert KEYS_REVOKED_TEXT == "keys revoked: waiting for the Monitor to authenticate again"
+    assert rig.engine.drop_keys(CP) == Accepted()  # idempotent: one end, one notice
+    assert caplog.text.count("(Central revoked them)") == 1
+    rig.authorise()  # ignored while revoked
+    assert isinstance(rig.engine.request_supply("D2"), EngineRefusal)
+    old = hand_over(rig.engine, new_key(CP, 1))  # the revoked key again: refused
+    assert isinstance(old, EngineRefusal)
+    assert old.reason == "an old or revoked key version"
+
+    assert hand_over(rig.engine, new_key(CP, 2)) == Accepted()
+    assert not rig.engine.keys_revoked
+    assert rig.engine.phase() is EnginePhase.ACTIVADO
+    ended = [e for e in await rig.events() if isinstance(e, SupplyEnded)]
+    assert [(e.reason, e.energy_kwh) for e in ended] == [("keys_revoked", Decimal("0.367"))]
+
+
+async def test_key_drop_for_another_cp_is_refused() -> None:
+    rig = Rig().ready()
+    assert hand_over(rig.engine, new_key(CP, 1)) == Accepted()
+    refused = rig.engine.drop_keys("CP02")
+    assert isinstance(refused, EngineRefusal)
+    assert rig.engine.key_version == 1
+    assert not rig.engine.keys_revoked

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 
 import pytest
@@ -10,6 +11,8 @@ from hypothesis import strategies as st
 
 from evcharging.adapters.sockets.monitor_links import Timing
 from evcharging.apps.cp_monitor import MonitorApp, MonitorSettings, parse_args
+from evcharging.services.cp_auth import b64
+from evcharging.services.cp_keys import CpKey, new_key
 from evcharging.services.monitor import (
     Backoff,
     CentralLink,
@@ -354,3 +357,111 @@ def test_summaries_every_30s_by_default_configurable_and_0_is_off(
 def test_bad_arguments_fail_with_a_message(argv: list[str]) -> None:
     with pytest.raises(SystemExit):
         parse_args(argv)
+
+
+# --- the CP's key (issue 14) ------------------------------------------------------------------
+
+
+def test_a_granted_key_is_shown_by_its_version_only(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    svc, calls = a_monitor()
+    svc.engine_ok()
+    assert svc.key is None
+    assert svc.key_text() == "no key"
+    key = new_key("CP01", 3)
+    svc.central_accepted(key)
+    assert svc.key is key
+    assert svc.central_text() == "Central up (authenticated, key v3)"
+    assert svc.status_line() == (
+        "cp=CP01 Engine OK · Central up (authenticated, key v3) · heartbeats 0/0 answered"
+    )
+    assert calls.count == 3  # the verdict, the key, the link
+    assert secret_nowhere(key, caplog.text)
+
+
+def test_a_revocation_drops_the_key_and_says_so_once(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    svc, calls = a_monitor()
+    svc.engine_ok()
+    svc.central_accepted(new_key("CP01", 1))
+    caplog.clear()
+    before = calls.count
+
+    assert svc.central_revoked_keys(now=100.0)
+    for second in range(1, 5):  # Central answers every heartbeat keys_revoked while revoked
+        assert not svc.central_revoked_keys(now=100.0 + second)
+    assert svc.key is None
+    assert svc.keys_revoked
+    assert svc.key_text() == "keys revoked"
+    assert svc.revocations == 1
+    assert calls.count == before + 1
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.WARNING, "cp=CP01: Central revoked this CP's keys: press A to authenticate again")
+    ]
+    assert svc.troubled
+    assert "keys revoked: press A to authenticate again" in svc.status_line()
+    assert svc.reauth_in(200.0) is None  # no --auto-reauth: only A
+
+    svc.key_granted(new_key("CP01", 2))
+    assert not svc.keys_revoked
+    assert svc.key_text() == "key v2"
+    assert "authenticated again: new key v2, the CP is back in service" in caplog.text
+
+
+def test_auto_reauth_is_due_that_long_after_the_revocation() -> None:
+    svc = MonitorService("CP01", auto_reauth=30.0)
+    svc.central_accepted(new_key("CP01", 1))
+    assert svc.reauth_in(50.0) is None
+    svc.central_revoked_keys(now=100.0)
+    assert "authenticating again in 30s (--auto-reauth), or press A now" in svc.revoked_notice()
+    assert svc.reauth_in(110.0) == 20.0
+    svc.central_revoked_keys(now=120.0)  # later notices do not move the deadline
+    assert svc.reauth_in(130.0) == 0.0
+    svc.key_granted(new_key("CP01", 2))
+    assert svc.reauth_in(130.0) is None
+
+
+def test_the_engine_link_hands_each_new_key_once_and_drops_once_per_revocation() -> None:
+    svc, _ = a_monitor()
+    told = svc.drops_told_at_link_start()
+    assert not svc.drop_due(told)
+    assert svc.key_to_hand(None) is None  # nothing to hand yet
+    v1 = new_key("CP01", 1)
+    svc.central_accepted(v1)
+    assert svc.key_to_hand(None) is v1
+    assert svc.key_to_hand(1) is None  # handed on this link already
+    v2 = new_key("CP01", 2)
+    svc.key_granted(v2)  # a rotation, or a reconnection to Central
+    assert svc.key_to_hand(1) is v2
+
+    svc.central_revoked_keys(now=1.0)
+    assert svc.drop_due(told)
+    assert svc.key_to_hand(2) is None
+    assert svc.drop_due(svc.drops_told_at_link_start())  # a new Engine link is told too
+    told = svc.revocations
+    assert not svc.drop_due(told)
+
+    svc.key_granted(new_key("CP01", 3))
+    assert not svc.drop_due(svc.drops_told_at_link_start())  # a past revocation: not again
+    svc.central_revoked_keys(now=2.0)
+    svc.key_granted(new_key("CP01", 4))  # revoked and re-granted before the link looked
+    assert svc.drop_due(told)  # the Engine still hears the revocation, then gets v4
+    assert svc.key_to_hand(3) is not None
+
+
+def secret_nowhere(key: CpKey, text: str) -> bool:
+    forms = (key.secret.hex(), b64(key.secret), base64.b64encode(key.secret).decode())
+    return not any(form in text for form in forms) and "secret" not in repr(key)
+
+
+def test_the_auto_reauth_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert parse_args(["e:1", "c:2", "CP01"]).auto_reauth is None
+    assert parse_args(["e:1", "c:2", "CP01", "--auto-reauth", "30"]).auto_reauth == 30
+    assert parse_args(["e:1", "c:2", "CP01", "--auto-reauth", "0"]).auto_reauth == 0
+    monkeypatch.setenv("EV_MONITOR_AUTO_REAUTH", "2.5")
+    assert parse_args(["e:1", "c:2", "CP01"]).auto_reauth == 2.5
+    app = MonitorApp(parse_args(["e:1", "c:2", "CP01"]))
+    assert app.service.auto_reauth == 2.5
+    for bad in ("-1", "soon"):
+        with pytest.raises(SystemExit):
+            parse_args(["e:1", "c:2", "CP01", "--auto-reauth", bad])

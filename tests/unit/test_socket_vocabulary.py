@@ -59,24 +59,38 @@ def test_central_answers_exactly_what_the_monitor_sends_it() -> None:
 
 
 def _request_arity(cls: type, opcode: Opcode) -> set[int]:
-    """How many fields the loop's `conn.request(Opcode.X, ...)` calls give `opcode`."""
-    return {
-        len(node.args) - 1
-        for node in ast.walk(ast.parse(inspect.getsource(cls).strip()))
-        if isinstance(node, ast.Call)
-        and isinstance(node.func, ast.Attribute)
-        and node.func.attr == "request"
-        and node.args
-        and ast.unparse(node.args[0]) == f"Opcode.{opcode.name}"
-    }
+    """How many fields the loop's `conn.request(Opcode.X, ...)` and
+    `expect_ok(conn, timeout, Opcode.X, ...)` calls give `opcode`."""
+    found = set()
+    for node in ast.walk(ast.parse(inspect.getsource(cls).strip())):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        position = {"request": 0, "expect_ok": 2}.get(name)
+        if position is None or len(node.args) <= position:
+            continue
+        if ast.unparse(node.args[position]) == f"Opcode.{opcode.name}":
+            found.add(len(node.args) - position - 1)
+    return found
 
 
 def test_the_login_frames_have_the_release_2_layout() -> None:
-    """AUTH#cp_id#engine_state#reason#client_nonce and PROOF#cp_id#client_proof: location and
-    price no longer travel (the Registry owns them), and no secret field exists."""
-    assert _request_arity(monitor_links.CentralLinkLoop, Opcode.AUTH) == {4}
+    """AUTH#cp_id#engine_state#reason#client_nonce#exchange and PROOF#cp_id#client_proof:
+    location and price no longer travel (the Registry owns them), and no secret field exists."""
+    assert _request_arity(monitor_links.CentralLinkLoop, Opcode.AUTH) == {5}
     assert _request_arity(monitor_links.CentralLinkLoop, Opcode.PROOF) == {2}
     assert {Opcode.AUTH, Opcode.PROOF} <= TO_CENTRAL
+
+
+def test_the_key_handover_frames_have_the_issue_14_layout() -> None:
+    """KEYX#monitor_exchange, KEY#cp_id#version#wrapped, KEY_DROP#cp_id: what the Engine's
+    handlers take (a frame of another shape is refused there)."""
+    loop = monitor_links.EngineLinkLoop
+    assert _request_arity(loop, Opcode.KEYX) == {1}
+    assert _request_arity(loop, Opcode.KEY) == {3}
+    assert _request_arity(loop, Opcode.KEY_DROP) == {1}
+    assert {Opcode.KEYX, Opcode.KEY, Opcode.KEY_DROP} <= TO_ENGINE
 
 
 def test_the_engine_answers_exactly_what_the_monitor_sends_it() -> None:

@@ -2,11 +2,11 @@
 
     EV_Central PORT KAFKA_HOST:PORT [--db FILE] [--http-port 8000] [--admin-token TOKEN]
                [--heartbeat-timeout 3] [--seed FILE] [--ui auto|panel|plain]
-               [--audit-file FILE]
+               [--audit-file FILE] [--master-key FILE] [--cp-encryption on|off]
 
 Thin main, shaped as the Monitor's and the Engine's: arguments -> `CentralSettings` ->
-`CentralApp` (DB, audit log, Kafka, Monitor sockets, HTTP API and dashboard, the Registry's
-change feed, panel) -> run.
+`CentralApp` (master key, DB, audit log, the CPs' keys, Kafka, Monitor sockets, HTTP API and
+dashboard, the Registry's change feed, panel) -> run.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from evcharging.adapters.kafka.publisher import EventPublisher
 from evcharging.adapters.kafka.router import EventRouter
 from evcharging.adapters.kafka.watch import KafkaWatch
 from evcharging.adapters.listening import CannotListen, bind
+from evcharging.adapters.master_key_file import DEFAULT_PATH as DEFAULT_MASTER_KEY
+from evcharging.adapters.master_key_file import MasterKeyError, load_or_create
 from evcharging.adapters.sockets.central_server import MonitorServer
 from evcharging.adapters.web.central_api import create_app
 from evcharging.adapters.web.embedded import EmbeddedServer
@@ -56,10 +58,15 @@ from evcharging.contracts.events import (
     SupplyStarted,
     set_default_source,
 )
-from evcharging.contracts.topics import CP_EVENTS, DRIVER_EVENTS, set_namespace
+from evcharging.contracts.fields import is_valid_id
+from evcharging.contracts.sealed import SEALED_TOPICS
+from evcharging.contracts.topics import CP_EVENTS, DRIVER_EVENTS, base_of, set_namespace
 from evcharging.domain.throttle import FailureThrottle
 from evcharging.services.audit import Audit
 from evcharging.services.central import CentralService
+from evcharging.services.central_keys import CentralKeys
+from evcharging.services.cp_keys import MasterKey
+from evcharging.services.cp_login import UNKNOWN_ACTOR as UNKNOWN_CP
 from evcharging.services.cp_login import CPLogin
 
 log = logging.getLogger("evcharging.central")
@@ -82,6 +89,8 @@ class CentralSettings:
     log_level: str = "INFO"
     kafka_namespace: str = ""  # several networks on one Kafka cluster
     audit_file: Path = Path(".run/central-audit.jsonl")
+    master_key: Path = DEFAULT_MASTER_KEY
+    cp_encryption: bool = True  # False: the benchmark's comparison mode only
 
 
 def default_audit_file(db: str) -> Path:
@@ -133,18 +142,37 @@ async def follow_registry(service: CentralService, audit: Audit) -> None:
             failing = False
 
 
+UNENCRYPTED_WARNING = "CP messages travel unencrypted: benchmark comparison only"
+
+
 def audit_consumer(
     audit: Audit,
 ) -> tuple[Callable[[Rejected], None], Callable[[Event, Exception], Awaitable[None]]]:
-    """What Central's Kafka reader tells the audit log: a malformed message skipped, a handler
-    that failed (each is logged once by the reader too)."""
+    """What Central's Kafka reader tells the audit log: a message dropped (malformed, or on
+    cp-events refused by the sealed records' rules: forged, replayed, an old key, ...), a handler
+    that failed (each is logged once by the reader too).  Kafka gives no address: the rows'
+    `ip` is "-"; where the record was is in `topic`, `partition` and `offset`."""
 
     def rejected(r: Rejected) -> None:
+        if base_of(r.topic) not in SEALED_TOPICS:  # a driver's topic: no CP to name
+            audit.record(
+                AuditAction.MESSAGE_REJECTED,
+                actor="unknown",
+                outcome=Outcome.DENIED,
+                detail=r.reason,
+                topic=r.topic,
+                partition=r.partition,
+                offset=r.offset,
+            )
+            return
+        claimed = r.cp_id if r.cp_id is not None and is_valid_id(r.cp_id) else None
         audit.record(
             AuditAction.MESSAGE_REJECTED,
-            actor="unknown",
+            actor=UNKNOWN_CP if claimed is None else f"cp:{claimed}",
             outcome=Outcome.DENIED,
+            cp_id=claimed,
             detail=r.reason,
+            kind=r.kind,
             topic=r.topic,
             partition=r.partition,
             offset=r.offset,
@@ -179,17 +207,25 @@ class CentralApp:
         self.settings = settings
 
     async def run(self) -> int:
-        """Runs until a part fails or the program is stopped. The HTTP port is taken first, so a
-        port in use is said before anything else starts."""
+        """Runs until a part fails or the program is stopped. The master key is read (or made)
+        and the HTTP port taken first, so an unusable key file or a port in use is said in one
+        line before anything else starts."""
         cfg = self.settings
+        try:
+            master = load_or_create(cfg.master_key)
+        except MasterKeyError as exc:
+            log.error("%s", exc)
+            return 2
         http_socket = bind("the HTTP API", cfg.http_host, cfg.http_port)
         try:
-            return await self._serve(http_socket)
+            return await self._serve(http_socket, master)
         finally:
             http_socket.close()
 
-    async def _serve(self, http_socket: socket.socket) -> int:
+    async def _serve(self, http_socket: socket.socket, master: MasterKey) -> int:
         cfg = self.settings
+        if not cfg.cp_encryption:
+            log.warning(UNENCRYPTED_WARNING)
         repo = open_repository(cfg.db)
         if cfg.seed_file is not None:
             result = seed(repo, load_seed_file(cfg.seed_file))
@@ -200,9 +236,12 @@ class CentralApp:
         audit_file = AuditFile(cfg.audit_file)
         audit = Audit([repo, audit_file])
         log.info("audit log: the database and %s", cfg.audit_file)
-        publisher = EventPublisher(cfg.kafka, "central")
+        keys = CentralKeys(repo, master, encrypt=cfg.cp_encryption)
+        log.info("CP keys: %d loaded from the database (sealed with the master key)", keys.load())
+        # a command for a CP without a key is not sent (nothing waits for one at Central)
+        publisher = EventPublisher(cfg.kafka, "central", codec=keys.codec)
         service = CentralService(
-            repo, publisher, heartbeat_timeout=cfg.heartbeat_timeout, audit=audit
+            repo, publisher, heartbeat_timeout=cfg.heartbeat_timeout, audit=audit, keys=keys
         )
         rejected, failed = audit_consumer(audit)
         consumer = EventConsumer(
@@ -213,6 +252,7 @@ class CentralApp:
             static_member=f"{cfg.group_id}-central",  # one Central per group: it takes over at once
             on_rejected=rejected,
             on_error=failed,
+            codec=keys.codec,
         )
         login = CPLogin(repo, audit, FailureThrottle())  # AUTH/PROOF: auth.* rows with the IP
         monitors = MonitorServer(service, cfg.listen_host, cfg.port, login=login)
@@ -329,6 +369,24 @@ def build_parser() -> Parser:
         help="the audit log's JSON-lines file, rotated (default: central-audit.jsonl next to "
         "the database)",
     )
+    p.option(
+        "--master-key",
+        env="EV_MASTER_KEY_FILE",
+        type=path,
+        default=DEFAULT_MASTER_KEY,
+        metavar="FILE",
+        help="the key that seals the CP keys in the database; made (mode 0600) on first start; "
+        "keep it with Central, never in git (EV_MASTER_KEY, the key itself in base64, takes its "
+        "place)",
+    )
+    p.option(
+        "--cp-encryption",
+        env="EV_CP_ENCRYPTION",
+        choices=("on", "off"),
+        default="on",
+        help="encrypt every Engine <-> Central message with the CP's key; off is for the "
+        "benchmark's comparison only",
+    )
     p.kafka_namespace_option()
     p.log_level_option()
     return p
@@ -353,6 +411,8 @@ def parse_args(argv: list[str] | None = None) -> CentralSettings:
         log_level=a.log_level,
         kafka_namespace=a.kafka_namespace,
         audit_file=a.audit_file or default_audit_file(a.db),
+        master_key=a.master_key,
+        cp_encryption=a.cp_encryption == "on",
     )
 
 

@@ -6,7 +6,10 @@
 
 Thin main: arguments -> settings -> wire the Engine service to Kafka, the Monitor link server, the
 state file and the stdin menu, then run.  The Kafka consumer of cp-commands starts only once the
-Monitor has told the Engine its CP id (SET_CP).
+Monitor has told the Engine its CP id (SET_CP).  One codec seals what the Engine publishes and
+opens what it reads, with the CP's key as the Monitor hands it over; a command sealed with a key
+not held yet (Central grants it at AUTH_OK, the Monitor hands it over moments later) is held up
+to `AWAIT_KEYS` seconds for it, then dropped and logged.
 """
 
 from __future__ import annotations
@@ -50,9 +53,12 @@ from evcharging.contracts.events import (
     SupplyAuthorised,
 )
 from evcharging.contracts.topics import CP_COMMANDS, set_namespace
+from evcharging.services.cp_keys import CpTopicCodec, KeyRing
 from evcharging.services.engine import EngineConfig, EngineService
 
 log = logging.getLogger(__name__)
+
+AWAIT_KEYS = 10.0  # seconds a command sealed with a key not handed over yet is held for it
 
 HELP = (
     "keys: p plug in | u unplug | k [reason] report KO | r recover | "
@@ -158,9 +164,12 @@ class EngineApp:
 
     def __init__(self, settings: EngineSettings, *, clock: Callable[[], float] = time.monotonic):
         self.settings = settings
-        self.publisher = EventPublisher(settings.kafka, source="EV_CP_E")
+        self.codec = CpTopicCodec(KeyRing())  # the CP's keys, as the Monitor hands them over
+        self.publisher = EventPublisher(settings.kafka, source="EV_CP_E", codec=self.codec)
         self.store = JsonSupplyStore(settings.state_dir)
-        self.service = EngineService(self.publisher, self.store, clock, settings.engine_config())
+        self.service = EngineService(
+            self.publisher, self.store, clock, settings.engine_config(), codec=self.codec
+        )
         self.link = EngineLinkServer(self.service, *settings.link)
         self.menu = EngineMenu(self.service)
         self.consumer: EventConsumer | None = None
@@ -247,6 +256,8 @@ class EngineApp:
             keyed=[KeyedRead(CP_COMMANDS, cp_id)],
             offset_reset="latest",
             start_at=self.commands_at_start,
+            codec=self.codec,
+            await_keys=AWAIT_KEYS,
         )
         waiter = asyncio.create_task(self._mark_ready(self.consumer))
         try:

@@ -3,7 +3,7 @@
     EV_CP_M ENGINE_HOST:PORT CENTRAL_HOST:PORT CP_ID [--registry https://HOST:PORT]
             [--ca-file CA.pem] [--credentials FILE] [--location TEXT] [--price P]
             [--register | --deregister] [--interval 1.0] [--timeout 1.0] [--max-backoff 5.0]
-            [--denied-retry 10.0] [--summary-every 30]
+            [--denied-retry 10.0] [--summary-every 30] [--auto-reauth SECONDS]
 
 Thin main: arguments -> settings -> the Monitor service, its two link loops (Central, Engine) and
 its menu.  The CP registers (alta) and deregisters (baja) at EV_Registry over HTTPS
@@ -11,7 +11,9 @@ its menu.  The CP registers (alta) and deregisters (baja) at EV_Registry over HT
 0600 file (`adapters.credentials_file`), which the Central link reads at every AUTH: a registered
 CP authenticates by itself, an unregistered one waits for `R` (or starts with `--register`).
 `--deregister` is a one-shot: baja, delete the file, exit.  The terminal gets a status line on
-every change (from the service) and a summary every `--summary-every` seconds.
+every change (from the service) and a summary every `--summary-every` seconds.  When Central
+revokes the CP's keys, `A` authenticates again for a new one; `--auto-reauth SECONDS` does it
+unattended that long after the revocation.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ class MonitorSettings:
     timing: Timing = field(default_factory=Timing)
     log_level: str = "INFO"
     summary_every: float = 30.0  # seconds between summaries; 0 = none
+    auto_reauth: float | None = None  # seconds after a revocation to authenticate again; None: A
 
     @property
     def credentials_path(self) -> Path:
@@ -195,7 +198,9 @@ class MonitorApp:
         self.settings = settings
         self._central_wake = asyncio.Event()
         self._engine_wake = asyncio.Event()
-        self.service = MonitorService(settings.cp_id, on_change=self._wake_all)
+        self.service = MonitorService(
+            settings.cp_id, on_change=self._wake_all, auto_reauth=settings.auto_reauth
+        )
         self.credentials = FileCredentials(settings.credentials_path, settings.cp_id)
         if registry is None and settings.registry:
             registry = RegistryClient(settings.registry, settings.ca_file)
@@ -478,6 +483,14 @@ def parse_args(argv: list[str] | None = None) -> MonitorSettings:
         default=30.0,
         help="seconds between summaries of heartbeats and health checks (0: none)",
     )
+    p.option(
+        "--auto-reauth",
+        env="EV_MONITOR_AUTO_REAUTH",
+        type=seconds,
+        metavar="SECONDS",
+        help="when Central revokes the CP's keys, authenticate again by itself this long after "
+        "(default: only when A is pressed)",
+    )
     p.log_level_option()
     args = p.parse_args(argv)
     settings = MonitorSettings(
@@ -494,6 +507,7 @@ def parse_args(argv: list[str] | None = None) -> MonitorSettings:
         timing=Timing(args.interval, args.timeout, args.max_backoff, args.denied_retry),
         log_level=args.log_level,
         summary_every=args.summary_every,
+        auto_reauth=args.auto_reauth,
     )
     _check(p, settings)
     return settings

@@ -285,6 +285,8 @@ class Demo:
                 "--price",
                 str(rows[cp]["price_eur_per_kwh"]),
                 "--register",
+                "--auto-reauth",  # nobody at its keys: after "Revoke keys", back in 10 s
+                "10",
                 "--summary-every",
                 str(cfg.summary_every),
                 cp_id=cp,

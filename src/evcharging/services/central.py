@@ -413,12 +413,7 @@ class CentralService:
         if engine_ok != cp.facts.engine_ok:
             return None
         cp.last_heartbeat = self._monotonic()
-        if cp.key_notice is not None:  # keys revoked (until it re-authenticates) or a rotation
-            notice = cp.key_notice
-            if notice is ErrReason.REKEY:
-                cp.key_notice = None  # said once: the Monitor authenticates again at once
-            return Answer(False, notice)
-        return _OK
+        return _OK if cp.key_notice is None else _key_notice(cp)  # the hot path: no call
 
     async def heartbeat(self, cp_id: str, token: object, engine_ok: bool) -> Answer:
         routine = self.heartbeat_now(cp_id, token, engine_ok)
@@ -426,8 +421,11 @@ class CentralService:
             return routine
         # the Engine's health changed: the same paths as RECOVER and FAULT frames
         if engine_ok:
-            return await self.monitor_recovered(cp_id, token)
-        return await self.monitor_fault(cp_id, token, "Engine KO")
+            answer = await self.monitor_recovered(cp_id, token)
+        else:
+            answer = await self.monitor_fault(cp_id, token, "Engine KO")
+        cp = self._own(cp_id, token)
+        return answer if cp is None or not answer.ok else _key_notice(cp)
 
     async def monitor_fault(self, cp_id: str, token: object, reason: str) -> Answer:
         cp = self._own(cp_id, token)
@@ -812,7 +810,9 @@ class CentralService:
     async def issue_key(self, cp_id: str, peer: str = UNKNOWN_IP) -> CpKey:
         """A right PROOF was accepted (`monitor_auth`): the CP's fresh key, for the socket to
         wrap into AUTH_OK. A CP whose keys had been revoked is back in service (CP_RESUME is
-        sealed with the new key, so its Engine reads it once its Monitor has handed it over)."""
+        sealed with the new key, so its Engine reads it once its Monitor has handed it over); a
+        CP stopped by Central is told so again (CP_STOP), since a command for a CP that holds no
+        key is not sent (`Delivery.NOT_SENT_NO_KEY`)."""
         assert self.keys is not None, "issue_key needs CentralKeys"
         key = self.keys.issue(cp_id)
         self.audit.record(
@@ -834,6 +834,8 @@ class CentralService:
             self._say(f"CP {cp_id} authenticated again: new key v{key.version} -> {cp.state.value}")
             if not cp.facts.admin_stopped:
                 await self.publisher.publish(CpResume(cp_id=cp_id))
+        if cp.facts.admin_stopped:
+            await self.publisher.publish(CpStop(cp_id=cp_id))
         await self._changed(cp)
         return key
 
@@ -844,6 +846,7 @@ class CentralService:
         revoked") until its Monitor authenticates again."""
         assert self.keys is not None, "revoke_keys needs CentralKeys"
         cp = self._cp(cp_id)
+        self._keys_in_use()
         if cp.facts.keys_revoked:
             raise Conflict(
                 f"CP {cp_id}'s keys are already revoked: its Monitor must authenticate again"
@@ -870,6 +873,7 @@ class CentralService:
     def rotate_all_keys(self, who: Who = CENTRAL) -> list[str]:
         """Every connected CP whose keys are not revoked is asked (at its next heartbeat) to
         authenticate again, which gives it a new key; nothing goes out of service. Returns them."""
+        self._keys_in_use()
         asked = [
             cp.cp_id
             for cp in self._cps.values()
@@ -885,6 +889,15 @@ class CentralService:
             detail=f"{len(asked)} connected CPs asked for new keys",
         )
         return asked
+
+    def _keys_in_use(self) -> None:
+        """In the benchmark's comparison mode no key is issued: revoking or rotating means
+        nothing, so it is a Conflict that says why, and nothing is done."""
+        if self.keys is not None and not self.keys.encrypt:
+            raise Conflict(
+                "CP keys are not in use: Central runs with --cp-encryption off (benchmark "
+                "comparison only)"
+            )
 
     # --- administration (HTTP API, dashboards) --------------------------------------------
     # An action that makes no sense in the CP's state raises Conflict with the domain's reason
@@ -1008,6 +1021,17 @@ class CentralService:
         self._say(f"CP {cp_id} edited: {record.location}, {record.price_eur_per_kwh} €/kWh")
         cp.published = None  # CP_STATUS carries the location and price: publish it again
         return await self._changed(cp)
+
+
+def _key_notice(cp: LiveCP) -> Answer:
+    """A heartbeat's answer: OK, or the CP's key notice (keys revoked: every heartbeat until it
+    authenticates again; rekey: once, and the Monitor authenticates again at once)."""
+    notice = cp.key_notice
+    if notice is None:
+        return _OK
+    if notice is ErrReason.REKEY:
+        cp.key_notice = None
+    return Answer(False, notice)
 
 
 def _live(record: CPRecord, registered: bool) -> LiveCP:

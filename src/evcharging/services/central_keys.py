@@ -39,16 +39,23 @@ class KeyState:
 
 class CentralKeys:
     def __init__(self, store: KeyStore, master: MasterKey, *, encrypt: bool = True) -> None:
-        """`encrypt=False`: the benchmark's comparison mode (keys are still issued and granted,
-        but records travel plain)."""
+        """`encrypt=False`: the benchmark's comparison mode (`EV_Central --cp-encryption off`):
+        records travel plain both ways and Central's socket grants no key (issue 13's AUTH_OK)."""
         self._store = store
         self._master = master
         self._issued: dict[str, int] = {}
-        self.codec = CpTopicCodec(KeyRing(), encrypt=encrypt, on_used=self._retired)
+        self.codec = CpTopicCodec(
+            KeyRing(), encrypt=encrypt, on_used=self._retired, hold_without_key=False
+        )
 
     @property
     def ring(self) -> KeyRing:
         return self.codec.ring
+
+    @property
+    def encrypt(self) -> bool:
+        """False: the benchmark's comparison mode (no key is issued or granted; plain records)."""
+        return self.codec.encrypt
 
     def load(self) -> int:
         """The stored keys opened into the ring; returns how many. A row that does not open

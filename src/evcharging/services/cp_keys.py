@@ -279,11 +279,16 @@ class CpTopicCodec:
         *,
         encrypt: bool = True,
         on_used: Callable[[str, int, list[int]], None] | None = None,
+        hold_without_key: bool = True,
     ) -> None:
         """`on_used(cp_id, version, retired)`: a record sealed with `version` was accepted and
-        the `retired` older versions are gone (Central deletes them from the database)."""
+        the `retired` older versions are gone (Central deletes them from the database).
+        `hold_without_key`: a record to seal for a CP without a key waits for one (an Engine:
+        its events wait for the Monitor's handover); False: it is not sent (Central's commands
+        to a CP that is not authenticated)."""
         self.ring = ring
         self.encrypt = encrypt
+        self.hold_without_key = hold_without_key
         self.sender = Sender()
         self.guard = ReplayGuard()
         self._on_used = on_used
@@ -300,6 +305,16 @@ class CpTopicCodec:
         if key is None:
             raise KeyUnavailable(event.key())
         return seal(event, key, self.sender)
+
+    def not_to_send(self, event: Event) -> bool:
+        """True when the event must be sealed, no key is held and this party does not wait for
+        one (`hold_without_key=False`): the publisher then does not send it."""
+        return (
+            not self.hold_without_key
+            and self.encrypt
+            and event.TOPIC.base in SEALED_TOPICS
+            and self.ring.current(event.key()) is None
+        )
 
     async def key_for(self, event: Event) -> None:
         """Returns once `encode(event)` will not raise KeyUnavailable."""
@@ -337,7 +352,9 @@ class CpTopicCodec:
     def open(
         self, topic_base: str, value: bytes, *, record_key: bytes | None = None
     ) -> tuple[Event, SealedHeader]:
-        """Checks and decrypts one sealed record (and remembers it against replays)."""
+        """Checks and decrypts one sealed record (and remembers it against replays).
+        RecordRejected when it is not what it claims; BadEvent when it is, but its content is
+        not a valid event (the CP's own mistake: dropped and logged like any malformed event)."""
         try:
             header, header_bytes, ciphertext = split(value)
         except SealedFormatError:
@@ -360,8 +377,8 @@ class CpTopicCodec:
             raise RecordRejected(RejectKind.FORGED, cp_id, version) from None
         try:
             event = parse_event(plain)
-        except BadEvent:
-            raise RecordRejected(RejectKind.MALFORMED, cp_id, version) from None
+        except BadEvent as exc:  # sealed with the CP's key: the CP's own mistake, said as such
+            raise BadEvent(f"{exc.reason} (sealed by cp {cp_id}, key v{version})") from None
         if event.TOPIC.base != topic_base or event.key() != cp_id:
             raise RecordRejected(RejectKind.MISROUTED, cp_id, version)
         if not self.guard.fresh(header):

@@ -13,6 +13,11 @@ Rules, in one place:
 * A supply's running figures are saved at plug-in and on every tick; once it ends, the record is
   kept (marked ended) until its `SupplyEnded` has been delivered.  An Engine that starts again
   reports whatever is left once, so what was supplied is never lost.
+* The CP's key comes from the Monitor (KEYX, then KEY wrapped for that exchange) into the one
+  `CpTopicCodec` the program seals and opens its records with; with no key, events wait in the
+  outbox (the publisher waits for one).  KEY_DROP (Central revoked the keys): every key dropped,
+  a running supply ends (`keys_revoked`; its SUPPLY_ENDED waits for the next key and reaches
+  Central as a late final reading), and the CP takes nothing new until a new key comes.
 """
 
 from __future__ import annotations
@@ -44,6 +49,13 @@ from evcharging.contracts.events import (
 )
 from evcharging.domain.cp_state import CPState
 from evcharging.domain.money import cost, kwh
+from evcharging.services.cp_keys import (
+    CpTopicCodec,
+    Exchange,
+    GrantError,
+    KeyRing,
+    handover_unwrap,
+)
 from evcharging.services.ports import (
     Accepted,
     EngineOutcome,
@@ -58,6 +70,8 @@ log = logging.getLogger(__name__)
 
 MAX_ENERGY_KWH = Decimal(1000)  # the contracts' ceiling for one supply (events.Energy)
 _REMEMBERED_SESSIONS = 200  # ended sessions kept to recognise redelivered commands
+
+KEYS_REVOKED_TEXT = "keys revoked: waiting for the Monitor to authenticate again"
 
 Clock = Callable[[], float]
 """Monotonic seconds (time.monotonic in the program, a settable fake in tests)."""
@@ -117,8 +131,15 @@ class EngineService:
         store: SupplyStore,
         clock: Clock,
         config: EngineConfig | None = None,
+        *,
+        codec: CpTopicCodec | None = None,
     ) -> None:
+        """`codec`: the program's sealing of its Kafka records (the publisher's and the
+        consumer's); the keys the Monitor hands over go into its ring."""
         self._publisher = publisher
+        self.codec = codec or CpTopicCodec(KeyRing())
+        self._exchange: tuple[Exchange, str] | None = None  # KEYX's: (ours, the Monitor's key)
+        self._keys_revoked = False
         self._store = store
         self._clock = clock
         self.config = config or EngineConfig()
@@ -153,12 +174,24 @@ class EngineService:
     def pending_events(self) -> int:
         return len(self._outbox)
 
+    @property
+    def key_version(self) -> int | None:
+        """The version of the key the Engine seals with (None: none held)."""
+        if self._cp_id is None:
+            return None
+        key = self.codec.ring.current(self._cp_id)
+        return key.version if key is not None else None
+
+    @property
+    def keys_revoked(self) -> bool:
+        return self._keys_revoked
+
     def phase(self) -> EnginePhase:
         if self._ko_reason is not None:
             return EnginePhase.KO
         if self._cp_id is None:
             return EnginePhase.WAITING_CP_ID
-        if self._stopped:
+        if self._stopped or self._keys_revoked:
             return EnginePhase.PARADO
         if self._session is None:
             return EnginePhase.ACTIVADO
@@ -177,6 +210,8 @@ class EngineService:
             text += " | Cannot connect to CENTRAL"
         if self._cp_id is not None and not self.monitor_alive():
             text += " | no Monitor link"
+        if self._cp_id is not None and not self._keys_revoked and self.key_version is None:
+            text += " | no key yet (events wait for it)"
         return text
 
     def _phase_text(self) -> str:
@@ -186,6 +221,8 @@ class EngineService:
         if phase is EnginePhase.WAITING_CP_ID:
             return "Waiting for CP id (from the Monitor)"
         if phase is EnginePhase.PARADO:
+            if self._keys_revoked:
+                return f"{CPState.PARADO} - {KEYS_REVOKED_TEXT}"
             return f"{CPState.PARADO} - {CPState.PARADO.caption}"
         if s is None:
             return "Activado (idle)"
@@ -205,6 +242,64 @@ class EngineService:
 
     def monitor_disconnected(self) -> None:
         self._monitor_seen = None
+        self._exchange = None
+
+    def key_exchange(self, monitor_public: str) -> str | EngineRefusal:
+        """KEYX: a fresh X25519 exchange for the KEY that follows; our public key."""
+        if self._cp_id is None:
+            return self._refuse("key exchange", "CP id not known yet (SET_CP first)")
+        exchange = Exchange()
+        self._exchange = (exchange, monitor_public)
+        return exchange.public
+
+    def install_key(self, cp_id: str, version: int, wrapped: str) -> EngineOutcome:
+        """KEY: the CP's key, unwrapped with the last KEYX's exchange (used once); a key the
+        Engine already holds is accepted again (idempotent)."""
+        pending, self._exchange = self._exchange, None
+        if self._cp_id is None or cp_id != self._cp_id:
+            mine = f"CP {self._cp_id}" if self._cp_id else "no CP yet"
+            return self._refuse(f"key for CP {cp_id}", f"this Engine is {mine}")
+        if pending is None:
+            return self._refuse(f"key v{version}", "no key exchange in progress (KEYX first)")
+        if version < 1 or self.codec.ring.retired(cp_id, version):
+            return self._refuse(f"key v{version}", "an old or revoked key version")
+        try:
+            key = handover_unwrap(cp_id, version, wrapped, *pending)
+        except GrantError as exc:
+            return self._refuse(f"key v{version}", str(exc))
+        ring = self.codec.ring
+        if ring.get(cp_id, version) == key:
+            return Accepted()
+        if ring.current(cp_id) is None:  # a fresh or revoked ring: older keys can never come
+            ring.forget_floor(cp_id, version - 1)
+        self.codec.guard.forget(cp_id, ring.install(key))
+        if self._keys_revoked:
+            self._keys_revoked = False
+            log.info("cp=%s: new key v%s from the Monitor (authenticated again)", cp_id, version)
+        else:
+            log.info("cp=%s: key v%s from the Monitor", cp_id, version)
+        self._changed()
+        return Accepted()
+
+    def drop_keys(self, cp_id: str) -> EngineOutcome:
+        """KEY_DROP: Central revoked the CP's keys; a running supply ends (its SUPPLY_ENDED
+        waits in the outbox for the next key). Idempotent."""
+        if cp_id != self._cp_id:
+            mine = f"CP {self._cp_id}" if self._cp_id else "no CP yet"
+            return self._refuse(f"key drop for CP {cp_id}", f"this Engine is {mine}")
+        self._exchange = None
+        self.codec.revoked(cp_id)
+        if self._keys_revoked:
+            return Accepted()
+        self._keys_revoked = True
+        log.warning(
+            "cp=%s: %s (Central revoked them): a running supply ends, events wait for the next key",
+            cp_id,
+            KEYS_REVOKED_TEXT,
+        )
+        self._end(SupplyEndReason.KEYS_REVOKED)
+        self._changed()
+        return Accepted()
 
     def set_cp_id(self, cp_id: str) -> EngineOutcome:
         """SET_CP: the id Central accepted; learnt once, then leftovers of a crash are reported."""

@@ -9,6 +9,13 @@ on each new Central link while the fault lasts (Central resets a CP's health whe
 authenticates); RECOVER once when the Engine answers OK after a FAULT was sent.  The heartbeat
 carries the same health (OK/KO) every interval.
 
+The CP's key (issue 14): Central grants one at every authentication; the service keeps it (the
+Engine link hands it over) and never shows more of it than its version.  When Central answers a
+heartbeat `ERR#keys_revoked` the key is dropped, the Engine is told KEY_DROP and the operator
+reads one notice (not one per heartbeat); heartbeats go on, so the CP stays Parado rather than
+Desconectado.  With `auto_reauth` seconds the Monitor authenticates again by itself that long
+after a revocation; without, the menu's A does it.
+
 What the operator reads: one status line whenever the Engine's health or Central's link changes
 (`status_line`), and, from the app, a periodic `summary_line` of heartbeats and health checks, so
 a Monitor in steady state still shows it is alive without printing every second.
@@ -22,6 +29,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from evcharging.contracts.socket_ops import EngineState, Opcode
+from evcharging.services.cp_keys import CpKey
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +109,18 @@ class Counts:
 class MonitorService:
     """One CP's Monitor; `on_change` is called whenever a link loop may have something to send."""
 
-    def __init__(self, cp_id: str, on_change: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        cp_id: str,
+        on_change: Callable[[], None] = lambda: None,
+        *,
+        auto_reauth: float | None = None,
+    ) -> None:
+        """`auto_reauth`: seconds after a revocation of the CP's keys to authenticate again
+        unattended (None: only when the operator asks, menu A)."""
         self.cp_id = cp_id
         self._on_change = on_change
+        self.auto_reauth = auto_reauth
         self.health = EngineHealth.UNKNOWN
         self.health_reason = ""
         self.central = CentralLink.UNKNOWN
@@ -112,6 +129,9 @@ class MonitorService:
         self._summarised = Counts()  # the counts at the last summary
         self._fault_told: bool = False  # the last thing Central was told was a FAULT
         self._told_on_link: Report | None = None  # what this Central link has been told
+        self._key: CpKey | None = None  # the CP's newest key from Central (never shown)
+        self._revoked_at: float | None = None  # when Central said keys_revoked (None: not now)
+        self.revocations = 0  # how many times Central revoked the keys (the Engine link's cue)
 
     # --- the Engine link ---------------------------------------------------------------
 
@@ -163,8 +183,11 @@ class MonitorService:
 
     # --- the Central link --------------------------------------------------------------
 
-    def central_accepted(self) -> None:
+    def central_accepted(self, key: CpKey | None = None) -> None:
+        """Central accepted the CP (and proved it knows it), granting `key`."""
         self._told_on_link = None
+        if key is not None:
+            self.key_granted(key)
         self._set_central(CentralLink.UP)
 
     def central_denied(self, reason: str) -> None:
@@ -183,6 +206,76 @@ class MonitorService:
         if changed:
             self._announce()
             self._on_change()
+
+    # --- the CP's key -------------------------------------------------------------------
+
+    @property
+    def key(self) -> CpKey | None:
+        """The key to hand the Engine (None: none granted yet, or revoked since)."""
+        return self._key
+
+    @property
+    def keys_revoked(self) -> bool:
+        return self._revoked_at is not None
+
+    def key_granted(self, key: CpKey) -> None:
+        """A new key from Central (every authentication grants one)."""
+        back = self.keys_revoked
+        self._key, self._revoked_at = key, None
+        if back:
+            log.info(
+                "cp=%s: authenticated again: new key v%s, the CP is back in service",
+                self.cp_id,
+                key.version,
+            )
+        else:
+            log.info("cp=%s: key v%s from Central", self.cp_id, key.version)
+        self._on_change()
+
+    def central_revoked_keys(self, now: float) -> bool:
+        """Central answered a heartbeat `ERR#keys_revoked` (it does so at every heartbeat while
+        revoked): the key is dropped and the operator told, the first time only.  True then."""
+        if self.keys_revoked:
+            return False
+        self._key, self._revoked_at = None, now
+        self.revocations += 1
+        log.warning("cp=%s: %s", self.cp_id, self.revoked_notice())
+        self._on_change()
+        return True
+
+    def revoked_notice(self) -> str:
+        if self.auto_reauth is None:
+            return "Central revoked this CP's keys: press A to authenticate again"
+        return (
+            f"Central revoked this CP's keys: authenticating again in {self.auto_reauth:g}s "
+            "(--auto-reauth), or press A now"
+        )
+
+    def reauth_in(self, now: float) -> float | None:
+        """Seconds until the unattended re-authentication after a revocation is due (0 or less:
+        now); None when none is pending (keys not revoked, or no `auto_reauth`)."""
+        if self._revoked_at is None or self.auto_reauth is None:
+            return None
+        return self._revoked_at + self.auto_reauth - now
+
+    def key_to_hand(self, handed: int | None) -> CpKey | None:
+        """The key the Engine must be given, when `handed` (the version it got on this link,
+        None: none yet) is not the newest."""
+        key = self._key
+        return key if key is not None and key.version != handed else None
+
+    def drops_told_at_link_start(self) -> int:
+        """A new Engine link counts as told every revocation but a current one."""
+        return self.revocations - 1 if self.keys_revoked else self.revocations
+
+    def drop_due(self, told: int) -> bool:
+        """KEY_DROP is due on a link told `told` revocations (once per revocation)."""
+        return self.revocations > told
+
+    def key_text(self) -> str:
+        if self.keys_revoked:
+            return "keys revoked"
+        return f"key v{self._key.version}" if self._key is not None else "no key"
 
     def heartbeat_sent(self) -> None:
         self.counts = replace(self.counts, hb_sent=self.counts.hb_sent + 1)
@@ -215,11 +308,9 @@ class MonitorService:
     @property
     def troubled(self) -> bool:
         """Something an operator must look at (not merely "not known yet")."""
-        return self.health in (EngineHealth.KO, EngineHealth.UNREACHABLE) or self.central in (
-            CentralLink.DOWN,
-            CentralLink.DENIED,
-            CentralLink.NOT_REGISTERED,
-        )
+        bad_links = (CentralLink.DOWN, CentralLink.DENIED, CentralLink.NOT_REGISTERED)
+        engine_bad = self.health in (EngineHealth.KO, EngineHealth.UNREACHABLE)
+        return engine_bad or self.keys_revoked or self.central in bad_links
 
     def engine_text(self) -> str:
         if self.health is EngineHealth.KO:
@@ -229,6 +320,11 @@ class MonitorService:
         return "Engine OK" if self.health is EngineHealth.OK else "Engine not checked yet"
 
     def central_text(self) -> str:
+        """Central's link, and once authenticated the key's version (never the key)."""
+        if self.central is CentralLink.UP and (self._key is not None or self.keys_revoked):
+            if self.keys_revoked:
+                return "Central up (keys revoked: press A to authenticate again)"
+            return f"Central up (authenticated, {self.key_text()})"
         return {
             CentralLink.UNKNOWN: "Central not reached yet",
             CentralLink.UP: "Central up (authenticated)",

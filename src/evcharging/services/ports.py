@@ -149,6 +149,11 @@ class Delivery(StrEnum):
     (re-sent until it is); `on_delivered` runs then.  A crash before that redelivers the batch,
     so the event is sent again by the (idempotent) handler: never lost, possibly twice."""
 
+    NOT_SENT_NO_KEY = "not sent: no key"
+    """Central's command to a CP that holds no key (never authenticated, or its keys revoked):
+    no Engine could open it, and sent later under a future key it would act on a stale order
+    (a CP stopped again after it came back). Said in the log; `on_delivered` does not run."""
+
 
 class Publisher(Protocol):
     async def publish(
@@ -218,6 +223,18 @@ class EngineControls(Protocol):
     def set_cp_id(self, cp_id: str) -> EngineOutcome: ...
     def set_central(self, up: bool) -> None: ...
     def monitor_disconnected(self) -> None: ...
+
+    def key_exchange(self, monitor_public: str) -> str | EngineRefusal:
+        """KEYX: a fresh exchange for the next KEY; the Engine's public key (b64)."""
+        ...
+
+    def install_key(self, cp_id: str, version: int, wrapped: str) -> EngineOutcome:
+        """KEY: the CP's key, wrapped for the last KEYX's exchange (used once)."""
+        ...
+
+    def drop_keys(self, cp_id: str) -> EngineOutcome:
+        """KEY_DROP: Central revoked the CP's keys."""
+        ...
 
 
 # --- the Driver -------------------------------------------------------------------------------

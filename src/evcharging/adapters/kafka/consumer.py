@@ -21,7 +21,7 @@ from evcharging.adapters.kafka.publisher import PendingAcks, acks_before_commit
 from evcharging.adapters.kafka.retry import describe, failure_level, start_with_retry
 from evcharging.adapters.kafka.router import EventRouter
 from evcharging.contracts.events import BadEvent, Event, parse_event
-from evcharging.contracts.sealed import RejectKind
+from evcharging.contracts.sealed import SEALED_TOPICS, RejectKind
 from evcharging.contracts.topics import Topic, base_of, namespaced
 from evcharging.services.cp_keys import CpTopicCodec, RecordRejected
 
@@ -313,7 +313,12 @@ class EventConsumer:
                 exc.reason,
             )
             if self._on_rejected is not None:
-                self._on_rejected(Rejected(tp.topic, tp.partition, record.offset, exc.reason))
+                claimed = None  # a sealed record's key names the CP whose key opened it
+                if self._codec is not None and base_of(tp.topic) in SEALED_TOPICS and record.key:
+                    claimed = record.key.decode("utf-8", "replace")[:40]
+                self._on_rejected(
+                    Rejected(tp.topic, tp.partition, record.offset, exc.reason, cp_id=claimed)
+                )
             return
         if event is None:  # a redelivery of a record already accepted
             return
@@ -355,6 +360,9 @@ class EventConsumer:
             waits = exc.kind in (RejectKind.UNKNOWN_KEY, RejectKind.NO_KEY)
             if not (waits and self._await_keys > 0 and cp_id and version is not None):
                 raise
+            held = codec.ring.current(cp_id)
+            if held is not None and version < held.version:
+                raise  # older than the key held: it will never be handed over
             log.info(
                 "%s: record sealed with key v%s of %s, not held yet: waiting up to %g s",
                 tp.topic,

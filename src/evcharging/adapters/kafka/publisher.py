@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -33,6 +34,7 @@ from evcharging.services.ports import Delivery
 log = logging.getLogger(__name__)
 
 OnDelivered = Callable[[], None] | None
+NOT_SENT_QUIET = 10.0  # seconds between two "not sent: no key" lines for one CP
 
 
 @dataclass(eq=False)
@@ -108,6 +110,7 @@ class EventPublisher:
         self.bootstrap = bootstrap
         self.source = source
         self.codec = codec
+        self._not_sent_said: dict[str, float] = {}  # CP id -> when its last refusal was logged
         self._retry_delay = retry_delay
         self._producer: AIOKafkaProducer | None = None
         self._ready = asyncio.Event()
@@ -160,6 +163,9 @@ class EventPublisher:
         is dropped. `on_delivered` runs after the ack."""
         if event.source == "unknown":
             event = event.model_copy(update={"source": self.source})
+        if self.codec is not None and self.codec.not_to_send(event):
+            self._say_not_sent(event)
+            return Delivery.NOT_SENT_NO_KEY
         acks = _batch_acks_here()
         if acks is not None and self._producer is not None and self._ready.is_set():
             try:
@@ -209,6 +215,13 @@ class EventPublisher:
                 await (await self._send(event))
             except KeyUnavailable:
                 assert self.codec is not None
+                if not self.codec.hold_without_key:  # revoked between two attempts
+                    log.warning(
+                        "%s for CP %s dropped: its keys were revoked before it was sent",
+                        event.event_type,
+                        event.key(),
+                    )
+                    return
                 log.info("%s for %s waits for the CP's key", event.event_type, event.key())
                 await self.codec.key_for(event)
             except KafkaError as exc:
@@ -334,6 +347,20 @@ class EventPublisher:
             self._background(self._send_until_acked(event))
             return
         delivery.add_done_callback(lambda f: self._delivered(f, [event]))
+
+    def _say_not_sent(self, event: Event) -> None:
+        """Once per CP per NOT_SENT_QUIET seconds (anyone can ask a CP's menu for a supply on
+        driver-events, so an unauthenticated CP's refusals must not flood the log)."""
+        cp_id, now = event.key(), time.monotonic()
+        if now - self._not_sent_said.get(cp_id, -NOT_SENT_QUIET) < NOT_SENT_QUIET:
+            return
+        self._not_sent_said[cp_id] = now
+        log.warning(
+            "%s for CP %s not sent: it holds no key (not authenticated); said once per %g s",
+            event.event_type,
+            cp_id,
+            NOT_SENT_QUIET,
+        )
 
     def _encode(self, event: Event) -> bytes:
         """The record value: sealed at each send (a retry gets a fresh nonce and the newest

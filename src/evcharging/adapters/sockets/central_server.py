@@ -2,7 +2,12 @@
 
 A connection authenticates one CP with the SCRAM exchange of `services.cp_auth` (AUTH ->
 CHALLENGE, PROOF -> AUTH_OK; the decisions, throttle and audit rows are `services.cp_login`'s);
-until then every other frame is answered `ERR#not_authenticated` and not acted on.  Silence
+until then every other frame is answered `ERR#not_authenticated` and not acted on.  AUTH carries
+the Monitor's ephemeral X25519 key and AUTH_OK the CP's fresh symmetric key, wrapped for it
+(`services.cp_keys.grant_key`; the key itself is never logged); with Central in the benchmark's
+comparison mode (`--cp-encryption off`) the exchange key is optional and AUTH_OK is issue 13's
+`AUTH_OK#cp_id#signature`.  A heartbeat may be answered `ERR#keys_revoked` or `ERR#rekey` (the
+service's key notices); like every ERR answer, that ends nothing on Central's side.  Silence
 longer than the heartbeat timeout, a Monitor that does not ACK an answer within
 `answer_timeout`, EOF, five bad frames in a row or a broken link ends the connection and makes
 that CP Desconectado.  Bad frames and unknown opcodes are audited (message.rejected), once per
@@ -43,6 +48,7 @@ from evcharging.contracts.frames import (
 from evcharging.contracts.socket_ops import EngineState, ErrReason, Opcode
 from evcharging.services.central import Answer, CentralService
 from evcharging.services.cp_auth import Challenge, b64
+from evcharging.services.cp_keys import grant_key
 from evcharging.services.cp_login import CPLogin, Denied
 
 log = logging.getLogger(__name__)
@@ -86,6 +92,13 @@ class MonitorServer:
             raise CannotListen.because("Monitors", self.host, self.port, exc) from exc
         self._sweeper = asyncio.create_task(self._sweep(), name="monitor-deadlines")
         log.info("listening for Monitors on %s:%s", self.host, self.port)
+
+    @property
+    def grants_keys(self) -> bool:
+        """AUTH must carry an exchange key and AUTH_OK carries the CP key; False only for a
+        Central without keys, or in the benchmark's comparison mode (`--cp-encryption off`)."""
+        keys = self.service.keys
+        return keys is not None and keys.encrypt
 
     @property
     def bound_port(self) -> int:
@@ -149,7 +162,7 @@ class MonitorLink(asyncio.Protocol):
         self._bad_in_a_row = 0
         self._why: str | None = None
         self._challenge: _Pending | None = None  # sent CHALLENGE, waiting for its PROOF
-        self._proved: tuple[_Pending, bytes] | None = None  # PROOF right, CentralService next
+        self._proved: _Proved | None = None  # PROOF right, CentralService next
         self._rejected: set[str] = set()  # kinds of dropped frames already audited on this link
 
     # --- asyncio.Protocol -----------------------------------------------------------------
@@ -288,19 +301,22 @@ class MonitorLink(asyncio.Protocol):
         self._pump()
 
     def _auth(self, fields: tuple[str, ...]) -> bytes:
-        """AUTH#cp#engine_state#reason#client_nonce -> CHALLENGE#salt#n#r#p#nonce, or
-        AUTH_DENIED#reason (`CPLogin.begin`: throttle, registration).  The Engine's health is
-        kept for the PROOF: a health other than OK (or none given) keeps the CP Averiado until
-        a heartbeat says OK."""
+        """AUTH#cp#engine_state#reason#client_nonce#exchange -> CHALLENGE#salt#n#r#p#nonce, or
+        AUTH_DENIED#reason (`CPLogin.begin`: throttle, registration, a malformed field).  The
+        Engine's health is kept for the PROOF: a health other than OK (or none given) keeps the
+        CP Averiado until a heartbeat says OK."""
         self._challenge = None  # a new AUTH abandons any exchange in progress on this link
         login = self.server.login
-        if len(fields) < 4:
+        required = self.server.grants_keys
+        if len(fields) < 4 or (required and (len(fields) < 5 or not fields[4])):
             cp_id = fields[0] if fields else None
-            return _denied(login.refused(cp_id, _MALFORMED_AUTH, self.peer))
+            malformed = _MALFORMED_AUTH if required else _MALFORMED_AUTH_PLAIN
+            return _denied(login.refused(cp_id, malformed, self.peer))
         cp_id, state, reason, client_nonce = fields[:4]
+        exchange = fields[4] if len(fields) > 4 else ""
         if self.cp_id is not None and self.cp_id != cp_id:
             return _denied(login.refused(cp_id, _OTHER_CP, self.peer))
-        started = login.begin(cp_id, client_nonce, self.peer)
+        started = login.begin(cp_id, client_nonce, self.peer, exchange)
         if isinstance(started, Denied):
             log.warning("monitor %s: AUTH for cp=%s refused: %s", self.peer, cp_id, started.reason)
             return _denied(started)
@@ -326,28 +342,42 @@ class MonitorLink(asyncio.Protocol):
         if isinstance(result, Denied):
             log.warning("monitor %s: PROOF for cp=%s refused: %s", self.peer, cp_id, result.reason)
             return _denied(result)
-        self._proved = (pending, result)
+        self._proved = _Proved(pending, result, fields[1])
         return None
 
     async def _proof(self, fields: tuple[str, ...]) -> bytes:
         """The proof was right: CentralService takes the CP (it may still refuse: another
-        Monitor holds it); AUTH_OK carries Central's signature, its own proof to the Monitor."""
+        Monitor holds it) and issues its key; AUTH_OK carries Central's signature (its own proof
+        to the Monitor) and the key wrapped for this exchange (`KeyGrant.fields()`)."""
         proved, self._proved = self._proved, None
         assert proved is not None, "PROOF answered later only after _proof_now accepted it"
-        pending, signature = proved
-        cp_id = pending.challenge.cp_id
+        challenge = proved.pending.challenge
+        cp_id = challenge.cp_id
         answer = await self.service.monitor_auth(
             cp_id,
             self.token,
-            engine_ok=pending.engine_ok,
-            fault_reason=pending.fault_reason,
+            engine_ok=proved.pending.engine_ok,
+            fault_reason=proved.pending.fault_reason,
             peer=self.peer,
         )
         if not answer.ok:
             log.warning("monitor %s: cp=%s refused: %s", self.peer, cp_id, answer.reason)
             return _denied(self.server.login.refused(cp_id, answer.reason, self.peer))
-        self.cp_id = cp_id
-        return _frame(Opcode.AUTH_OK, cp_id, b64(signature))
+        self.cp_id = cp_id  # from here a lost link makes the CP Desconectado
+        if not self.server.grants_keys:
+            return _frame(Opcode.AUTH_OK, cp_id, b64(proved.signature))
+        key = await self.service.issue_key(cp_id, self.peer)
+        client_key = challenge.client_key(proved.proof_text)
+        assert client_key is not None, "the proof was checked right by CPLogin.finish"
+        grant = grant_key(
+            key,
+            auth_message=challenge.message,
+            client_key=client_key,
+            server_key=challenge.verifier.server_key,
+            monitor_public=challenge.exchange,
+        )
+        log.info("monitor %s: cp=%s given key v%d", self.peer, cp_id, key.version)
+        return _frame(Opcode.AUTH_OK, cp_id, *grant.fields())
 
     def _heartbeat_now(self, fields: tuple[str, ...]) -> bytes | None:
         """HB#cp#OK|KO that changes nothing but the CP's liveness: answered at once (the hot path)."""
@@ -381,6 +411,16 @@ class _Pending:
 
 
 @dataclass(frozen=True, slots=True)
+class _Proved:
+    """A right PROOF, kept for the answer computed later: Central's signature (issue 13's
+    AUTH_OK) and the proof itself (the client key the CP key is wrapped with)."""
+
+    pending: _Pending
+    signature: bytes
+    proof_text: str
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     """How Central answers one request opcode."""
 
@@ -406,7 +446,8 @@ _PROOF = Opcode.PROOF.value
 _ENGINE_OK = EngineState.OK.value
 _NO_HEALTH = {EngineState.KO.value: "Engine KO"}  # the fault reason when AUTH gave none
 _HEALTH_UNKNOWN = "Engine health not reported yet"  # AUTH's engine_state neither OK nor KO
-_MALFORMED_AUTH = "malformed AUTH: expected cp_id, engine_state, reason, client_nonce"
+_MALFORMED_AUTH = "malformed AUTH: expected cp_id, engine_state, reason, client_nonce, exchange"
+_MALFORMED_AUTH_PLAIN = "malformed AUTH: expected cp_id, engine_state, reason, client_nonce"
 _OTHER_CP = "this connection is already authenticated as another CP"
 _PROOF_WITHOUT_AUTH = "PROOF without a CHALLENGE for this CP on this link"
 

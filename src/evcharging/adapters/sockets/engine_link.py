@@ -6,7 +6,13 @@ half-open connection behind that nobody would ever close; refusing the newcomer 
 restarted Monitor out of its own Engine.
 
 Frames (see docs/socket-protocol.md): ``HEALTH`` -> ``OK`` | ``KO#reason``; ``SET_CP#cp_id`` ->
-``OK`` | ``ERR#reason``; ``CENTRAL#UP`` / ``CENTRAL#DOWN`` -> ``OK``; anything else -> ``ERR#...``.
+``OK`` | ``ERR#reason``; ``CENTRAL#UP`` / ``CENTRAL#DOWN`` -> ``OK``; the CP's key:
+``KEYX#monitor_exchange`` -> ``OK#engine_exchange``, ``KEY#cp_id#version#wrapped`` -> ``OK`` |
+``ERR#reason``, ``KEY_DROP#cp_id`` -> ``OK``; anything else -> ``ERR#...``.
+
+The key is wrapped for a fresh X25519 exchange per handover (`services.cp_keys.handover_*`), so a
+capture of this link gives nothing; the link itself is not authenticated and is meant for one
+host (the Engine should listen on loopback or a private link to its own Monitor).
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from evcharging.adapters.listening import CannotListen
 from evcharging.adapters.sockets.framing import FramedConnection, LinkError
 from evcharging.contracts.frames import Frame, wire_text
 from evcharging.contracts.socket_ops import CentralState, EngineState, Opcode
-from evcharging.services.ports import EngineControls, EngineRefusal
+from evcharging.services.cp_keys import valid_public
+from evcharging.services.ports import EngineControls, EngineOutcome, EngineRefusal
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +41,44 @@ def _health(engine: EngineControls, fields: tuple[str, ...]) -> Reply | None:
     return (Opcode.OK,) if health.ok else (Opcode.KO, wire_text(health.ko_reason or EngineState.KO))
 
 
+def _outcome(outcome: EngineOutcome) -> Reply:
+    if isinstance(outcome, EngineRefusal):
+        return (Opcode.ERR, wire_text(outcome.reason))
+    return (Opcode.OK,)
+
+
 def _set_cp(engine: EngineControls, fields: tuple[str, ...]) -> Reply | None:
     if len(fields) != 1 or not fields[0]:
         return None
-    outcome = engine.set_cp_id(fields[0])
-    return (
-        (Opcode.ERR, wire_text(outcome.reason))
-        if isinstance(outcome, EngineRefusal)
-        else (Opcode.OK,)
-    )
+    return _outcome(engine.set_cp_id(fields[0]))
+
+
+def _keyx(engine: EngineControls, fields: tuple[str, ...]) -> Reply | None:
+    if len(fields) != 1:
+        return None
+    if not valid_public(fields[0]):
+        log.warning("Monitor link: KEYX with a malformed exchange key refused")
+        return (Opcode.ERR, "malformed KEYX: not an exchange key")
+    answer = engine.key_exchange(fields[0])
+    if isinstance(answer, EngineRefusal):
+        return (Opcode.ERR, wire_text(answer.reason))
+    return (Opcode.OK, answer)
+
+
+def _key(engine: EngineControls, fields: tuple[str, ...]) -> Reply | None:
+    if len(fields) != 3 or not fields[0]:
+        return None
+    cp_id, version, wrapped = fields
+    if not (version.isascii() and version.isdecimal() and 0 < len(version) <= 9):
+        log.warning("Monitor link: KEY with a malformed version refused")
+        return (Opcode.ERR, "malformed KEY: the version is not a number")
+    return _outcome(engine.install_key(cp_id, int(version), wrapped))
+
+
+def _key_drop(engine: EngineControls, fields: tuple[str, ...]) -> Reply | None:
+    if len(fields) != 1 or not fields[0]:
+        return None
+    return _outcome(engine.drop_keys(fields[0]))
 
 
 def _central(engine: EngineControls, fields: tuple[str, ...]) -> Reply | None:
@@ -58,6 +94,9 @@ REQUESTS: dict[str, Callable[[EngineControls, tuple[str, ...]], Reply | None]] =
     Opcode.HEALTH.value: _health,
     Opcode.SET_CP.value: _set_cp,
     Opcode.CENTRAL.value: _central,
+    Opcode.KEYX.value: _keyx,
+    Opcode.KEY.value: _key,
+    Opcode.KEY_DROP.value: _key_drop,
 }
 """Every request a Monitor may send its Engine (`socket_ops.TO_ENGINE`); a handler returns None
 for fields that do not fit its opcode."""

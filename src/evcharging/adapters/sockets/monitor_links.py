@@ -1,11 +1,21 @@
 """The Monitor's two client links, one task each (a FramedConnection is never shared).
 
 `CentralLinkLoop`: connect with backoff, prove the CP's credentials (AUTH, CHALLENGE, PROOF,
-AUTH_OK with Central's own proof; docs/socket-protocol.md §3; nothing at all while the CP has
-none), then every interval (or at once when the Engine's health changes) FAULT/RECOVER if due
-and HB.  `EngineLinkLoop`: connect with backoff, HEALTH every
-interval, SET_CP once Central accepted the CP (again after every reconnect), CENTRAL#UP/DOWN on
-changes.  What to send is decided by `services.monitor.MonitorService`; these loops move frames.
+AUTH_OK with Central's own proof and the CP's key, wrapped for this exchange;
+docs/socket-protocol.md §3; nothing at all while the CP has none), then every interval (or at
+once when the Engine's health changes) FAULT/RECOVER if due and HB.  A heartbeat answered
+`ERR#keys_revoked` is still a heartbeat Central heard (the key is dropped, the loop goes on);
+`ERR#rekey` authenticates again on the same link for a new key.
+
+`EngineLinkLoop`: connect with backoff, HEALTH every interval, SET_CP once Central accepted the
+CP (again after every reconnect), CENTRAL#UP/DOWN on changes, and the CP's key: KEYX (a fresh
+X25519 exchange) then KEY with the key wrapped for it, after SET_CP, after every reconnect and
+after every new key; KEY_DROP once Central revoked the keys.  The key never crosses either
+link in clear (a capture of the Monitor-Engine link gives nothing: the X25519 private keys die
+with the exchange), but this link is meant for one host: anyone who can talk to the Engine's
+port can hand it a key of their own.
+
+What to send is decided by `services.monitor.MonitorService`; these loops move frames.
 """
 
 from __future__ import annotations
@@ -18,13 +28,16 @@ from typing import Protocol
 
 from evcharging.adapters.sockets.framing import FramedConnection, LinkError, open_framed
 from evcharging.contracts.frames import Frame, wire_text
-from evcharging.contracts.socket_ops import CentralState, Opcode
-from evcharging.services.cp_auth import (
-    ChallengeError,
-    Prover,
-    new_nonce,
-    signature_matches,
-    unb64,
+from evcharging.contracts.socket_ops import CentralState, ErrReason, Opcode
+from evcharging.services.cp_auth import ChallengeError, Prover, new_nonce
+from evcharging.services.cp_keys import (
+    CpKey,
+    Exchange,
+    GrantError,
+    KeyGrant,
+    handover_wrap,
+    open_grant,
+    valid_public,
 )
 from evcharging.services.monitor import Backoff, Fault, MonitorService, Report
 
@@ -167,12 +180,12 @@ class CentralLinkLoop:
         cp_id = self.svc.cp_id
         log.info("cp=%s: connected to CENTRAL at %s, authenticating", cp_id, conn.peer)
         while prover is not None:
-            denied = await self._authenticate(conn, prover)
-            if denied is not None:
-                self.svc.central_denied(denied)
+            granted = await self._authenticate(conn, prover)
+            if isinstance(granted, str):
+                self.svc.central_denied(granted)
                 log.info("cp=%s: asking Central again in %.1fs", cp_id, self.timing.denied_retry)
                 return self.timing.denied_retry
-            self.svc.central_accepted()
+            self.svc.central_accepted(granted)
             self.backoff.reset()
             await self._heartbeats(conn)  # until reauthenticate()
             log.info("cp=%s: authenticating again, as asked", cp_id)
@@ -181,25 +194,46 @@ class CentralLinkLoop:
 
     async def _heartbeats(self, conn: FramedConnection) -> None:
         cp_id, timeout = self.svc.cp_id, self.timing.timeout
+        loop = asyncio.get_running_loop()
         while not self._again.is_set():
             report = self.svc.pending_report()
             if report is not None:
                 await self._tell(conn, report)
             self.svc.heartbeat_sent()
-            await expect_ok(conn, timeout, Opcode.HB, cp_id, self.svc.heartbeat_status)
-            self.svc.heartbeat_answered()
-            await pause(self.wake, self.timing.interval)
+            reply = await conn.request(Opcode.HB, cp_id, self.svc.heartbeat_status, timeout=timeout)
+            self._heartbeat_answered(reply, loop.time())
+            due = self.svc.reauth_in(loop.time())
+            if due is not None and due <= 0:
+                log.info("cp=%s: authenticating again after the revocation (--auto-reauth)", cp_id)
+                break
+            wait = self.timing.interval if due is None else min(self.timing.interval, due)
+            await pause(self.wake, wait)
         self._again.clear()
 
-    async def _authenticate(self, conn: FramedConnection, prover: Prover) -> str | None:
-        """The SCRAM exchange; None when Central accepted the CP (and proved it knows it), the
-        reason when it refused (AUTH_DENIED).  `Refusal` for anything else."""
+    def _heartbeat_answered(self, reply: Frame, now: float) -> None:
+        """OK; or one of Central's key notices (the heartbeat was heard all the same);
+        `Refusal` for anything else (`ERR#not_authenticated`: the link is dropped, and the
+        next one authenticates)."""
+        notice = reply.fields[0] if reply.opcode == Opcode.ERR and reply.fields else None
+        if reply.opcode != Opcode.OK and notice not in (ErrReason.KEYS_REVOKED, ErrReason.REKEY):
+            raise Refusal(f"{Opcode.HB} answered {_short(reply)}")
+        self.svc.heartbeat_answered()
+        if notice == ErrReason.KEYS_REVOKED:
+            self.svc.central_revoked_keys(now)
+        elif notice == ErrReason.REKEY:
+            log.info("cp=%s: Central rotates the keys: authenticating again", self.svc.cp_id)
+            self._again.set()
+
+    async def _authenticate(self, conn: FramedConnection, prover: Prover) -> CpKey | str:
+        """The SCRAM exchange; the CP's key when Central accepted the CP (and proved it knows
+        it), the reason when it refused (AUTH_DENIED).  `Refusal` for anything else, a key
+        grant that does not verify or an AUTH_OK without one included."""
         cp_id, timeout = self.svc.cp_id, self.timing.timeout
         # The Engine's health travels with AUTH: Central never offers a CP it does not know healthy.
         health, reason = self.svc.heartbeat_status, wire_text(self.svc.health_reason)
-        client_nonce = new_nonce()
+        client_nonce, exchange = new_nonce(), Exchange()  # the exchange: for this AUTH only
         reply = await conn.request(
-            Opcode.AUTH, cp_id, health, reason, client_nonce, timeout=timeout
+            Opcode.AUTH, cp_id, health, reason, client_nonce, exchange.public, timeout=timeout
         )
         if reply.opcode == Opcode.AUTH_DENIED:
             return _reason(reply)
@@ -207,22 +241,31 @@ class CentralLinkLoop:
             raise Refusal(f"AUTH answered {_short(reply)}")
         try:  # scrypt, once per salt and cost: in a thread, so the Engine link keeps its pace
             proof, message, keys = await asyncio.to_thread(
-                prover.answer, client_nonce, *reply.fields
+                prover.answer, client_nonce, *reply.fields, exchange=exchange.public
             )
         except ChallengeError as exc:
             raise Refusal(f"sent a challenge we will not answer ({exc})") from None
         reply = await conn.request(Opcode.PROOF, cp_id, proof, timeout=timeout)
         if reply.opcode == Opcode.AUTH_DENIED:
             return _reason(reply)
-        if reply.opcode != Opcode.AUTH_OK or len(reply.fields) != 2 or reply.fields[0] != cp_id:
+        if reply.opcode != Opcode.AUTH_OK or not reply.fields or reply.fields[0] != cp_id:
             raise Refusal(f"PROOF answered {_short(reply)}")
+        if len(reply.fields) == 2:  # issue 13's AUTH_OK (a Central with --cp-encryption off)
+            raise Refusal("sent no key (an AUTH_OK without a key grant)")
+        if len(reply.fields) != 5:
+            raise Refusal(f"PROOF answered {_short(reply)}")
+        grant = KeyGrant(*reply.fields[1:])
         try:
-            signature = unb64(reply.fields[1])
-        except ValueError:
-            signature = b""
-        if not signature_matches(keys, message, signature):
-            raise Refusal("could not prove it knows this CP (wrong server signature)")
-        return None
+            return open_grant(
+                cp_id,
+                grant,
+                exchange=exchange,
+                auth_message=message,
+                client_key=keys.client_key,
+                server_key=keys.server_key,
+            )
+        except GrantError as exc:
+            raise Refusal(f"sent a key that does not verify: {exc}") from None
 
     async def _tell(self, conn: FramedConnection, report: Report) -> None:
         cp_id, timeout = self.svc.cp_id, self.timing.timeout
@@ -272,13 +315,23 @@ class EngineLinkLoop:
             await conn.close()
 
     async def _converse(self, conn: FramedConnection) -> None:
-        told_cp, told_central = False, None
+        told_cp: bool | None = None  # SET_CP: not yet sent / refused (another CP) / taken
+        told_central: bool | None = None
+        handed: int | None = None  # the key version this link handed the Engine
+        dropped = self.svc.drops_told_at_link_start()
         while True:
             await self._check_health(conn)
             self.backoff.reset()
-            if self.svc.cp_accepted and not told_cp:
-                await self._set_cp(conn)
-                told_cp = True
+            if self.svc.cp_accepted and told_cp is None:
+                told_cp = await self._set_cp(conn)
+            if told_cp:  # the CP's key, only to an Engine that is this CP
+                if self.svc.drop_due(dropped):
+                    dropped = self.svc.revocations
+                    await self._drop_keys(conn)
+                key = self.svc.key_to_hand(handed)
+                if key is not None:
+                    handed = key.version  # tried once per link and version, not every second
+                    await self._hand_key(conn, key)
             central = self.svc.central_to_tell_engine()
             if central is not None and central != told_central:
                 state = CentralState.UP if central else CentralState.DOWN
@@ -295,11 +348,39 @@ class EngineLinkLoop:
         else:
             raise Refusal(f"HEALTH answered {_short(reply)}")
 
-    async def _set_cp(self, conn: FramedConnection) -> None:
+    async def _set_cp(self, conn: FramedConnection) -> bool:
+        """True when the Engine took the CP id (only such an Engine is handed the CP's key)."""
         cp_id = self.svc.cp_id
         try:
             await expect_ok(conn, self.timing.timeout, Opcode.SET_CP, cp_id)
         except Refusal as exc:
             log.warning("cp=%s: the Engine did not take its CP id: %s", cp_id, exc)
-            return
+            return False
         log.info("cp=%s: Engine told its CP id", cp_id)
+        return True
+
+    async def _hand_key(self, conn: FramedConnection, key: CpKey) -> None:
+        """KEYX with a fresh exchange, then KEY with the key wrapped for it (never in clear)."""
+        cp_id, timeout = self.svc.cp_id, self.timing.timeout
+        exchange = Exchange()
+        try:
+            reply = await conn.request(Opcode.KEYX, exchange.public, timeout=timeout)
+            if reply.opcode != Opcode.OK or len(reply.fields) != 1:
+                raise Refusal(f"{Opcode.KEYX} answered {_short(reply)}")
+            if not valid_public(reply.fields[0]):
+                raise Refusal(f"{Opcode.KEYX} answered a malformed exchange key")
+            wrapped = handover_wrap(key, exchange, reply.fields[0])
+            await expect_ok(conn, timeout, Opcode.KEY, cp_id, str(key.version), wrapped)
+        except (Refusal, GrantError) as exc:
+            log.warning("cp=%s: the Engine did not take key v%s: %s", cp_id, key.version, exc)
+            return
+        log.info("cp=%s: key v%s handed to the Engine", cp_id, key.version)
+
+    async def _drop_keys(self, conn: FramedConnection) -> None:
+        cp_id = self.svc.cp_id
+        try:
+            await expect_ok(conn, self.timing.timeout, Opcode.KEY_DROP, cp_id)
+        except Refusal as exc:
+            log.warning("cp=%s: the Engine did not drop its keys: %s", cp_id, exc)
+            return
+        log.info("cp=%s: Engine told to drop its keys (revoked by Central)", cp_id)
