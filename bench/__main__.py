@@ -130,10 +130,10 @@ async def _run(args: argparse.Namespace, ctx: Context) -> None:
         params = auth.AuthParams.quick() if args.quick else auth.AuthParams()
         if args.requests:
             params = replace(params, requests=args.requests)
-        if cmd == "auth" and args.encryption != "both":
-            log.info("authorisation: %s", (await auth.run(ctx, params))["request_to_response"])
-        else:
+        if args.encryption == "both":  # auth --encryption both, or the encryption sitting
             await encryption.auth_sitting(ctx, params, _modes(args), args.repeat)
+        else:
+            log.info("authorisation: %s", (await auth.run(ctx, params))["request_to_response"])
     if cmd in ("holds", "encryption"):
         await encryption.holds_sitting(ctx, _holds_params(args), _modes(args), args.repeat)
     if cmd in ("all", "fault"):
