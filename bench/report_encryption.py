@@ -80,7 +80,7 @@ def comparison_table(auth_data: dict[str, Any] | None, holds: dict[str, Any] | N
 RUN_HEAD = (
     "| N | encryption | run | holds | Central CPU % | CPU µs / message | lag max s "
     "| telemetry p99 ms | ramp s | load generator CPU % | broker CPU % | other processes CPU % "
-    "| machine CPU % | date |\n|" + "---|" * 14
+    "| machine CPU % | records dropped by Central | date |\n|" + "---|" * 15
 )
 
 
@@ -130,6 +130,7 @@ def holds_section(d: dict[str, Any] | None) -> list[str]:
             f"{_fmt(run.get('lag_s_max'))} | {_fmt(tel.get('p99_ms'))} | {_fmt(run.get('ramp_s'))} | "
             f"{_fmt(run.get('loadgen_cpu_pct'))} | {_fmt(run.get('broker_cpu_pct'))} | "
             f"{_fmt(run.get('others_cpu_pct'))} | {_fmt(run.get('machine_cpu_pct'))} | "
+            f"{_fmt((run.get('central_log') or {}).get('records_rejected'))} | "
             f"{run.get('date', '')} |"
         )
     failing = [run for run in r.get("runs") or [] if not run["holds"]]

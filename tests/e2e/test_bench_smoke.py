@@ -67,6 +67,7 @@ def test_the_encryption_sitting_compares_both_modes_and_reports_the_ratios(tmp_p
     on = holds["runs"][0]["loadgen"]
     assert on["keys_held"] == on["cps"]  # every CP got its key at AUTH_OK
     assert on["commands_rejected"] == {}  # and every command Central sealed opened
+    assert holds["runs"][0]["central_log"]["records_rejected"] == 0  # and Central every event
     assert holds["verdict"]["on"]["largest_n"] == 50
     report = (tmp_path / "performance.md").read_text(encoding="utf-8")
     assert "## Encryption cost (issue 14)" in report

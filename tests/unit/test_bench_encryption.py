@@ -254,8 +254,9 @@ async def test_with_encryption_off_the_load_generator_sends_and_reads_plain_json
 def test_central_is_started_with_cp_encryption_off_only_for_the_comparison() -> None:
     args = ("k:9092", Path("c.db"), Path("seed.yaml"), "g", (1, 2))
     assert "--cp-encryption" not in harness.central_argv(*args)
-    off = harness.central_argv(*args, encryption=False)
+    off = harness.central_argv(*args, encryption=False, audit=Path("run-audit.jsonl"))
     assert off[off.index("--cp-encryption") + 1] == "off"
+    assert off[off.index("--audit-file") + 1] == "run-audit.jsonl"  # its dropped records
 
 
 def test_the_encryption_switch_per_command() -> None:
