@@ -1,8 +1,13 @@
-"""`python -m bench [--quick] [all|auth|fault|telemetry|scale|profile|report]`.
+"""`python -m bench [--quick] [all|auth|fault|telemetry|scale|profile|seal|holds|encryption|report]`.
 
 Starts a Kafka broker of its own on free ports (or uses `--kafka`), runs the benchmarks
 asked for against fresh EV_Central processes, writes docs/bench/<name>.json, then
 docs/performance.md. `all` (the default, what `make bench` runs) stays within `--budget` seconds.
+
+Encryption (issue 14): `--encryption on` (the default) or `off` (Central with `--cp-encryption
+off`, the load generator plain too); `both` alternates the two in one sitting (`auth`, `holds`).
+`seal` is the encrypt+decrypt micro-benchmark; `holds` runs each `--n` `--repeat` times per mode;
+`encryption` is the whole comparison in one sitting: seal, auth both, holds both.
 """
 
 from __future__ import annotations
@@ -16,13 +21,26 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from bench import auth, fault, report, scale
+from bench import auth, encryption, fault, report, scale, seal
 from bench.context import Context
 from bench.harness import REPO, broker, raise_fd_limit, utc_now, warm_up_broker, write_result
 
 log = logging.getLogger("bench")
 
-COMMANDS = ("all", "auth", "fault", "telemetry", "scale", "profile", "report")
+COMMANDS = (
+    "all",
+    "auth",
+    "fault",
+    "telemetry",
+    "scale",
+    "profile",
+    "seal",
+    "holds",
+    "encryption",
+    "report",
+)
+BOTH_OK = ("auth", "holds", "encryption")  # the commands that can run both modes in one sitting
+NO_BROKER = ("seal", "report")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -46,7 +64,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--phase", choices=("steady", "ramp"), default="steady", help="profile: which phase"
     )
     p.add_argument("--keep", action="store_true", help="keep the work folder (.run/bench/...)")
-    return p.parse_args(argv)
+    p.add_argument(
+        "--encryption",
+        choices=("on", "off", "both"),
+        help="per-CP keys on (default), off (Central --cp-encryption off), or both alternately "
+        "(auth, holds; the default of holds and encryption)",
+    )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=encryption.REPEAT,
+        help="auth/holds/encryption: runs per mode (and per N): on, off, on, off, ...",
+    )
+    p.add_argument("--messages", type=int, help="seal: messages timed per path")
+    args = p.parse_args(argv)
+    if args.encryption is None:
+        args.encryption = "both" if args.command in ("holds", "encryption") else "on"
+    if args.encryption == "both" and args.command not in BOTH_OK:
+        p.error(f"--encryption both is for {', '.join(BOTH_OK)}; {args.command} runs one mode")
+    if args.command == "encryption" and args.encryption != "both":
+        p.error("encryption compares both modes: leave out --encryption (or give both)")
+    if args.repeat < 1:
+        p.error("--repeat must be at least 1")
+    return args
+
+
+def _modes(args: argparse.Namespace) -> tuple[str, ...]:
+    return encryption.MODES if args.encryption == "both" else (args.encryption,)
 
 
 def _scale_params(args: argparse.Namespace) -> scale.ScaleParams:
@@ -59,17 +103,39 @@ def _scale_params(args: argparse.Namespace) -> scale.ScaleParams:
     return params
 
 
+def _seal(args: argparse.Namespace) -> None:
+    params = seal.SealParams.quick() if args.quick else seal.SealParams()
+    if args.messages:
+        params = replace(params, messages=args.messages)
+    seal.run(params)
+
+
+def _holds_params(args: argparse.Namespace) -> scale.ScaleParams:
+    params = _scale_params(args)
+    if not args.n:
+        sizes = encryption.QUICK_HOLD_SIZES if args.quick else encryption.HOLD_SIZES
+        params = replace(params, sizes=sizes)
+    return params
+
+
 async def _run(args: argparse.Namespace, ctx: Context) -> None:
     cmd = args.command
+    if cmd == "encryption":
+        _seal(args)  # first, while the broker is idle: the primitive's figures on a quiet machine
     if ctx.broker_pid:  # a broker of ours, just started: its JIT warm-up is not Central's cost
         log.info(
             "broker warm-up: %d messages", await warm_up_broker(ctx.kafka, 3 if args.quick else 8)
         )
-    if cmd in ("all", "auth"):
+    if cmd in ("all", "auth", "encryption"):
         params = auth.AuthParams.quick() if args.quick else auth.AuthParams()
         if args.requests:
             params = replace(params, requests=args.requests)
-        log.info("authorisation: %s", (await auth.run(ctx, params))["request_to_response"])
+        if args.encryption == "both":  # auth --encryption both, or the encryption sitting
+            await encryption.auth_sitting(ctx, params, _modes(args), args.repeat)
+        else:
+            log.info("authorisation: %s", (await auth.run(ctx, params))["request_to_response"])
+    if cmd in ("holds", "encryption"):
+        await encryption.holds_sitting(ctx, _holds_params(args), _modes(args), args.repeat)
     if cmd in ("all", "fault"):
         fparams = fault.FaultParams.quick() if args.quick else fault.FaultParams()
         if args.samples:
@@ -117,7 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     for handler in logging.getLogger().handlers:  # a logger's filter would miss its children
         handler.addFilter(_transient_kafka)
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    if args.command == "report":
+    if args.command in NO_BROKER:
+        if args.command == "seal":
+            _seal(args)
         report.write()
         return 0
     raise_fd_limit()
@@ -127,7 +195,14 @@ def main(argv: list[str] | None = None) -> int:
     log.info("work folder %s", workdir)
     try:
         with broker(workdir, args.kafka) as (kafka, broker_pid):
-            ctx = Context(kafka, broker_pid, workdir, args.quick, started + args.budget)
+            ctx = Context(
+                kafka,
+                broker_pid,
+                workdir,
+                args.quick,
+                started + args.budget,
+                encryption=args.encryption != "off",
+            )
             asyncio.run(_run(args, ctx))
     finally:
         if not args.keep:

@@ -50,8 +50,18 @@ class _Tally:
 
 
 async def run(ctx: Context, params: AuthParams) -> dict[str, Any]:
+    results, _ = await measure(ctx, params)
+    write_result("auth", {**asdict(params), "encryption": ctx.mode}, results)
+    return results
+
+
+async def measure(
+    ctx: Context, params: AuthParams, name: str = "auth"
+) -> tuple[dict[str, Any], list[float]]:
+    """One run against a fresh Central (database and log `name`): its figures, and every
+    request's latency (seconds)."""
     net = Network("AU", params.cps)
-    async with running_central(ctx, net, "auth") as central, connected_cps(ctx, central, net):
+    async with running_central(ctx, net, name) as central, connected_cps(ctx, central, net):
         inbox = DriverInbox(ctx.kafka)
         publisher = EventPublisher(ctx.kafka, "bench-drivers")
         await inbox.start()
@@ -82,9 +92,9 @@ async def run(ctx: Context, params: AuthParams) -> dict[str, Any]:
             "central_rss_mb": round(rss_kb(central.pid) / 1024, 1),
             **usage,
             "central_log": central.log_counts(),
+            "encryption": ctx.mode,
         }
-    write_result("auth", asdict(params), results)
-    return results
+    return results, tally.latencies
 
 
 async def _rounds(

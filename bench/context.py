@@ -32,6 +32,11 @@ class Context:
     workdir: Path
     quick: bool
     deadline: float  # time.monotonic() by which the whole suite should be done
+    encryption: bool = True  # False: Central with --cp-encryption off, the generator plain too
+
+    @property
+    def mode(self) -> str:
+        return "on" if self.encryption else "off"
 
     @property
     def remaining(self) -> float:
@@ -52,7 +57,7 @@ async def running_central(ctx: Context, net: Network, name: str) -> AsyncIterato
     group = new_group_id(name)
     await start_group_at_end(ctx.kafka, group, CENTRAL_TOPICS)  # before Central joins it
     issue_credentials(ctx.workdir / f"{name}.db", net)
-    central = start_central(ctx.kafka, ctx.workdir, seed, name, group)
+    central = start_central(ctx.kafka, ctx.workdir, seed, name, group, encryption=ctx.encryption)
     try:
         await central.wait_loaded(net.size, within=180)
         yield central
@@ -72,6 +77,7 @@ async def connected_cps(
         central_port=central.port,
         plug_in=False,
         secret=BENCH_SECRET,
+        encryption=ctx.encryption,
     )
     gen = LoadGenerator(cfg, cp_specs(net))
     await gen.start()

@@ -64,7 +64,7 @@ async def run(ctx: Context, params: FaultParams) -> dict[str, Any]:
             "engine_ko_to_screen": engine,
             "central_log": central.log_counts(),
         }
-    write_result("fault", asdict(params), results)
+    write_result("fault", {**asdict(params), "encryption": ctx.mode}, results)
     return results
 
 

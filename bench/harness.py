@@ -237,6 +237,7 @@ class Central:
     started_at: float
     stop_s: float | None = None  # how long SIGTERM took to end it
     killed: bool = False  # it had to be SIGKILLed
+    audit_path: Path | None = None  # its audit log (JSON lines), one per run
 
     @property
     def pid(self) -> int:
@@ -266,7 +267,16 @@ class Central:
             "tracebacks": text.count("Traceback"),
             "ws_too_slow": text.count("client too slow"),
             "monitor_links_ended": text.count("monitor link "),
+            "records_rejected": self.rejected(),
         }
+
+    def rejected(self) -> int:
+        """Records and frames Central dropped (forged, replayed, malformed...): its audit rows."""
+        try:
+            text = self.audit_path.read_text(encoding="utf-8") if self.audit_path else ""
+        except OSError:
+            return 0
+        return text.count('"action": "message.rejected"')
 
     async def wait_loaded(self, size: int, within: float) -> float:
         """Until Central's start-up has loaded every CP (it says so); seconds since launch."""
@@ -328,15 +338,27 @@ def issue_credentials(db: Path, net: Network) -> str:
     return BENCH_SECRET
 
 
-def start_central(kafka: str, workdir: Path, seed: Path, name: str, group: str) -> Central:
-    workdir.mkdir(parents=True, exist_ok=True)
-    port, http_port = free_port(), free_port()
+def central_argv(
+    kafka: str,
+    db: Path,
+    seed: Path,
+    group: str,
+    ports: tuple[int, int],
+    *,
+    encryption: bool = True,
+    audit: Path | None = None,
+) -> list[str]:
+    """EV_Central's command line for a run. `encryption=False`: `--cp-encryption off`, the
+    comparison mode of issue 14 (AUTH_OK without a key, plain records on cp-events and
+    cp-commands); the load generator mirrors it. On, Central's master key file is its default
+    (`.evcharging/central-master.key` in the work folder, made at first start)."""
+    port, http_port = ports
     argv = [
         str(BIN / "EV_Central"),
         str(port),
         kafka,
         "--db",
-        str(workdir / f"{name}.db"),
+        str(db),
         "--http-port",
         str(http_port),
         "--http-host",
@@ -352,6 +374,23 @@ def start_central(kafka: str, workdir: Path, seed: Path, name: str, group: str) 
         "--group-id",
         group,
     ]
+    if audit is not None:
+        argv += ["--audit-file", str(audit)]
+    if not encryption:
+        argv += ["--cp-encryption", "off"]
+    return argv
+
+
+def start_central(
+    kafka: str, workdir: Path, seed: Path, name: str, group: str, *, encryption: bool = True
+) -> Central:
+    workdir.mkdir(parents=True, exist_ok=True)
+    port, http_port = free_port(), free_port()
+    db = workdir / f"{name}.db"
+    audit = workdir / f"{name}-audit.jsonl"
+    argv = central_argv(
+        kafka, db, seed, group, (port, http_port), encryption=encryption, audit=audit
+    )
     log_path = workdir / f"{name}-central.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "EV_LOG_LEVEL": "INFO"}
     with log_path.open("ab") as out:
@@ -365,7 +404,9 @@ def start_central(kafka: str, workdir: Path, seed: Path, name: str, group: str) 
             start_new_session=True,
         )
     log.info("started EV_Central pid=%s (%s), log %s", popen.pid, name, log_path)
-    return Central(popen, port, http_port, group, log_path, argv, time.monotonic())
+    return Central(
+        popen, port, http_port, group, log_path, argv, time.monotonic(), audit_path=audit
+    )
 
 
 # --- Kafka: the group's starting point and its lag ----------------------------------------------

@@ -13,6 +13,12 @@ Cheap by construction, since it shares two cores with Central and the broker:
   generator, not a client: reading every CP's commands is fine here);
 - the events come from checked string templates (`bench.wire`), not pydantic models.
 
+Keys (issue 14): each AUTH carries an ephemeral X25519 key and AUTH_OK brings the CP's key
+(`cp_keys.open_grant`); every record on cp-events is then sealed with it (`wire.Sealer`, one
+`Sender` per simulated Engine, as each real Engine has its own) and every cp-commands record
+opened by a `CpTopicCodec` holding all this generator's keys. With `encryption=False` it mirrors
+`EV_Central --cp-encryption off`: AUTH_OK without a key (issue 13's), plain records both ways.
+
 It runs in-process (`LoadGenerator`) or as worker processes driven over stdin/stdout
 (`python -m bench.loadgen --spec FILE`, driven by `Workers`), so it can use the second core.
 """
@@ -42,18 +48,29 @@ from bench import wire
 from bench.stats import summary_ms
 from evcharging.adapters.kafka.consumer import partition_for
 from evcharging.apps.common import loop_factory
+from evcharging.contracts.events import BadEvent, StopSupply, SupplyAuthorised
 from evcharging.contracts.frames import ACK, NACK, Frame, FrameDecoder, FrameError, encode
 from evcharging.contracts.socket_ops import Opcode
 from evcharging.contracts.topics import CP_COMMANDS, CP_EVENTS, DRIVER_EVENTS
 from evcharging.services.cp_auth import (
+    ChallengeError,
     ClientKeys,
     KdfParams,
-    auth_message,
-    b64,
-    client_proof,
+    Prover,
     new_nonce,
     signature_matches,
     unb64,
+)
+from evcharging.services.cp_keys import (
+    CpKey,
+    CpTopicCodec,
+    Exchange,
+    GrantError,
+    KeyGrant,
+    KeyRing,
+    RecordRejected,
+    Sender,
+    open_grant,
 )
 
 log = logging.getLogger(__name__)
@@ -67,6 +84,21 @@ _OK_FRAME = encode("OK")
 
 class LinkDown(ConnectionError):
     """The CP's connection to Central is closed (by Central, or it never opened)."""
+
+
+class SharedProver(Prover):
+    """A Monitor's prover whose stretched keys are shared by every bench CP (they all have the
+    same secret and salt, `harness.issue_credentials`): scrypt once per generator, not per CP."""
+
+    def __init__(self, cp_id: str, secret: str, cache: dict[KdfParams, ClientKeys]) -> None:
+        super().__init__(cp_id, secret)
+        self._cache = cache
+
+    def keys(self, kdf: KdfParams) -> ClientKeys:
+        found = self._cache.get(kdf)
+        if found is None:
+            found = self._cache[kdf] = super().keys(kdf)
+        return found
 
 
 @dataclass
@@ -202,6 +234,43 @@ class CpLink(asyncio.Protocol):
             self.transport.abort()
 
 
+def granted_key(
+    cp_id: str,
+    fields: tuple[str, ...],
+    exchange: Exchange,
+    message: bytes,
+    keys: ClientKeys,
+    encryption: bool,
+) -> CpKey | None:
+    """What AUTH_OK#cp#signature[#version#central_exchange#wrapped] gives this Monitor: with
+    encryption, the CP's key (`open_grant` checks Central's signature and unwraps it); without
+    (Central runs with --cp-encryption off), None once the signature is checked. GrantError when
+    the answer does not verify or does not match the mode."""
+    if not fields or fields[0] != cp_id:
+        raise GrantError(f"AUTH_OK for another CP: {fields[:1]}")
+    if len(fields) >= 5:
+        if not encryption:
+            raise GrantError("Central granted a key, but this run has encryption off")
+        grant = KeyGrant(*fields[1:5])
+        return open_grant(
+            cp_id,
+            grant,
+            exchange=exchange,
+            auth_message=message,
+            client_key=keys.client_key,
+            server_key=keys.server_key,
+        )
+    if encryption:
+        raise GrantError("AUTH_OK without a key: is Central running with --cp-encryption off?")
+    try:
+        signature = unb64(fields[1]) if len(fields) > 1 else b""
+    except ValueError:
+        signature = b""
+    if not signature_matches(keys, message, signature):
+        raise GrantError("Central's signature does not match")
+    return None
+
+
 @dataclass(frozen=True)
 class CpSpec:
     index: int  # position in the whole network (not in this shard)
@@ -221,6 +290,8 @@ class CpSim:
     hb_ok: bytes
     hb_ko: bytes
     link: CpLink | None = None
+    sealer: wire.Sealer | None = None  # with encryption: the CP key's, for cp-events
+    sender: Sender | None = None  # this Engine's nonces (an epoch per run, then a counter)
     engine_ok: bool = True
     session_id: str | None = None
     driver_id: str = ""
@@ -240,6 +311,7 @@ class LoadConfig:
     wh_per_tick: int = wire.WH_PER_TICK
     plug_in: bool = True  # Engines start supplying as soon as Central authorises
     secret: str = ""  # every bench CP's secret (`harness.issue_credentials`)
+    encryption: bool = True  # False: Central runs with --cp-encryption off (the comparison)
 
 
 class LoadGenerator:
@@ -252,6 +324,8 @@ class LoadGenerator:
         self.sims = [self._sim(spec) for spec in cps]
         self.by_id = {sim.spec.cp_id: sim for sim in self.sims}
         self._keys: dict[KdfParams, ClientKeys] = {}
+        self.codec = CpTopicCodec(KeyRing(), encrypt=cfg.encryption)  # opens cp-commands
+        self.commands_rejected: Counter[str] = Counter()
         n = max(len(self.sims), 1)
         self._hb_slots: list[list[CpSim]] = [[] for _ in range(SLOTS)]
         self._tel_slots: list[list[CpSim]] = [[] for _ in range(SLOTS)]
@@ -358,31 +432,46 @@ class LoadGenerator:
         await loop.create_connection(lambda: link, self.cfg.central_host, self.cfg.central_port)
         sim.link = link
         async with asyncio.timeout(30):
-            await self._authenticate(sim.spec.cp_id, link)
+            await self._authenticate(sim, link)
         link.authed = True
 
-    async def _authenticate(self, cp_id: str, link: CpLink) -> None:
-        """The real SCRAM exchange; every bench CP shares one secret and salt (`credentials`),
-        so the scrypt stretch is paid once here, while Central's side is exactly a Monitor's."""
-        client_nonce = new_nonce()
-        challenge, _ = await link.request(wire.auth_frame(cp_id, client_nonce))
+    async def _authenticate(self, sim: CpSim, link: CpLink) -> None:
+        """The real exchange (SCRAM + X25519, docs/socket-protocol.md); every bench CP shares
+        one secret and salt (`credentials`), so the scrypt stretch is paid once here, while
+        Central's side is exactly a Monitor's. With encryption the CP's key is then held."""
+        cp_id = sim.spec.cp_id
+        client_nonce, exchange = new_nonce(), Exchange()
+        challenge, _ = await link.request(wire.auth_frame(cp_id, client_nonce, exchange.public))
         if challenge.opcode != Opcode.CHALLENGE or len(challenge.fields) < 5:
             link.close()
             raise LinkDown(f"AUTH refused: {challenge}")
-        salt, n, r, p, nonce = challenge.fields[:5]
-        kdf = KdfParams(unb64(salt), int(n), int(r), int(p))
-        keys = self._keys.get(kdf) or self._keys.setdefault(
-            kdf, ClientKeys.derive(self.cfg.secret, kdf)
-        )
-        message = auth_message(cp_id, client_nonce, nonce, kdf)
-        proof = b64(client_proof(keys, message))
+        prover = SharedProver(cp_id, self.cfg.secret, self._keys)
+        try:
+            salt, n, r, p, nonce = challenge.fields[:5]
+            proof, message, keys = prover.answer(
+                client_nonce, salt, n, r, p, nonce, exchange.public
+            )
+        except ChallengeError as exc:
+            link.close()
+            raise LinkDown(f"CHALLENGE refused: {exc}") from None
         answer, _ = await link.request(wire.proof_frame(cp_id, proof))
         if answer.opcode != Opcode.AUTH_OK:
             link.close()
             raise LinkDown(f"AUTH refused: {answer}")
-        if len(answer.fields) < 2 or not signature_matches(keys, message, unb64(answer.fields[1])):
+        try:
+            key = granted_key(cp_id, answer.fields, exchange, message, keys, self.cfg.encryption)
+        except GrantError as exc:
             link.close()
-            raise LinkDown("Central's signature does not match")
+            raise LinkDown(f"AUTH_OK refused: {exc}") from None
+        if key is not None:
+            self.hold_key(sim, key)
+
+    def hold_key(self, sim: CpSim, key: CpKey) -> None:
+        """From now on this CP's events are sealed with `key`, and its commands opened."""
+        self.codec.ring.install(key)
+        sim.sealer = wire.Sealer.of(key)
+        if sim.sender is None:
+            sim.sender = Sender()
 
     async def inject_fault(self, cp_id: str, kind: str) -> float:
         """The Monitor reports an Engine KO (`FAULT` frame or `HB#cp#KO`); wall time it was sent."""
@@ -460,10 +549,21 @@ class LoadGenerator:
             value = wire.supply_ended(
                 sim.spec.cp_id, sim.session_id, sim.driver_id, sim.energy_wh, "unplugged", ts
             )
-            await self._send(CP_EVENTS.name, sim.key, value, sim.partition)
+            await self._send_cp(sim, value)
             finals.append((sim.spec.cp_id, sim.session_id, sim.energy_wh, str(sim.price)))
         await self._producer.flush()
         return finals
+
+    async def _send_cp(self, sim: CpSim, value: bytes) -> None:
+        """An Engine event on cp-events: sealed with the CP's key (encryption on), else plain.
+        Sealed right before it is queued, so a CP's nonces rise in its records' order."""
+        sealer, sender = sim.sealer, sim.sender
+        if sealer is not None and sender is not None:
+            value = sealer.seal(sender.next_nonce(), value)
+        elif self.cfg.encryption:
+            log.warning("cp=%s: no key to seal with: event not sent", sim.spec.cp_id)
+            return
+        await self._send(CP_EVENTS.name, sim.key, value, sim.partition)
 
     async def _send(self, topic: str, key: bytes, value: bytes, partition: int | None) -> None:
         assert self._producer is not None
@@ -482,35 +582,51 @@ class LoadGenerator:
         assert self._consumer is not None
         while True:
             batches = await self._consumer.getmany(timeout_ms=200)
-            for records in batches.values():
+            for tp, records in batches.items():
                 for record in records:
-                    await self._on_command(record.key, record.value)
+                    await self._on_command(record.key, record.value, tp.partition, record.offset)
 
-    async def _on_command(self, key: bytes | None, value: bytes | None) -> None:
+    async def _on_command(
+        self, key: bytes | None, value: bytes | None, partition: int = 0, offset: int = -1
+    ) -> None:
+        """A cp-commands record: opened (sealed with the CP's key, or plain when encryption is
+        off) as the Engine's codec does, then acted on as an Engine would."""
         sim = self.by_id.get(key.decode()) if key else None
         if sim is None or value is None:
             return  # another shard's CP, or not one of ours
-        data = json.loads(value)
-        kind = data.get("event_type", "?")
-        self.commands[kind] += 1
-        if kind == "SUPPLY_AUTHORISED" and self.cfg.plug_in:
-            await self._plug_in(sim, data)
-        elif kind == "STOP_SUPPLY" and data.get("session_id") == sim.session_id and sim.supplying:
+        try:
+            event = self.codec.decode(
+                CP_COMMANDS.base, value, record_key=key, partition=partition, offset=offset
+            )
+        except (RecordRejected, BadEvent) as exc:
+            kind = exc.kind.value if isinstance(exc, RecordRejected) else "malformed"
+            self.commands_rejected[kind] += 1
+            if self.commands_rejected[kind] == 1:
+                log.warning("cp=%s: command dropped: %s", sim.spec.cp_id, exc)
+            return
+        if event is None:
+            return  # a redelivery
+        self.commands[event.event_type] += 1
+        if isinstance(event, SupplyAuthorised) and self.cfg.plug_in:
+            await self._plug_in(sim, event)
+        elif (
+            isinstance(event, StopSupply)
+            and str(event.session_id) == sim.session_id
+            and sim.supplying
+        ):
             sim.supplying = False  # a real Engine stops; the bench counts it as a failure
             self.stopped_ids.append(sim.spec.cp_id)
-            log.warning(
-                "cp=%s: Central stopped the supply (%s)", sim.spec.cp_id, data.get("reason")
-            )
+            log.warning("cp=%s: Central stopped the supply (%s)", sim.spec.cp_id, event.reason)
 
-    async def _plug_in(self, sim: CpSim, data: dict[str, Any]) -> None:
+    async def _plug_in(self, sim: CpSim, event: SupplyAuthorised) -> None:
         if sim.supplying:
             return
-        sim.session_id = str(data["session_id"])
-        sim.driver_id = str(data["driver_id"])
-        sim.price = Decimal(str(data["price_eur_per_kwh"]))
+        sim.session_id = str(event.session_id)
+        sim.driver_id = event.driver_id
+        sim.price = event.price_eur_per_kwh
         sim.seq, sim.energy_wh = 0, 0
         value = wire.supply_started(sim.spec.cp_id, sim.session_id, sim.driver_id, wire.now_iso())
-        await self._send(CP_EVENTS.name, sim.key, value, sim.partition)
+        await self._send_cp(sim, value)
         sim.supplying = True
         self._authorised += 1
         if self._authorised >= len(self.sims):
@@ -547,7 +663,9 @@ class LoadGenerator:
 
     async def _readings(self, sims: list[CpSim]) -> None:
         now, ts = time.time(), wire.now_iso()
-        step, topic = self.cfg.wh_per_tick, CP_EVENTS.name
+        step = self.cfg.wh_per_tick
+        send, sealing, topic = self._send, self.cfg.encryption, CP_EVENTS.name
+        key_missing = 0
         for sim in sims:
             if not sim.supplying or sim.session_id is None:
                 continue
@@ -557,12 +675,19 @@ class LoadGenerator:
             value = wire.telemetry(
                 sim.spec.cp_id, sim.session_id, sim.driver_id, sim.seq, sim.energy_wh, amount, ts
             )
-            await self._send(topic, sim.key, value, sim.partition)
+            if sealing:  # inline (`_send_cp`): this is the generator's hot path
+                if sim.sealer is None or sim.sender is None:
+                    key_missing += 1
+                    continue
+                value = sim.sealer.seal(sim.sender.next_nonce(), value)
+            await send(topic, sim.key, value, sim.partition)
             self.tel_sent += 1
             if self.recording:
                 self.sent_cp.append(sim.spec.index)
                 self.sent_wh.append(sim.energy_wh)
                 self.sent_t.append(now)
+        if key_missing:
+            log.warning("%d readings not sent: their CPs hold no key", key_missing)
 
     # --- figures ----------------------------------------------------------------------
 
@@ -583,6 +708,9 @@ class LoadGenerator:
             "telemetry_sent": self.tel_sent,
             "produce_errors": self.produce_errors,
             "commands": dict(self.commands),
+            "commands_rejected": dict(self.commands_rejected),
+            "encryption": self.cfg.encryption,
+            "keys_held": len(self.codec.ring.cp_ids()),
             "supplies_stopped_by_central": len(self.stopped_ids),
             "stopped_ids": self.stopped_ids[:20],
             "late_ticks": self.late_ticks,

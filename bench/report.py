@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench import report_encryption
 from bench.harness import DOCS, RESULTS, read_result, shown
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,8 @@ def targets_section(data: dict[str, dict[str, Any] | None]) -> list[str]:
         "|---|---|---|---|",
     ]
     for what, name, goal, get, limit, op in TARGETS:
-        value = get(data[name]) if data[name] else None
+        found = data[name]
+        value = get(found) if found else None
         if value is None:
             status = "not measured" if data[name] is None else "**not met** (no figure: see below)"
         else:
@@ -363,7 +365,7 @@ def plot(scale: dict[str, Any] | None) -> Path | None:
 def write() -> Path:
     names = ("auth", "fault", "telemetry", "scale", "profile-steady", "profile-ramp")
     data = {name: read_result(name) for name in names}
-    machine = next((d["machine"] for d in data.values() if d), {})
+    machine: dict[str, Any] = next((d["machine"] for d in data.values() if d), {})
     lines = [
         "# Performance",
         "",
@@ -380,12 +382,18 @@ def write() -> Path:
         *telemetry_section(data["telemetry"]),
         *scale_section(data["scale"]),
         *memory_section(data["scale"]),
+        *report_encryption.section(),
         *time_section(data["profile-steady"], data["profile-ramp"]),
         "## How to run",
         "",
         "- `make bench` (= `python -m bench`): everything, under 15 minutes; then this file.",
         "- `python -m bench --quick`: a smoke run with small N and short windows (writes the same files).",
         "- `python -m bench auth | fault | telemetry | scale [--n 1000 ...] | profile --n 1000 | report`.",
+        "- `--encryption on|off`: per-CP keys on (the default) or off (`EV_Central --cp-encryption off`, "
+        "the comparison mode); `--encryption both` alternates them in one sitting (`auth`, `holds`).",
+        "- `python -m bench encryption`: the whole comparison of issue 14 in one sitting (`seal`, then "
+        "`auth --encryption both`, then `holds`); `python -m bench holds --n 3000 --n 5000 [--repeat 3]`: "
+        "each N `--repeat` times per mode; `python -m bench seal`: encrypt+decrypt per message.",
         "- `--kafka HOST:PORT` uses a running broker instead of starting one; `--keep` keeps the work "
         "folder (`.run/bench/...`: Central's and the generator's logs).",
         "",

@@ -137,7 +137,7 @@ async def sweep(ctx: Context, params: ScaleParams, merge: bool) -> dict[str, Any
             log.exception("scale N=%d could not be measured", n)
             run = Run(n, command_line(), failures=[f"not measured: {type(exc).__name__}: {exc}"])
         runs.append(run)
-        _log_run(run)
+        log_run(run)
         if n == 1000:
             write_telemetry(run, params)
         if not run.holds:
@@ -158,12 +158,12 @@ async def _telemetry_anyway(ctx: Context, params: ScaleParams, runs: list[Run]) 
     except (RuntimeError, TimeoutError, OSError):
         log.exception("telemetry at N=1000 could not be measured")
         return
-    _log_run(run)
+    log_run(run)
     write_telemetry(run, params)
     runs.append(run)
 
 
-def _log_run(run: Run) -> None:
+def log_run(run: Run) -> None:
     f = run.figures
     log.info(
         "N=%d %s: central %.0f%% CPU, %.0f MB, lag %s s, telemetry p99 %s ms %s",
@@ -177,11 +177,13 @@ def _log_run(run: Run) -> None:
     )
 
 
-async def measure(ctx: Context, n: int, params: ScaleParams) -> Run:
+async def measure(ctx: Context, n: int, params: ScaleParams, tag: str = "") -> Run:
+    """One run at N against a fresh Central (its database and log named `scale-N` + `tag`)."""
     run = Run(n, command_line())
+    run.figures["encryption"] = ctx.mode
     net = Network("SC", n)
     log.info("scale N=%d: starting Central", n)
-    async with running_central(ctx, net, f"scale-{n}") as central:
+    async with running_central(ctx, net, f"scale-{n}{tag}") as central:
         run.figures["central_start_s"] = round(time.monotonic() - central.started_at, 1)
         await asyncio.sleep(1.0)
         run.figures["central_rss_loaded_mb"] = round(rss_kb(central.pid) / 1024, 1)
@@ -191,6 +193,7 @@ async def measure(ctx: Context, n: int, params: ScaleParams) -> Run:
                 central_host="127.0.0.1",
                 central_port=central.port,
                 secret=BENCH_SECRET,
+                encryption=ctx.encryption,
             ),
             cp_specs(net),
             params.workers_for(n),
@@ -350,6 +353,7 @@ async def _steady(
     f["lag_messages_max"] = max((s.messages for s in steady), default=None)
     f["lag_s_max"] = round(max(lags), 2) if lags else None
     f["lag_s_p99"] = round(percentile(sorted(lags), 99), 2) if lags else None
+    f.update(cpu_per_message(steady, cpu_marks[: len(steady)]))
     sent = workers.sent()
     latencies = telemetry_latencies(sent, dashboard.seen())
     f["telemetry_sent_steady"] = len(sent)
@@ -359,6 +363,25 @@ async def _steady(
     f["ws_push_delay"] = summary_ms(dashboard.push_delay_s)
     f["ws_frames"] = dict(dashboard.frames)
     f["loadgen"] = merge_figures(await workers.call("figures", within=30))
+
+
+def cpu_per_message(
+    samples: list[LagSample], cpu_marks: list[tuple[float, float]]
+) -> dict[str, Any]:
+    """Central's CPU seconds over the steady window / the records it handled in it (its group's
+    committed offsets on cp-events and driver-events, sampled with the CPU). The CPU also pays
+    for the heartbeats (one per record in steady state) and the dashboard: the same in both
+    encryption modes, so the on/off ratio is what encryption adds."""
+    if len(samples) < 2 or len(cpu_marks) < 2:
+        return {"messages_handled": None, "central_cpu_us_per_message": None}
+    first, last = samples[0].committed, samples[-1].committed
+    handled = sum(last[tp] - first[tp] for tp in last.keys() & first.keys())
+    cpu_s = cpu_marks[-1][1] - cpu_marks[0][1]
+    return {
+        "messages_handled": handled,
+        "central_cpu_s": round(cpu_s, 2),
+        "central_cpu_us_per_message": round(1e6 * cpu_s / handled, 1) if handled > 0 else None,
+    }
 
 
 def timeline(

@@ -38,3 +38,37 @@ def test_quick_bench_measures_every_figure_and_writes_the_report(tmp_path: Path)
     report = (tmp_path / "performance.md").read_text(encoding="utf-8")
     for section in ("## Targets", "## Authorisation latency", "## Fault propagation", "## Scale"):
         assert section in report
+
+
+def test_the_encryption_sitting_compares_both_modes_and_reports_the_ratios(tmp_path: Path) -> None:
+    """`python -m bench encryption`: the micro-benchmark, then authorisation and the scale runs
+    with per-CP keys on and off alternately (Central with --cp-encryption off for off)."""
+    run = subprocess.run(
+        [sys.executable, "-m", "bench", "encryption", "--quick", "--repeat", "1"],
+        cwd=REPO,
+        env={**os.environ, "EV_BENCH_DOCS": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=360,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "bench").glob("*.json")}
+    assert {"seal", "encryption-auth", "encryption-holds"} <= set(results)
+    auth = results["encryption-auth"]["results"]
+    assert [(r["mode"], r["request_to_response"]["never_seen"]) for r in auth["runs"]] == [
+        ("on", 0),
+        ("off", 0),
+    ]
+    holds = results["encryption-holds"]["results"]
+    assert [(r["mode"], r["holds"], r["failures"]) for r in holds["runs"]] == [
+        ("on", True, []),
+        ("off", True, []),
+    ]
+    on = holds["runs"][0]["loadgen"]
+    assert on["keys_held"] == on["cps"]  # every CP got its key at AUTH_OK
+    assert on["commands_rejected"] == {}  # and every command Central sealed opened
+    assert holds["runs"][0]["central_log"]["records_rejected"] == 0  # and Central every event
+    assert holds["verdict"]["on"]["largest_n"] == 50
+    report = (tmp_path / "performance.md").read_text(encoding="utf-8")
+    assert "## Encryption cost (issue 14)" in report
+    assert "| largest N that holds | 50 | 50 | 1.00 |" in report
