@@ -217,6 +217,7 @@ class ReplayGuard:
 
     def __init__(self, window: int = REPLAY_WINDOW, epochs: int = MAX_EPOCHS_PER_KEY) -> None:
         self._window = window
+        self._mask = (1 << window) - 1
         self._epochs = epochs
         self._marks: dict[tuple[str, int], OrderedDict[bytes, list[int]]] = {}
 
@@ -235,9 +236,7 @@ class ReplayGuard:
         if counter > highest:
             shift = counter - highest
             mark[0] = counter
-            mark[1] = (
-                ((seen << shift) | 1) & ((1 << self._window) - 1) if shift < self._window else 1
-            )
+            mark[1] = ((seen << shift) | 1) & self._mask if shift < self._window else 1
             return True
         back = highest - counter
         if back >= self._window or (seen >> back) & 1:
