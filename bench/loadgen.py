@@ -257,8 +257,7 @@ def granted_key(
             grant,
             exchange=exchange,
             auth_message=message,
-            client_key=keys.client_key,
-            server_key=keys.server_key,
+            keys=keys,
         )
     if encryption:
         raise GrantError("AUTH_OK without a key: is Central running with --cp-encryption off?")

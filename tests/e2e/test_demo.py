@@ -129,7 +129,9 @@ def test_demo_keeps_every_cp_connected_and_busy_and_stops_everything(tmp_path: P
     assert "TICKET driver=D002 cp=ALC02" in output
     assert re.search(r"^EV_Central +\| ", output, re.M)
     assert re.search(r"^ALC01 engine +\| ", output, re.M)
-    assert re.search(r"^ALC02 monitor +\| Engine OK · Central up \(authenticated, key v\d+\)", output, re.M)
+    assert re.search(
+        r"^ALC02 monitor +\| Engine OK · Central up \(authenticated, key v\d+\)", output, re.M
+    )
     assert not re.search(r"^\S.*\| \d{4}-\d\d-\d\d ", output, re.M)  # no raw log prefix
     own = [r for r in output.splitlines() if r.startswith("demo ") and str(tmp_path) not in r]
     assert "admin dashboard:" in output

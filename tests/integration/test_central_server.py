@@ -112,8 +112,7 @@ class Monitor:
             KeyGrant(*answer.fields[1:]),
             exchange=mine,
             auth_message=message,
-            client_key=keys.client_key,
-            server_key=keys.server_key,
+            keys=keys,
         )
         return answer
 

@@ -214,7 +214,7 @@ def test_a_key_granted_at_auth_opens_only_for_that_exchange() -> None:
     assert key.secret.hex() not in repr(grant)
     assert str(key.secret) not in repr(grant)
     keys = prover.keys(challenge.verifier.kdf)
-    mine = dict(auth_message=message, client_key=keys.client_key, server_key=keys.server_key)
+    mine = dict(auth_message=message, keys=keys)
     assert open_grant("CP1", grant, exchange=monitor, **mine) == key
     with pytest.raises(GrantError):  # a man in the middle with his own exchange key
         open_grant("CP1", grant, exchange=Exchange(), **mine)

@@ -9,10 +9,10 @@ read is refused with a clear reason rather than used.
 from __future__ import annotations
 
 import json
-import os
-import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from evcharging.adapters.private_file import shared_mode, write_private
 
 
 class CredentialsFileError(Exception):
@@ -40,11 +40,9 @@ def load(path: Path) -> StoredCredentials | None:
         mode = path.stat().st_mode
     except FileNotFoundError:
         return None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise CredentialsFileError(
-            f"{path} is readable by other users (mode {stat.S_IMODE(mode):o}); "
-            "chmod 600 it or register again"
-        )
+    shared = shared_mode(mode)
+    if shared is not None:
+        raise CredentialsFileError(f"{path} is {shared}; chmod 600 it or register again")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         return StoredCredentials(
@@ -59,20 +57,7 @@ def load(path: Path) -> StoredCredentials | None:
 
 def save(path: Path, credentials: StoredCredentials) -> None:
     """Write atomically with mode 0600 (the folder is made 0700 if it is new)."""
-    folder = path.parent
-    if not folder.exists():
-        folder.mkdir(parents=True, mode=0o700)
-    tmp = folder / f".{path.name}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(asdict(credentials), out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_private(path, json.dumps(asdict(credentials)))
 
 
 def remove(path: Path) -> bool:

@@ -13,9 +13,9 @@ import base64
 import binascii
 import logging
 import os
-import stat
 from pathlib import Path
 
+from evcharging.adapters.private_file import shared_mode, write_private
 from evcharging.services.cp_keys import KEY_BYTES, MasterKey
 
 log = logging.getLogger(__name__)
@@ -37,13 +37,13 @@ def load_or_create(path: Path, environ: dict[str, str] | None = None) -> MasterK
         mode = path.stat().st_mode
     except FileNotFoundError:
         secret = MasterKey.generate()
-        _write(path, secret)
-        log.info("created a new master key at %s (keep it with Central; never in git)", path)
-        return MasterKey(secret)
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise MasterKeyError(
-            f"{path} is readable by other users (mode {stat.S_IMODE(mode):o}); chmod 600 it"
-        )
+        if write_private(path, base64.b64encode(secret).decode("ascii") + "\n", replace=False):
+            log.info("created a new master key at %s (keep it with Central; never in git)", path)
+            return MasterKey(secret)
+        mode = path.stat().st_mode  # another process made it meanwhile: that one is the key
+    shared = shared_mode(mode)
+    if shared is not None:
+        raise MasterKeyError(f"{path} is {shared}; chmod 600 it")
     try:
         text = path.read_text(encoding="ascii")
     except (OSError, UnicodeDecodeError) as exc:
@@ -59,21 +59,3 @@ def _decode(text: str, where: str) -> bytes:
     if len(secret) != KEY_BYTES:
         raise MasterKeyError(f"{where} is not a master key (base64 of {KEY_BYTES} bytes)")
     return secret
-
-
-def _write(path: Path, secret: bytes) -> None:
-    folder = path.parent
-    if not folder.exists():
-        folder.mkdir(parents=True, mode=0o700)
-    tmp = folder / f".{path.name}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as out:
-            out.write(base64.b64encode(secret).decode("ascii") + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.link(tmp, path)  # never replaces a key another Central made meanwhile
-    except FileExistsError:
-        log.info("master key %s made by another process meanwhile: using it", path)
-    finally:
-        tmp.unlink(missing_ok=True)

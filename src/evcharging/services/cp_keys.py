@@ -481,11 +481,10 @@ def open_grant(
     *,
     exchange: Exchange,
     auth_message: bytes,
-    client_key: bytes,
-    server_key: bytes,
+    keys: ClientKeys,
 ) -> CpKey:
     """The Monitor's side: Central's signature checked, then the key unwrapped; GrantError else.
-    `client_key`/`server_key`: `cp_auth.ClientKeys` of this exchange."""
+    `keys`: what the Monitor derived from its secret for this exchange (`Prover.answer`)."""
     try:
         version = int(grant.version)
         signature = unb64(grant.signature)
@@ -495,9 +494,9 @@ def open_grant(
     if version < 1 or not valid_public(grant.central_public):
         raise GrantError("malformed key grant")
     message = grant_message(auth_message, version, grant.central_public)
-    if not signature_matches(ClientKeys(client_key, server_key), message, signature):
+    if not signature_matches(keys, message, signature):
         raise GrantError("could not prove it knows this CP (wrong server signature)")
-    kek = _kek(exchange.shared(grant.central_public), client_key, message)
+    kek = _kek(exchange.shared(grant.central_public), keys.client_key, message)
     try:
         secret = AESGCM(kek).decrypt(wrapped[:WRAP_NONCE], wrapped[WRAP_NONCE:], message)
     except (InvalidTag, ValueError):

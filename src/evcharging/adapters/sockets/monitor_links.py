@@ -261,8 +261,7 @@ class CentralLinkLoop:
                 grant,
                 exchange=exchange,
                 auth_message=message,
-                client_key=keys.client_key,
-                server_key=keys.server_key,
+                keys=keys,
             )
         except GrantError as exc:
             raise Refusal(f"sent a key that does not verify: {exc}") from None
