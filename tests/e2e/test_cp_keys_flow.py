@@ -11,10 +11,8 @@ from __future__ import annotations
 import json
 import signal
 from decimal import Decimal
-from typing import Any
 from uuid import uuid4
 
-import httpx
 import pytest
 
 from evcharging.contracts.events import BadEvent, CpTelemetry, Event, parse_event
@@ -29,20 +27,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 IN_CLEAR = (b"D001", b"D002", b"CP_TELEMETRY", b"SUPPLY_", b"STOP_SUPPLY", b"energy_kwh", b'"kw"')
 
 
-def audit(net: Network, **query: str) -> list[dict[str, Any]]:
-    response = httpx.get(
-        f"{net.api}/api/audit",
-        params={"limit": "500", **query},
-        headers={"Authorization": f"Bearer {net.admin_token}"},
-        timeout=10,
-    )
-    response.raise_for_status()
-    body = response.json()
-    return list(body["rows"] if isinstance(body, dict) else body)
-
-
 def rejected_kinds(net: Network, cp_id: str) -> list[str]:
-    rows = audit(net, action="message.rejected", cp=cp_id)
+    rows = net.audit(action="message.rejected", cp=cp_id)
     return sorted(str(r.get("params", {}).get("kind")) for r in rows)
 
 
@@ -157,7 +143,7 @@ def test_revoking_keys_mid_supply_bills_stops_and_refuses_the_old_key_until_reau
     assert "ALC01" not in keys(net)
     engine.wait_for("keys revoked", timeout=20)
     monitor.wait_for("revoked", timeout=20)
-    (row,) = audit(net, action="key.revoked", cp="ALC01")
+    (row,) = net.audit(action="key.revoked", cp="ALC01")
     assert row["actor"] == "admin"
     assert row["ip"] == "127.0.0.1"
 
@@ -176,7 +162,7 @@ def test_revoking_keys_mid_supply_bills_stops_and_refuses_the_old_key_until_reau
     new = keys(net)["ALC01"]
     assert new.version > old.version
     assert new.secret != old.secret
-    wait_until(lambda: audit(net, action="key.issued", cp="ALC01")[0]["detail"], 10)
+    wait_until(lambda: net.audit(action="key.issued", cp="ALC01")[0]["detail"], 10)
     second = net.driver("D002", "--cp", "ALC01")
     second.wait_for("PROGRESS driver=D002 cp=ALC01", timeout=30)
     second.send("s")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import socket
 import ssl
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -54,18 +53,6 @@ class Registry:
             "--price",
             price,
         ]
-
-
-def audit(net: Network, **query: str) -> list[dict[str, Any]]:
-    response = httpx.get(
-        f"{net.api}/api/audit",
-        params={"limit": "500", **query},
-        headers={"Authorization": f"Bearer {net.admin_token}"},
-        timeout=10,
-    )
-    response.raise_for_status()
-    body = response.json()
-    return list(body["rows"] if isinstance(body, dict) else body)
 
 
 def secret_of(net: Network, cp_id: str) -> str:
@@ -234,11 +221,11 @@ def test_unregistered_deregistered_and_wrong_secret_cps_are_denied_audited_and_n
         ("VLC01", "not registered"),
     ):
         rows = wait_until(
-            lambda cp_id=cp_id: audit(net, cp=cp_id, action="auth.failed"), 10, what=cp_id
+            lambda cp_id=cp_id: net.audit(cp=cp_id, action="auth.failed"), 10, what=cp_id
         )
         assert any(why in r["detail"] for r in rows), rows
         assert {r["ip"] for r in rows} == {"127.0.0.1"}
-    assert audit(net, cp="ALC01", action="auth.throttled")
+    assert net.audit(cp="ALC01", action="auth.throttled")
 
     # Every kind of row the issue lists, from this one run.
     kinds = {
@@ -257,9 +244,9 @@ def test_unregistered_deregistered_and_wrong_secret_cps_are_denied_audited_and_n
         "message.rejected",
     }
     for kind in sorted(kinds):
-        rows = wait_until(lambda kind=kind: audit(net, action=kind), 10, what=f"audit {kind}")
+        rows = wait_until(lambda kind=kind: net.audit(action=kind), 10, what=f"audit {kind}")
         assert all(r["at"] and r["actor"] and r["ip"] for r in rows), rows
-    admin_rows = audit(net, action="admin.refused")
+    admin_rows = net.audit(action="admin.refused")
     assert any(r["ip"] == "127.0.0.1" for r in admin_rows)
 
     # Nothing secret on the wire, in the audit log or in any program's output.

@@ -283,6 +283,18 @@ class Network:
             what=f"{cp_id} {state}; procs:\n" + self.tails(),
         )
 
+    def audit(self, **query: str) -> list[dict[str, Any]]:
+        """Central's audit rows (newest first), filtered like `GET /api/audit` (cp, action, ip...)."""
+        response = httpx.get(
+            f"{self.api}/api/audit",
+            params={"limit": "500", **query},
+            headers={"Authorization": f"Bearer {self.admin_token}"},
+            timeout=10,
+        )
+        response.raise_for_status()
+        body = response.json()
+        return list(body["rows"] if isinstance(body, dict) else body)
+
     def sessions(self, **query: str) -> list[dict[str, Any]]:
         return list(self.get("/api/sessions?" + "&".join(f"{k}={v}" for k, v in query.items())))
 
