@@ -34,6 +34,7 @@ SEALED_TOPICS: frozenset[str] = frozenset({CP_EVENTS.base, CP_COMMANDS.base})
 """The topics whose records are sealed (by base name: the namespace does not change the rule)."""
 
 _FIXED = struct.Struct(">3sBI12sB")  # magic, format, key version, nonce, cp id length
+FIXED_SIZE = _FIXED.size
 
 
 class RejectKind(StrEnum):
@@ -96,21 +97,33 @@ def is_sealed(value: bytes | None) -> bool:
 
 def split(value: bytes) -> tuple[SealedHeader, bytes, bytes]:
     """(header, the header's bytes, ciphertext with tag); SealedFormatError if malformed."""
-    if len(value) < _FIXED.size:
+    cp_id, version, nonce, end = split_fields(value)
+    return SealedHeader(cp_id, version, nonce), value[:end], value[end:]
+
+
+def split_fields(value: bytes) -> tuple[str, int, bytes, int]:
+    """(CP id, key version, nonce, where the ciphertext starts): `split` without building the
+    header object (the receiver's hot path: one call per record)."""
+    if len(value) < FIXED_SIZE:
         raise SealedFormatError("shorter than a sealed header")
     magic, fmt, version, nonce, cp_len = _FIXED.unpack_from(value)
     if magic != MAGIC or fmt != FORMAT:
         raise SealedFormatError("not a sealed record of format 1")
-    end = _FIXED.size + cp_len
+    end = FIXED_SIZE + cp_len
     if cp_len == 0 or len(value) < end + TAG_BYTES:
         raise SealedFormatError("truncated sealed record")
     try:
-        cp_id = value[_FIXED.size : end].decode("utf-8")
+        cp_id = value[FIXED_SIZE:end].decode("utf-8")
     except UnicodeDecodeError:
         raise SealedFormatError("CP id is not UTF-8") from None
-    return SealedHeader(cp_id, version, nonce), value[:end], value[end:]
+    return cp_id, version, nonce, end
 
 
 def associated_data(topic_base: str, header: bytes) -> bytes:
     """What the tag covers besides the ciphertext: the label, the topic and the clear header."""
-    return b"|".join((AAD_LABEL, topic_base.encode("ascii"), header))
+    return aad_prefix(topic_base) + header
+
+
+def aad_prefix(topic_base: str) -> bytes:
+    """The associated data before the header (a receiver computes it once per topic)."""
+    return b"|".join((AAD_LABEL, topic_base.encode("ascii"), b""))

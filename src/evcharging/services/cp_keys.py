@@ -24,7 +24,6 @@ import asyncio
 import base64
 import os
 import re
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -37,14 +36,16 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from evcharging.contracts.events import BadEvent, Event, parse_event
 from evcharging.contracts.sealed import (
     EPOCH_BYTES,
+    FIXED_SIZE,
     NONCE_BYTES,
     SEALED_TOPICS,
     RejectKind,
     SealedFormatError,
     SealedHeader,
+    aad_prefix,
     associated_data,
     is_sealed,
-    split,
+    split_fields,
 )
 from evcharging.services.cp_auth import (
     ClientKeys,
@@ -219,19 +220,25 @@ class ReplayGuard:
         self._window = window
         self._mask = (1 << window) - 1
         self._epochs = epochs
-        self._marks: dict[tuple[str, int], OrderedDict[bytes, list[int]]] = {}
+        # (cp, version) -> epoch -> [highest counter, bitmap of the window below it]
+        self._marks: dict[tuple[str, int], dict[bytes, list[int]]] = {}
 
     def fresh(self, header: SealedHeader) -> bool:
         """True (and remembered) the first time this (CP, version, epoch, counter) is seen."""
-        runs = self._marks.setdefault((header.cp_id, header.key_version), OrderedDict())
-        epoch, counter = header.epoch, header.counter
+        return self.fresh_nonce(header.cp_id, header.key_version, header.nonce)
+
+    def fresh_nonce(self, cp_id: str, version: int, nonce: bytes) -> bool:
+        """`fresh` from the header's fields (the hot path builds no header object)."""
+        runs = self._marks.get((cp_id, version))
+        if runs is None:
+            runs = self._marks[(cp_id, version)] = {}
+        epoch, counter = nonce[:EPOCH_BYTES], int.from_bytes(nonce[EPOCH_BYTES:], "big")
         mark = runs.get(epoch)
         if mark is None:
             runs[epoch] = [counter, 1]
-            if len(runs) > self._epochs:
-                runs.popitem(last=False)
+            if len(runs) > self._epochs:  # the sender run seen first goes (a dict keeps order)
+                del runs[next(iter(runs))]
             return True
-        runs.move_to_end(epoch)
         highest, seen = mark
         if counter > highest:
             shift = counter - highest
@@ -293,6 +300,7 @@ class CpTopicCodec:
         self._on_used = on_used
         self._last_used: dict[str, int] = {}
         self._delivered: dict[tuple[str, int], int] = {}  # highest accepted offset per partition
+        self._aad: dict[str, bytes] = {}  # the associated data's prefix per topic
 
     # --- writing ------------------------------------------------------------------------
 
@@ -342,10 +350,11 @@ class CpTopicCodec:
         spot = (topic_base, partition)
         if offset >= 0 and offset <= self._delivered.get(spot, -1):
             return None
-        event, header = self.open(topic_base, value, record_key=record_key)
+        event, cp_id, version = self._open(topic_base, value, record_key)
         if offset >= 0:
             self._delivered[spot] = offset
-        self._used(header)
+        if self._last_used.get(cp_id) != version:
+            self._used(cp_id, version)
         return event
 
     def open(
@@ -354,24 +363,31 @@ class CpTopicCodec:
         """Checks and decrypts one sealed record (and remembers it against replays).
         RecordRejected when it is not what it claims; BadEvent when it is, but its content is
         not a valid event (the CP's own mistake: dropped and logged like any malformed event)."""
+        event, cp_id, version = self._open(topic_base, value, record_key)
+        return event, SealedHeader(cp_id, version, split_fields(value)[2])
+
+    def _open(
+        self, topic_base: str, value: bytes, record_key: bytes | None
+    ) -> tuple[Event, str, int]:
         try:
-            header, header_bytes, ciphertext = split(value)
+            cp_id, version, nonce, end = split_fields(value)
         except SealedFormatError:
             raise RecordRejected(RejectKind.MALFORMED, _text(record_key)) from None
-        cp_id, version = header.cp_id, header.key_version
-        if record_key is not None and record_key != cp_id.encode("utf-8"):
+        if record_key is not None and record_key != value[FIXED_SIZE:end]:
             raise RecordRejected(RejectKind.MISROUTED, cp_id, version)
-        key = self.ring.get(cp_id, version)
+        keys = self.ring._keys.get(cp_id)  # the ring's own lookup, inlined
+        key = keys.get(version) if keys else None
         if key is None:
             if self.ring.retired(cp_id, version):
                 raise RecordRejected(RejectKind.OLD_KEY, cp_id, version)
             if self.ring.current(cp_id) is None:
                 raise RecordRejected(RejectKind.NO_KEY, cp_id, version)
             raise RecordRejected(RejectKind.UNKNOWN_KEY, cp_id, version)
+        prefix = self._aad.get(topic_base)
+        if prefix is None:
+            prefix = self._aad[topic_base] = aad_prefix(topic_base)
         try:
-            plain = key.aead.decrypt(
-                header.nonce, ciphertext, associated_data(topic_base, header_bytes)
-            )
+            plain = key.aead.decrypt(nonce, value[end:], prefix + value[:end])
         except InvalidTag:
             raise RecordRejected(RejectKind.FORGED, cp_id, version) from None
         try:
@@ -380,14 +396,11 @@ class CpTopicCodec:
             raise BadEvent(f"{exc.reason} (sealed by cp {cp_id}, key v{version})") from None
         if event.TOPIC.base != topic_base or event.key() != cp_id:
             raise RecordRejected(RejectKind.MISROUTED, cp_id, version)
-        if not self.guard.fresh(header):
+        if not self.guard.fresh_nonce(cp_id, version, nonce):
             raise RecordRejected(RejectKind.REPLAYED, cp_id, version)
-        return event, header
+        return event, cp_id, version
 
-    def _used(self, header: SealedHeader) -> None:
-        cp_id, version = header.cp_id, header.key_version
-        if self._last_used.get(cp_id) == version:
-            return
+    def _used(self, cp_id: str, version: int) -> None:
         self._last_used[cp_id] = version
         retired = self.ring.used(cp_id, version)
         self.guard.forget(cp_id, retired)

@@ -340,42 +340,48 @@ class EventConsumer:
     async def _decode(
         self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]
     ) -> Event | None:
-        if self._codec is None:
-            return parse_event(record.value)
         codec = self._codec
-
-        def decode() -> Event | None:
+        if codec is None:
+            return parse_event(record.value)
+        topic = base_of(tp.topic)
+        try:
             return codec.decode(
-                base_of(tp.topic),
+                topic,
                 record.value,
                 record_key=record.key,
                 partition=tp.partition,
                 offset=record.offset,
             )
-
-        try:
-            return decode()
         except RecordRejected as exc:
-            cp_id, version = exc.cp_id, exc.key_version
-            waits = exc.kind in (RejectKind.UNKNOWN_KEY, RejectKind.NO_KEY)
-            if not (waits and self._await_keys > 0 and cp_id and version is not None):
-                raise
-            held = codec.ring.current(cp_id)
-            if held is not None and version < held.version:
-                raise  # older than the key held: it will never be handed over
-            log.info(
-                "%s: record sealed with key v%s of %s, not held yet: waiting up to %g s",
-                tp.topic,
-                version,
-                cp_id,
-                self._await_keys,
-            )
-            try:
-                async with asyncio.timeout(self._await_keys):
-                    await codec.ring.wait_for(cp_id, version)
-            except TimeoutError:
-                raise exc from None
-            return decode()
+            await self._wait_for_key(tp, exc)  # re-raises unless the key may still come
+        return codec.decode(
+            topic, record.value, record_key=record.key, partition=tp.partition, offset=record.offset
+        )
+
+    async def _wait_for_key(self, tp: TopicPartition, exc: RecordRejected) -> None:
+        """Returns once the key a record was sealed with is held; re-raises `exc` when it will
+        not come (this reader does not wait, the version is older than the key held, or the
+        wait ran out)."""
+        assert self._codec is not None
+        cp_id, version = exc.cp_id, exc.key_version
+        waits = exc.kind in (RejectKind.UNKNOWN_KEY, RejectKind.NO_KEY)
+        if not (waits and self._await_keys > 0 and cp_id and version is not None):
+            raise exc
+        held = self._codec.ring.current(cp_id)
+        if held is not None and version < held.version:
+            raise exc  # older than the key held: it will never be handed over
+        log.info(
+            "%s: record sealed with key v%s of %s, not held yet: waiting up to %g s",
+            tp.topic,
+            version,
+            cp_id,
+            self._await_keys,
+        )
+        try:
+            async with asyncio.timeout(self._await_keys):
+                await self._codec.ring.wait_for(cp_id, version)
+        except TimeoutError:
+            raise exc from None
 
     def _refused(self, tp: TopicPartition, offset: int, exc: RecordRejected) -> None:
         """A sealed record dropped: never handled, always told to `on_rejected` (the audit log),
