@@ -1,6 +1,6 @@
 """The cost of encryption (issue 14, point 6), measured side by side in one sitting.
 
-Both modes run alternately on the same machine and broker (on, off, on, off, ...), each run
+Both modes run alternately on the same machine and broker (on, off, off, on, ...), each run
 against a fresh Central (`--cp-encryption off` for off; the load generator mirrors it), so a
 busy spell weighs on both alike:
 
@@ -43,8 +43,13 @@ DROPPED = ("timeline",)  # per-second detail of a scale run: not kept for every 
 
 
 def alternation(modes: Sequence[str], repeat: int) -> list[tuple[int, str]]:
-    """(attempt, mode) in the order they run: on, off, on, off, ..."""
-    return [(k + 1, mode) for k in range(repeat) for mode in modes]
+    """(attempt, mode) in the order they run, counterbalanced (ABBA: on, off, off, on, on, off,
+    ...): neither mode always runs first, on a machine that warms up or drifts during a sitting."""
+    order: list[tuple[int, str]] = []
+    for k in range(repeat):
+        turn = modes if k % 2 == 0 else list(reversed(modes))
+        order += [(k + 1, mode) for mode in turn]
+    return order
 
 
 def with_mode(ctx: Context, mode: str) -> Context:

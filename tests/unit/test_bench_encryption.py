@@ -278,12 +278,14 @@ def run(n: int, mode: str, holds: bool, cpu: float | None = None) -> dict[str, A
     return {"n": n, "mode": mode, "holds": holds, "central_cpu_us_per_message": cpu}
 
 
-def test_alternation_runs_the_modes_in_turn() -> None:
-    assert encryption.alternation(("on", "off"), 2) == [
+def test_alternation_runs_the_modes_in_turn_neither_always_first() -> None:
+    assert encryption.alternation(("on", "off"), 3) == [
         (1, "on"),
         (1, "off"),
-        (2, "on"),
         (2, "off"),
+        (2, "on"),
+        (3, "on"),
+        (3, "off"),
     ]
 
 

@@ -264,3 +264,13 @@ def test_central_does_not_send_a_command_to_a_cp_without_a_key_an_engine_waits()
     assert not engine.not_to_send(CpStop(cp_id="CP1"))
     central.ring.install(new_key("CP1", 1))
     assert not central.not_to_send(CpStop(cp_id="CP1"))
+
+
+def test_every_event_of_the_sealed_topics_is_keyed_by_its_cp_id() -> None:
+    """The receiver checks `event.cp_id` against the header: every such event must have it."""
+    from evcharging.contracts.events import EVENT_TYPES
+    from evcharging.contracts.sealed import SEALED_TOPICS
+
+    sealed = [cls for cls in EVENT_TYPES if cls.TOPIC.base in SEALED_TOPICS]
+    assert sealed
+    assert all(cls.KEY_FIELD == "cp_id" for cls in sealed)

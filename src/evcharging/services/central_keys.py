@@ -44,6 +44,7 @@ class CentralKeys:
         self._store = store
         self._master = master
         self._issued: dict[str, int] = {}
+        self._states: dict[str, KeyState] = {}  # what `state` said, until the CP's keys change
         self.codec = CpTopicCodec(
             KeyRing(), encrypt=encrypt, on_used=self._retired, hold_without_key=False
         )
@@ -62,6 +63,7 @@ class CentralKeys:
         (another master key, or tampered) is skipped and said once: its CP gets a new key at
         its next authentication."""
         self._issued = dict(self._store.key_versions())
+        self._states.clear()
         held: dict[str, list[int]] = {}
         unreadable = 0
         for row in self._store.stored_cp_keys():
@@ -88,6 +90,7 @@ class CentralKeys:
         until the Engine uses this one (`_retired`)."""
         version = self._store.next_key_version(cp_id)
         key = new_key(cp_id, version)
+        self._states.pop(cp_id, None)
         self._store.save_cp_key(cp_id, version, self._master.seal_key(key))
         self._issued[cp_id] = version
         pushed_out = self.ring.install(key)
@@ -98,14 +101,21 @@ class CentralKeys:
     def revoke(self, cp_id: str) -> list[int]:
         """Every key of the CP deleted (ring and database); returns their versions."""
         versions = self.codec.revoked(cp_id)
+        self._states.pop(cp_id, None)
         self._store.delete_cp_keys(cp_id)
         return versions
 
     def state(self, cp_id: str) -> KeyState:
-        current = self.ring.current(cp_id)
-        return KeyState(None if current is None else current.version, self._issued.get(cp_id, 0))
+        """Read at every view of the CP (a telemetry reading makes one): kept until it changes."""
+        known = self._states.get(cp_id)
+        if known is None:
+            current = self.ring.current(cp_id)
+            version = None if current is None else current.version
+            known = self._states[cp_id] = KeyState(version, self._issued.get(cp_id, 0))
+        return known
 
     def _retired(self, cp_id: str, version: int, retired: list[int]) -> None:
+        self._states.pop(cp_id, None)
         if retired:
             self._store.delete_cp_keys(cp_id, retired)
             log.info("cp=%s: key v%d in use; older keys %s deleted", cp_id, version, retired)

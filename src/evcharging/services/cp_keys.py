@@ -394,7 +394,8 @@ class CpTopicCodec:
             event = parse_event(plain)
         except BadEvent as exc:  # sealed with the CP's key: the CP's own mistake, said as such
             raise BadEvent(f"{exc.reason} (sealed by cp {cp_id}, key v{version})") from None
-        if event.TOPIC.base != topic_base or event.key() != cp_id:
+        # every event of the sealed topics names its CP in `cp_id` (its key field)
+        if event.TOPIC.base != topic_base or getattr(event, "cp_id", None) != cp_id:
             raise RecordRejected(RejectKind.MISROUTED, cp_id, version)
         if not self.guard.fresh_nonce(cp_id, version, nonce):
             raise RecordRejected(RejectKind.REPLAYED, cp_id, version)
