@@ -74,7 +74,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--repeat",
         type=int,
         default=encryption.REPEAT,
-        help="auth/holds/encryption: runs per mode (and per N): on, off, on, off, ...",
+        help="auth/holds/encryption: runs per mode (and per N), counterbalanced: on, off, off, on, ...",
     )
     p.add_argument("--messages", type=int, help="seal: messages timed per path")
     args = p.parse_args(argv)

@@ -42,7 +42,7 @@ def section() -> list[str]:
         "Every record between an Engine and Central (cp-events, cp-commands) is sealed with the "
         "CP's key (AES-256-GCM, docs/security.md). Measured side by side: the same benchmarks "
         "with encryption on and off (`EV_Central --cp-encryption off`, the load generator plain "
-        "too), alternately in one sitting (on, off, on, off, ...), each run against a fresh "
+        "too), alternately in one sitting, counterbalanced (on, off, off, on, on, off), each run against a fresh "
         f"Central. The issue's budget: encryption costs at most {encryption.BUDGET * 100:.0f} % on each "
         "figure.",
         "",
