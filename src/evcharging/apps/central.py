@@ -311,8 +311,8 @@ class CentralApp:
 
 async def _loaded_then_frozen(service: CentralService) -> None:
     """Load, then move everything made so far out of the collector's reach (`gc.freeze`) and
-    collect young objects less often: the collector's full passes over the loaded network were
-    pauses of milliseconds in the authorisation tail."""
+    collect young objects less often: full passes over the loaded network are pauses of
+    milliseconds, a likely part of the authorisation tail (docs/performance.md, issue 14)."""
     await service.load()
     gc.collect()
     gc.freeze()
