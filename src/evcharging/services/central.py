@@ -829,12 +829,10 @@ class CentralService:
         cp = self._cps.get(cp_id)
         if cp is None:
             return key
-        if cp.key_notice is ErrReason.REKEY:
-            cp.key_notice = None
+        cp.rekey = False
         if cp.facts.keys_revoked:
             self._repo.set_keys_revoked(cp_id, False)
             cp.facts = cp.facts.with_(keys_revoked=False)
-            cp.key_notice = None
             self._say(f"CP {cp_id} authenticated again: new key v{key.version} -> {cp.state.value}")
             if not cp.facts.admin_stopped:
                 await self.publisher.publish(CpResume(cp_id=cp_id))
@@ -860,7 +858,6 @@ class CentralService:
         versions = self.keys.revoke(cp_id)
         self._repo.set_keys_revoked(cp_id, True)
         cp.facts = cp.facts.with_(keys_revoked=True)
-        cp.key_notice = ErrReason.KEYS_REVOKED
         shown = ", ".join(f"v{v}" for v in versions) or "none held"
         self._say(
             f"CP {cp_id} keys revoked ({shown}) -> Parado until it authenticates again", "warning"
@@ -884,7 +881,7 @@ class CentralService:
             if cp.monitor is not None and not cp.facts.keys_revoked
         ]
         for cp_id in asked:
-            self._cps[cp_id].key_notice = ErrReason.REKEY
+            self._cps[cp_id].rekey = True
         self._say(f"key rotation: {len(asked)} connected CPs asked to authenticate again")
         self.audit.record(
             AuditAction.KEYS_ROTATED,
@@ -1034,7 +1031,7 @@ def _key_notice(cp: LiveCP) -> Answer:
     if notice is None:
         return _OK
     if notice is ErrReason.REKEY:
-        cp.key_notice = None
+        cp.rekey = False
     return Answer(False, notice)
 
 

@@ -27,12 +27,20 @@ class LiveCP:
     registered: bool = False  # has credentials (a row in cp_credentials): the Registry says
     ip: str = "-"  # its Monitor's address, as Central last saw it (audit rows)
     audited: CPState = CPState.DESCONECTADO  # the state the audit log last recorded
-    key_notice: ErrReason | None = None  # what its heartbeats are answered: keys revoked, rekey
+    rekey: bool = False  # asked (by a rotation) to authenticate again at its next heartbeat
     published: tuple[str, bool] | None = field(default=None, repr=False)
 
     @property
     def cp_id(self) -> str:
         return self.record.cp_id
+
+    @property
+    def key_notice(self) -> ErrReason | None:
+        """What its heartbeats are answered instead of OK: keys revoked (until it authenticates
+        again), or a rotation's request for a new key."""
+        if self.facts.keys_revoked:
+            return ErrReason.KEYS_REVOKED
+        return ErrReason.REKEY if self.rekey else None
 
     @property
     def state(self) -> CPState:
