@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from evcharging.domain.cp_state import CPFacts, CPState, derive_state
+from evcharging.domain.cp_state import CPFacts, CPState, StopReason, derive_state, stop_reasons
 
 FACT_NAMES = tuple(f.name for f in fields(CPFacts))
 all_facts = st.builds(CPFacts, **{name: st.booleans() for name in FACT_NAMES})
@@ -28,6 +28,8 @@ def expected_state(f: CPFacts) -> CPState:
     if not f.engine_ok or f.error_simulated:
         return CPState.AVERIADO
     if f.admin_stopped or f.keys_revoked:
+        return CPState.PARADO
+    if f.weather_alert and not f.reserved:  # a session under way finishes first
         return CPState.PARADO
     return CPState.SUMINISTRANDO if f.supplying else CPState.ACTIVADO
 
@@ -84,6 +86,25 @@ def test_supplying_on_a_healthy_connected_cp_is_suministrando() -> None:
 
 def test_a_reservation_alone_leaves_the_cp_activado() -> None:
     assert derive_state(CONNECTED.with_(reserved=True)) is CPState.ACTIVADO
+
+
+def test_a_weather_alert_stops_an_idle_cp_but_lets_a_session_finish() -> None:
+    alert = CONNECTED.with_(weather_alert=True)
+    assert derive_state(alert) is CPState.PARADO
+    assert stop_reasons(alert) == (StopReason.WEATHER_ALERT,)
+    supplying = alert.with_(reserved=True, supplying=True)
+    assert derive_state(supplying) is CPState.SUMINISTRANDO
+    assert stop_reasons(supplying) == ()
+    assert derive_state(alert.with_(reserved=True)) is CPState.ACTIVADO  # authorised: still comes
+
+
+def test_every_stop_reason_is_listed_when_several_stand() -> None:
+    facts = CONNECTED.with_(admin_stopped=True, keys_revoked=True, weather_alert=True)
+    assert stop_reasons(facts) == (
+        StopReason.STOPPED_BY_CENTRAL,
+        StopReason.KEYS_REVOKED,
+        StopReason.WEATHER_ALERT,
+    )
 
 
 def test_resume_after_stop_and_fix_after_error_give_activado_again() -> None:
@@ -156,6 +177,7 @@ def test_activado_or_suministrando_needs_monitor_engine_no_error_no_stop(facts: 
         and not facts.error_simulated
         and not facts.admin_stopped
         and not facts.keys_revoked
+        and not (facts.weather_alert and not facts.reserved)
     )
     assert (derive_state(facts) in (CPState.ACTIVADO, CPState.SUMINISTRANDO)) == healthy
 

@@ -31,6 +31,11 @@ class AuditAction(StrEnum):
     KEY_ISSUED = "key.issued"  # a CP was given a new symmetric key at authentication
     KEYS_REVOKED = "key.revoked"  # an operator revoked a CP's keys ("restaurar claves")
     KEYS_ROTATED = "key.rotated"  # an operator asked every connected CP for a new key
+    WEATHER_ALERT = "weather.alert"  # EV_W: a CP's city is below 0 ºC (the CP stops)
+    WEATHER_CLEARED = "weather.cleared"  # EV_W: above 0 ºC again (the CP comes back)
+    WEATHER_REFUSED = "weather.refused"  # a weather write refused (bad token, unknown CP, input)
+    MODULE_DOWN = "module.down"  # a module stopped answering (Kafka, EV_Registry, EV_W, ...)
+    MODULE_UP = "module.up"  # and answers again
     MESSAGE_REJECTED = "message.rejected"  # a malformed frame or event, or a forged record
     ERROR = "error"  # an internal error someone must look at
 

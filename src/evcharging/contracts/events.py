@@ -26,7 +26,7 @@ from evcharging.contracts.topics import (
     DRIVER_EVENTS,
     Topic,
 )
-from evcharging.domain.cp_state import CPState
+from evcharging.domain.cp_state import CPState, StopReason
 from evcharging.domain.session import EndReason
 
 Energy = Annotated[Decimal, Field(ge=0, le=1000, decimal_places=3)]
@@ -283,12 +283,14 @@ class StopSupply(Event):
 
 
 class CpStop(Event):
-    """Central blocks the CP (Parado, "Out of Order")."""
+    """Central blocks the CP (Parado, "Out of Order"); `reason` says why (absent from a Central
+    before issue 15: stopped by Central)."""
 
     TOPIC = CP_COMMANDS
     KEY_FIELD = "cp_id"
     event_type: Literal["CP_STOP"] = "CP_STOP"
     cp_id: Id
+    reason: StopReason = StopReason.STOPPED_BY_CENTRAL
 
 
 class CpResume(Event):

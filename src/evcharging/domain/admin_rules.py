@@ -69,7 +69,7 @@ def _why_not(action: AdminAction, facts: CPFacts) -> str | None:
     return f"has no simulated error to fix ({state})"
 
 
-@lru_cache(maxsize=128)  # CPFacts is seven booleans: 128 combinations; a view is built per reading
+@lru_cache(maxsize=256)  # CPFacts is eight booleans: 256 combinations; a view is built per reading
 def allowed_actions(facts: CPFacts) -> tuple[str, ...]:
     """The actions that make sense now, in AdminAction order (what the page enables)."""
     return tuple(a.value for a in AdminAction if _why_not(a, facts) is None)

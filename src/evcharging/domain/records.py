@@ -14,6 +14,9 @@ class CPRecord:
     admin_stopped: bool = False
     error_simulated: bool = False
     keys_revoked: bool = False  # Central revoked its keys; out of service until it re-authenticates
+    weather_alert: bool = False  # EV_W's alert for its city stands (CPFacts.weather_alert)
+    weather_city: str | None = None  # the city and reading EV_W gave with the alert
+    weather_temperature_c: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

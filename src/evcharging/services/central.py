@@ -48,7 +48,7 @@ from evcharging.contracts.events import (
 from evcharging.contracts.socket_ops import ErrReason
 from evcharging.domain.admin_rules import AdminAction, Conflict, UnknownCP, refusal
 from evcharging.domain.authorization import Denied, authorise
-from evcharging.domain.cp_state import CPFacts
+from evcharging.domain.cp_state import CPFacts, StopReason, stop_reasons
 from evcharging.domain.money import cost, kwh
 from evcharging.domain.records import CPRecord
 from evcharging.domain.session import (
@@ -749,9 +749,20 @@ class CentralService:
         *,
         tell_engine: bool = True,
     ) -> None:
-        session = cp.session
-        if session is None:
+        """The one end of every session, whatever ended it. A CP under a weather alert, which
+        let its session finish, goes out of service now."""
+        if cp.session is None:
             return
+        await self._close(cp, reason, final_kwh, tell_engine=tell_engine)
+        if stop_reasons(cp.facts) == (StopReason.WEATHER_ALERT,):
+            self._say(f"CP {cp.cp_id} supply over: out of service for its weather alert", "warning")
+            await self.publisher.publish(CpStop(cp_id=cp.cp_id, reason=StopReason.WEATHER_ALERT))
+
+    async def _close(
+        self, cp: LiveCP, reason: EndReason, final_kwh: Decimal | None, *, tell_engine: bool
+    ) -> None:
+        session = cp.session
+        assert session is not None
         ended = end_session(session, reason, self._now(), final_kwh)
         self._attach(cp, None)
         self._unsaved.pop(session.session_id, None)  # the close writes the final figures
@@ -830,16 +841,23 @@ class CentralService:
         if cp is None:
             return key
         cp.rekey = False
-        if cp.facts.keys_revoked:
+        was_revoked = cp.facts.keys_revoked
+        if was_revoked:
             self._repo.set_keys_revoked(cp_id, False)
             cp.facts = cp.facts.with_(keys_revoked=False)
             self._say(f"CP {cp_id} authenticated again: new key v{key.version} -> {cp.state.value}")
-            if not cp.facts.admin_stopped:
-                await self.publisher.publish(CpResume(cp_id=cp_id))
-        if cp.facts.admin_stopped:
-            await self.publisher.publish(CpStop(cp_id=cp_id))
+        await self._tell_engine_its_stop(cp, resume=was_revoked)
         await self._changed(cp)
         return key
+
+    async def _tell_engine_its_stop(self, cp: LiveCP, *, resume: bool) -> None:
+        """The Engine holds Parado for the CP's first stop reason (CP_STOP says which), or, when
+        none stands and `resume`, is told to come back."""
+        reasons = stop_reasons(cp.facts)
+        if reasons:
+            await self.publisher.publish(CpStop(cp_id=cp.cp_id, reason=reasons[0]))
+        elif resume:
+            await self.publisher.publish(CpResume(cp_id=cp.cp_id))
 
     async def revoke_keys(self, cp_id: str, who: Who = CENTRAL) -> CPView:
         """ "Restaurar claves": a supply in progress ends (ticket from the last reading Central
@@ -942,7 +960,7 @@ class CentralService:
             cp_id=cp_id,
             detail=f"CP {cp_id} back in service ({cp.state.value})",
         )
-        await self.publisher.publish(CpResume(cp_id=cp_id))
+        await self._tell_engine_its_stop(cp, resume=True)  # a weather alert may still hold it
         return await self._changed(cp)
 
     async def stop_all(self, who: Who = CENTRAL) -> BulkOutcome:
@@ -1023,6 +1041,74 @@ class CentralService:
         cp.published = None  # CP_STATUS carries the location and price: publish it again
         return await self._changed(cp)
 
+    # --- the weather office (EV_W, through API_Central) ---------------------------------
+
+    def weather_alerts(self) -> list[CPView]:
+        """The CPs under a weather alert."""
+        return [self._view(cp) for cp in self._cps.values() if cp.facts.weather_alert]
+
+    async def weather_alert(
+        self, cp_id: str, city: str, temperature_c: float, who: Who = CENTRAL
+    ) -> tuple[CPView, bool]:
+        """EV_W: the CP's city is below 0 ºC. The CP goes out of service ("weather alert") at
+        once, or, with a session authorised or running, when that session ends normally. A
+        repeated alert only updates its reading (False: nothing new); every call is audited."""
+        cp = self._cp(cp_id)
+        new = not cp.facts.weather_alert
+        self._repo.set_weather_alert(cp_id, city, temperature_c)
+        cp.record = replace(
+            cp.record, weather_alert=True, weather_city=city, weather_temperature_c=temperature_c
+        )
+        cp.facts = cp.facts.with_(weather_alert=True)
+        where = f"{city}, {temperature_c:g} ºC"
+        self.audit.record(
+            AuditAction.WEATHER_ALERT,
+            actor=who.actor,
+            ip=who.ip,
+            cp_id=cp_id,
+            detail=f"weather alert for CP {cp_id} ({where})"
+            + ("" if new else ": already in force"),
+            city=city,
+            temperature_c=f"{temperature_c:g}",
+        )
+        if new:
+            if cp.facts.reserved:
+                self._say(
+                    f"CP {cp_id} weather alert ({where}): out of service once its supply ends",
+                    "warning",
+                )
+            else:
+                self._say(f"CP {cp_id} weather alert ({where}) -> {cp.state.value}", "warning")
+            if stop_reasons(cp.facts) == (StopReason.WEATHER_ALERT,):
+                await self.publisher.publish(CpStop(cp_id=cp_id, reason=StopReason.WEATHER_ALERT))
+        return await self._changed(cp), new
+
+    async def weather_cleared(self, cp_id: str, who: Who = CENTRAL) -> CPView:
+        """EV_W: above 0 ºC again. The CP comes back only if nothing else stops it (an admin
+        stop stays). Conflict when the CP has no weather alert."""
+        cp = self._cp(cp_id)
+        if not cp.facts.weather_alert:
+            raise Conflict(f"CP {cp_id} has no weather alert")
+        held_by_weather = StopReason.WEATHER_ALERT in stop_reasons(cp.facts)
+        city = cp.record.weather_city
+        self._repo.set_weather_alert(cp_id, None)
+        cp.record = replace(
+            cp.record, weather_alert=False, weather_city=None, weather_temperature_c=None
+        )
+        cp.facts = cp.facts.with_(weather_alert=False)
+        self.audit.record(
+            AuditAction.WEATHER_CLEARED,
+            actor=who.actor,
+            ip=who.ip,
+            cp_id=cp_id,
+            detail=f"weather alert for CP {cp_id} ({city}) cancelled -> {cp.state.value}",
+            city=city or "",
+        )
+        self._say(f"CP {cp_id} weather alert over ({city}) -> {cp.state.value}")
+        if held_by_weather:
+            await self._tell_engine_its_stop(cp, resume=True)
+        return await self._changed(cp)
+
 
 def _key_notice(cp: LiveCP) -> Answer:
     """A heartbeat's answer: OK, or the CP's key notice (keys revoked: every heartbeat until it
@@ -1042,5 +1128,6 @@ def _live(record: CPRecord, registered: bool) -> LiveCP:
         admin_stopped=record.admin_stopped,
         error_simulated=record.error_simulated,
         keys_revoked=record.keys_revoked,
+        weather_alert=record.weather_alert,
     )
     return LiveCP(record, facts, registered=registered)

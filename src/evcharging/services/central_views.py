@@ -21,8 +21,15 @@ from typing import Any, Generic, NamedTuple, NotRequired, TypeVar, cast, overloa
 from typing_extensions import TypedDict
 
 from evcharging.domain.admin_rules import allowed_actions
-from evcharging.domain.cp_state import CPFacts, CPState, derive_state, is_available
-from evcharging.domain.records import DriverRecord
+from evcharging.domain.cp_state import (
+    CPFacts,
+    CPState,
+    StopReason,
+    derive_state,
+    is_available,
+    stop_reasons,
+)
+from evcharging.domain.records import CPRecord, DriverRecord
 from evcharging.domain.session import Session
 from evcharging.services.central_keys import KeyState
 from evcharging.services.central_live import LiveCP, RequestRow
@@ -45,6 +52,8 @@ class CPJson(TypedDict):
     admin_stopped: bool
     error_simulated: bool
     keys_revoked: bool
+    weather_alert: bool
+    weather: WeatherNoteJson | None  # the city and reading of EV_W's alert, while it stands
     actions: list[str]
     fault_reason: str | None
     stop_reason: str | None
@@ -54,6 +63,11 @@ class CPJson(TypedDict):
     kw: str | None
     energy_kwh: str | None
     amount_eur: str | None
+
+
+class WeatherNoteJson(TypedDict):
+    city: str
+    temperature_c: float | None
 
 
 class RequestJson(TypedDict):
@@ -304,8 +318,7 @@ _TONES = {
 }
 
 
-STOPPED_BY_CENTRAL = "stopped by Central"
-KEYS_REVOKED = "keys revoked"
+KEYS_REVOKED = StopReason.KEYS_REVOKED.value
 NO_KEY = "no key"
 
 
@@ -324,13 +337,10 @@ def _stop_reason(facts: CPFacts) -> str | None:
     """Why a Parado CP is out of service (every reason, when there are several)."""
     if derive_state(facts) is not CPState.PARADO:
         return None
-    reasons = [STOPPED_BY_CENTRAL] if facts.admin_stopped else []
-    if facts.keys_revoked:
-        reasons.append(KEYS_REVOKED)
-    return "; ".join(reasons)
+    return "; ".join(stop_reasons(facts))
 
 
-@lru_cache(maxsize=128)  # CPFacts is seven booleans: 128 combinations; a view is built per reading
+@lru_cache(maxsize=256)  # CPFacts is eight booleans: 256 combinations; a view is built per reading
 def _facets(facts: CPFacts) -> _Facets:
     """Everything of a CP's view that follows from its facts alone."""
     state = derive_state(facts)
@@ -349,6 +359,10 @@ def _facets(facts: CPFacts) -> _Facets:
 @lru_cache(maxsize=1024)
 def _key_text(version: int | None) -> str:
     return NO_KEY if version is None else f"key v{version}"
+
+
+def _weather_note(record: CPRecord) -> WeatherNoteJson:
+    return {"city": record.weather_city or "", "temperature_c": record.weather_temperature_c}
 
 
 def cp_view(cp: LiveCP, key: KeyState | None = None) -> CPView:
@@ -374,6 +388,8 @@ def cp_view(cp: LiveCP, key: KeyState | None = None) -> CPView:
             "admin_stopped": cp.facts.admin_stopped,
             "error_simulated": cp.facts.error_simulated,
             "keys_revoked": revoked,
+            "weather_alert": cp.facts.weather_alert,
+            "weather": _weather_note(record) if cp.facts.weather_alert else None,
             "actions": list(f.actions),
             "fault_reason": cp.fault_reason if f.faulted else None,
             "stop_reason": f.stop_reason,

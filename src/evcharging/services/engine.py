@@ -47,7 +47,7 @@ from evcharging.contracts.events import (
     SupplyEnded,
     SupplyStarted,
 )
-from evcharging.domain.cp_state import CPState
+from evcharging.domain.cp_state import CPState, StopReason
 from evcharging.domain.money import cost, kwh
 from evcharging.services.cp_keys import (
     CpTopicCodec,
@@ -146,6 +146,7 @@ class EngineService:
         self._cp_id: str | None = None
         self._ko_reason: str | None = None
         self._stopped = False
+        self._stop_reason = StopReason.STOPPED_BY_CENTRAL
         self._central_up: bool | None = None  # None: the Monitor has not said yet
         self._monitor_seen: float | None = None
         self._session: _Session | None = None
@@ -223,7 +224,9 @@ class EngineService:
         if phase is EnginePhase.PARADO:
             if self._keys_revoked:
                 return f"{CPState.PARADO} - {KEYS_REVOKED_TEXT}"
-            return f"{CPState.PARADO} - {CPState.PARADO.caption}"
+            if self._stop_reason is StopReason.STOPPED_BY_CENTRAL:
+                return f"{CPState.PARADO} - {CPState.PARADO.caption}"
+            return f"{CPState.PARADO} - {CPState.PARADO.caption} ({self._stop_reason})"
         if s is None:
             return "Activado (idle)"
         if phase is EnginePhase.AUTHORISED:
@@ -477,7 +480,8 @@ class EngineService:
         if not self._mine(ev.cp_id, None, "CP_STOP"):
             return
         self._stopped = True
-        log.warning("cp=%s: stopped by Central: Parado - Out of Order", ev.cp_id)
+        self._stop_reason = ev.reason
+        log.warning("cp=%s: %s: Parado - Out of Order", ev.cp_id, ev.reason)
         self._end(SupplyEndReason.STOPPED_BY_CENTRAL)
         self._changed()
 

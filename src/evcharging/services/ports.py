@@ -129,6 +129,13 @@ class Repository(Protocol):
         """The CP's "keys revoked" mark (CPRecord.keys_revoked): kept across restarts."""
         ...
 
+    def set_weather_alert(
+        self, cp_id: str, city: str | None, temperature_c: float | None = None
+    ) -> None:
+        """EV_W's alert for the CP (its city and reading), or none (`city` None): kept across
+        restarts, so a CP keeps its last decision while EV_W is away."""
+        ...
+
     # the audit log (append-only: there is no way to change or delete a row)
     def append_audit(self, entry: AuditEntry) -> None: ...
     def find_audit(self, query: AuditQuery) -> Sequence[AuditEntry]: ...

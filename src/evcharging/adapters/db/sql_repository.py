@@ -205,6 +205,13 @@ class SqlRepository:
             admin_stopped=row["admin_state"] == "stopped",
             error_simulated=bool(row["error_simulated"]),
             keys_revoked=bool(row["keys_revoked"]),
+            weather_alert=bool(row["weather_alert"]),
+            weather_city=row["weather_city"],
+            weather_temperature_c=(
+                None
+                if row["weather_temperature_c"] is None
+                else float(row["weather_temperature_c"])
+            ),
         )
 
     # --- drivers -----------------------------------------------------------------------
@@ -424,6 +431,20 @@ class SqlRepository:
     def set_keys_revoked(self, cp_id: str, revoked: bool) -> None:
         self._db.execute(
             "UPDATE charging_points SET keys_revoked = ? WHERE cp_id = ?", (int(revoked), cp_id)
+        )
+
+    def set_weather_alert(
+        self, cp_id: str, city: str | None, temperature_c: float | None = None
+    ) -> None:
+        self._db.execute(
+            "UPDATE charging_points SET weather_alert = ?, weather_city = ?, "
+            "weather_temperature_c = ? WHERE cp_id = ?",
+            (
+                int(city is not None),
+                city,
+                None if temperature_c is None else repr(float(temperature_c)),
+                cp_id,
+            ),
         )
 
     # --- credentials (verifiers only) and the Registry's change feed -----------------------
