@@ -238,7 +238,7 @@ async def test_each_outage_is_said_once(caplog: pytest.LogCaptureFixture) -> Non
         clock.now += await wo.cycle()
     central.down = False
     await wo.cycle()
-    said = [r.getMessage() for r in caplog.records if "Central" in r.getMessage()]
+    said = [r.getMessage() for r in caplog.records if "Central:" in r.getMessage()]
     assert len(said) == 2, said
     assert "connection refused" in said[0]
     assert "answers again" in said[1]
@@ -300,7 +300,7 @@ async def test_a_summary_at_most_once_a_minute(caplog: pytest.LogCaptureFixture)
     for _ in range(20):
         await wo.cycle()
         clock.now += 4
-    summaries = [r for r in caplog.records if "CPs in" in r.getMessage()]
+    summaries = [r for r in caplog.records if "CP in 1 city" in r.getMessage()]
     assert len(summaries) == 2  # at 0 s and at 60 s of 76 s
 
 
@@ -311,3 +311,49 @@ async def test_goodbye_deletes_the_report_and_never_raises() -> None:
     assert central.calls == [("DELETE report",)]
     central.down = True
     await wo.goodbye()
+
+
+def test_the_two_programs_share_the_programs_shape() -> None:
+    """As tests/unit/test_program_shape.py: parse_args -> XSettings, XApp(settings).run -> int."""
+    import inspect
+
+    from evcharging.apps import weather_office, weather_service
+
+    for module, app, settings in (
+        (weather_office, "WeatherOfficeApp", "WeatherOfficeSettings"),
+        (weather_service, "WeatherServiceApp", "WeatherServiceSettings"),
+    ):
+        assert inspect.signature(module.parse_args).return_annotation == settings
+        assert inspect.signature(module.main).return_annotation == "int"
+        assert inspect.iscoroutinefunction(getattr(module, app).run)
+
+
+def test_the_settings_never_show_the_token_or_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    from evcharging.apps import weather_office
+
+    monkeypatch.setenv("EV_WEATHER_TOKEN", "tok-secret")
+    monkeypatch.setenv("OPENWEATHER_API_KEY", "key-secret")
+    cfg = weather_office.parse_args(["--central", "http://127.0.0.1:8000", "--locations", "l.yaml"])
+    assert (cfg.token, cfg.api_key, cfg.interval) == ("tok-secret", "key-secret", 4.0)
+    assert "secret" not in repr(cfg)
+
+
+def test_the_menu_parses_add_move_remove_list(tmp_path: Any) -> None:
+    from evcharging.apps import weather_office
+
+    cfg = weather_office.WeatherOfficeSettings(
+        central="http://127.0.0.1:1", locations=tmp_path / "l.yaml", token="t"
+    )
+    app = weather_office.WeatherOfficeApp(cfg)
+    app.office = WeatherOffice(FakeProvider(), FakeCentral())
+    assert app.handle("add CP01 Santa Cruz de Tenerife") == [
+        "CP01 added in Santa Cruz de Tenerife: watched from the next cycle"
+    ]
+    assert "already in" in app.handle("add CP01 Madrid")[0]
+    assert app.handle("move CP01 Teruel")[0].startswith("CP01 moved from Santa Cruz")
+    assert "not a CP id" in app.handle("add CP#1 Madrid")[0]
+    assert app.handle("remove CP09") == ["CP09 is not watched"]
+    assert app.handle("list")[0].startswith("CP01     Teruel")
+    assert (tmp_path / "l.yaml").read_text().endswith("CP01: Teruel\n")
+    assert app.handle("remove CP01")[0].startswith("CP01 removed")
+    assert app.handle("frobnicate")[0].startswith("not understood")

@@ -346,10 +346,10 @@ class WeatherOffice:
         cities = sorted(set(self.locations.values()))
         alerts = sorted(cp for cp, on in self.decisions.items() if on and cp in self.locations)
         read = [r for r in self.readings.values() if r.ok]
-        parts = [f"{len(self.locations)} CPs in {len(cities)} cities"]
+        parts = [f"{_n(len(self.locations), 'CP')} in {_n(len(cities), 'city', 'cities')}"]
         parts.append(f"{len(alerts)} under alert" + (f" ({_few(alerts)})" if alerts else ""))
         if len(read) < len(cities):
-            parts.append(f"{len(cities) - len(read)} cities without a reading")
+            parts.append(f"{_n(len(cities) - len(read), 'city', 'cities')} without a reading")
         if read:
             coldest = min(read, key=lambda r: r.temperature_c or 0.0)
             parts.append(f"coldest {coldest.city} {coldest.temperature_c:.1f} °C")
@@ -376,3 +376,7 @@ def _few(ids: list[str], most: int = 4) -> str:
 
 def _at(what: str, url: str) -> str:
     return f"{what} at {url}" if url else what
+
+
+def _n(count: int, one: str, many: str | None = None) -> str:
+    return f"{count} {one if count == 1 else many or one + 's'}"
