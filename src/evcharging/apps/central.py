@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
+from fastapi import FastAPI
 
 from evcharging.adapters.audit_file import AuditFile
 from evcharging.adapters.broker_state import KafkaState
@@ -289,17 +290,7 @@ class CentralApp:
             health=health,
             weather=weather,
         )
-        http = EmbeddedServer(
-            uvicorn.Config(
-                app,
-                host=cfg.http_host,
-                port=cfg.http_port,
-                log_level="warning",
-                lifespan="off",
-                ssl_certfile=cfg.https_cert,
-                ssl_keyfile=cfg.https_key,
-            )
-        )
+        http = EmbeddedServer(http_config(app, cfg))
         scheme = "https" if cfg.https_cert else "http"
         log.info("HTTP API on %s://%s:%s (OpenAPI at /docs)", scheme, cfg.http_host, cfg.http_port)
         if cfg.token_generated:
@@ -343,6 +334,19 @@ class CentralApp:
             audit_file.close()
             repo.close()
         return 0
+
+
+def http_config(app: FastAPI, cfg: CentralSettings) -> uvicorn.Config:
+    """The HTTP API and pages' server: over TLS with --https-cert/--https-key."""
+    return uvicorn.Config(
+        app,
+        host=cfg.http_host,
+        port=cfg.http_port,
+        log_level="warning",
+        lifespan="off",
+        ssl_certfile=cfg.https_cert,
+        ssl_keyfile=cfg.https_key,
+    )
 
 
 def kafka_health(health: ModuleHealth, state: KafkaState, *, audited: bool = True) -> None:
