@@ -172,7 +172,8 @@ class _Client:
 def _public(change: Change) -> Change:
     """A change as the public stream carries it (masked once, whatever the number of sockets)."""
     if isinstance(change, CPChanged):
-        return CPChanged(public_cp(change.view))
+        shown = public_cp(change.view)
+        return change if shown is change.view else CPChanged(shown)
     if isinstance(change, RequestChanged):
         view = None if change.view is None else public_request(change.view)
         return RequestChanged(public_request_key(change.key), view)
