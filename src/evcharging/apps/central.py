@@ -350,11 +350,13 @@ def http_config(app: FastAPI, cfg: CentralSettings) -> uvicorn.Config:
 
 
 def kafka_health(health: ModuleHealth, state: KafkaState, *, audited: bool = True) -> None:
-    """The Kafka watch's word, in the modules' health (audited on each change)."""
+    """The Kafka watch's word, in the modules' health (audited on each change; the watch logs
+    it)."""
     if state.up:
-        health.set(Module.KAFKA, Health.UP, "reachable", audited=audited)
+        health.set(Module.KAFKA, Health.UP, "reachable", audited=audited, said=True)
     else:
-        health.set(Module.KAFKA, Health.DOWN, state.problem or "unreachable", audited=audited)
+        problem = state.problem or "unreachable"
+        health.set(Module.KAFKA, Health.DOWN, problem, audited=audited, said=True)
 
 
 async def _loaded_then_frozen(service: CentralService) -> None:

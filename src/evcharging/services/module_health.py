@@ -116,10 +116,12 @@ class ModuleHealth:
         actor: str = "central",
         ip: str = UNKNOWN_IP,
         audited: bool = True,
+        said: bool = False,
     ) -> bool:
         """What is known of `name` now; False when nothing changed. `actor`/`ip`: who said so
         (EV_W's own reports carry its address). `audited` False: a state the module is only
-        assumed to have (at start), not an event to record."""
+        assumed to have (at start), not an event to record or log. `said`: the caller logged the
+        change already (the Kafka watch does)."""
         old = self._modules[name]
         if old.state is state and old.detail == detail:
             return False
@@ -128,7 +130,8 @@ class ModuleHealth:
         self._modules[name] = ModuleState(name, state, since, detail)
         if moved and state is not Health.UNKNOWN:
             text = f"{LABEL[name]} {state.value}: {detail}"
-            log.log(logging.WARNING if state is Health.DOWN else logging.INFO, "%s", text)
+            if audited and not said:
+                log.log(logging.WARNING if state is Health.DOWN else logging.INFO, "%s", text)
             if audited:
                 self.audit.record(
                     AuditAction.MODULE_DOWN if state is Health.DOWN else AuditAction.MODULE_UP,
