@@ -169,6 +169,14 @@ class CentralService:
         record = self._repo.get_driver(driver_id)
         return None if record is None else driver_view(record)
 
+    def drivers(self) -> list[DriverView]:
+        """Every driver account, by id."""
+        return [driver_view(record) for record in self._repo.list_drivers()]
+
+    def open_sessions(self) -> list[SessionView]:
+        """The sessions under way (authorised or supplying), live figures, in CP order."""
+        return [session_view(cp.session) for cp in self._cps.values() if cp.session is not None]
+
     def sessions(
         self,
         *,
