@@ -868,7 +868,7 @@ async def test_a_weather_alert_on_an_idle_cp_stops_it_says_why_and_is_audited(
     await central.on_authorization_request(ev.AuthorizationRequest(driver_id="D1", cp_id="CP1"))
     answer = pub(central).of(ev.AuthorizationResponse)[-1]
     assert not answer.authorised
-    assert answer.reason is not None and "weather alert" in answer.reason
+    assert answer.reason == "CP out of service: weather alert (Parado, Out of Order)"
 
 
 async def test_a_weather_alert_mid_supply_lets_it_finish_normally_then_stops_the_cp(
