@@ -229,7 +229,7 @@ class CentralService:
                 **{"from": was.value, "to": cp.state.value},  # type: ignore[arg-type]
             )
         self._emit(CPChanged(view))
-        public = (view.json["state"], view.json["available"])
+        public = (view.json["state"], view.json["available"], view.json["stop_reason"])
         if public != cp.published:
             cp.published = public
             await self.publisher.publish_soon(
@@ -239,6 +239,7 @@ class CentralService:
                     price_eur_per_kwh=cp.record.price_eur_per_kwh,
                     state=cp.state.value,
                     available=view.json["available"],
+                    stop_reason=view.json["stop_reason"],
                 )
             )
         return view
