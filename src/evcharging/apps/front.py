@@ -73,7 +73,8 @@ def central_url(value: str) -> str:
     text = value.strip()
     try:
         parts = urlsplit(text)
-        parts.port  # noqa: B018 (raises ValueError for a port that is not 1-65535)
+        if parts.port == 0:  # urlsplit itself refuses anything outside 0-65535
+            raise ValueError
     except ValueError:
         raise ValueError("not a URL with a valid port") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
