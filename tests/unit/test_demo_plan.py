@@ -5,17 +5,22 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+import yaml
 
 from evcharging.apps.cli import build_parser
 from evcharging.ops.demo_plan import (
     DEMO_BALANCE,
+    FREEZING_CITY,
+    FREEZING_LOCATION,
     PAUSE_SECONDS,
     SERVICES_PER_DRIVER,
     SUPPLY_SECONDS,
     compact,
     deal,
     plan_network,
+    plan_weather,
     render,
+    with_freezing_city,
 )
 from evcharging.services.driver import parse_services
 from evcharging.services.engine import EngineConfig, energy_after
@@ -134,3 +139,18 @@ def test_bad_demo_arguments_are_refused(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         build_parser().parse_args(["demo", *argv])
     assert exited.value.code == 2
+
+
+def test_the_demo_weather_has_one_freezing_city_with_the_last_cp_and_mild_others() -> None:
+    plan = with_freezing_city(plan_network(5, 3))
+    assert plan.cp_rows[-1]["location"] == FREEZING_LOCATION
+    assert [row["location"] for row in plan.cp_rows[:-1]] == [
+        row["location"] for row in plan_network(5, 3).cp_rows[:-1]
+    ]
+    weather = plan_weather(plan)
+    assert weather.locations[plan.cps[-1]] == FREEZING_CITY
+    assert weather.locations[plan.cps[0]] == "Alicante"
+    assert FREEZING_CITY not in weather.cities
+    assert all(t > 0 for t in weather.cities.values())
+    assert weather.cycle == f"{FREEZING_CITY}:-4:6:40"
+    assert yaml.safe_load(weather.locations_text()) == weather.locations

@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 import re
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -112,6 +112,51 @@ def plan_network(
     )
     seed = {"drivers": driver_rows}
     return NetworkPlan(seed, tuple(cp_rows), tuple(cp_ids), supply, plans)
+
+
+# --- the weather (EV_W and the local weather service) -------------------------------------
+
+FREEZING_CITY = "Teruel"  # the demo's one city that freezes and thaws
+FREEZING_LOCATION = "Teruel - Plaza del Torico"
+# At -4 ºC for 20 s, then 6 ºC for 20 s: a supply (6-12 s) that the alert catches finishes, the
+# CP is Parado "weather alert" for a while, then Activado again, all within the first minute.
+FREEZING_CYCLE = (-4.0, 6.0, 40)
+
+
+@dataclass(frozen=True)
+class WeatherPlan:
+    locations: dict[str, str]  # EV_W's locations file: CP id -> city
+    cities: dict[str, float]  # the local weather service's temperatures (the mild ones)
+    cycle: str  # its --cycle CITY:LOW:HIGH:SECONDS
+
+    def locations_text(self) -> str:
+        return yaml.safe_dump(self.locations, sort_keys=False, allow_unicode=True)
+
+    def cities_text(self) -> str:
+        return yaml.safe_dump(self.cities, sort_keys=False, allow_unicode=True)
+
+
+def city_of(location: str) -> str:
+    """The city of a CP's location ("Alicante - Playa San Juan" -> "Alicante")."""
+    return location.split(" - ", 1)[0].strip()
+
+
+def with_freezing_city(plan: NetworkPlan) -> NetworkPlan:
+    """The same network with its last CP moved to the freezing city (what it registers with)."""
+    if not plan.cp_rows:
+        return plan
+    *rest, last = plan.cp_rows
+    moved = {**last, "location": FREEZING_LOCATION}
+    return replace(plan, cp_rows=(*rest, moved))
+
+
+def plan_weather(plan: NetworkPlan) -> WeatherPlan:
+    """Every CP in its location's city; every city mild but the freezing one, which cycles."""
+    locations = {str(row["id"]): city_of(str(row["location"])) for row in plan.cp_rows}
+    mild = sorted({city for city in locations.values() if city != FREEZING_CITY})
+    cities = {city: 14.0 + 2.0 * i for i, city in enumerate(mild)}
+    low, high, seconds = FREEZING_CYCLE
+    return WeatherPlan(locations, cities, f"{FREEZING_CITY}:{low:g}:{high:g}:{seconds}")
 
 
 # --- the merged output ----------------------------------------------------------------------
