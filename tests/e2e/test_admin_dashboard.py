@@ -3,6 +3,7 @@ Monitor) and a Kafka broker. Every check is on the DOM; nothing waits a fixed ti
 
 from __future__ import annotations
 
+import json
 import re
 import statistics
 import time
@@ -10,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Locator, Page, Route, expect
+from playwright.sync_api import Browser, Locator, Page, Route, WebSocketRoute, expect
 
-from tests.support.processes import Network
+from evcharging.adapters.db.seed import load_seed_file, seed
+from evcharging.adapters.db.sqlite_repository import SqliteRepository
+from tests.support.processes import SAMPLE, Network
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
@@ -455,3 +458,157 @@ def test_revoke_keys_from_the_page_shows_parado_keys_revoked_and_the_audit_row(
     expect(rows.filter(has_text="key.rotated")).to_have_count(1)
     page.screenshot(path=str(screenshots / "admin-audit-key-revoked.png"), full_page=True)
     assert net.cp("ALC01")["stop_reason"] == "keys revoked"
+
+
+class FeedTap:
+    """The page's `/ws`, passed through to the real Central, plus frames the test adds (the
+    `weather` and `health` frames of issue 15, as docs/dashboards.md documents them)."""
+
+    def __init__(self, page: Page) -> None:
+        self.route: WebSocketRoute | None = None
+        page.route_web_socket(re.compile(r"/ws$"), self._connect)
+
+    def _connect(self, ws: WebSocketRoute) -> None:
+        ws.connect_to_server()  # everything goes through both ways, untouched
+        self.route = ws
+
+    def push(self, frame: dict[str, Any]) -> None:
+        assert self.route is not None, "the page has not opened /ws"
+        self.route.send(json.dumps({**frame, "ts": int(time.time() * 1000)}))
+
+
+def weather_frame(office: str, provider: str, alerts: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "type": "weather",
+        "office": {
+            "state": office,
+            "since": "2026-12-01T14:03:05+00:00",
+            "last_report_at": "2026-12-01T14:02:53+00:00",
+            "detail": "no report for 12 s" if office == "down" else "",
+        },
+        "provider": {
+            "state": provider,
+            "detail": "no answer for Teruel, Madrid" if provider == "down" else "",
+        },
+        "locations": [],
+        "alerts": alerts,
+    }
+
+
+def test_weather_alerts_on_the_tiles_and_the_weather_and_health_banners(
+    network: Network, browser: Browser, screenshots: Path
+) -> None:
+    """Issue 15: Central holds weather alerts for ALC01 (Teruel, -3 ºC; its Monitor connects:
+    Parado) and MAD01 (no Monitor: Desconectado), kept in its database as across a restart. The
+    tiles say why, from the real views; the `weather` and `health` frames raise their banners;
+    a frame type the page does not know changes nothing."""
+    net = network
+    repo = SqliteRepository(str(net.workdir / "central.db"))
+    seed(repo, load_seed_file(SAMPLE))
+    repo.set_weather_alert("ALC01", "Teruel", -3.0)
+    repo.set_weather_alert("MAD01", "Madrid", -1.5)
+    repo.close()
+    net.central()
+    engine = net.engine("ALC01")
+    engine.wait_for("waiting for the Monitor on", timeout=30)
+    net.monitor("ALC01")
+    net.wait_state("ALC01", "Parado")
+    engine.wait_for("weather alert: Parado - Out of Order", timeout=30)  # CP_STOP said why
+
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    feed = FeedTap(page)
+    page.goto(net.api + "/")
+    expect(page.get_by_test_id("ws-status")).to_have_attribute(
+        "data-status", "connected", timeout=WAIT_MS
+    )
+    expect_state(page, "ALC01", "Parado", "Out of Order")
+    expect(page.get_by_test_id("tile-ALC01-stop-reason")).to_have_text(
+        "Out of service: weather alert (Teruel, -3 ºC)", timeout=WAIT_MS
+    )
+    expect(page.get_by_test_id("tile-ALC01-weather")).to_be_hidden()
+    expect_state(page, "MAD01", "Desconectado")
+    expect(page.get_by_test_id("tile-MAD01-weather")).to_have_text(
+        "Weather alert (Madrid, -1.5 ºC)"
+    )
+    expect(page.get_by_test_id("tile-MAD01-stop-reason")).to_be_hidden()
+    expect(page.get_by_test_id("tile-ALC02-weather")).to_be_hidden()
+    for banner in ("weather-banner", "health-banner"):
+        expect(page.get_by_test_id(banner)).to_be_hidden()
+
+    # A CP whose alert waits for its supply to end (as Central's view says it, mid-supply).
+    supplying = {
+        **net.cp("ALC01"),
+        "state": "Suministrando",
+        "caption": "Suministrando",
+        "tone": "ok",
+        "stop_reason": None,
+        "session_id": "6f1c0000-0000-4000-8000-000000000001",
+        "session_status": "supplying",
+        "driver_id": "D001",
+        "kw": "22.00",
+        "energy_kwh": "1.500",
+        "amount_eur": "0.53",
+    }
+    feed.push({"type": "cps", "charging_points": [supplying]})
+    expect(page.get_by_test_id("tile-ALC01-weather")).to_have_text(
+        "Weather alert (Teruel, -3 ºC): out of service once this supply ends"
+    )
+    expect(page.get_by_test_id("tile-ALC01-stop-reason")).to_be_hidden()
+    feed.push({"type": "cps", "charging_points": [net.cp("ALC01")]})  # back to Central's own
+    expect(page.get_by_test_id("tile-ALC01-stop-reason")).to_have_text(
+        "Out of service: weather alert (Teruel, -3 ºC)"
+    )
+
+    alerts = [
+        {"cp_id": "ALC01", "city": "Teruel", "temperature_c": -3.0},
+        {"cp_id": "MAD01", "city": "Madrid", "temperature_c": -1.5},
+    ]
+    feed.push(weather_frame("up", "up", alerts))
+    banner = page.get_by_test_id("weather-banner")
+    expect(banner).to_be_visible()
+    expect(banner).to_have_attribute("data-tone", "info")
+    expect(page.get_by_test_id("weather-alerts")).to_have_text(
+        "Weather alert at ALC01 (Teruel, -3 ºC), MAD01 (Madrid, -1.5 ºC)."
+    )
+    expect(page.get_by_test_id("weather-office")).to_be_hidden()
+
+    feed.push(weather_frame("down", "down", alerts))
+    expect(banner).to_have_attribute("data-tone", "warn")
+    expect(page.get_by_test_id("weather-office")).to_have_text(
+        "EV_W (weather office) is down since 14:03:05 UTC: no report for 12 s. "
+        "CPs keep their last weather decision."
+    )
+    expect(page.get_by_test_id("weather-provider")).to_have_text(
+        "The weather provider is down: no answer for Teruel, Madrid. "
+        "CPs keep their last weather decision."
+    )
+
+    modules = [
+        {"name": "central", "state": "up", "since": None, "detail": ""},
+        {"name": "kafka", "state": "down", "since": "2026-12-01T14:00:00+00:00", "detail": "x"},
+        {
+            "name": "registry",
+            "state": "down",
+            "since": "2026-12-01T14:01:02+00:00",
+            "detail": "no answer from https://10.0.0.3:8443/healthz",
+        },
+        {"name": "ev_w", "state": "down", "since": "2026-12-01T14:03:05+00:00", "detail": ""},
+    ]
+    feed.push({"type": "health", "modules": modules})
+    health = page.get_by_test_id("health-banner")
+    expect(health).to_have_text(  # Kafka and EV_W have banners of their own
+        "EV_Registry is down since 14:01:02 UTC: no answer from https://10.0.0.3:8443/healthz."
+    )
+    page.screenshot(path=str(screenshots / "admin-weather-and-health.png"), full_page=True)
+
+    # A frame type this page does not know (a newer Central) is ignored: no "Logged in", no notice.
+    feed.push({"type": "something_new", "message": "hello", "cp": supplying})
+    feed.push(weather_frame("up", "up", []))
+    expect(banner).to_be_hidden()
+    expect(page.get_by_test_id("login-state")).to_have_text("Not logged in")
+    expect(page.get_by_test_id("notice")).to_be_hidden()
+    expect(page.get_by_test_id("tile-ALC01-state")).to_contain_text("Out of Order")
+    feed.push({"type": "health", "modules": [{**m, "state": "up"} for m in modules]})
+    expect(health).to_be_hidden()
+    context.close()

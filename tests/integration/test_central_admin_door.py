@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from evcharging.adapters.tui.central_panel import cp_line, snapshot
 from evcharging.adapters.web.central_api import create_app
 from evcharging.contracts import events as ev
-from evcharging.services import admin
+from evcharging.services import admin, roles
 from evcharging.services.admin import TABLE, AdminDesk, Caller, Command
 from evcharging.services.central import CentralService
 from evcharging.services.central_keys import CentralKeys
@@ -93,13 +93,13 @@ async def test_the_same_wrong_token_is_refused_by_http_and_websocket_through_one
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     compared: list[str] = []
-    check = admin.token_matches
+    check = roles.token_matches  # the one comparison, of every front door
 
     def spy(given: str, expected: bytes) -> bool:
         compared.append(given)
         return check(given, expected)
 
-    monkeypatch.setattr(admin, "token_matches", spy)
+    monkeypatch.setattr(roles, "token_matches", spy)
     _, client = http
     answer = await client.post("/api/cps/CP1/stop", headers={"X-Admin-Token": WRONG})
     assert (answer.status_code, answer.json()) == (401, {"detail": "wrong admin token"})

@@ -39,6 +39,9 @@ from evcharging.services.central_views import (
     RequestView,
 )
 from evcharging.services.cp_keys import MasterKey
+from evcharging.services.module_health import ModuleHealth
+from evcharging.services.roles import Roles
+from evcharging.services.weather_desk import WeatherDesk
 from tests.support.asgi_websocket import Dashboard
 from tests.support.builders import a_cp, a_driver, a_repo
 from tests.support.fakes import RecordingPublisher
@@ -47,8 +50,18 @@ pytestmark = pytest.mark.timeout(60)
 
 TOKEN = "s3cret-admin-token"
 WRONG = "not-the-token-123"
-PUSHED = {"all_cps", "cps", "requests", "request_changes", "messages", "message", "kafka"}
-FULL_STATE = ["all_cps", "requests", "messages", "kafka"]
+PUSHED = {
+    "all_cps",
+    "cps",
+    "requests",
+    "request_changes",
+    "messages",
+    "message",
+    "kafka",
+    "weather",
+    "health",
+}
+FULL_STATE = ["all_cps", "requests", "messages", "kafka", "weather", "health"]
 NOON = datetime(2026, 11, 27, 12, tzinfo=UTC)
 MONITOR = object()  # stands for the Monitor connection that authenticated a CP
 
@@ -118,9 +131,17 @@ def state_of(central: CentralService) -> tuple[Any, ...]:
 async def test_a_new_socket_gets_the_full_state_first(app: FastAPI) -> None:
     ws = Dashboard(app)
     await ws.open()
-    cps, requests, messages, kafka = [await ws.receive_json() for _ in FULL_STATE]
+    cps, requests, messages, kafka, weather, health = [await ws.receive_json() for _ in FULL_STATE]
     await ws.close()
     assert (kafka["type"], kafka["up"]) == ("kafka", True)
+    assert (weather["office"]["state"], weather["alerts"]) == ("unknown", [])
+    assert [m["name"] for m in health["modules"]] == [
+        "central",
+        "kafka",
+        "registry",
+        "ev_w",
+        "weather_provider",
+    ]
     assert cps["type"] == "all_cps"
     assert {v["id"]: v["state"] for v in cps["charging_points"]} == {
         "CP1": "Activado",
@@ -575,7 +596,12 @@ async def test_a_client_that_falls_behind_gets_the_full_state_again(
     central: CentralService, caplog: pytest.LogCaptureFixture
 ) -> None:
     app = FastAPI()
-    mount_dashboard(app, DashboardHub(central, AdminDesk(central, TOKEN), queue_size=3))
+    health = ModuleHealth(central.audit)
+    weather = WeatherDesk(central, Roles(TOKEN), health)
+    hub = DashboardHub(
+        central, AdminDesk(central, TOKEN), queue_size=3, weather=weather, health=health
+    )
+    mount_dashboard(app, hub)
     async with dashboard(app) as ws:
         for _ in range(2):  # 6+ changes without yielding: more than the queue holds
             await central.stop_all()

@@ -180,13 +180,16 @@ class Net:
         self.deliver(a_ticket(answer.driver_id, answer.cp_id, answer.session_id, reason=reason))
 
 
-def a_status(cp_id: str, state: str = "Activado", available: bool = True) -> CpStatus:
+def a_status(
+    cp_id: str, state: str = "Activado", available: bool = True, stop_reason: str | None = None
+) -> CpStatus:
     return CpStatus(
         cp_id=cp_id,
         location=f"Alicante {cp_id}",
         price_eur_per_kwh=Decimal("0.35"),
         state=state,  # type: ignore[arg-type]
         available=available,
+        stop_reason=stop_reason,
     )
 
 
@@ -253,6 +256,7 @@ def test_a_new_page_gets_welcome_kafka_then_the_board(net: Net) -> None:
         "price_eur_per_kwh": "0.35",
         "state": "Activado",
         "available": True,
+        "stop_reason": None,
         "tag": "Activado · available",
         "tone": "ok",
     }
@@ -357,6 +361,24 @@ def test_denials_and_board_changes_reach_the_page(net: Net, page: Page) -> None:
     status = page.until("cp_status")
     assert status["cp"]["state"] == "Averiado"
     assert status["cp"]["available"] is False
+
+
+def test_a_cp_stopped_by_a_weather_alert_says_so_on_the_board_and_to_its_driver(
+    net: Net, page: Page
+) -> None:
+    page.select(D1)
+    page.send({"type": "request", "cp_id": "VLC01"})
+    page.until("request_sent")
+    net.authorise(net.last_request(D1))
+    page.until("authorised")
+    net.deliver(a_status("VLC01", "Parado", False, "weather alert"))
+    status = page.until("cp_status")
+    assert (status["cp"]["stop_reason"], status["cp"]["tag"]) == (
+        "weather alert",
+        "Parado (weather alert) · Out of Order",
+    )
+    change = page.until("cp_state")
+    assert change["notification"]["text"] == "CP VLC01 is now Parado (weather alert)"
 
 
 # --- isolation -----------------------------------------------------------------------------

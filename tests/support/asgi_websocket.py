@@ -10,8 +10,9 @@ from typing import Any
 class Dashboard:
     """A WebSocket client speaking ASGI to the app: what a browser tab does, minus the network."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, path: str = "/ws") -> None:
         self.app = app
+        self.path = path
         self.to_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.from_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
@@ -21,8 +22,8 @@ class Dashboard:
             "type": "websocket",
             "asgi": {"version": "3.0"},
             "scheme": "ws",
-            "path": "/ws",
-            "raw_path": b"/ws",
+            "path": self.path,
+            "raw_path": self.path.encode(),
             "root_path": "",
             "query_string": b"",
             "headers": [(b"host", b"central")],

@@ -119,3 +119,31 @@ def test_authorised_exactly_when_every_condition_holds(
     assert isinstance(decision, Authorised) == every_condition
     if isinstance(decision, Denied):
         assert decision.reason
+
+
+@pytest.mark.parametrize(
+    ("facts", "reason"),
+    [
+        (
+            AVAILABLE.with_(weather_alert=True),
+            "CP out of service: weather alert (Parado, Out of Order)",
+        ),
+        (
+            AVAILABLE.with_(keys_revoked=True),
+            "CP out of service: keys revoked (Parado, Out of Order)",
+        ),
+        (
+            AVAILABLE.with_(admin_stopped=True, weather_alert=True),
+            "CP out of service: stopped by Central; weather alert (Parado, Out of Order)",
+        ),
+    ],
+    ids=["weather", "keys-revoked", "admin-and-weather"],
+)
+def test_a_parado_cp_is_denied_with_why_it_is_out_of_service(facts: CPFacts, reason: str) -> None:
+    assert authorise(facts, BALANCE, driver_busy=False) == Denied(reason)
+
+
+def test_a_cp_under_a_weather_alert_with_a_session_is_busy_not_stopped() -> None:
+    decision = authorise(AVAILABLE.with_(weather_alert=True, reserved=True), BALANCE, False)
+    assert isinstance(decision, Denied)
+    assert decision.reason.startswith("CP busy")

@@ -477,6 +477,26 @@ async def test_a_stopped_cp_says_why_on_its_line_and_its_tile_shows_the_key() ->
     assert "0.49 €/kWh  no key" in roomy  # MAD01's: never authenticated
 
 
+async def test_a_cp_stopped_by_a_weather_alert_says_so_with_its_city_within_80_columns() -> None:
+    central, _ = await keyed_central()
+    await central.weather_alert("ALC01", "Teruel", -3.0)
+    await central.stop_cp("ALC02")
+    await central.weather_alert("ALC02", "Alcoy de la Sierra Mariola", -12.5)
+    lines = frame(render(central), 80, 24)
+    assert all(len(line) <= 80 for line in lines)
+    alc01 = next(line for line in lines if line.startswith("ALC01"))
+    assert alc01.rstrip().endswith("weather alert (Teruel, -3 ºC)")
+    alc02 = next(line for line in lines if line.startswith("ALC02"))
+    assert alc02.rstrip().endswith("stopped by Central; weather alert")  # no room for the city
+    roomy = frame(render(central), 150, 45)
+    tiles = [line.split("│")[1:4:2] for line in roomy if line.startswith("│")]
+    assert [" ".join(pair[0].split()) for pair in tiles[3:5]] == ["weather alert", "Teruel, -3 ºC"]
+    assert [" ".join(pair[1].split()) for pair in tiles[3:5]] == [
+        "stopped by Central",
+        "weather alert (Alcoy de l…",
+    ]
+
+
 async def test_keys_typed_at_the_terminal_are_not_echoed_and_revoke_a_cps_keys(
     terminal_log_handler: logging.StreamHandler[TtyLog],
 ) -> None:

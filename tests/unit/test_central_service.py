@@ -823,3 +823,255 @@ async def test_a_restarted_central_opens_what_an_engine_sealed_with_the_key_issu
     assert after.keys.codec.decode("cp-events", engine.encode(reading)) == reading
     elsewhere = CentralKeys(repo, MasterKey(MasterKey.generate()))  # another master key
     assert elsewhere.load() == 0
+
+
+# --- issue 15: the weather office's alerts (EV_W through API_Central) ----------------------------
+
+EVW = Who("ev_w", "10.0.0.30")
+
+
+def cp_commands(central: CentralService, cp: str = "CP1") -> list[ev.Event]:
+    """What the CP's Engine was told (CP_STOP, CP_RESUME, STOP_SUPPLY, ...), in order."""
+    return [e for e in pub(central).sent if e.TOPIC.base == "cp-commands" and e.key() == cp]
+
+
+def stop_reason(central: CentralService, cp: str = "CP1") -> str | None:
+    view = central.cp(cp)
+    assert view is not None
+    return view.stop_reason
+
+
+async def test_a_weather_alert_on_an_idle_cp_stops_it_says_why_and_is_audited(
+    central: CentralService, repo
+) -> None:
+    await connect(central, "CP1")
+    view, new = await central.weather_alert("CP1", "Teruel", -3.0, EVW)
+    assert new
+    assert (view.state.value, view.stop_reason) == ("Parado", "weather alert")
+    assert view.json["weather_alert"]
+    assert view.json["weather"] == {"city": "Teruel", "temperature_c": -3.0}
+    assert [(type(e), getattr(e, "reason", None)) for e in cp_commands(central)] == [
+        (ev.CpStop, "weather alert")
+    ]
+    status = pub(central).of(ev.CpStatus)[-1]
+    assert (status.state, status.available, status.stop_reason) == (
+        "Parado",
+        False,
+        "weather alert",
+    )
+    [row] = rows(repo, AuditAction.WEATHER_ALERT)
+    assert (row.actor, row.ip, row.cp_id) == ("ev_w", "10.0.0.30", "CP1")
+    assert row.params["city"] == "Teruel"
+    assert row.params["temperature_c"] == "-3"
+    assert "Activado -> Parado" in [r.detail for r in rows(repo, AuditAction.CP_STATE, cp="CP1")]
+    assert repo.get_cp("CP1").weather_alert
+    await central.on_authorization_request(ev.AuthorizationRequest(driver_id="D1", cp_id="CP1"))
+    answer = pub(central).of(ev.AuthorizationResponse)[-1]
+    assert not answer.authorised
+    assert answer.reason == "CP out of service: weather alert (Parado, Out of Order)"
+
+
+async def test_a_weather_alert_mid_supply_lets_it_finish_normally_then_stops_the_cp(
+    central: CentralService, repo
+) -> None:
+    await connect(central, "CP1")
+    sid = await supplying(central, kwh="2.000")
+    view, new = await central.weather_alert("CP1", "Teruel", -1.5, EVW)
+    assert new
+    assert (view.state.value, view.stop_reason) == ("Suministrando", None)
+    assert view.json["weather_alert"]
+    assert not [e for e in cp_commands(central) if isinstance(e, (ev.CpStop, ev.StopSupply))]
+    assert pub(central).of(ev.ChargingTicket) == []
+    await central.on_telemetry(
+        ev.CpTelemetry(
+            cp_id="CP1",
+            session_id=sid,
+            driver_id="D1",
+            seq=4,
+            kw=Decimal("22"),
+            energy_kwh=Decimal("2.400"),
+            amount_eur=Decimal("0"),
+        )
+    )
+    assert state(central, "CP1") == "Suministrando"  # the supply goes on
+    await central.on_supply_ended(
+        ev.SupplyEnded(
+            cp_id="CP1",
+            session_id=sid,
+            driver_id="D1",
+            energy_kwh=Decimal("2.500"),
+            reason="unplugged",
+        )
+    )
+    [ticket] = pub(central).of(ev.ChargingTicket)
+    assert (ticket.end_reason, ticket.energy_kwh, ticket.amount_eur) == (
+        "unplugged",
+        Decimal("2.500"),
+        Decimal("1.00"),
+    )
+    assert not ticket.end_reason.interrupted
+    sent = pub(central).sent
+    [cp_stop] = [e for e in sent if isinstance(e, ev.CpStop)]
+    assert cp_stop.reason == "weather alert"
+    assert sent.index(ticket) < sent.index(cp_stop)  # the ticket first, then out of service
+    assert (state(central, "CP1"), stop_reason(central)) == ("Parado", "weather alert")
+    assert rows(repo, AuditAction.SUPPLY_INCIDENT) == []  # a normal end, not an incident
+
+
+async def test_cancelling_a_weather_alert_resumes_the_cp_and_is_audited(
+    central: CentralService, repo
+) -> None:
+    await connect(central, "CP1")
+    await central.weather_alert("CP1", "Teruel", -3.0, EVW)
+    view = await central.weather_cleared("CP1", EVW)
+    assert (view.state.value, view.stop_reason) == ("Activado", None)
+    assert (view.json["weather_alert"], view.json["weather"]) == (False, None)
+    assert [type(e) for e in cp_commands(central)] == [ev.CpStop, ev.CpResume]
+    assert pub(central).of(ev.CpStatus)[-1].stop_reason is None
+    [row] = rows(repo, AuditAction.WEATHER_CLEARED)
+    assert (row.actor, row.ip, row.cp_id, row.params["city"]) == (
+        "ev_w",
+        "10.0.0.30",
+        "CP1",
+        "Teruel",
+    )
+    assert not repo.get_cp("CP1").weather_alert
+    assert central.weather_alerts() == []
+
+
+async def test_cancelling_a_weather_alert_never_resumes_a_cp_stopped_by_central(
+    central: CentralService,
+) -> None:
+    for first in ("admin", "weather"):  # whichever came first
+        await connect(central, "CP1") if first == "admin" else None
+        if first == "admin":
+            await central.stop_cp("CP1")
+            await central.weather_alert("CP1", "Teruel", -3.0, EVW)
+        else:
+            await central.weather_alert("CP1", "Teruel", -3.0, EVW)
+            await central.stop_cp("CP1")
+        assert stop_reason(central) == "stopped by Central; weather alert"
+        before = len(cp_commands(central))
+        view = await central.weather_cleared("CP1", EVW)
+        assert (view.state.value, view.stop_reason) == ("Parado", "stopped by Central")
+        assert not [e for e in cp_commands(central)[before:] if isinstance(e, ev.CpResume)]
+        assert pub(central).of(ev.CpStatus)[-1].stop_reason == "stopped by Central"
+        await central.resume_cp("CP1")
+        assert state(central, "CP1") == "Activado"
+
+
+async def test_an_admin_resume_while_the_weather_alert_stands_keeps_the_cp_parado(
+    central: CentralService,
+) -> None:
+    await connect(central, "CP1")
+    await central.stop_cp("CP1")
+    await central.weather_alert("CP1", "Teruel", -3.0, EVW)
+    before = len(cp_commands(central))
+    view = await central.resume_cp("CP1")
+    assert (view.state.value, view.stop_reason) == ("Parado", "weather alert")
+    told = cp_commands(central)[before:]
+    assert [(type(e), getattr(e, "reason", None)) for e in told] == [(ev.CpStop, "weather alert")]
+    assert pub(central).of(ev.CpStatus)[-1].stop_reason == "weather alert"
+
+
+async def test_a_repeated_weather_alert_changes_nothing_but_its_reading(
+    central: CentralService, repo
+) -> None:
+    await connect(central, "CP1")
+    await central.weather_alert("CP1", "Teruel", -3.0, EVW)
+    commands, statuses = len(cp_commands(central)), len(pub(central).of(ev.CpStatus))
+    view, new = await central.weather_alert("CP1", "Teruel", -4.5, EVW)
+    assert not new
+    assert (view.state.value, view.stop_reason) == ("Parado", "weather alert")
+    assert view.json["weather"] == {"city": "Teruel", "temperature_c": -4.5}
+    assert len(cp_commands(central)) == commands  # no second CP_STOP
+    assert len(pub(central).of(ev.CpStatus)) == statuses  # nothing public changed
+    assert [
+        r.detail.endswith("already in force") for r in rows(repo, AuditAction.WEATHER_ALERT)
+    ] == [
+        False,
+        True,
+    ]
+    assert [v.id for v in central.weather_alerts()] == ["CP1"]
+
+
+async def test_cancelling_without_an_alert_is_a_conflict_and_unknown_cps_are_refused(
+    central: CentralService, repo
+) -> None:
+    await connect(central, "CP1")
+    with pytest.raises(Conflict, match="no weather alert"):
+        await central.weather_cleared("CP1", EVW)
+    with pytest.raises(UnknownCP):
+        await central.weather_alert("NOPE", "Teruel", -3.0, EVW)
+    with pytest.raises(UnknownCP):
+        await central.weather_cleared("NOPE", EVW)
+    assert state(central, "CP1") == "Activado"
+    assert cp_commands(central) == []
+    assert rows(repo, AuditAction.WEATHER_CLEARED) == []
+
+
+async def test_a_restarted_central_keeps_the_weather_alert(
+    central: CentralService, repo, clock: Clock
+) -> None:
+    await connect(central, "CP1")
+    await central.weather_alert("CP1", "Teruel", -3.0, EVW)
+    again = CentralService(repo, RecordingPublisher(), now=lambda: NOW, monotonic=clock)
+    await again.load()
+    view = again.cp("CP1")
+    assert view is not None
+    assert (view.state.value, view.json["weather_alert"], view.json["weather"]) == (
+        "Desconectado",
+        True,
+        {"city": "Teruel", "temperature_c": -3.0},
+    )
+    await connect(again, "CP1")
+    assert (state(again, "CP1"), stop_reason(again)) == ("Parado", "weather alert")
+    assert [v.id for v in again.weather_alerts()] == ["CP1"]
+    await again.weather_cleared("CP1", EVW)
+    assert state(again, "CP1") == "Activado"
+
+
+async def test_a_monitor_authenticating_again_under_an_alert_is_told_to_stop_again(
+    central_k: CentralService,
+) -> None:
+    token, _ = await authenticated(central_k)
+    await central_k.weather_alert("CP1", "Teruel", -3.0, EVW)
+    await central_k.forget_auth("CP1", "test")  # its link dropped
+    assert state(central_k, "CP1") == "Desconectado"
+    await central_k.monitor_auth("CP1", token)
+    key = await central_k.issue_key("CP1", "10.0.0.21:40001")
+    assert (state(central_k, "CP1"), stop_reason(central_k)) == ("Parado", "weather alert")
+    event, value = sealing(central_k).commands()[-1]
+    assert isinstance(event, ev.CpStop)
+    opened = engine_holding(key).decode("cp-commands", value)
+    assert isinstance(opened, ev.CpStop)
+    assert opened.reason == "weather alert"
+    assert not [e for e, _ in sealing(central_k).commands() if isinstance(e, ev.CpResume)]
+
+
+async def test_cp_status_is_published_again_when_only_the_stop_reason_changes(
+    central: CentralService,
+) -> None:
+    await connect(central, "CP1")
+    await central.stop_cp("CP1")
+    await central.weather_alert("CP1", "Teruel", -3.0, EVW)
+    await central.resume_cp("CP1")
+    reasons = [(s.state, s.stop_reason) for s in pub(central).of(ev.CpStatus) if s.cp_id == "CP1"]
+    assert reasons[-3:] == [
+        ("Parado", "stopped by Central"),
+        ("Parado", "stopped by Central; weather alert"),
+        ("Parado", "weather alert"),
+    ]
+
+
+async def test_an_alert_cancelled_before_the_supply_ends_never_stops_the_cp(
+    central: CentralService,
+) -> None:
+    await connect(central, "CP1")
+    await supplying(central)
+    await central.weather_alert("CP1", "Teruel", -1.0, EVW)
+    view = await central.weather_cleared("CP1", EVW)
+    assert (view.state.value, view.json["weather_alert"]) == ("Suministrando", False)
+    await central.on_charging_stopped(ev.ChargingStopped(driver_id="D1", cp_id="CP1"))
+    assert (state(central, "CP1"), stop_reason(central)) == ("Activado", None)
+    assert not [e for e in cp_commands(central) if isinstance(e, (ev.CpStop, ev.CpResume))]

@@ -12,7 +12,7 @@ from uuid import uuid4
 import pytest
 import yaml
 
-from evcharging.apps.driver import driver_router, parse_args
+from evcharging.apps.driver import driver_router, list_available, parse_args
 from evcharging.contracts.events import (
     EVENT_TYPES,
     AuthorizationRequest,
@@ -29,6 +29,7 @@ from evcharging.contracts.events import (
     Event,
 )
 from evcharging.contracts.topics import CENTRAL_EVENTS
+from evcharging.services.central import CentralService
 from evcharging.services.driver import (
     NO_ANSWER_TEXT,
     DriverPhase,
@@ -41,9 +42,10 @@ from evcharging.services.driver import (
     Update,
     describe,
     parse_services,
+    state_text,
 )
 from evcharging.services.ports import Delivery, DriverRefusal
-from tests.support.builders import a_ticket
+from tests.support.builders import a_cp, a_driver, a_repo, a_ticket
 from tests.support.fakes import RecordingPublisher
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,13 +118,16 @@ def progress(answer: AuthorizationResponse, kwh: str = "1.500", eur: str = "0.53
     )
 
 
-def a_status(cp_id: str, state: str = "Activado", available: bool = True) -> CpStatus:
+def a_status(
+    cp_id: str, state: str = "Activado", available: bool = True, stop_reason: str | None = None
+) -> CpStatus:
     return CpStatus(
         cp_id=cp_id,
         location=f"somewhere {cp_id}",
         price_eur_per_kwh=Decimal("0.40"),
         state=state,  # type: ignore[arg-type]
         available=available,
+        stop_reason=stop_reason,
     )
 
 
@@ -612,6 +617,77 @@ async def test_a_driver_sees_the_state_of_the_cp_serving_it(service, publisher, 
 
     [change] = [u for u in updates if u.kind is Kind.CP_STATE]
     assert describe(change) == "CP STATE driver=D001 cp=ALC01 state=Suministrando"
+
+
+async def test_a_driver_sees_why_the_cp_serving_it_went_out_of_service(
+    service, publisher, updates
+) -> None:
+    await service.handle(a_status("ALC01"))
+    await authorised(service, publisher)
+
+    await service.handle(a_status("ALC01", "Parado", False, "stopped by Central"))
+    await service.handle(a_status("ALC01", "Parado", False, "stopped by Central; weather alert"))
+    await service.handle(a_status("ALC01", "Parado", False, "stopped by Central; weather alert"))
+
+    assert [describe(u) for u in updates if u.kind is Kind.CP_STATE] == [
+        "CP STATE driver=D001 cp=ALC01 state=Parado (stopped by Central)",
+        "CP STATE driver=D001 cp=ALC01 state=Parado (stopped by Central; weather alert)",
+    ]
+    assert [u.message for u in updates if u.kind is Kind.BOARD][-1] == (
+        "Parado (stopped by Central; weather alert)"
+    )
+
+
+def test_a_cp_status_from_a_central_that_gives_no_reason_shows_the_state_alone() -> None:
+    legacy = a_status("ALC01", "Parado", False).model_dump(mode="json")
+    del legacy["stop_reason"]
+    assert state_text(CpStatus.model_validate(legacy)) == "Parado"
+    assert state_text(a_status("ALC01", "Parado", False, "weather alert")) == (
+        "Parado (weather alert)"
+    )
+
+
+async def test_the_terminals_list_says_why_the_other_cps_cannot_be_asked_for(
+    service, caplog
+) -> None:
+    await service.handle(a_status("ALC01"))
+    await service.handle(a_status("TER01", "Parado", False, "weather alert"))
+    await service.handle(a_status("MAD01", "Averiado", False))
+    with caplog.at_level("INFO", logger="evcharging.apps.driver"):
+        list_available(service)
+    assert caplog.messages == [
+        "AVAILABLE n=1 of 3 CPs",
+        "  ALC01 0.40 €/kWh somewhere ALC01",
+        "NOT AVAILABLE n=2",
+        "  MAD01 Averiado",
+        "  TER01 Parado (weather alert)",
+    ]
+
+
+async def test_a_driver_asking_for_a_cp_under_a_weather_alert_is_told_why(
+    service, publisher, updates
+) -> None:
+    """Through the real Central: EV_W's alert stops the CP; the board and the denial say why."""
+    repo = a_repo()
+    a_cp(repo, "TER01")
+    a_driver(repo, D1)
+    central_out = RecordingPublisher()
+    central = CentralService(repo, central_out)
+    await central.load()
+    assert (await central.monitor_auth("TER01", object())).ok
+    await central.weather_alert("TER01", "Teruel", -3.0)
+    for event in central_out.of(CpStatus):
+        await service.handle(event)
+    assert state_text(service.board["TER01"]) == "Parado (weather alert)"
+
+    await service.request(D1, "TER01")
+    await central.on_authorization_request(publisher.last_request())
+    for event in central_out.of(AuthorizationResponse):
+        await service.handle(event)
+
+    [denied] = [u for u in updates if u.kind is Kind.DENIED]
+    assert denied.message == "CP out of service: weather alert (Parado, Out of Order)"
+    assert service.state(D1).phase is DriverPhase.IDLE
 
 
 async def test_a_queue_subscriber_gets_every_update(service, publisher) -> None:

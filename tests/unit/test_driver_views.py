@@ -46,3 +46,26 @@ def test_a_board_cp_carries_its_tag() -> None:
 def test_a_refusal_reads_refused() -> None:
     update = Update(Kind.REFUSED, "D1", message="no supply in progress to stop")
     assert notification_text(update) == "Refused: no supply in progress to stop"
+
+
+def test_a_parado_cp_on_the_board_says_why_it_is_out_of_service() -> None:
+    cp = CpStatus(
+        cp_id="TER01",
+        location="Teruel",
+        price_eur_per_kwh=Decimal("0.35"),
+        state="Parado",
+        available=False,
+        stop_reason="weather alert",
+    )
+    view = cp_view(cp)
+    assert (view["stop_reason"], view["tag"], view["tone"]) == (
+        "weather alert",
+        "Parado (weather alert) · Out of Order",
+        "warn",
+    )
+
+
+def test_a_denial_names_the_reason_central_gave() -> None:
+    reason = "CP out of service: weather alert (Parado, Out of Order)"
+    update = Update(Kind.DENIED, "D1", "TER01", message=reason)
+    assert notification_text(update) == f"Denied at TER01: {reason}"

@@ -3,6 +3,8 @@
     EV_Central PORT KAFKA_HOST:PORT [--db FILE] [--http-port 8000] [--admin-token TOKEN]
                [--heartbeat-timeout 3] [--seed FILE] [--ui auto|panel|plain]
                [--audit-file FILE] [--master-key FILE] [--cp-encryption on|off]
+               [--weather-token TOKEN] [--registry-url https://HOST:PORT --registry-ca-file PEM]
+               [--https-cert PEM --https-key PEM]
 
 Thin main, shaped as the Monitor's and the Engine's: arguments -> `CentralSettings` ->
 `CentralApp` (master key, DB, audit log, the CPs' keys, Kafka, Monitor sockets, HTTP API and
@@ -11,20 +13,24 @@ dashboard, the Registry's change feed, panel) -> run.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import gc
 import logging
 import secrets
 import socket
+import ssl
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
+from fastapi import FastAPI
 
 from evcharging.adapters.audit_file import AuditFile
+from evcharging.adapters.broker_state import KafkaState
 from evcharging.adapters.db import open_repository
 from evcharging.adapters.db.seed import load_seed_file, seed
 from evcharging.adapters.kafka.consumer import EventConsumer, Rejected
@@ -34,6 +40,8 @@ from evcharging.adapters.kafka.watch import KafkaWatch
 from evcharging.adapters.listening import CannotListen, bind
 from evcharging.adapters.master_key_file import DEFAULT_PATH as DEFAULT_MASTER_KEY
 from evcharging.adapters.master_key_file import MasterKeyError, load_or_create
+from evcharging.adapters.registry_client import registry_url
+from evcharging.adapters.registry_probe import RegistryProbe
 from evcharging.adapters.sockets.central_server import MonitorServer
 from evcharging.adapters.web.central_api import create_app
 from evcharging.adapters.web.embedded import EmbeddedServer
@@ -69,6 +77,9 @@ from evcharging.services.central_keys import CentralKeys
 from evcharging.services.cp_keys import MasterKey
 from evcharging.services.cp_login import UNKNOWN_ACTOR as UNKNOWN_CP
 from evcharging.services.cp_login import CPLogin
+from evcharging.services.module_health import Health, Module, ModuleHealth
+from evcharging.services.roles import Roles
+from evcharging.services.weather_desk import WeatherDesk
 
 log = logging.getLogger("evcharging.central")
 
@@ -92,6 +103,11 @@ class CentralSettings:
     audit_file: Path = Path(".run/central-audit.jsonl")
     master_key: Path = DEFAULT_MASTER_KEY
     cp_encryption: bool = True  # False: the benchmark's comparison mode only
+    weather_token: str | None = None  # EV_W's; None: every weather write is refused
+    registry_url: str | None = None  # probed at GET /healthz (module health)
+    registry_ca: ssl.SSLContext | None = None  # verifies the Registry (its CA file)
+    https_cert: Path | None = None  # with https_key: the HTTP API and pages over TLS
+    https_key: Path | None = None
 
 
 def default_audit_file(db: str) -> Path:
@@ -264,29 +280,40 @@ class CentralApp:
             repo.close()
             raise
         publisher.start_in_background()
-        app = create_app(service, cfg.admin_token, audit)
-        http = EmbeddedServer(
-            uvicorn.Config(
-                app,
-                host=cfg.http_host,
-                port=cfg.http_port,
-                log_level="warning",
-                lifespan="off",
-            )
+        health = ModuleHealth(audit)
+        weather = WeatherDesk(service, Roles(cfg.admin_token, cfg.weather_token), health, audit)
+        app = create_app(
+            service,
+            cfg.admin_token,
+            audit,
+            weather_token=cfg.weather_token,
+            health=health,
+            weather=weather,
         )
-        log.info("HTTP API on http://%s:%s (OpenAPI at /docs)", cfg.http_host, cfg.http_port)
+        http = EmbeddedServer(http_config(app, cfg))
+        scheme = "https" if cfg.https_cert else "http"
+        log.info("HTTP API on %s://%s:%s (OpenAPI at /docs)", scheme, cfg.http_host, cfg.http_port)
         if cfg.token_generated:
             log.info("admin token (generated): %s", cfg.admin_token)
+        if cfg.weather_token is None:
+            log.info("no weather token (--weather-token): EV_W's writes are refused")
         watch = KafkaWatch(cfg.kafka)
         watch.subscribe(app.state.dashboard_hub.set_kafka)  # the admin page's Kafka banner
+        watch.subscribe(app.state.public_hub.set_kafka)  # the public stream's
+        kafka_health(health, watch.state, audited=False)
+        watch.subscribe(lambda state: kafka_health(health, state))
         tasks = [
             asyncio.create_task(watch.run(), name="kafka-watch"),
+            asyncio.create_task(weather.keep_checking(), name="weather-office"),
             asyncio.create_task(_loaded_then_frozen(service), name="load"),
             asyncio.create_task(consumer.run(), name="kafka-consumer"),
             asyncio.create_task(housekeeping(service), name="housekeeping"),
             asyncio.create_task(follow_registry(service, audit), name="registry-feed"),
             asyncio.create_task(http.serve([http_socket]), name="http"),
         ]
+        if cfg.registry_url is not None and cfg.registry_ca is not None:
+            probe = RegistryProbe(cfg.registry_url, cfg.registry_ca, health)
+            tasks.append(asyncio.create_task(probe.run(), name="registry-probe"))
         panel = _panel(service, cfg.ui)
         try:
             with panel if panel is not None else contextlib.nullcontext():
@@ -307,6 +334,29 @@ class CentralApp:
             audit_file.close()
             repo.close()
         return 0
+
+
+def http_config(app: FastAPI, cfg: CentralSettings) -> uvicorn.Config:
+    """The HTTP API and pages' server: over TLS with --https-cert/--https-key."""
+    return uvicorn.Config(
+        app,
+        host=cfg.http_host,
+        port=cfg.http_port,
+        log_level="warning",
+        lifespan="off",
+        ssl_certfile=cfg.https_cert,
+        ssl_keyfile=cfg.https_key,
+    )
+
+
+def kafka_health(health: ModuleHealth, state: KafkaState, *, audited: bool = True) -> None:
+    """The Kafka watch's word, in the modules' health (audited on each change; the watch logs
+    it)."""
+    if state.up:
+        health.set(Module.KAFKA, Health.UP, "reachable", audited=audited, said=True)
+    else:
+        problem = state.problem or "unreachable"
+        health.set(Module.KAFKA, Health.DOWN, problem, audited=audited, said=True)
 
 
 async def _loaded_then_frozen(service: CentralService) -> None:
@@ -398,14 +448,70 @@ def build_parser() -> Parser:
         help="encrypt every Engine <-> Central message with the CP's key; off is for the "
         "benchmark's comparison only",
     )
+    p.option(
+        "--weather-token",
+        env="EV_WEATHER_TOKEN",
+        help="the weather office EV_W's token for its writes (alerts, reports); none: refused",
+    )
+    p.option(
+        "--registry-url",
+        env="EV_REGISTRY_URL",
+        type=registry_url,
+        metavar="URL",
+        help="EV_Registry's https://HOST:PORT, probed (GET /healthz) every 2 s for the modules' "
+        "health; none: not watched",
+    )
+    p.option(
+        "--registry-ca-file",
+        env="EV_REGISTRY_CA_FILE",
+        type=path,
+        metavar="PEM",
+        help="the CA that signed the Registry's certificate (needed with --registry-url)",
+    )
+    p.option(
+        "--https-cert",
+        env="EV_HTTPS_CERT",
+        type=path,
+        metavar="PEM",
+        help="serve the HTTP API and pages over TLS with this certificate (with --https-key; "
+        "made by `evcharging certs`)",
+    )
+    p.option("--https-key", env="EV_HTTPS_KEY", type=path, metavar="PEM", help="its private key")
     p.kafka_namespace_option()
     p.log_level_option()
     return p
 
 
+def _tls_options(p: Parser, a: argparse.Namespace) -> ssl.SSLContext | None:
+    """The Registry probe's CA and the HTTPS pair, checked now: a bad file is one line, exit 2."""
+    if (a.https_cert is None) != (a.https_key is None):
+        p.error("--https-cert and --https-key go together")
+    if a.https_cert is not None:
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                a.https_cert, a.https_key
+            )
+        except (OSError, ssl.SSLError) as exc:
+            p.error(f"--https-cert/--https-key: cannot use them: {exc.strerror or exc}")
+    if a.registry_url is None:
+        if a.registry_ca_file is not None:
+            p.error("--registry-ca-file needs --registry-url https://HOST:PORT")
+        return None
+    if a.registry_ca_file is None:
+        p.error("--registry-url needs --registry-ca-file (the CA of the Registry's certificate)")
+    try:
+        return ssl.create_default_context(cafile=str(a.registry_ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        p.error(f"--registry-ca-file={str(a.registry_ca_file)!r}: {exc.strerror or exc}")
+
+
 def parse_args(argv: list[str] | None = None) -> CentralSettings:
-    a = build_parser().parse_args(argv)
+    p = build_parser()
+    a = p.parse_args(argv)
     token = a.admin_token or secrets.token_urlsafe(16)
+    if a.weather_token and a.weather_token == token:
+        p.error("--weather-token must differ from the admin token")
+    registry_ca = _tls_options(p, a)
     return CentralSettings(
         port=a.port,
         kafka=a.kafka,
@@ -424,6 +530,11 @@ def parse_args(argv: list[str] | None = None) -> CentralSettings:
         audit_file=a.audit_file or default_audit_file(a.db),
         master_key=a.master_key,
         cp_encryption=a.cp_encryption == "on",
+        weather_token=a.weather_token or None,
+        registry_url=a.registry_url,
+        registry_ca=registry_ca,
+        https_cert=a.https_cert,
+        https_key=a.https_key,
     )
 
 

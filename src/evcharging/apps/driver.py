@@ -46,6 +46,7 @@ from evcharging.services.driver import (
     Update,
     describe,
     parse_services,
+    state_text,
 )
 from evcharging.services.ports import DriverRefusal
 
@@ -296,6 +297,11 @@ def list_available(service: DriverService) -> None:
     log.info("AVAILABLE n=%d of %d CPs", len(cps), len(service.board))
     for cp in cps:
         log.info("  %s %s €/kWh %s", cp.cp_id, cp.price_eur_per_kwh, cp.location)
+    others = sorted((s for s in service.board.values() if not s.available), key=lambda s: s.cp_id)
+    if others:  # and why the rest cannot be asked for, e.g. "CP02 Parado (weather alert)"
+        log.info("NOT AVAILABLE n=%d", len(others))
+        for cp in others:
+            log.info("  %s %s", cp.cp_id, state_text(cp))
 
 
 class Menu:

@@ -233,7 +233,9 @@ class DriverNotice(Event):
 
 
 class CpStatus(Event):
-    """Latest public state of a CP: lets drivers list available CPs without reading anyone's traffic."""
+    """Latest public state of a CP: lets drivers list available CPs without reading anyone's traffic.
+    `stop_reason`: why a Parado CP is out of service ("weather alert", "stopped by Central",
+    several joined by "; "); None otherwise, and absent from a Central before issue 15."""
 
     TOPIC = CP_STATUS
     KEY_FIELD = "cp_id"
@@ -243,6 +245,7 @@ class CpStatus(Event):
     price_eur_per_kwh: Price
     state: CPState
     available: bool
+    stop_reason: Text | None = None
 
 
 # --- cp-commands: Central -> Engine, keyed by CP id ----------------------------------------

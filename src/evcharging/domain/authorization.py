@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from evcharging.domain.cp_state import CPFacts, CPState, derive_state
+from evcharging.domain.cp_state import CPFacts, CPState, derive_state, stop_reasons
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +30,8 @@ def authorise(cp: CPFacts | None, driver_balance: Decimal | None, driver_busy: b
     state = derive_state(cp)
     if state is CPState.ACTIVADO and cp.reserved:
         return Denied("CP busy (reserved for another driver)")
+    if state is CPState.PARADO:  # the driver is told why: "weather alert", "stopped by Central"
+        return Denied(f"CP out of service: {'; '.join(stop_reasons(cp))} (Parado, Out of Order)")
     if state is not CPState.ACTIVADO:
         return Denied(_STATE_REASONS[state])
     if driver_balance <= 0:
@@ -42,6 +44,5 @@ def authorise(cp: CPFacts | None, driver_balance: Decimal | None, driver_busy: b
 _STATE_REASONS = {
     CPState.DESCONECTADO: "CP disconnected (Desconectado)",
     CPState.SUMINISTRANDO: "CP busy (Suministrando)",
-    CPState.PARADO: "CP stopped by Central (Parado, Out of Order)",
     CPState.AVERIADO: "CP faulted (Averiado)",
 }

@@ -3,7 +3,9 @@
 Both transports (the HTTP API and the dashboards' WebSocket), and Central's own terminal, only
 parse their own framing and map the outcome back to it; everything else is here, once:
 
-- one token check, in constant time (`token_matches`), for every admin request;
+- one token check, in constant time (`services/roles.py`), for every admin request: no token or
+  an unknown one is refused as unauthorised (401), a known token of another role (EV_W's) as
+  forbidden (403);
 - one set of command models, with the field rules of the contracts;
 - one table: command -> `CentralService` coroutine -> one reply text and view;
 - one `Caller` (who, over which transport, from where), and one seam, `AdminDesk._record`, that
@@ -11,12 +13,11 @@ parse their own framing and map the outcome back to it; everything else is here,
   `admin.refused`, with the caller's IP; never the token, never the raw request).
 
 An admin request that is not carried out raises `AdminRefusal` with its kind (the transports map
-it: HTTP 401/404/409/422, WebSocket an `error` frame) and a reason a person can read.
+it: HTTP 401/403/404/409/422, WebSocket an `error` frame) and a reason a person can read.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
@@ -36,15 +37,11 @@ from evcharging.services.central import (
     error_simulated_text,
 )
 from evcharging.services.central_views import BulkOutcome, CPView
+from evcharging.services.roles import WHO, Role, Roles
 
 log = logging.getLogger(__name__)
 
 ADMITTED = "admin token accepted"
-
-
-def token_matches(given: str, expected: bytes) -> bool:
-    """The one comparison of an admin token: constant time, so its length of match leaks nothing."""
-    return hmac.compare_digest(given.encode(), expected)
 
 
 # --- who asks ----------------------------------------------------------------------------------
@@ -211,7 +208,8 @@ class AdminReply:
 
 
 class Refusal(StrEnum):
-    UNAUTHORISED = "unauthorised"  # no admin token, or a wrong one
+    UNAUTHORISED = "unauthorised"  # no admin token, or an unknown one
+    FORBIDDEN = "forbidden"  # a token Central knows, of another role (EV_W's)
     INVALID = "invalid"  # a field missing or breaking its rule
     UNKNOWN_CP = "unknown_cp"
     CONFLICT = "conflict"  # makes no sense in the CP's state; nothing changed
@@ -337,22 +335,32 @@ class AdminDesk:
     """Admit -> read the command -> run it -> reply; every outcome recorded in one place."""
 
     def __init__(
-        self, service: CentralService, admin_token: str | None, audit: Audit | None = None
+        self,
+        service: CentralService,
+        admin_token: str | None,
+        audit: Audit | None = None,
+        *,
+        roles: Roles | None = None,
     ) -> None:
         """`admin_token` None: no remote caller is ever admitted (a desk for Central's terminal
-        alone). `audit`: where admin outcomes are recorded (default: the service's audit log)."""
+        alone). `audit`: where admin outcomes are recorded (default: the service's audit log).
+        `roles`: every token Central knows (default: the admin token alone), so that another
+        role's token is refused as forbidden, not as unknown."""
         self.service = service
         self.audit = audit if audit is not None else service.audit
-        self._token = None if admin_token is None else admin_token.encode()
+        self.roles = roles if roles is not None else Roles(admin_token)
 
     def admit(self, caller: Caller, token: object, action: str | None = None) -> Caller:
         """The caller as admin if `token` is Central's admin token; else AdminRefusal."""
-        if not isinstance(token, str) or not token:
-            reason = "admin token required"
-        elif self._token is None or not token_matches(token, self._token):
-            reason = "wrong admin token"
-        else:
+        role = self.roles.role_of(token)
+        if role is Role.ADMIN:
             return replace(caller, who="admin")
+        if role is not None:
+            reason = f"{WHO[role]} cannot do admin actions"
+            self._record(caller, action, reason, refused=True)
+            raise AdminRefusal(Refusal.FORBIDDEN, reason)
+        given = isinstance(token, str) and bool(token)
+        reason = "wrong admin token" if given else "admin token required"
         self._record(caller, action, reason, refused=True)
         raise AdminRefusal(Refusal.UNAUTHORISED, reason)
 

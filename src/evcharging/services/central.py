@@ -169,6 +169,14 @@ class CentralService:
         record = self._repo.get_driver(driver_id)
         return None if record is None else driver_view(record)
 
+    def drivers(self) -> list[DriverView]:
+        """Every driver account, by id."""
+        return [driver_view(record) for record in self._repo.list_drivers()]
+
+    def open_sessions(self) -> list[SessionView]:
+        """The sessions under way (authorised or supplying), live figures, in CP order."""
+        return [session_view(cp.session) for cp in self._cps.values() if cp.session is not None]
+
     def sessions(
         self,
         *,
@@ -221,7 +229,7 @@ class CentralService:
                 **{"from": was.value, "to": cp.state.value},  # type: ignore[arg-type]
             )
         self._emit(CPChanged(view))
-        public = (view.json["state"], view.json["available"])
+        public = (view.json["state"], view.json["available"], view.json["stop_reason"])
         if public != cp.published:
             cp.published = public
             await self.publisher.publish_soon(
@@ -231,6 +239,7 @@ class CentralService:
                     price_eur_per_kwh=cp.record.price_eur_per_kwh,
                     state=cp.state.value,
                     available=view.json["available"],
+                    stop_reason=view.json["stop_reason"],
                 )
             )
         return view

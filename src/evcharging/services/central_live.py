@@ -28,7 +28,8 @@ class LiveCP:
     ip: str = "-"  # its Monitor's address, as Central last saw it (audit rows)
     audited: CPState = CPState.DESCONECTADO  # the state the audit log last recorded
     rekey: bool = False  # asked (by a rotation) to authenticate again at its next heartbeat
-    published: tuple[str, bool] | None = field(default=None, repr=False)
+    # what CP_STATUS last said: (state, available, stop_reason)
+    published: tuple[str, bool, str | None] | None = field(default=None, repr=False)
 
     @property
     def cp_id(self) -> str:

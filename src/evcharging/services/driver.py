@@ -55,6 +55,14 @@ Sleep = Callable[[float], Coroutine[Any, Any, None]]
 Observer = Callable[["Update"], None]
 
 
+def state_text(status: CpStatus) -> str:
+    """A CP's state as a driver reads it: "Parado (weather alert)" says why a Parado CP is out
+    of service (CP_STATUS's `stop_reason`; a Central before issue 15 sends none)."""
+    if status.stop_reason:
+        return f"{status.state} ({status.stop_reason})"
+    return str(status.state)
+
+
 def parse_services(text: str) -> list[str]:
     """A services file: one CP id per line; blank lines and `#` comments are skipped."""
     cp_ids = []
@@ -728,12 +736,13 @@ class DriverService:
     async def _on_status(self, ev: CpStatus) -> None:
         before = self._board.get(ev.cp_id)
         self._board[ev.cp_id] = ev
-        self._emit(Update(Kind.BOARD, None, ev.cp_id, message=ev.state))
-        if before is not None and before.state == ev.state:
+        shown = state_text(ev)
+        self._emit(Update(Kind.BOARD, None, ev.cp_id, message=shown))
+        if before is not None and state_text(before) == shown:
             return
         for st in self._drivers.values():
             if st.busy and st.cp_id == ev.cp_id:
-                self._emit(Update(Kind.CP_STATE, st.driver_id, ev.cp_id, message=ev.state))
+                self._emit(Update(Kind.CP_STATE, st.driver_id, ev.cp_id, message=shown))
 
 
 def _money(value: Decimal) -> str:

@@ -224,6 +224,12 @@ class SqlRepository:
             (driver_id, name, to_cents(balance)),
         )
 
+    def list_drivers(self) -> list[DriverRecord]:
+        rows = self._db.execute("SELECT * FROM drivers ORDER BY driver_id").fetchall()
+        return [
+            DriverRecord(r["driver_id"], r["name"], from_cents(r["balance_cents"])) for r in rows
+        ]
+
     def get_driver(self, driver_id: str) -> DriverRecord | None:
         row = self._db.execute("SELECT * FROM drivers WHERE driver_id = ?", (driver_id,)).fetchone()
         if row is None:

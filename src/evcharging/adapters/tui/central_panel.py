@@ -41,7 +41,7 @@ from evcharging.adapters.tui.panel_commands import (
     Prompt,
 )
 from evcharging.adapters.tui.terminal_input import TerminalInput
-from evcharging.domain.cp_state import CPState
+from evcharging.domain.cp_state import CPState, StopReason
 from evcharging.services.admin import AdminDesk
 from evcharging.services.central import CentralService
 from evcharging.services.central_views import CPView, RequestView
@@ -104,9 +104,30 @@ def render(service: CentralService, messages: Iterable[Line] | None = None) -> M
 # --- CPs ---------------------------------------------------------------------------------
 
 
+def _weather_where(view: CPView) -> str | None:
+    """The city and reading of the CP's weather alert: "Teruel, -3 ºC" (None: no alert)."""
+    note = view.json["weather"]
+    if note is None:
+        return None
+    temperature = note["temperature_c"]
+    return note["city"] if temperature is None else f"{note['city']}, {temperature:g} ºC"
+
+
+def _stop_reasons(view: CPView, detail: bool = True) -> list[str]:
+    """Why a Parado CP is out of service, one item per reason; a weather alert with its city
+    and reading when `detail`: "weather alert (Teruel, -3 ºC)"."""
+    if not view.stop_reason:
+        return []
+    where = _weather_where(view) if detail else None
+    return [
+        f"{reason} ({where})" if reason == StopReason.WEATHER_ALERT and where else reason
+        for reason in view.stop_reason.split("; ")
+    ]
+
+
 def _live_figures(view: CPView) -> list[str]:
     """What a CP is doing beyond its state: live figures, a reservation, a fault's reason or why
-    it is stopped ("keys revoked")."""
+    it is stopped ("keys revoked", "weather alert (Teruel, -3 ºC)")."""
     if view.state is CPState.SUMINISTRANDO:
         return [
             f"{view.kw} kW",
@@ -118,12 +139,18 @@ def _live_figures(view: CPView) -> list[str]:
         return [f"reserved: driver {view.driver_id}"]
     if view.fault_reason:
         return [view.fault_reason]
-    if view.stop_reason:
-        return [view.stop_reason]
-    return []
+    return ["; ".join(_stop_reasons(view))] if view.stop_reason else []
 
 
 def _tile_lines(view: CPView) -> list[str]:
+    """The tile's two last lines: figures two by two, or each reason of a stop on its own line
+    (a weather alert alone: the reason, then its city and reading)."""
+    if view.state is CPState.PARADO and view.stop_reason:
+        where = _weather_where(view)
+        if view.stop_reason == StopReason.WEATHER_ALERT and where:
+            return [StopReason.WEATHER_ALERT.value, where]
+        reasons = _stop_reasons(view)
+        return reasons[:1] + (["; ".join(reasons[1:])] if reasons[1:] else [])
     figures = _live_figures(view)
     return ["  ".join(figures[i : i + 2]) for i in range(0, len(figures), 2)]
 
@@ -160,6 +187,8 @@ def cp_line(view: CPView, width: int, id_width: int = 5) -> Text:
     line.append(f"{view.caption:<13} {view.price_eur_per_kwh} €/kWh ")
     figures = _live_figures(view)
     doing = f" {' '.join(figures)} " if figures else ""
+    if view.stop_reason and line.cell_len + len(doing) > width:  # the reasons, without the city
+        doing = f" {'; '.join(_stop_reasons(view, detail=False))} "
     room = width - line.cell_len - len(doing)
     if room > 0:  # on a narrow terminal, what the CP is doing matters more than where it is
         location = Text(view.location)

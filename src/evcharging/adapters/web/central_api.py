@@ -1,5 +1,6 @@
-"""EV_Central's HTTP server (FastAPI): the REST API (reads, and admin actions with the admin
-token), the admin dashboard page at `/` with its assets under `/static/admin/`, and its live
+"""EV_Central's HTTP server (FastAPI): API_Central v1 under `/api/v1` (api_v1.py, docs/api.md),
+the older unversioned REST API under `/api` that the admin dashboard uses (reads, and admin
+actions with the admin token), the admin dashboard page at `/` with its assets under `/static/admin/`, and its live
 WebSocket feed at `/ws` (see central_feed.py and docs/dashboards.md). Admin actions go
 through Central's one admin front door (`services/admin.py`), as the WebSocket's do; every
 outcome, a 401 or a 422 included, reaches the audit log there, which `GET /api/audit` reads."""
@@ -14,6 +15,7 @@ from typing import Annotated, Any, cast
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
@@ -21,6 +23,7 @@ from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 
 from evcharging.adapters.audit_file import as_json
+from evcharging.adapters.web.api_v1 import WEATHER_WRITES, mount_v1
 from evcharging.adapters.web.central_feed import DashboardHub
 from evcharging.adapters.web.pages import page
 from evcharging.contracts.audit import AuditAction
@@ -49,12 +52,20 @@ from evcharging.services.central_views import (
     RotationJson,
     SessionJson,
 )
+from evcharging.services.module_health import ModuleHealth
+from evcharging.services.roles import Roles
+from evcharging.services.weather_desk import WeatherDesk, WeatherRefusal
 
 log = logging.getLogger(__name__)
 
 ADMIN_STATIC = Path(__file__).parent / "static" / "admin"
 
-DESCRIPTION = """Reads need no token. Admin operations (marked with a lock) need Central's admin
+DESCRIPTION = """**API_Central v1** is under `/api/v1` (docs/api.md): public reads (driver ids masked,
+no names or balances; whole with the admin token), the weather office's writes with its own
+token (**WeatherBearer**), the admin's with the admin token, and the push channel
+`/api/v1/stream` (WebSocket). A known token of the wrong role is answered 403.
+
+The unversioned `/api/...` below is the admin dashboard's. Reads need no token. Admin operations (marked with a lock) need Central's admin
 token (`EV_Central --admin-token`), as `Authorization: Bearer <token>` or `X-Admin-Token: <token>`:
 press **Authorize** and give it once. An admin action that makes no sense in the CP's state (stop a
 stopped CP, resume an active one, simulate an error on a Desconectado CP, fix a CP with no
@@ -94,6 +105,7 @@ _header = APIKeyHeader(
 
 _STATUS = {
     Refusal.UNAUTHORISED: 401,
+    Refusal.FORBIDDEN: 403,
     Refusal.INVALID: 422,
     Refusal.UNKNOWN_CP: 404,
     Refusal.CONFLICT: 409,
@@ -148,8 +160,19 @@ def admitted(
 Admin = Annotated[Caller, Depends(admitted)]
 
 
-def create_app(service: CentralService, admin_token: str, audit: Audit | None = None) -> FastAPI:
-    """`audit`: where admin outcomes go (default: the service's audit log)."""
+def create_app(
+    service: CentralService,
+    admin_token: str,
+    audit: Audit | None = None,
+    *,
+    weather_token: str | None = None,
+    health: ModuleHealth | None = None,
+    weather: WeatherDesk | None = None,
+) -> FastAPI:
+    """`audit`: where admin outcomes go (default: the service's audit log). `weather_token`: the
+    weather office's (None: every weather write is refused). `health`, `weather`: the modules'
+    health and the weather desk, when the program wires them to its probes (default: new ones;
+    `weather` must then be built with the same tokens)."""
     # FastAPIOffline serves Swagger UI's files from its package: /docs needs no network. ReDoc is
     # off: its page still loads a logo from its CDN.
     app = FastAPIOffline(
@@ -161,7 +184,15 @@ def create_app(service: CentralService, admin_token: str, audit: Audit | None = 
         static_url="/static/docs",
     )
 
-    desk = app.state.admin_desk = AdminDesk(service, admin_token, audit)
+    roles = Roles(admin_token, weather_token)
+    desk = app.state.admin_desk = AdminDesk(service, admin_token, audit, roles=roles)
+    records = audit if audit is not None else service.audit
+    health = health if health is not None else ModuleHealth(records)
+    weather = weather if weather is not None else WeatherDesk(service, roles, health, records)
+    # the public front is served from another origin: it may read, never write
+    app.add_middleware(
+        CORSMiddleware, allow_origins=["*"], allow_methods=["GET"], allow_credentials=False
+    )
 
     async def act(caller: Caller, name: Command, fields: dict[str, Any]) -> AdminReply:
         return await desk.run(caller, desk.command(caller, name, fields))
@@ -182,12 +213,23 @@ def create_app(service: CentralService, admin_token: str, audit: Audit | None = 
         headers = {"WWW-Authenticate": "Bearer"} if exc.kind is Refusal.UNAUTHORISED else None
         return JSONResponse({"detail": exc.reason}, status_code=_STATUS[exc.kind], headers=headers)
 
+    @app.exception_handler(WeatherRefusal)
+    async def weather_refused(request: Request, exc: WeatherRefusal) -> JSONResponse:
+        """Logged and audited by the weather desk."""
+        headers = {"WWW-Authenticate": "Bearer"} if exc.kind is Refusal.UNAUTHORISED else None
+        return JSONResponse({"detail": exc.reason}, status_code=_STATUS[exc.kind], headers=headers)
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        """FastAPI's own 422 (body, path or query): audited as a refusal, answered as before."""
-        desk.invalid(
-            _caller(request), _route_name(request), f"invalid fields: {_invalid_fields(exc)}"
-        )
+        """FastAPI's own 422 (body, path or query): audited as a refusal, answered as before (a
+        weather write's by the weather desk)."""
+        name = _route_name(request)
+        reason = f"invalid fields: {_invalid_fields(exc)}"
+        if name in WEATHER_WRITES:
+            who = getattr(request.state, "weather_caller", None)
+            weather.invalid(who if isinstance(who, Caller) else _caller(request), name, reason)
+        else:
+            desk.invalid(_caller(request), name, reason)
         return await request_validation_exception_handler(request, exc)
 
     @app.get("/api/cps")
@@ -330,7 +372,8 @@ def create_app(service: CentralService, admin_token: str, audit: Audit | None = 
         """Clears a simulated error (CP_ERROR_FIXED goes out). 409 if none is simulated."""
         return await on_cp(caller, Command.FIX_ERROR, {"cp_id": cp_id})
 
-    mount_dashboard(app, DashboardHub(service, desk))
+    mount_v1(app, service, desk, weather, health)
+    mount_dashboard(app, DashboardHub(service, desk, weather=weather, health=health))
     return app
 
 

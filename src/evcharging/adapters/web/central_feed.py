@@ -1,8 +1,12 @@
-"""EV_Central's WebSocket hub (`/ws`): the admin dashboard's live feed (its admin actions are
-read by `central_ws_admin.py` and carried out by Central's admin front door, `services/admin.py`).
+"""EV_Central's WebSocket hubs: the admin dashboard's live feed (`/ws`; its admin actions are
+read by `central_ws_admin.py` and carried out by Central's admin front door, `services/admin.py`),
+and, in its public mode, API_Central's push channel (`/api/v1/stream`): the same frames with every
+driver id masked and no balance (`services/public_views.py`), read only (anything sent to it is
+ignored, and logged once per socket).
 
-A new socket first gets the whole picture (`all_cps`, `requests`, `messages`); after that the hub
-pushes only what changed. It subscribes once to `CentralService`; every client has a bounded queue
+A new socket first gets the whole picture (`all_cps`, `requests`, `messages`, `kafka`, and with a
+weather desk and module health, `weather` and `health`); after that the hub pushes only what
+changed (a `weather` or `health` frame carries the whole body again: they are small). It subscribes once to `CentralService`; every client has a bounded queue
 and one sender task that drains all that is pending, keeps only the latest view of each CP and
 sends one `cps` frame per batch, so a push costs the same however many CPs the network has.
 
@@ -41,6 +45,14 @@ from evcharging.services.central_views import (
     RequestChanged,
     RequestView,
 )
+from evcharging.services.module_health import HealthJson, ModuleHealth
+from evcharging.services.public_views import (
+    public_cp,
+    public_message,
+    public_request,
+    public_request_key,
+)
+from evcharging.services.weather_desk import WeatherDesk
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +75,21 @@ class _Kafka:
     state: dict[str, object]
 
 
+@dataclass(frozen=True, slots=True)
+class _Weather:
+    body: dict[str, Any]  # GET /api/v1/weather's body
+
+
+@dataclass(frozen=True, slots=True)
+class _Health:
+    body: dict[str, Any]  # GET /api/v1/health's body
+
+
 class _Resync:
     """The queue overflowed: send the full state again."""
 
 
-Change = CentralChange | _Kafka | _Resync
+Change = CentralChange | _Kafka | _Weather | _Health | _Resync
 Item = tuple[Change, int]  # (change, ts in epoch ms)
 
 
@@ -76,7 +98,9 @@ Item = tuple[Change, int]  # (change, ts in epoch ms)
 
 def coalesce(batch: list[Item]) -> list[Frame]:
     """Pending changes -> frames: the latest view per CP, the latest state of each changed request
-    row (None: it left the table), then every message. Each frame's `ts` is its oldest change."""
+    row (None: it left the table), then every message, then the latest weather and health bodies.
+    Each frame's `ts` is its oldest change (the weather's and health's: their latest)."""
+    latest: dict[str, Frame] = {}
     cps: dict[str, CPView] = {}
     cps_ts: int | None = None
     rows: dict[str, RequestView | None] = {}
@@ -96,6 +120,10 @@ def coalesce(batch: list[Item]) -> list[Frame]:
             messages.append({"type": "message", **change.view.json, "ts": ts})
         elif isinstance(change, _Kafka):
             messages.append({"type": "kafka", **change.state, "ts": ts})
+        elif isinstance(change, _Weather):
+            latest["weather"] = {"type": "weather", **change.body, "ts": ts}
+        elif isinstance(change, _Health):
+            latest["health"] = {"type": "health", **change.body, "ts": ts}
     frames: list[Frame] = []
     if cps:
         views = [view.json for view in cps.values()]
@@ -106,7 +134,7 @@ def coalesce(batch: list[Item]) -> list[Frame]:
         frames.append(
             {"type": "request_changes", "changed": changed, "removed": removed, "ts": rows_ts}
         )
-    return frames + messages
+    return frames + messages + list(latest.values())
 
 
 @dataclass(eq=False)
@@ -141,8 +169,23 @@ class _Client:
         return batch
 
 
+def _public(change: Change) -> Change:
+    """A change as the public stream carries it (masked once, whatever the number of sockets)."""
+    if isinstance(change, CPChanged):
+        shown = public_cp(change.view)
+        return change if shown is change.view else CPChanged(shown)
+    if isinstance(change, RequestChanged):
+        view = None if change.view is None else public_request(change.view)
+        return RequestChanged(public_request_key(change.key), view)
+    if isinstance(change, MessageAdded):
+        return MessageAdded(public_message(change.view))
+    return change
+
+
 class DashboardHub:
-    """Pushes Central's changes to every open `/ws` socket and runs the admin actions they send."""
+    """Pushes Central's changes to every open socket and, unless `public`, runs the admin actions
+    they send. `weather` and `health`: where the `weather` and `health` frames come from (None:
+    none are sent)."""
 
     def __init__(
         self,
@@ -151,16 +194,34 @@ class DashboardHub:
         *,
         queue_size: int = 1000,
         send_timeout: float = 5.0,
+        weather: WeatherDesk | None = None,
+        health: ModuleHealth | None = None,
+        public: bool = False,
     ) -> None:
         self.service = service
         self.admin = WsAdmin(desk)  # the admin front door the HTTP API uses too
         self.queue_size = queue_size
         self.send_timeout = send_timeout
+        self.public = public
+        self.label = "stream" if public else "ws"
+        self.weather = weather
+        self.health = health
         self._clients: set[_Client] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ids = itertools.count(1)
         self.kafka: dict[str, object] = KafkaState(up=True).as_dict()
         service.subscribe(self._on_change)
+        if weather is not None:
+            weather.subscribe(self._on_weather)
+        if health is not None:
+            health.subscribe(self._on_health)
+
+    def _on_weather(self) -> None:
+        if self._clients and self.weather is not None:
+            self._on_change(_Weather(dict(self.weather.json)))
+
+    def _on_health(self, body: HealthJson) -> None:
+        self._on_change(_Health(dict(body)))
 
     def set_kafka(self, state: KafkaState) -> None:
         """Kafka reachable or not, as Central's watch says: every page shows a banner."""
@@ -177,6 +238,8 @@ class DashboardHub:
         loop = self._loop
         if loop is None or not self._clients:
             return
+        if self.public:
+            change = _public(change)
         item: Item = (change, now_ms())
         try:
             running = asyncio.get_running_loop()
@@ -195,12 +258,22 @@ class DashboardHub:
     def snapshot(self) -> list[Frame]:
         ts = now_ms()
         svc = self.service
-        return [
-            {"type": "all_cps", "charging_points": [v.json for v in svc.cps()], "ts": ts},
-            {"type": "requests", "requests": [v.json for v in svc.requests()], "ts": ts},
-            {"type": "messages", "messages": [v.json for v in svc.messages()], "ts": ts},
+        cps, requests, messages = svc.cps(), svc.requests(), svc.messages()
+        if self.public:
+            cps = [public_cp(v) for v in cps]
+            requests = [public_request(v) for v in requests]
+            messages = [public_message(v) for v in messages]
+        frames: list[Frame] = [
+            {"type": "all_cps", "charging_points": [v.json for v in cps], "ts": ts},
+            {"type": "requests", "requests": [v.json for v in requests], "ts": ts},
+            {"type": "messages", "messages": [v.json for v in messages], "ts": ts},
             {"type": "kafka", **self.kafka, "ts": ts},
         ]
+        if self.weather is not None:
+            frames.append({"type": "weather", **self.weather.json, "ts": ts})
+        if self.health is not None:
+            frames.append({"type": "health", **self.health.json, "ts": ts})
+        return frames
 
     # --- one socket ----------------------------------------------------------------------
 
@@ -212,7 +285,7 @@ class DashboardHub:
         client = _Client(ws, self._name(ws), ip, asyncio.Queue(self.queue_size))
         self._clients.add(client)  # joined and snapshotted in one step: no change falls between
         first = self.snapshot()
-        log.info("ws %s: dashboard connected (%d open)", client.name, len(self._clients))
+        log.info("%s %s: connected (%d open)", self.label, client.name, len(self._clients))
         tasks = [
             asyncio.create_task(self._push(client, first), name=f"ws-push-{client.name}"),
             asyncio.create_task(self._read(client), name=f"ws-read-{client.name}"),
@@ -225,9 +298,9 @@ class DashboardHub:
                 task.cancel()
             for outcome in await asyncio.gather(*tasks, return_exceptions=True):
                 if isinstance(outcome, Exception) and not isinstance(outcome, _SEND_ERRORS):
-                    log.error("ws %s: dashboard task failed", client.name, exc_info=outcome)
+                    log.error("%s %s: task failed", self.label, client.name, exc_info=outcome)
             await self._close(client)
-            log.info("ws %s: dashboard gone (%d open)", client.name, len(self._clients))
+            log.info("%s %s: gone (%d open)", self.label, client.name, len(self._clients))
 
     def _name(self, ws: WebSocket) -> str:
         peer = f"{ws.client.host}:{ws.client.port}" if ws.client else "?"
@@ -247,10 +320,16 @@ class DashboardHub:
                 return
 
     async def _read(self, client: _Client) -> None:
+        said = False
         while True:
             message = await client.ws.receive()
             if message["type"] == "websocket.disconnect":
                 return
+            if self.public:  # read only: nothing a page sends is acted on
+                if not said:
+                    log.info("stream %s: sent a frame; the stream is read only", client.name)
+                said = True
+                continue
             reply = await self.admin.handle(message.get("text"), client.name, client.ip)
             if not await self._send(client, [{**reply, "ts": now_ms()}]):
                 return

@@ -71,7 +71,8 @@ def cp_view(cp: CpStatus) -> Frame:
         "price_eur_per_kwh": str(cp.price_eur_per_kwh),
         "state": cp.state,
         "available": cp.available,
-        **board_tag(CPState(cp.state), cp.available),
+        "stop_reason": cp.stop_reason,
+        **board_tag(CPState(cp.state), cp.available, cp.stop_reason),
     }
 
 
@@ -85,13 +86,15 @@ _BOARD_WORDS = {
 }
 
 
-def board_tag(state: CPState, available: bool) -> Frame:
+def board_tag(state: CPState, available: bool, stop_reason: str | None = None) -> Frame:
     """The CP's tag on the board: its state and what it means to a driver, and a tone.
 
-    An Activado CP that is not available is held for an authorised driver: "reserved"."""
+    An Activado CP that is not available is held for an authorised driver: "reserved". A Parado
+    CP says why it is out of service: "Parado (weather alert) · Out of Order"."""
     if state is CPState.ACTIVADO and not available:
         return {"tag": f"{state} · reserved", "tone": "info"}
-    return {"tag": f"{state} · {_BOARD_WORDS[state]}", "tone": _TONES[state.colour]}
+    shown = f"{state} ({stop_reason})" if stop_reason else f"{state}"
+    return {"tag": f"{shown} · {_BOARD_WORDS[state]}", "tone": _TONES[state.colour]}
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,71 @@
     }
   }
 
+  // --- module health and the weather office (issue 15: `health` and `weather` frames) ---------
+
+  const MODULES = { central: "EV_Central", registry: "EV_Registry", ev_w: "EV_W (weather office)", weather_provider: "the weather provider" };
+  const OWN_BANNER = new Set(["kafka", "ev_w", "weather_provider"]); // said by their own banners
+
+  function utcTime(iso) {
+    return iso ? `${new Date(iso).toISOString().slice(11, 19)} UTC` : ""; // never browser-local
+  }
+
+  // "Teruel, -3 ºC" (the city alone when the alert came without a reading).
+  function where(w) {
+    return w.temperature_c === null || w.temperature_c === undefined
+      ? w.city
+      : `${w.city}, ${w.temperature_c} ºC`;
+  }
+
+  // A module down: Kafka has the banner above; EV_W and its provider the weather banner.
+  function showHealth(m) {
+    const down = (m.modules || []).filter((mod) => mod.state === "down" && !OWN_BANNER.has(mod.name));
+    const el = $("#health-banner");
+    el.hidden = down.length === 0;
+    el.textContent = down
+      .map((mod) => {
+        const since = mod.since ? ` since ${utcTime(mod.since)}` : "";
+        return `${MODULES[mod.name] || mod.name} is down${since}${mod.detail ? `: ${mod.detail}` : ""}.`;
+      })
+      .join(" ");
+    document.body.dataset.health = down.map((mod) => mod.name).join(" ");
+  }
+
+  function showWeather(m) {
+    const office = m.office || {};
+    const provider = m.provider || {};
+    const alerts = m.alerts || [];
+    const keep = "CPs keep their last weather decision.";
+    const line = (testid, text) => {
+      const p = document.querySelector(`#weather-banner [data-testid="${testid}"]`);
+      p.hidden = !text;
+      p.textContent = text || "";
+    };
+    line(
+      "weather-office",
+      office.state === "down"
+        ? `EV_W (weather office) is down${office.since ? ` since ${utcTime(office.since)}` : ""}` +
+            `${office.detail ? `: ${office.detail}` : ""}. ${keep}`
+        : "",
+    );
+    line(
+      "weather-provider",
+      provider.state === "down"
+        ? `The weather provider is down${provider.detail ? `: ${provider.detail}` : ""}. ${keep}`
+        : "",
+    );
+    line(
+      "weather-alerts",
+      alerts.length
+        ? `Weather alert at ${alerts.map((a) => `${a.cp_id} (${where(a)})`).join(", ")}.`
+        : "",
+    );
+    const el = $("#weather-banner");
+    const troubled = office.state === "down" || provider.state === "down";
+    el.hidden = !troubled && alerts.length === 0;
+    el.dataset.tone = troubled ? "warn" : "info";
+  }
+
   function setStatus(status, text) {
     const el = $("#ws-status");
     el.dataset.status = status;
@@ -85,7 +150,16 @@
 
   // --- messages from Central ------------------------------------------------------------
 
+  // Central's answers to the page's own admin actions (services/admin.py names them).
+  const REPLIES = [
+    "error_simulated", "error_fixed", "cp_stopped", "cp_resumed", "all_stopped", "all_resumed",
+    "keys_revoked", "keys_rotated",
+  ];
+
   const handlers = {
+    ...Object.fromEntries(REPLIES.map((type) => [type, onReply])),
+    weather: (m) => showWeather(m),
+    health: (m) => showHealth(m),
     all_cps: (m) => replaceTiles(m.charging_points),
     cps: (m) => m.charging_points.forEach(renderTile),
     requests: (m) => renderRequests(m.requests),
@@ -112,8 +186,8 @@
     } catch {
       return;
     }
-    const handler = handlers[msg.type] || onReply;
-    handler(msg);
+    const handler = handlers[msg.type];
+    if (handler) handler(msg); // a frame type this page does not know is ignored
     if (typeof msg.ts === "number") {
       window.evDelays.push(Date.now() - msg.ts);
       if (window.evDelays.length > MAX_DELAYS) window.evDelays.shift();
@@ -121,8 +195,7 @@
   }
 
   function onReply(msg) {
-    // error_simulated, error_fixed, cp_stopped, cp_resumed, all_stopped, all_resumed,
-    // keys_revoked, keys_rotated, cp_registered, cp_edited
+    // REPLIES, cp_registered, cp_edited
     if (msg.cp) renderTile(msg.cp);
     if (msg.message) notify(msg.message, false);
     setLogin(true, "Logged in");
@@ -163,8 +236,22 @@
     part("key").textContent = cp.key; // "key v3", "no key", "keys revoked": never the key
     el.dataset.keys = cp.keys_revoked ? "revoked" : "held";
     const stopped = part("stop-reason"); // why a Parado CP is out of service, as Central says
-    stopped.hidden = !cp.stop_reason;
-    stopped.textContent = cp.stop_reason ? `Out of service: ${cp.stop_reason}` : "";
+    const reasons = cp.stop_reason ? cp.stop_reason.split("; ") : [];
+    const weather = cp.weather ? `weather alert (${where(cp.weather)})` : "weather alert";
+    stopped.hidden = reasons.length === 0;
+    stopped.textContent = reasons.length
+      ? `Out of service: ${reasons.map((r) => (r === "weather alert" ? weather : r)).join("; ")}`
+      : "";
+    // An alert that does not stop the CP (yet): a supply under way finishes first.
+    const note = part("weather");
+    const pending = Boolean(cp.weather_alert) && !reasons.includes("weather alert");
+    note.hidden = !pending;
+    note.textContent = !pending
+      ? ""
+      : cp.session_id
+        ? `Weather alert (${where(cp.weather || { city: "?" })}): out of service once this supply ends`
+        : `Weather alert (${where(cp.weather || { city: "?" })})`;
+    el.dataset.weather = cp.weather_alert ? "alert" : "none";
     const fault = part("fault");
     fault.hidden = !cp.fault_reason;
     fault.textContent = cp.fault_reason ? `Fault: ${cp.fault_reason}` : "";
@@ -204,7 +291,7 @@
     el.dataset.testid = `tile-${id}`;
     el.dataset.cpId = id;
     el.querySelector(".cp-id").textContent = id;
-    for (const name of ["state", "kwh", "kw", "eur", "driver", "unregistered", "key", "stop-reason"]) {
+    for (const name of ["state", "kwh", "kw", "eur", "driver", "unregistered", "key", "stop-reason", "weather"]) {
       el.querySelector(`[data-part="${name}"]`).dataset.testid = `tile-${id}-${name}`;
     }
     const ids = {
