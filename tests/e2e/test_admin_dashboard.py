@@ -533,8 +533,12 @@ def test_weather_alerts_on_the_tiles_and_the_weather_and_health_banners(
     )
     expect(page.get_by_test_id("tile-MAD01-stop-reason")).to_be_hidden()
     expect(page.get_by_test_id("tile-ALC02-weather")).to_be_hidden()
-    for banner in ("weather-banner", "health-banner"):
-        expect(page.get_by_test_id(banner)).to_be_hidden()
+    # Central's own first `weather` frame: the alerts in force (EV_W not heard yet: no warning).
+    expect(page.get_by_test_id("weather-alerts")).to_have_text(
+        "Weather alert at ALC01 (Teruel, -3 ºC), MAD01 (Madrid, -1.5 ºC)."
+    )
+    expect(page.get_by_test_id("weather-banner")).to_have_attribute("data-tone", "info")
+    expect(page.get_by_test_id("health-banner")).to_be_hidden()  # nothing down, Registry unknown
 
     # A CP whose alert waits for its supply to end (as Central's view says it, mid-supply).
     supplying = {

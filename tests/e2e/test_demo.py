@@ -43,7 +43,11 @@ def test_demo_keeps_every_cp_connected_and_busy_and_stops_everything(tmp_path: P
     workdir = tmp_path / "demo"
     http = free_port()
     engines, driver_webs = free_port_block(2), free_port_block(2)  # base ports: 2 CPs, 2 drivers
-    ports = [str(p) for p in (free_port(), free_port(), http, engines, driver_webs, free_port())]
+    ports = [
+        str(p)
+        for p in (free_port(), free_port(), http, engines, driver_webs, free_port(), free_port())
+    ]
+    front = free_port()
     log = (tmp_path / "demo.log").open("wb")
     demo = subprocess.Popen(
         [
@@ -67,6 +71,10 @@ def test_demo_keeps_every_cp_connected_and_busy_and_stops_everything(tmp_path: P
             ports[4],
             "--registry-port",
             ports[5],
+            "--weather-port",
+            ports[6],
+            "--front-port",
+            str(front),
             "--workdir",
             str(workdir),
         ],
@@ -93,8 +101,20 @@ def test_demo_keeps_every_cp_connected_and_busy_and_stops_everything(tmp_path: P
         drivers = {s["driver_id"] for s in ended if s["end_reason"] == "unplugged"}
         return drivers if drivers == {"D001", "D002"} else set()
 
+    def teruel(alerted: bool) -> bool:
+        """The demo's last CP, in the city that freezes and thaws, under an alert or not."""
+        found = [cp for cp in get("cps") if cp["id"] == "ALC02"]
+        return bool(found) and found[0]["weather_alert"] is alerted
+
     try:
         connected = eventually_sync(all_connected, 90, what="every seeded CP connected")
+        # The first minute shows the whole weather mechanism: frozen, then thawed.
+        eventually_sync(lambda: teruel(True), 30, what="ALC02 under Teruel's weather alert")
+        frozen = next(cp for cp in get("cps") if cp["id"] == "ALC02")
+        assert frozen["weather"]["city"] == "Teruel"
+        eventually_sync(lambda: teruel(False), 30, what="Teruel thawed")
+        page = httpx.get(f"http://127.0.0.1:{front}/config.json", timeout=5).json()
+        assert page == {"central": f"http://127.0.0.1:{http}"}
         eventually_sync(tickets_of_each_driver, 60, what="a ticket for each driver")
     except AssertionError as exc:
         demo.terminate()
@@ -117,10 +137,13 @@ def test_demo_keeps_every_cp_connected_and_busy_and_stops_everything(tmp_path: P
     assert set(services["D002"]) == {"ALC02"}
     assert all(len(s) * 10 >= 3600 for s in services.values())  # an hour, at 10 s a service
     assert "SERVICES DONE" not in output
-    # ... so no request found its CP busy (nor was denied for anything else).
+    # ... so no request found its CP busy; only Teruel's frost denies any.
     assert "CP busy" not in output
-    assert "DENIED driver=" not in output
-    final = re.findall(r"^demo +\| \d\d:\d\d:\d\d UTC: .*; (\d+) tickets, 0 denied$", output, re.M)
+    denials = [row for row in output.splitlines() if "DENIED driver=" in row]
+    assert all("weather alert" in row for row in denials), denials
+    final = re.findall(
+        r"^demo +\| \d\d:\d\d:\d\d UTC: .*; (\d+) tickets, \d+ denied$", output, re.M
+    )
     assert final, "no final summary line"
     assert int(final[-1]) >= 2
 

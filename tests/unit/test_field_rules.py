@@ -31,7 +31,17 @@ from tests.support.fakes import RecordingPublisher
 pytestmark = pytest.mark.timeout(60)
 
 TOKEN = "field-rules-token"
-PUSHED = {"all_cps", "cps", "requests", "request_changes", "messages", "message", "kafka"}
+PUSHED = {
+    "all_cps",
+    "cps",
+    "requests",
+    "request_changes",
+    "messages",
+    "message",
+    "kafka",
+    "weather",
+    "health",
+}
 CP = {"cp_id": "CP9", "price": "0.35", "location": "Alicante"}  # good values, one varied per case
 
 CASES = [  # (field, value, accepted)

@@ -11,7 +11,16 @@ from types import ModuleType
 
 import pytest
 
-from evcharging.apps import central, cp_engine, cp_monitor, driver, registry
+from evcharging.apps import (
+    central,
+    cp_engine,
+    cp_monitor,
+    driver,
+    front,
+    registry,
+    weather_office,
+    weather_service,
+)
 from evcharging.apps.common import stdin_lines
 from tests.support.ports import free_port
 
@@ -21,6 +30,9 @@ PROGRAMS = [
     (cp_monitor, "MonitorApp", "MonitorSettings"),
     (driver, "DriverApp", "DriverSettings"),
     (registry, "RegistryApp", "RegistrySettings"),
+    (weather_office, "WeatherOfficeApp", "WeatherOfficeSettings"),
+    (weather_service, "WeatherServiceApp", "WeatherServiceSettings"),
+    (front, "FrontApp", "FrontSettings"),
 ]
 
 

@@ -84,6 +84,8 @@ def _demo(args: argparse.Namespace) -> int:
         central_port=args.central_port,
         http_port=args.http_port,
         registry_port=args.registry_port,
+        weather_port=args.weather_port,
+        front_port=args.front_port,
         engine_base_port=args.engine_base_port,
         driver_web_base_port=args.driver_web_base_port,
         admin_token=args.admin_token,
@@ -125,6 +127,8 @@ def build_parser() -> Parser:
         ("--central-port", 7000, "Central's Monitor sockets"),
         ("--http-port", 8000, "Central's HTTP API and dashboard"),
         ("--registry-port", 8443, "EV_Registry (HTTPS)"),
+        ("--weather-port", 8081, "the local weather service (EV_W asks it)"),
+        ("--front-port", 8080, "the public front (EV_Front)"),
         ("--engine-base-port", 7100, "the Engines' Monitor links (one port after it per CP)"),
         ("--driver-web-base-port", 8100, "the driver dashboards (one port after it per driver)"),
     ):

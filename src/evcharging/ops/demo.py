@@ -31,7 +31,17 @@ import yaml
 
 from evcharging.domain.cp_state import CPState
 from evcharging.ops import certs, kafka_broker
-from evcharging.ops.demo_plan import PAUSE_SECONDS, NetworkPlan, compact, plan_network, render
+from evcharging.ops.demo_plan import (
+    FREEZING_CITY,
+    FREEZING_CYCLE,
+    PAUSE_SECONDS,
+    NetworkPlan,
+    compact,
+    plan_network,
+    plan_weather,
+    render,
+    with_freezing_city,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +61,10 @@ class DemoConfig:
     registry_port: int = 8443
     engine_base_port: int = 7100
     driver_web_base_port: int = 8100
+    weather_port: int = 8081  # the local weather service (OpenWeather's request and JSON)
+    front_port: int = 8080  # the public front (EV_Front)
     admin_token: str = "demo-admin"
+    weather_token: str = "demo-weather"  # EV_W's role at API_Central (a file, never argv)
     workdir: Path = Path(".run/demo")
     summary_every: float = 30.0
 
@@ -91,7 +104,8 @@ class Child:
 class Demo:
     def __init__(self, cfg: DemoConfig, plan: NetworkPlan | None = None) -> None:
         self.cfg = cfg
-        self.plan = plan or plan_network(cfg.cps, cfg.drivers)
+        self.plan = with_freezing_city(plan or plan_network(cfg.cps, cfg.drivers))
+        self.weather = plan_weather(self.plan)
         self.children: list[Child] = []
         self.stopping = False
         self.seen: Counter[str] = Counter()  # TICKET / DENIED / CP busy lines of the drivers
@@ -99,7 +113,7 @@ class Demo:
         self.broker = kafka_broker.BrokerConfig(
             host=cfg.host, port=cfg.kafka_port, data_dir=cfg.workdir / "kafka", heap="512m"
         )
-        labels = ["EV_Central", "EV_Registry", "demo", "kafka"]
+        labels = ["EV_Central", "EV_Registry", "EV_W", "EV_Front", "weather", "demo", "kafka"]
         labels += [f"{cp} {part}" for cp in self.plan.cps for part in ("engine", "monitor")]
         labels += [f"driver {d.driver_id}" for d in self.plan.drivers]
         self.label_width = max(len(label) for label in labels)
@@ -207,6 +221,8 @@ class Demo:
 
     async def _start_network(self, kafka: str, seed_file: Path) -> None:
         cfg, plan = self.cfg, self.plan
+        folder = cfg.workdir / "certs"
+        await asyncio.to_thread(certs.init, folder, ips=[cfg.host])
         central = await self.spawn(
             "EV_Central",
             "EV_Central",
@@ -220,14 +236,18 @@ class Demo:
             cfg.host,
             "--admin-token",
             cfg.admin_token,
+            "--weather-token",
+            cfg.weather_token,
+            "--registry-url",
+            f"https://{cfg.host}:{cfg.registry_port}",
+            "--registry-ca-file",
+            str((folder / "ca.pem").resolve()),
             "--seed",
             str(seed_file),
             "--ui",
             "plain",
             ready="HTTP API on",
         )
-        folder = cfg.workdir / "certs"
-        await asyncio.to_thread(certs.init, folder, ips=[cfg.host])
         await central.wait_ready()  # the database is migrated: the Registry shares it
         registry = await self.spawn(
             "EV_Registry",
@@ -292,6 +312,7 @@ class Demo:
                 cp_id=cp,
             )
         await asyncio.to_thread(self._wait_until_available, len(plan.cps))
+        await self._start_weather_and_front()
         urls = []
         for i, driver in enumerate(plan.drivers):
             services = cfg.workdir / f"services-{driver.driver_id}.txt"
@@ -317,16 +338,70 @@ class Demo:
             )
         self.say(self._banner(urls))
 
+    async def _start_weather_and_front(self) -> None:
+        """The local weather service (one city freezing and thawing on a cycle), EV_W asking it
+        for every CP's city, and the public front reading API_Central."""
+        cfg, weather = self.cfg, self.weather
+        work = cfg.workdir
+        (work / "cities.yaml").write_text(weather.cities_text(), encoding="utf-8")
+        (work / "locations.yaml").write_text(weather.locations_text(), encoding="utf-8")
+        token = work / "weather.token"
+        token.write_text(cfg.weather_token + "\n", encoding="utf-8")
+        token.chmod(0o600)
+        service = await self.spawn(
+            "weather",
+            "EV_WeatherService",
+            "--host",
+            cfg.host,
+            "--port",
+            str(cfg.weather_port),
+            "--cities",
+            "cities.yaml",
+            "--cycle",
+            weather.cycle,
+            ready="EV_WeatherService on http://",
+        )
+        await service.wait_ready()
+        await self.spawn(
+            "EV_W",
+            "EV_W",
+            "--central",
+            f"http://{cfg.host}:{cfg.http_port}",
+            "--token-file",
+            token.name,
+            "--locations",
+            "locations.yaml",
+            "--provider",
+            f"http://{cfg.host}:{cfg.weather_port}",
+        )
+        front = await self.spawn(
+            "EV_Front",
+            "EV_Front",
+            "--central",
+            f"http://{cfg.host}:{cfg.http_port}",
+            "--host",
+            cfg.host,
+            "--port",
+            str(cfg.front_port),
+            ready="EV_Front on http://",
+        )
+        await front.wait_ready()
+
     def _banner(self, urls: list[str]) -> str:
         cfg, plan = self.cfg, self.plan
+        low, high, seconds = FREEZING_CYCLE
+        frozen = plan.cps[-1] if plan.cps else "no CP"
         lines = [
             f"EVCharging demo: {len(plan.cps)} charging points, {len(plan.drivers)} drivers.",
             f"  admin dashboard: http://{cfg.host}:{cfg.http_port}/",
             f"  admin token:     {cfg.admin_token}",
+            f"  public front:    http://{cfg.host}:{cfg.front_port}/",
             f"  Central API:     http://{cfg.host}:{cfg.http_port}/docs",
             f"  EV_Registry:     https://{cfg.host}:{cfg.registry_port}/docs",
             *urls,
             f"  full logs:       {cfg.workdir}/logs/",
+            f"  weather:         {FREEZING_CITY} {low:g} ºC / {high:g} ºC, turns every "
+            f"{seconds // 2} s ({frozen})",
         ]
         if plan.shared:
             lines.append("More drivers than CPs: some share a CP and may find it busy.")
