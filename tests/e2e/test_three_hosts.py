@@ -1,8 +1,10 @@
-"""The statement's three-host layout (Release 2), for real: host A (PC1) runs Kafka, EV_Central and
-the PostgreSQL database, host B (PC2) two charging points, host C (PC3) two drivers and EV_Registry,
-each in its own network namespace with its own address.  The Registry on C and Central on A share
-the PostgreSQL database on A; the CPs on B register at the Registry over HTTPS (verifying it
-against the network's CA) and authenticate at Central with the credentials they got.  Every
+"""The statement's three-host layout (Release 2), for real: host A (PC1) runs Kafka, EV_Central
+(API_Central over HTTPS), the PostgreSQL database and the public front; host B (PC2) two charging
+points, EV_W and the weather provider (the local stand-in for OpenWeather); host C (PC3) two
+drivers and EV_Registry; each in its own network namespace with its own address.  The Registry on
+C and Central on A share the PostgreSQL database on A; the CPs on B register at the Registry over
+HTTPS (verifying it against the network's CA) and authenticate at Central with the credentials
+they got; EV_W on B tells Central on A of a freezing city over HTTPS with its own token.  Every
 component is given only the other hosts' addresses; nothing crosses through localhost."""
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from tests.support.processes import SAMPLE, Network, wait_until
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
 KAFKA_PORT, CONTROLLER_PORT, CENTRAL_PORT, HTTP_PORT = 9092, 9093, 7000, 8000
-PG_PORT, REGISTRY_PORT = 5433, 8443
+PG_PORT, REGISTRY_PORT, WEATHER_PORT, FRONT_PORT = 5433, 8443, 8081, 8080
 TOKEN = "three-hosts-token"
+WEATHER_TOKEN = "three-hosts-weather-token"
 
 
 @pytest.fixture
@@ -37,9 +40,35 @@ def hosts() -> Iterator[dict[str, Host]]:
         yield made
 
 
+CA: list[Path] = []  # the network's CA certificate, once made
+
+
+def api(a: Host) -> str:
+    return f"https://{a.address}:{HTTP_PORT}"
+
+
+def cp_view(a: Host, cp_id: str, on: Host | None = None) -> dict[str, object]:
+    """The CP as API_Central v1 shows it to anyone, asked from host `on` (default A)."""
+    status, body = http_in(on or a, "GET", f"{api(a)}/api/v1/cps/{cp_id}", cafile=CA[0])
+    return body if status == 200 and isinstance(body, dict) else {"state": f"HTTP {status}"}
+
+
 def cp_state(a: Host, cp_id: str) -> str:
-    status, body = http_in(a, "GET", f"http://{a.address}:{HTTP_PORT}/api/cps/{cp_id}")
-    return str(body["state"]) if status == 200 and isinstance(body, dict) else f"HTTP {status}"
+    return str(cp_view(a, cp_id)["state"])
+
+
+def module_states(a: Host, on: Host) -> dict[str, str]:
+    status, body = http_in(on, "GET", f"{api(a)}/api/v1/health", cafile=CA[0])
+    assert status == 200, body
+    assert isinstance(body, dict)
+    return {m["name"]: m["state"] for m in body["modules"]}
+
+
+def set_cities(cities: Path, text: str) -> None:
+    """As an operator edits the weather service's file: in one step (it re-reads on change)."""
+    tmp = cities.with_suffix(".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(cities)
 
 
 def test_a_network_across_three_hosts(hosts: dict[str, Host], tmp_path: Path) -> None:
@@ -82,6 +111,8 @@ def test_a_network_across_three_hosts(hosts: dict[str, Host], tmp_path: Path) ->
     db_url = f"postgresql://evcharging@{a.address}:{PG_PORT}/evcharging"
     pg_env = {"PGPASSFILE": str(pg_dir / "pgpass")}  # the password is never on a command line
     certs.init(tmp_path / "certs", hosts=["registry"], ips=[c.address])
+    certs.issue(tmp_path / "certs", "central", ips=[a.address])  # API_Central over HTTPS
+    CA[:] = [tmp_path / "certs" / "ca.pem"]
     registry_url = f"https://{c.address}:{REGISTRY_PORT}"
     net = Network(kafka=kafka, workdir=tmp_path)
     try:
@@ -100,11 +131,19 @@ def test_a_network_across_three_hosts(hosts: dict[str, Host], tmp_path: Path) ->
             str(HTTP_PORT),
             "--admin-token",
             TOKEN,
+            "--https-cert",
+            str(tmp_path / "certs" / "central.pem"),
+            "--https-key",
+            str(tmp_path / "certs" / "central.key"),
+            "--registry-url",
+            registry_url,
+            "--registry-ca-file",
+            str(CA[0]),
             "--ui",
             "plain",
             "--seed",
             str(SAMPLE),
-            env=pg_env,
+            env={**pg_env, "EV_WEATHER_TOKEN": WEATHER_TOKEN},
             netns=a.netns,
         )
         wait_until(
@@ -165,7 +204,7 @@ def test_a_network_across_three_hosts(hosts: dict[str, Host], tmp_path: Path) ->
             monitors[cp].wait_for("registered at the Registry", timeout=40)
             wait_until(lambda cp=cp: cp_state(a, cp) == "Activado", 30, what=net.tails())
         # Registered on C, stored in A's PostgreSQL, authenticated at A: one database, two hosts.
-        audit = http_in(a, "GET", f"http://{a.address}:{HTTP_PORT}/api/audit?cp=ALC01", TOKEN)
+        audit = http_in(a, "GET", f"{api(a)}/api/audit?cp=ALC01", TOKEN, CA[0])
         actions = {row["action"] for row in audit[1]} if isinstance(audit[1], list) else set()
         assert {"registry.registered", "auth.ok"} <= actions, audit
         ips = {row["action"]: row["ip"] for row in audit[1]} if isinstance(audit[1], list) else {}
@@ -182,13 +221,81 @@ def test_a_network_across_three_hosts(hosts: dict[str, Host], tmp_path: Path) ->
             "driver-D002", "EV_Driver", kafka, "D002", "--cp", "ALC02", netns=c.netns
         )
         second.wait_for("PROGRESS driver=D002 cp=ALC02", timeout=40)
-        url = f"http://{a.address}:{HTTP_PORT}/api/cps/ALC02"
-        assert http_in(a, "POST", f"{url}/simulate-error", TOKEN)[0] == 200
+        url = f"{api(a)}/api/cps/ALC02"
+        assert http_in(a, "POST", f"{url}/simulate-error", TOKEN, CA[0])[0] == 200
         second.wait_for("ERROR EN CP cp=ALC02")
         second.wait_for("TICKET driver=D002 cp=ALC02")
-        assert http_in(a, "POST", f"{url}/fix-error", TOKEN)[0] == 200
+        assert http_in(a, "POST", f"{url}/fix-error", TOKEN, CA[0])[0] == 200
         second.wait_for("CP FIXED cp=ALC02")
         wait_until(lambda: cp_state(a, "ALC02") == "Activado", 10)
+
+        # The weather office on B: its provider on B, Central on A over HTTPS with its token.
+        cities = tmp_path / "cities.yaml"
+        cities.write_text("Alicante: 15\nTeruel: 6\n", encoding="utf-8")
+        (tmp_path / "locations.yaml").write_text("ALC01: Alicante\nALC02: Teruel\n")
+        token_file = tmp_path / "weather.token"
+        token_file.write_text(WEATHER_TOKEN + "\n", encoding="utf-8")
+        token_file.chmod(0o600)
+        net.start(
+            "weather-service",
+            "EV_WeatherService",
+            "--host",
+            b.address,
+            "--port",
+            str(WEATHER_PORT),
+            "--cities",
+            str(cities),
+            netns=b.netns,
+        ).wait_for("EV_WeatherService on http://", timeout=40)
+        net.start(
+            "ev-w",
+            "EV_W",
+            "--central",
+            api(a),
+            "--ca-file",
+            str(CA[0]),
+            "--token-file",
+            str(token_file),
+            "--locations",
+            str(tmp_path / "locations.yaml"),
+            "--provider",
+            f"http://{b.address}:{WEATHER_PORT}",
+            netns=b.netns,
+        )
+        # The front on A, for a browser on any host: it points pages at API_Central.
+        net.start(
+            "front",
+            "EV_Front",
+            "--central",
+            api(a),
+            "--host",
+            a.address,
+            "--port",
+            str(FRONT_PORT),
+            netns=a.netns,
+        ).wait_for("EV_Front on http://", timeout=40)
+        front = http_in(c, "GET", f"http://{a.address}:{FRONT_PORT}/config.json")
+        assert front == (200, {"central": api(a)})
+        # From host C, API_Central shows every module up: EV_W (B) reports, the Registry (C)
+        # answers Central's probe (A), Kafka (A).
+        wait_until(
+            lambda: all(
+                module_states(a, on=c).get(m) == "up"
+                for m in ("kafka", "registry", "ev_w", "weather_provider")
+            ),
+            30,
+            what=net.tails(),
+        )
+        set_cities(cities, "Alicante: 15\nTeruel: -3\n")
+        wait_until(lambda: cp_state(a, "ALC02") == "Parado", 30, what=net.tails())
+        frozen = cp_view(a, "ALC02", on=c)
+        assert frozen["stop_reason"] == "weather alert"
+        assert frozen["weather"] == {"city": "Teruel", "temperature_c": -3.0}
+        alert = http_in(a, "GET", f"{api(a)}/api/audit?action=weather.alert", TOKEN, CA[0])[1]
+        assert isinstance(alert, list)
+        assert alert[0]["ip"] == b.address  # EV_W's host
+        set_cities(cities, "Alicante: 15\nTeruel: 4\n")
+        wait_until(lambda: cp_state(a, "ALC02") == "Activado", 30, what=net.tails())
 
         # Killing host B's Monitor shows its CP Desconectado at Central.
         monitors["ALC01"].kill()

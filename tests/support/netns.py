@@ -101,17 +101,25 @@ def run_in(host: Host, *argv: str, timeout: float = 60) -> subprocess.CompletedP
     )
 
 
-def http_in(host: Host, method: str, url: str, token: str | None = None) -> tuple[int, object]:
-    """An HTTP request made from inside a host's namespace (the test itself stays outside)."""
+def http_in(
+    host: Host, method: str, url: str, token: str | None = None, cafile: Path | None = None
+) -> tuple[int, object]:
+    """An HTTP request made from inside a host's namespace (the test itself stays outside); an
+    https URL is verified against `cafile` (the network's CA)."""
     code = (
-        "import json,sys,urllib.request,urllib.error\n"
+        "import json,ssl,sys,urllib.request,urllib.error\n"
         "r=urllib.request.Request(sys.argv[2],method=sys.argv[1],headers=json.loads(sys.argv[3]))\n"
+        "c=ssl.create_default_context(cafile=sys.argv[4]) if sys.argv[4] else None\n"
         "try:\n"
-        " with urllib.request.urlopen(r,timeout=5) as f: print(f.status); print(f.read().decode())\n"
+        " with urllib.request.urlopen(r,timeout=5,context=c) as f:\n"
+        "  print(f.status); print(f.read().decode())\n"
         "except urllib.error.HTTPError as e: print(e.code); print('null')\n"
     )
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    done = run_in(host, sys.executable, "-c", code, method, url, json.dumps(headers), timeout=20)
+    ca = str(cafile) if cafile else ""
+    done = run_in(
+        host, sys.executable, "-c", code, method, url, json.dumps(headers), ca, timeout=20
+    )
     if done.returncode != 0:
         return 0, done.stderr
     status, _, body = done.stdout.partition("\n")

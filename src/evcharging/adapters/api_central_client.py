@@ -19,39 +19,17 @@ import logging
 import ssl
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import httpx
 
 from evcharging.adapters.openweather import quiet_http_logs, redact
+from evcharging.adapters.outbound_http import base_url, one_line, root_cause, tls_context
 from evcharging.services.weather_office import CentralAlert, CentralRefused, CentralUnavailable
 
 log = logging.getLogger(__name__)
 
 V1 = "/api/v1"
-
-
-def central_url(value: str) -> str:
-    """'http(s)://HOST[:PORT]' -> the same without a trailing '/'; else a ValueError."""
-    text = value.strip()
-    try:
-        parts = urlsplit(text)
-        _ = parts.port  # only checked: a bad port is a ValueError
-    except ValueError:
-        raise ValueError("expected http(s)://HOST[:PORT]") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("expected http(s)://HOST[:PORT]")
-    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
-        raise ValueError("expected http(s)://HOST[:PORT] (no path, query or user)")
-    return text.rstrip("/")
-
-
-def tls_context(ca_file: Path | None) -> ssl.SSLContext:
-    """Verify Central against `ca_file` (our own CA) or, without one, the system's CAs."""
-    try:
-        return ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-    except (OSError, ssl.SSLError) as exc:
-        raise ValueError(f"cannot use the CA file {ca_file}: {_why(exc)}") from None
 
 
 class CentralClient:
@@ -67,7 +45,7 @@ class CentralClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         quiet_http_logs()
-        self.url = central_url(url)
+        self.url = base_url(url)
         self._token = token
         verify: ssl.SSLContext | bool = True
         if self.url.startswith("https://"):
@@ -158,14 +136,16 @@ class CentralClient:
         raise CentralRefused(said, status)
 
     def _unreachable(self, exc: httpx.TransportError) -> str:
-        cause = _root(exc)
+        cause = root_cause(exc)
         if isinstance(cause, ssl.SSLCertVerificationError):
-            return f"Central's certificate is not trusted: {cause.verify_message or _why(cause)}"
+            return (
+                f"Central's certificate is not trusted: {cause.verify_message or one_line(cause)}"
+            )
         if isinstance(cause, ssl.SSLError):
-            return f"TLS with Central failed: {_why(cause)}"
+            return f"TLS with Central failed: {one_line(cause)}"
         if isinstance(cause, ConnectionRefusedError):
             return "connection refused"
-        return self._shown(_why(cause))
+        return self._shown(one_line(cause))
 
     def _shown(self, text: str) -> str:
         return redact(text, self._token)[:300]
@@ -186,18 +166,3 @@ def _detail(response: httpx.Response) -> str:
     if isinstance(detail, list) and detail and isinstance(detail[0], dict):
         return f" ({' '.join(str(detail[0].get('msg', 'invalid')).split())[:160]})"
     return ""
-
-
-def _root(exc: BaseException) -> BaseException:
-    seen: set[int] = set()
-    while id(exc) not in seen:
-        seen.add(id(exc))
-        inner = exc.__cause__ or exc.__context__
-        if inner is None:
-            break
-        exc = inner
-    return exc
-
-
-def _why(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__

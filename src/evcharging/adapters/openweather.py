@@ -18,10 +18,10 @@ import logging
 import math
 import re
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
+from evcharging.adapters.outbound_http import base_url, root_cause
 from evcharging.services.weather_office import Reading
 
 log = logging.getLogger(__name__)
@@ -47,21 +47,6 @@ def redact(text: str, *secrets: str | None) -> str:
     return text
 
 
-def provider_url(value: str) -> str:
-    """'http(s)://HOST[:PORT]' -> the same without a trailing '/'; else a ValueError."""
-    text = value.strip()
-    try:
-        parts = urlsplit(text)
-        _ = parts.port  # only checked: a bad port is a ValueError
-    except ValueError:
-        raise ValueError("expected http(s)://HOST[:PORT]") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("expected http(s)://HOST[:PORT]")
-    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
-        raise ValueError("expected http(s)://HOST[:PORT] (no path, query or user)")
-    return text.rstrip("/")
-
-
 class OpenWeatherClient:
     """One provider, one connection pool; `reading(city)` never raises for the provider's
     faults (each becomes a `Reading` with an error)."""
@@ -75,7 +60,7 @@ class OpenWeatherClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         quiet_http_logs()
-        self.url = provider_url(url)
+        self.url = base_url(url)
         self.timeout = timeout
         self._key = api_key or None
         self._http = httpx.AsyncClient(
@@ -115,7 +100,7 @@ class OpenWeatherClient:
         return Reading(city, temperature_c=temperature)
 
     def _unreachable(self, exc: httpx.TransportError) -> str:
-        cause = _root(exc)
+        cause = root_cause(exc)
         if isinstance(cause, ConnectionRefusedError):
             return "connection refused"
         return self._shown(
@@ -148,14 +133,3 @@ def _message(response: httpx.Response) -> str:
         return ""
     message = body.get("message") if isinstance(body, dict) else None
     return " ".join(message.split())[:120] if isinstance(message, str) else ""
-
-
-def _root(exc: BaseException) -> BaseException:
-    seen: set[int] = set()
-    while id(exc) not in seen:
-        seen.add(id(exc))
-        inner = exc.__cause__ or exc.__context__
-        if inner is None:
-            break
-        exc = inner
-    return exc

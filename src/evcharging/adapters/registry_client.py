@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from evcharging.adapters.outbound_http import base_url, one_line, root_cause, tls_context
+
 log = logging.getLogger(__name__)
 
 CPS = "/api/registry/cps"
@@ -39,30 +41,10 @@ class RegistryError(Exception):
 
 
 def registry_url(value: str) -> str:
-    """'https://HOST[:PORT]' -> the same without a trailing '/'; anything else is a ValueError
-    (an `http://` URL above all: the CP's secret would travel in clear)."""
-    text = value.strip()
-    try:
-        parts = urlsplit(text)
-        port = parts.port
-    except ValueError:
-        raise ValueError("expected https://HOST:PORT") from None
-    if parts.scheme == "http":
+    """The Registry's base URL: HTTPS only (the CP's secret would travel in clear)."""
+    if urlsplit(value.strip()).scheme == "http":
         raise ValueError("the Registry is reached over HTTPS only: use https://HOST:PORT")
-    if parts.scheme != "https" or not parts.hostname:
-        raise ValueError("expected https://HOST:PORT")
-    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
-        raise ValueError("expected https://HOST:PORT (no path, query or user)")
-    del port  # only checked: a bad port is a ValueError above
-    return text.rstrip("/")
-
-
-def tls_context(ca_file: Path | None) -> ssl.SSLContext:
-    """Verify the Registry against `ca_file` (our own CA) or, without one, the system's CAs."""
-    try:
-        return ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-    except (OSError, ssl.SSLError) as exc:
-        raise RegistryError(f"cannot use the CA file {ca_file}: {_why(exc)}") from None
+    return base_url(value, https_only=True)
 
 
 class _Answer(BaseModel):
@@ -129,13 +111,19 @@ class RegistryClient:
 
     # --- the one way out -----------------------------------------------------------------------
 
+    def _tls(self) -> ssl.SSLContext:
+        try:
+            return tls_context(self.ca_file)
+        except ValueError as exc:
+            raise RegistryError(str(exc)) from None
+
     async def _call(
         self, method: str, cp_id: str, *, json: Any = None, secret: str | None = None
     ) -> httpx.Response:
         headers = {"Authorization": f"CP {secret}"} if secret else {}
         try:
             async with httpx.AsyncClient(
-                base_url=self.url, verify=tls_context(self.ca_file), timeout=self.timeout
+                base_url=self.url, verify=self._tls(), timeout=self.timeout
             ) as client:
                 return await client.request(method, f"{CPS}/{cp_id}", json=json, headers=headers)
         except httpx.TimeoutException:
@@ -146,16 +134,16 @@ class RegistryClient:
             raise RegistryError(self._unreachable(exc)) from None
 
     def _unreachable(self, exc: httpx.TransportError) -> str:
-        cause = _root(exc)
+        cause = root_cause(exc)
         if isinstance(cause, ssl.SSLCertVerificationError):
             trusted = f"CA file {self.ca_file}" if self.ca_file else "the system's CAs"
-            detail = cause.verify_message or _why(cause)
+            detail = cause.verify_message or one_line(cause)
             return f"the Registry's certificate is not trusted ({trusted}): {detail}"
         if isinstance(cause, ssl.SSLError):
-            return f"TLS with the Registry at {self.url} failed: {_why(cause)}"
+            return f"TLS with the Registry at {self.url} failed: {one_line(cause)}"
         if isinstance(cause, ConnectionRefusedError):
             return f"connection refused by the Registry at {self.url}: is EV_Registry running?"
-        return f"cannot reach the Registry at {self.url}: {_why(cause)}"
+        return f"cannot reach the Registry at {self.url}: {one_line(cause)}"
 
     def _refusal(self, response: httpx.Response, cp_id: str) -> RegistryError:
         status = response.status_code
@@ -191,22 +179,6 @@ class RegistryClient:
                 f"the Registry's answer is not understood ({exc.error_count()} bad fields)",
                 status=response.status_code,
             ) from None
-
-
-def _root(exc: BaseException) -> BaseException:
-    """The innermost cause (httpx wraps httpcore, which wraps the socket's or ssl's error)."""
-    seen: set[int] = set()
-    while id(exc) not in seen:
-        seen.add(id(exc))
-        inner = exc.__cause__ or exc.__context__
-        if inner is None:
-            break
-        exc = inner
-    return exc
-
-
-def _why(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _seconds(value: str | None) -> float | None:

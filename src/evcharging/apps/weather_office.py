@@ -25,15 +25,15 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from evcharging.adapters import locations_file
-from evcharging.adapters.api_central_client import CentralClient, central_url, tls_context
+from evcharging.adapters.api_central_client import CentralClient
 from evcharging.adapters.locations_file import LocationsFileError, Stamp, city_problem
 from evcharging.adapters.openweather import (
     DEFAULT_PROVIDER,
     OpenWeatherClient,
-    provider_url,
     quiet_http_logs,
     redact,
 )
+from evcharging.adapters.outbound_http import base_url, tls_context
 from evcharging.apps.common import (
     Parser,
     env,
@@ -222,11 +222,11 @@ def _cp_problem(cp_id: str) -> str | None:
 
 
 def _central(value: str) -> str:
-    return central_url(value)
+    return base_url(value)
 
 
 def _provider(value: str) -> str:
-    return provider_url(value)
+    return base_url(value)
 
 
 def _ca_file(value: str) -> Path:

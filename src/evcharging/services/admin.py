@@ -36,7 +36,7 @@ from evcharging.services.central import (
     error_fixed_text,
     error_simulated_text,
 )
-from evcharging.services.central_views import BulkOutcome, CPView
+from evcharging.services.central_views import BulkJson, BulkOutcome, CPJson, CPView
 from evcharging.services.roles import WHO, Role, Roles
 
 log = logging.getLogger(__name__)
@@ -400,6 +400,22 @@ class AdminDesk:
             ) from None
         self._record(caller, command.name, reply.message, refused=False, cp_id=_cp_of(command))
         return reply
+
+    async def act(self, caller: Caller, name: Command, fields: Mapping[str, Any]) -> AdminReply:
+        """`fields` read as `name` and carried out: an HTTP route's one call."""
+        return await self.run(caller, self.command(caller, name, fields))
+
+    async def on_cp(self, caller: Caller, name: Command, fields: Mapping[str, Any]) -> CPJson:
+        """A per-CP command: the CP's view after it."""
+        reply = await self.act(caller, name, fields)
+        assert reply.cp is not None
+        return reply.cp.json
+
+    async def on_all(self, caller: Caller, name: Command) -> BulkJson:
+        """A bulk command: which CPs it changed, and which it skipped and why."""
+        reply = await self.act(caller, name, {})
+        assert reply.bulk is not None
+        return reply.bulk.json
 
     def invalid(self, caller: Caller, action: str | None, reason: str) -> None:
         """Input the transport's own validation refused (FastAPI's 422): recorded like any

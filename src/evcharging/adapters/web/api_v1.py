@@ -24,7 +24,6 @@ from evcharging.contracts.fields import ID_PATTERN, Location, Price
 from evcharging.domain.admin_rules import UnknownCP
 from evcharging.services.admin import (
     AdminDesk,
-    AdminReply,
     Caller,
     Command,
     ErrorDetails,
@@ -172,18 +171,10 @@ def v1_router(
 ) -> APIRouter:
     r = APIRouter(prefix=PREFIX, tags=["API_Central v1"])
 
-    async def act(caller: Caller, name: Command, fields: dict[str, Any]) -> AdminReply:
-        return await desk.run(caller, desk.command(caller, name, fields))
+    act, on_all = desk.act, desk.on_all
 
     async def on_cp(caller: Caller, name: Command, cp_id: str, **more: Any) -> CPJson:
-        reply = await act(caller, name, {"cp_id": cp_id, **more})
-        assert reply.cp is not None
-        return reply.cp.json
-
-    async def on_all(caller: Caller, name: Command) -> BulkJson:
-        reply = await act(caller, name, {})
-        assert reply.bulk is not None
-        return reply.bulk.json
+        return await desk.on_cp(caller, name, {"cp_id": cp_id, **more})
 
     # --- reads ------------------------------------------------------------------------
 

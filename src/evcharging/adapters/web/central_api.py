@@ -31,7 +31,6 @@ from evcharging.domain.admin_rules import UnknownCP
 from evcharging.services.admin import (
     AdminDesk,
     AdminRefusal,
-    AdminReply,
     Caller,
     Command,
     CPChanges,
@@ -194,18 +193,7 @@ def create_app(
         CORSMiddleware, allow_origins=["*"], allow_methods=["GET"], allow_credentials=False
     )
 
-    async def act(caller: Caller, name: Command, fields: dict[str, Any]) -> AdminReply:
-        return await desk.run(caller, desk.command(caller, name, fields))
-
-    async def on_cp(caller: Caller, name: Command, fields: dict[str, Any]) -> CPJson:
-        reply = await act(caller, name, fields)
-        assert reply.cp is not None
-        return reply.cp.json
-
-    async def on_all(caller: Caller, name: Command) -> BulkJson:
-        reply = await act(caller, name, {})
-        assert reply.bulk is not None
-        return reply.bulk.json
+    act, on_cp, on_all = desk.act, desk.on_cp, desk.on_all
 
     @app.exception_handler(AdminRefusal)
     async def refused(request: Request, exc: AdminRefusal) -> JSONResponse:
