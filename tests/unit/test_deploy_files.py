@@ -3,7 +3,9 @@ service's program and EV_* variables are ones the programs really take."""
 
 from __future__ import annotations
 
+import itertools
 import re
+import shlex
 import subprocess
 import sys
 from functools import cache
@@ -43,12 +45,15 @@ BETWEEN_HOSTS = ("EV_CP_E", "EV_CP_M", "EV_Driver", "EV_Central", "EV_W", "EV_Fr
 
 
 @cache
-def env_vars_of(program: str, *sub: str) -> frozenset[str]:
-    """The variables a program's --help names: the programs document every one they read."""
-    out = subprocess.run(
+def help_of(program: str, *sub: str) -> str:
+    return subprocess.run(
         [str(BIN / program), *sub, "--help"], capture_output=True, text=True, check=True
     ).stdout
-    return frozenset(OUR_VARIABLE.findall(out))
+
+
+def env_vars_of(program: str, *sub: str) -> frozenset[str]:
+    """The variables a program's --help names: the programs document every one they read."""
+    return frozenset(OUR_VARIABLE.findall(help_of(program, *sub)))
 
 
 def test_there_is_one_compose_file_per_host_role() -> None:
@@ -304,3 +309,34 @@ def test_pc2_provider_is_openweather_or_the_local_service_of_the_same_file() -> 
     url = f"EV_W_PROVIDER=http://weather-service:{local['EV_WEATHER_SERVICE_PORT']}"
     assert url in head
     assert f"--profile {profile}" in head
+
+
+def shown_commands(doc: Path) -> list[list[str]]:
+    """Every program run in `doc`'s bash blocks, as words (continuation lines joined)."""
+    text = doc.read_text(encoding="utf-8")
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            words = shlex.split(line.split(" #")[0], comments=True)
+            while words and "=" in words[0] and not words[0].startswith("-"):
+                words = words[1:]  # VAR=value before the program
+            if words and re.fullmatch(r"(\.venv/bin/|\$B/)[A-Za-z_]+", words[0]):
+                commands.append([words[0].split("/")[-1], *words[1:]])
+    return commands
+
+
+@pytest.mark.parametrize("doc", ["docs/deployment.md", "README.md"])
+def test_the_docs_commands_use_only_flags_the_programs_take(doc: str) -> None:
+    commands = shown_commands(ROOT / doc)
+    assert commands
+    for program, *args in commands:
+        sub: list[str] = []
+        if program == "evcharging":
+            sub = list(itertools.takewhile(lambda a: not a.startswith("-"), args))[:2]
+        out = help_of(program, *sub)
+        for arg in args:
+            if arg.startswith("--"):
+                flag = arg.split("=")[0]
+                assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", out), (
+                    f"{doc}: {program} has no {flag}"
+                )
