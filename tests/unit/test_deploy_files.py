@@ -3,11 +3,14 @@ service's program and EV_* variables are ones the programs really take."""
 
 from __future__ import annotations
 
+import itertools
 import re
+import shlex
 import subprocess
 import sys
 from functools import cache
 from pathlib import Path
+from typing import cast
 
 import pytest
 import yaml
@@ -21,17 +24,36 @@ OUR_IMAGE = "evcharging"
 # project runs Debian's PostgreSQL 15 through `evcharging postgres start`).
 OTHER_IMAGES = {"kafka": "apache/kafka:3.9.1", "postgres": "postgres:15"}
 ROLES = {"compose.central.yml": "PC1", "compose.cps.yml": "PC2", "compose.drivers.yml": "PC3"}
-SECRETS = ("EV_ADMIN_TOKEN", "PGPASSWORD", "POSTGRES_PASSWORD")
-FROM_ENV = re.compile(r"\$\{[A-Z0-9_]+:\?[^}]+\}")
+SECRETS = (
+    "EV_ADMIN_TOKEN",
+    "EV_WEATHER_TOKEN",
+    "OPENWEATHER_API_KEY",
+    "PGPASSWORD",
+    "POSTGRES_PASSWORD",
+)
+# A secret is `${NAME:?why}` (required) or `${NAME:-}` (optional, and then empty by default).
+FROM_ENV = re.compile(r"\$\{[A-Z0-9_]+(:\?[^}]+|:-)\}")
+# The programs' own variables: EV_*, and OpenWeather's key (EV_W's OPENWEATHER_API_KEY[_FILE]).
+OUR_VARIABLE = re.compile(r"\b(?:EV|OPENWEATHER)_[A-Z][A-Z_]*[A-Z]\b")
+# The statement's physical layout of Release 2: which programs each host runs.
+PROGRAMS = {
+    "compose.central.yml": {"EV_Central", "EV_Front", "evcharging"},
+    "compose.cps.yml": {"EV_CP_E", "EV_CP_M", "EV_W", "EV_WeatherService"},
+    "compose.drivers.yml": {"EV_Registry", "EV_Driver"},
+}
+BETWEEN_HOSTS = ("EV_CP_E", "EV_CP_M", "EV_Driver", "EV_Central", "EV_W", "EV_Front")
 
 
 @cache
-def env_vars_of(program: str, *sub: str) -> frozenset[str]:
-    """The EV_* variables a program's --help names: the programs document every one they read."""
-    out = subprocess.run(
+def help_of(program: str, *sub: str) -> str:
+    return subprocess.run(
         [str(BIN / program), *sub, "--help"], capture_output=True, text=True, check=True
     ).stdout
-    return frozenset(re.findall(r"\bEV_[A-Z][A-Z_]*[A-Z]\b", out))
+
+
+def env_vars_of(program: str, *sub: str) -> frozenset[str]:
+    """The variables a program's --help names: the programs document every one they read."""
+    return frozenset(OUR_VARIABLE.findall(help_of(program, *sub)))
 
 
 def test_there_is_one_compose_file_per_host_role() -> None:
@@ -65,9 +87,9 @@ def test_every_service_runs_a_real_program_with_variables_it_reads(path: Path) -
         program, sub = command[0], tuple(a for a in command[1:3] if not a.startswith("-"))
         assert (BIN / program).exists(), f"{name}: no program {program}"
         known = env_vars_of(program, *sub)
-        used = {k for k in service.get("environment", {}) if k.startswith("EV_")}
+        used = {k for k in service.get("environment", {}) if OUR_VARIABLE.fullmatch(k)}
         assert used <= known | {"EV_UI"}, f"{name}: {sorted(used - known)} not read by {program}"
-        if program in ("EV_CP_E", "EV_CP_M", "EV_Driver", "EV_Central"):
+        if program in BETWEEN_HOSTS:
             assert "127.0.0.1" not in str(service.get("environment")), (
                 f"{name}: localhost between hosts"
             )
@@ -199,3 +221,122 @@ def test_what_the_programs_write_lands_on_volumes() -> None:
         assert under_named_volume(engine, env_of(engine)["EV_ENGINE_STATE_DIR"])
     dockerfile = (DEPLOY / "Dockerfile").read_text(encoding="utf-8")
     assert "chown ev:ev /data /state /creds" in dockerfile
+
+
+def read_only(service: dict[str, object], target: str) -> bool:
+    return any(
+        str(spec).split(":")[1:3] == [target, "ro"]
+        for spec in service.get("volumes", [])  # type: ignore[attr-defined]
+    )
+
+
+def mounted_read_only(service: dict[str, object], path: str) -> bool:
+    """`path` is a file bind-mounted read-only from the repository's certs/ folder."""
+    return mounts_of(service).get(path, "").startswith("../certs/") and read_only(service, path)
+
+
+def in_writable_folder(service: dict[str, object], path: str) -> bool:
+    """`path`'s folder itself is mounted read-write: a program that rewrites `path` atomically (a
+    temporary file, then a rename) cannot rename over a file that is a mount of its own."""
+    folder = str(Path(path).parent)
+    return folder in mounts_of(service) and not read_only(service, folder)
+
+
+@pytest.mark.parametrize("path", COMPOSE, ids=lambda p: p.name)
+def test_each_host_runs_its_programs_of_the_statements_layout(path: Path) -> None:
+    """PC1 Kafka, Central and the front; PC2 the CPs and EV_W; PC3 the drivers and the Registry."""
+    services = services_of(path.name).values()
+    programs = {s["command"][0] for s in services if s.get("image") == OUR_IMAGE}  # type: ignore[index]
+    assert programs == PROGRAMS[path.name]
+
+
+def test_pc1_central_speaks_https_and_knows_the_weather_office_and_the_registry() -> None:
+    central = services_of("compose.central.yml")["central"]
+    env = env_of(central)
+    assert FROM_ENV.fullmatch(env["EV_WEATHER_TOKEN"]), "the weather token is not from the env"
+    assert ":?" in env["EV_WEATHER_TOKEN"], "Central without a weather token refuses EV_W"
+    for key in ("EV_HTTPS_CERT", "EV_HTTPS_KEY", "EV_REGISTRY_CA_FILE"):
+        assert mounted_read_only(central, env[key]), f"{key} is not mounted read-only"
+    assert env["EV_REGISTRY_URL"].startswith("https://${PC3_HOST")
+    assert env["EV_REGISTRY_URL"].endswith(":8443")
+
+
+def test_pc1_front_points_the_browser_at_centrals_https_address() -> None:
+    services = services_of("compose.central.yml")
+    front, central = env_of(services["front"]), env_of(services["central"])
+    assert services["front"]["command"] == ["EV_Front"]
+    assert front["EV_FRONT_CENTRAL"].startswith("https://${PC1_HOST")
+    assert front["EV_FRONT_CENTRAL"].endswith(f":{central['EV_HTTP_PORT']}")
+    assert front["EV_FRONT_HOST"] == "0.0.0.0"
+    assert f"{front['EV_FRONT_PORT']}:{front['EV_FRONT_PORT']}" in services["front"]["ports"]  # type: ignore[operator]
+
+
+def test_pc2_ev_w_reaches_central_over_https_with_its_token_from_a_file() -> None:
+    doc = yaml.safe_load((DEPLOY / "compose.cps.yml").read_text(encoding="utf-8"))
+    ev_w = doc["services"]["ev-w"]
+    env = env_of(ev_w)
+    assert ev_w["command"] == ["EV_W"]
+    assert env["EV_W_CENTRAL"].startswith("https://${PC1_HOST")
+    assert mounted_read_only(ev_w, env["EV_W_CA_FILE"])
+    assert "EV_WEATHER_TOKEN" not in env, "the token in a file, not in the container's env"
+    (secret,) = ev_w["secrets"]
+    assert env["EV_WEATHER_TOKEN_FILE"] == f"/run/secrets/{secret}"
+    token_file = (DEPLOY / doc["secrets"][secret]["file"]).resolve().relative_to(ROOT)
+    assert token_file.parts[0] == ".evcharging"
+    assert ".evcharging/" in (ROOT / ".gitignore").read_text(encoding="utf-8").split()
+    assert in_writable_folder(ev_w, env["EV_W_LOCATIONS"]), "the menu cannot rewrite locations"
+    assert ev_w["stdin_open"], "EV_W's menu (move CP01 Teruel) needs a terminal"
+    assert ev_w["tty"]
+
+
+def test_pc2_provider_is_openweather_or_the_local_service_of_the_same_file() -> None:
+    path = DEPLOY / "compose.cps.yml"
+    services = services_of(path.name)
+    env = env_of(services["ev-w"])
+    assert env["EV_W_PROVIDER"] == "${EV_W_PROVIDER:-https://api.openweathermap.org}"
+    assert env["OPENWEATHER_API_KEY"] == "${OPENWEATHER_API_KEY:-}"
+    service = services["weather-service"]
+    local = env_of(service)
+    assert service["command"] == ["EV_WeatherService"]
+    assert service["profiles"], "the local weather service runs only when asked for"
+    assert local["EV_WEATHER_SERVICE_HOST"] == "0.0.0.0"
+    assert in_writable_folder(service, local["EV_WEATHER_CITIES"]), "`set` cannot write cities"
+    assert service["stdin_open"], "its menu (set Teruel -5) needs a terminal"
+    assert service["tty"]
+    # The command the file's header gives for the offline lab names this very service and port.
+    (profile,) = cast("list[str]", service["profiles"])
+    head = path.read_text(encoding="utf-8").split("services:")[0]
+    url = f"EV_W_PROVIDER=http://weather-service:{local['EV_WEATHER_SERVICE_PORT']}"
+    assert url in head
+    assert f"--profile {profile}" in head
+
+
+def shown_commands(doc: Path) -> list[list[str]]:
+    """Every program run in `doc`'s bash blocks, as words (continuation lines joined)."""
+    text = doc.read_text(encoding="utf-8")
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            words = shlex.split(line.split(" #")[0], comments=True)
+            while words and "=" in words[0] and not words[0].startswith("-"):
+                words = words[1:]  # VAR=value before the program
+            if words and re.fullmatch(r"(\.venv/bin/|\$B/)[A-Za-z_]+", words[0]):
+                commands.append([words[0].split("/")[-1], *words[1:]])
+    return commands
+
+
+@pytest.mark.parametrize("doc", ["docs/deployment.md", "README.md"])
+def test_the_docs_commands_use_only_flags_the_programs_take(doc: str) -> None:
+    commands = shown_commands(ROOT / doc)
+    assert commands
+    for program, *args in commands:
+        sub: list[str] = []
+        if program == "evcharging":
+            sub = list(itertools.takewhile(lambda a: not a.startswith("-"), args))[:2]
+        out = help_of(program, *sub)
+        for arg in args:
+            if arg.startswith("--"):
+                flag = arg.split("=")[0]
+                assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", out), (
+                    f"{doc}: {program} has no {flag}"
+                )
