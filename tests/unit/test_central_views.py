@@ -21,9 +21,7 @@ from evcharging.services.central_views import CPView, MessageView, cp_view
 from evcharging.services.cp_keys import MasterKey
 from tests.support.builders import a_cp, a_repo
 
-ADMIN_STATIC = (
-    Path(__file__).resolve().parents[2] / "src" / "evcharging" / "adapters" / "web" / "static"
-) / "admin"
+STATIC = Path(__file__).resolve().parents[2] / "src" / "evcharging" / "adapters" / "web" / "static"
 NOON = datetime(2026, 11, 27, 12, tzinfo=UTC)
 EVERY_FACTS = [
     CPFacts(connected, ok, stopped, error, reserved, supplying, revoked)
@@ -54,17 +52,21 @@ def a_live_cp(facts: CPFacts = CONNECTED) -> LiveCP:
         (CPState.DESCONECTADO, "off"),
     ],
 )
-def test_each_state_has_the_tone_the_admin_page_styles(state: CPState, tone: str) -> None:
+def test_each_state_has_the_tone_the_pages_style(state: CPState, tone: str) -> None:
+    """The tiles' colours are shared/base.css (the admin dashboard's and the public front's)."""
     facts = next(f for f in EVERY_FACTS if derive_state(f) is state)
     view = cp_view(a_live_cp(facts))
     assert (view.state, view.tone, view.colour) == (state, tone, state.colour)
-    assert f".tile.{tone} " in (ADMIN_STATIC / "admin.css").read_text(encoding="utf-8")
+    assert f".tile.{tone} " in (STATIC / "shared" / "base.css").read_text(encoding="utf-8")
 
 
-def test_the_admin_script_has_no_map_of_states_to_classes() -> None:
-    script = (ADMIN_STATIC / "admin.js").read_text(encoding="utf-8")
-    assert "cp.tone" in script
-    assert not re.search(r"\b(Activado|Suministrando|Parado|Averiado|Desconectado)\s*:", script)
+def test_the_pages_scripts_have_no_map_of_states_to_classes() -> None:
+    shared = (STATIC / "shared" / "live.js").read_text(encoding="utf-8")
+    assert "cp.tone" in shared  # EVLive.fillTile: the tile's class is Central's tone
+    for script in ("shared/live.js", "admin/admin.js", "front/front.js"):
+        text = (STATIC / script).read_text(encoding="utf-8")
+        assert "fillTile(" in text, script
+        assert not re.search(r"\b(Activado|Suministrando|Parado|Averiado|Desconectado)\s*:", text)
 
 
 def test_a_view_is_read_only_and_its_wire_form_is_built_once() -> None:

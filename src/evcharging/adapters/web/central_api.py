@@ -58,6 +58,7 @@ from evcharging.services.weather_desk import WeatherDesk, WeatherRefusal
 log = logging.getLogger(__name__)
 
 ADMIN_STATIC = Path(__file__).parent / "static" / "admin"
+SHARED_STATIC = ADMIN_STATIC.parent / "shared"  # base.css, live.js: also the public front's
 
 DESCRIPTION = """**API_Central v1** is under `/api/v1` (docs/api.md): public reads (driver ids masked,
 no names or balances; whole with the admin token), the weather office's writes with its own
@@ -366,7 +367,8 @@ def create_app(
 
 
 def mount_dashboard(app: FastAPI, hub: DashboardHub) -> None:
-    """The admin page at `/`, its assets under `/static/admin/`, its live feed at `/ws`."""
+    """The admin page at `/`, its assets under `/static/admin/` (and those it shares with the public
+    front under `/static/shared/`), its live feed at `/ws`."""
     app.state.dashboard_hub = hub
     app.add_api_websocket_route("/ws", hub.serve)
 
@@ -375,3 +377,4 @@ def mount_dashboard(app: FastAPI, hub: DashboardHub) -> None:
         return page(ADMIN_STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     app.mount("/static/admin", StaticFiles(directory=ADMIN_STATIC), name="admin-static")
+    app.mount("/static/shared", StaticFiles(directory=SHARED_STATIC), name="shared-static")

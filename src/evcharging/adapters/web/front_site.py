@@ -1,10 +1,11 @@
 """EV_Front's web site: the public page's files and `/config.json`, nothing else.
 
-The page (adapters/web/static/front/) reads API_Central v1 from the browser, straight from
-Central: REST for the first picture, the `/api/v1/stream` WebSocket for pushes. This server only
-tells it where Central is (`/config.json`) and lets it connect there (its Content-Security-Policy
-names Central's origin); it holds no state, no token and no action. docs/dashboards.md, "Public
-front", describes the page.
+The page (adapters/web/static/front/, plus adapters/web/static/shared/: what it shares with the
+admin dashboard, at the same path `/static/shared/` as on Central) reads API_Central v1 from the
+browser, straight from Central: REST for the first picture, the `/api/v1/stream` WebSocket for
+pushes. This server only tells it where Central is (`/config.json`) and lets it connect there (its
+Content-Security-Policy names Central's origin); it holds no state, no token and no action.
+docs/dashboards.md, "Public front", describes the page.
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ from urllib.parse import urlsplit
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from evcharging.adapters.web.pages import page
+
 STATIC_DIR = Path(__file__).resolve().parent / "static" / "front"
+SHARED_DIR = STATIC_DIR.parent / "shared"  # base.css, live.js: also the admin page's
 
 
 def central_origins(central_url: str) -> tuple[str, str]:
@@ -70,7 +74,7 @@ def create_app(central_url: str) -> ASGIApp:
     config = {"central": central_url.rstrip("/")}
 
     async def index(_: Request) -> Response:
-        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+        return page(STATIC_DIR / "index.html")  # with its shared parts written in
 
     async def config_json(_: Request) -> Response:
         return JSONResponse(config)
@@ -84,6 +88,7 @@ def create_app(central_url: str) -> ASGIApp:
             Route("/config.json", config_json),
             Route("/healthz", healthz),
             Mount("/static/front", StaticFiles(directory=STATIC_DIR), name="front-static"),
+            Mount("/static/shared", StaticFiles(directory=SHARED_DIR), name="shared-static"),
         ]
     )
     return _Headers(app, security_headers(central_url))

@@ -1,63 +1,42 @@
 // EV_Central admin dashboard: renders what Central pushes over /ws and sends admin actions.
-// Plain JS, no framework. Protocol: docs/dashboards.md. Nothing lives only in the page: every
-// figure comes from Central (a reload or a reconnect gets the full state again).
+// Plain JS, no framework; what it shares with the public front is in /static/shared/live.js
+// (EVLive). Protocol: docs/dashboards.md. Nothing lives only in the page: every figure comes
+// from Central (a reload or a reconnect gets the full state again).
 "use strict";
 
 (() => {
+  const { $, row, utc, fillTile, placeTile, dropTilesNotIn, stateSummary, requestTable, messageLog, dispatcher, liveSocket } =
+    window.EVLive;
   const TOKEN_KEY = "evcharging.adminToken";
-  const MAX_LOG = 300;
-  const MAX_DELAYS = 10000;
 
-  const $ = (sel) => document.querySelector(sel);
   const tiles = new Map(); // cp id -> tile element
-  window.evDelays = []; // ms from Central's stamp (msg.ts) to the page having applied the message
-
-  let socket = null;
-  let attempt = 0;
-  let retryTimer = null;
+  const requests = requestTable("#requests-body", "#requests-empty");
+  const log = messageLog("#messages");
   let noticeTimer = null;
 
   // --- connection ---------------------------------------------------------------------
 
-  function wsUrl() {
-    return `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/ws`;
-  }
-
-  function connect() {
-    clearTimeout(retryTimer);
-    setStatus("connecting", "Connecting to Central…");
-    const ws = new WebSocket(wsUrl());
-    socket = ws;
-    ws.onopen = () => {
-      attempt = 0;
+  const socket = liveSocket({
+    url: () => `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/ws`,
+    onConnecting: () => setStatus("connecting", "Connecting to Central…"),
+    onOpen: () => {
       setStatus("connected", "Live: connected to Central");
       if (token()) send({ type: "login" });
-    };
-    ws.onmessage = (event) => onMessage(event.data);
-    ws.onclose = () => {
-      if (socket !== ws) return;
-      socket = null;
-      scheduleReconnect();
-    };
-    ws.onerror = () => ws.close();
-  }
-
-  function scheduleReconnect() {
-    const delay = Math.min(10000, 500 * 2 ** attempt) + Math.floor(Math.random() * 250);
-    attempt += 1;
-    const secs = Math.max(1, Math.round(delay / 1000));
-    setStatus("disconnected", `Disconnected from Central: reconnecting in ${secs} s…`);
-    retryTimer = setTimeout(connect, delay);
-  }
+    },
+    onMessage: (data) => onMessage(data),
+    onLost: (delay) => {
+      const secs = Math.max(1, Math.round(delay / 1000));
+      setStatus("disconnected", `Disconnected from Central: reconnecting in ${secs} s…`);
+    },
+  });
 
   // Central connected but Kafka away: drivers' requests and CP telemetry wait; say so.
   function showKafka(m) {
     const el = $("#kafka-banner");
     el.hidden = m.up;
-    const since = new Date(m.since * 1000).toISOString().slice(11, 19);
     el.textContent = m.up
       ? ""
-      : `${m.problem} since ${since} UTC: drivers' requests and CP figures wait until it is back.`;
+      : `${m.problem} since ${utc(m.since * 1000)}: drivers' requests and CP figures wait until it is back.`;
     document.body.dataset.kafka = m.up ? "up" : "down";
     if (document.body.dataset.ws === "connected") {
       $("#ws-status").textContent = m.up
@@ -70,10 +49,6 @@
 
   const MODULES = { central: "EV_Central", registry: "EV_Registry", ev_w: "EV_W (weather office)", weather_provider: "the weather provider" };
   const OWN_BANNER = new Set(["kafka", "ev_w", "weather_provider"]); // said by their own banners
-
-  function utcTime(iso) {
-    return iso ? `${new Date(iso).toISOString().slice(11, 19)} UTC` : ""; // never browser-local
-  }
 
   // "Teruel, -3 ºC" (the city alone when the alert came without a reading).
   function where(w) {
@@ -89,7 +64,7 @@
     el.hidden = down.length === 0;
     el.textContent = down
       .map((mod) => {
-        const since = mod.since ? ` since ${utcTime(mod.since)}` : "";
+        const since = mod.since ? ` since ${utc(mod.since)}` : "";
         return `${MODULES[mod.name] || mod.name} is down${since}${mod.detail ? `: ${mod.detail}` : ""}.`;
       })
       .join(" ");
@@ -109,7 +84,7 @@
     line(
       "weather-office",
       office.state === "down"
-        ? `EV_W (weather office) is down${office.since ? ` since ${utcTime(office.since)}` : ""}` +
+        ? `EV_W (weather office) is down${office.since ? ` since ${utc(office.since)}` : ""}` +
             `${office.detail ? `: ${office.detail}` : ""}. ${keep}`
         : "",
     );
@@ -140,12 +115,9 @@
   }
 
   function send(action) {
-    if (!socket || socket.readyState !== WebSocket.OPEN) {
-      notify("Not connected to Central: the action was not sent.", true);
-      return false;
-    }
-    socket.send(JSON.stringify({ ...action, token: token() }));
-    return true;
+    const sent = socket.send({ ...action, token: token() });
+    if (!sent) notify("Not connected to Central: the action was not sent.", true);
+    return sent;
   }
 
   // --- messages from Central ------------------------------------------------------------
@@ -162,10 +134,10 @@
     health: (m) => showHealth(m),
     all_cps: (m) => replaceTiles(m.charging_points),
     cps: (m) => m.charging_points.forEach(renderTile),
-    requests: (m) => renderRequests(m.requests),
-    request_changes: (m) => changeRequests(m.changed, m.removed),
-    messages: (m) => replaceLog(m.messages),
-    message: (m) => addLog(m),
+    requests: (m) => requests.replace(m.requests),
+    request_changes: (m) => requests.change(m.changed, m.removed),
+    messages: (m) => log.replace(m.messages),
+    message: (m) => log.add(m),
     kafka: (m) => showKafka(m),
     logged_in: () => setLogin(true, "Logged in"),
     cp_registered: (m) => {
@@ -179,20 +151,7 @@
     error: (m) => onError(m),
   };
 
-  function onMessage(data) {
-    let msg;
-    try {
-      msg = JSON.parse(data);
-    } catch {
-      return;
-    }
-    const handler = handlers[msg.type];
-    if (handler) handler(msg); // a frame type this page does not know is ignored
-    if (typeof msg.ts === "number") {
-      window.evDelays.push(Date.now() - msg.ts);
-      if (window.evDelays.length > MAX_DELAYS) window.evDelays.shift();
-    }
-  }
+  const onMessage = dispatcher(handlers); // a frame type this page does not know is ignored
 
   function onReply(msg) {
     // REPLIES, cp_registered, cp_edited
@@ -214,27 +173,14 @@
   // --- tiles ----------------------------------------------------------------------------
 
   function replaceTiles(views) {
-    const seen = new Set(views.map((v) => v.id));
-    for (const [id, el] of tiles) {
-      if (!seen.has(id)) {
-        el.remove();
-        tiles.delete(id);
-      }
-    }
+    dropTilesNotIn(tiles, views);
     views.forEach(renderTile);
   }
 
   function renderTile(cp) {
     const el = tiles.get(cp.id) || createTile(cp.id);
-    const part = (name) => el.querySelector(`[data-part="${name}"]`);
-    el.dataset.state = cp.state;
-    el.className = `tile ${cp.tone}`; // ok, stopped, fault or off: Central's view says which
-    part("state").textContent = cp.caption === cp.state ? cp.state : `${cp.caption} · ${cp.state}`;
-    part("location").textContent = cp.location;
+    const part = fillTile(el, cp); // state, tone (ok, stopped, fault or off), key, session, supply
     part("unregistered").hidden = cp.registered !== false; // no credentials from EV_Registry
-    part("price").textContent = cp.price_eur_per_kwh;
-    part("key").textContent = cp.key; // "key v3", "no key", "keys revoked": never the key
-    el.dataset.keys = cp.keys_revoked ? "revoked" : "held";
     const stopped = part("stop-reason"); // why a Parado CP is out of service, as Central says
     const reasons = cp.stop_reason ? cp.stop_reason.split("; ") : [];
     const weather = cp.weather ? `weather alert (${where(cp.weather)})` : "weather alert";
@@ -256,13 +202,6 @@
     fault.hidden = !cp.fault_reason;
     fault.textContent = cp.fault_reason ? `Fault: ${cp.fault_reason}` : "";
     part("supply").hidden = !cp.session_id;
-    const waiting = cp.session_status === "authorised";
-    part("session").hidden = !waiting;
-    part("session").textContent = waiting ? `Authorised for ${cp.driver_id}: waiting for plug-in` : "";
-    part("driver").textContent = cp.driver_id || "—";
-    part("kw").textContent = cp.kw ?? "0";
-    part("kwh").textContent = cp.energy_kwh ?? "0";
-    part("eur").textContent = cp.amount_eur ?? "0.00";
     // Central's rule (domain/admin_rules.py) says which actions make sense now: only they are on.
     const allowed = new Set(cp.actions || []);
     el.dataset.actions = [...allowed].join(" ");
@@ -305,88 +244,20 @@
       button.dataset.testid = `${ids[button.dataset.action]}-${id}`;
       button.setAttribute("aria-label", `${button.textContent} ${id}`);
     }
-    const after = [...tiles.keys()].sort().find((other) => other > id);
-    $("#tiles").insertBefore(el, after ? tiles.get(after) : null);
-    tiles.set(id, el);
-    return el;
+    return placeTile(tiles, "#tiles", id, el);
   }
 
   function summarise() {
-    const counts = {};
     let stoppable = 0;
     let resumable = 0;
     for (const el of tiles.values()) {
-      counts[el.dataset.state] = (counts[el.dataset.state] || 0) + 1;
       const actions = el.dataset.actions.split(" ");
       if (actions.includes("stop_cp")) stoppable += 1;
       if (actions.includes("resume_cp")) resumable += 1;
     }
-    const parts = Object.keys(counts).sort().map((s) => `${counts[s]} ${s}`);
-    $("#summary").textContent = `${tiles.size} CPs: ${parts.join(" · ")}`;
+    $("#summary").textContent = stateSummary([...tiles.values()].map((el) => el.dataset.state));
     $("#stop-all").disabled = stoppable === 0; // the bulk buttons follow the states too
     $("#resume-all").disabled = resumable === 0;
-  }
-
-  // --- requests and messages --------------------------------------------------------------
-
-  const requestRows = new Map(); // row key -> <tr>, in the order Central first showed them
-
-  function requestRow(r) {
-    const tr = document.createElement("tr");
-    const cells = { Date: r.date, Start: r.start, Driver: r.driver_id, CP: r.cp_id, Status: r.status };
-    for (const [label, value] of Object.entries(cells)) {
-      const td = document.createElement("td");
-      td.dataset.label = label; // shown before the value when the table is stacked (narrow)
-      td.textContent = value;
-      tr.append(td);
-    }
-    return tr;
-  }
-
-  function renderRequests(rows) {
-    requestRows.clear();
-    for (const r of rows) requestRows.set(r.key, requestRow(r));
-    $("#requests-body").replaceChildren(...requestRows.values());
-    $("#requests-empty").hidden = requestRows.size > 0;
-  }
-
-  function changeRequests(changed, removed) {
-    const body = $("#requests-body");
-    for (const key of removed) {
-      requestRows.get(key)?.remove();
-      requestRows.delete(key);
-    }
-    for (const r of changed) {
-      const tr = requestRow(r);
-      const old = requestRows.get(r.key);
-      if (old) old.replaceWith(tr);
-      else body.append(tr);
-      requestRows.set(r.key, tr);
-    }
-    $("#requests-empty").hidden = requestRows.size > 0;
-  }
-
-  function logItem(m) {
-    const li = document.createElement("li");
-    li.className = `level-${m.level}`;
-    const time = document.createElement("time");
-    time.dateTime = m.at;
-    time.textContent = `${new Date(m.at).toISOString().slice(11, 19)} UTC`; // never browser-local
-    const text = document.createElement("span");
-    text.textContent = m.text;
-    li.append(time, " ", text);
-    if (m.level === "warning") li.prepend(Object.assign(document.createElement("b"), { textContent: "! " }));
-    return li;
-  }
-
-  function replaceLog(items) {
-    $("#messages").replaceChildren(...items.slice(-MAX_LOG).reverse().map(logItem));
-  }
-
-  function addLog(m) {
-    const log = $("#messages");
-    log.prepend(logItem(m));
-    while (log.children.length > MAX_LOG) log.lastElementChild.remove();
   }
 
   // --- login, notices, actions -----------------------------------------------------------
@@ -490,24 +361,16 @@
   }
 
   function auditRow(r) {
-    const tr = document.createElement("tr");
-    tr.className = r.outcome === "ok" ? "" : "denied";
-    tr.dataset.action = r.action;
-    const at = new Date(r.at).toISOString(); // UTC, never browser-local
-    const cells = {
-      Time: `${at.slice(0, 10)} ${at.slice(11, 19)} UTC`,
+    const tr = row({
+      Time: `${new Date(r.at).toISOString().slice(0, 10)} ${utc(r.at)}`,
       Action: r.outcome === "ok" ? r.action : `${r.action} (${r.outcome})`,
       Who: r.actor,
       IP: r.ip,
       CP: r.cp_id || "—",
       Detail: r.detail,
-    };
-    for (const [label, value] of Object.entries(cells)) {
-      const td = document.createElement("td");
-      td.dataset.label = label;
-      td.textContent = value;
-      tr.append(td);
-    }
+    });
+    tr.className = r.outcome === "ok" ? "" : "denied";
+    tr.dataset.action = r.action;
     return tr;
   }
 
@@ -551,9 +414,8 @@
       return;
     }
     $("#audit-body").replaceChildren(...body.map(auditRow));
-    const at = new Date().toISOString().slice(11, 19);
     auditState(
-      body.length ? `${body.length} latest rows, newest first (read ${at} UTC)` : "No rows match.",
+      body.length ? `${body.length} latest rows, newest first (read ${utc(Date.now())})` : "No rows match.",
     );
   }
 
@@ -622,7 +484,7 @@
     bind();
     bindAudit();
     if (token()) setLogin(false, "Token saved: checking…");
-    connect();
+    socket.connect();
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);

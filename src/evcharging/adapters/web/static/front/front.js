@@ -2,11 +2,12 @@
 // first picture, the /api/v1/stream WebSocket for every change after it). Plain JS, no framework,
 // nothing from the Internet; no login and no admin action. docs/dashboards.md, "Public front".
 // Every figure comes from Central; driver ids arrive masked ("D**1") and are shown as they come.
+// What it shares with the admin dashboard is in /static/shared/live.js (EVLive).
 "use strict";
 
 (() => {
-  const MAX_LOG = 300;
-  const MAX_DELAYS = 10000;
+  const { $, el, utc, row, fillTile, placeTile, dropTilesNotIn, stateSummary, requestTable, messageLog, dispatcher, liveSocket } =
+    window.EVLive;
   const WATCH_EVERY_MS = 5000; // liveness check (a host that vanished sends no close)
   const WATCH_TIMEOUT_MS = 4000;
   const MODULES = [
@@ -19,18 +20,8 @@
   const LABEL = Object.fromEntries(MODULES);
   const OUT_OF_ACTION = new Set(["Desconectado", "Averiado"]);
 
-  const $ = (sel) => document.querySelector(sel);
-  const el = (tag, props = {}, ...children) => {
-    const node = Object.assign(document.createElement(tag), props);
-    node.append(...children);
-    return node;
-  };
-
   let central = ""; // Central's base URL, from /config.json
-  let socket = null;
   let socketOpen = false;
-  let attempt = 0;
-  let retryTimer = null;
   let retryAt = 0;
   let everFailed = false; // Central was found unreachable at least once since the last open
 
@@ -39,16 +30,10 @@
   let health = null; // GET /api/v1/health body
   let weather = null; // GET /api/v1/weather body
   let kafka = null; // {up, problem, since}
-  window.evDelays = []; // ms from Central's stamp (msg.ts) to the page having applied the frame
+  const requests = requestTable("#requests-body", "#requests-empty");
+  const log = messageLog("#messages");
 
-  // --- formatting: UTC always, € for money -------------------------------------------------
-
-  function utc(when) {
-    if (when === null || when === undefined || when === "") return "—";
-    const date = typeof when === "number" ? new Date(when) : new Date(when);
-    if (Number.isNaN(date.getTime())) return "—";
-    return `${date.toISOString().slice(11, 19)} UTC`;
-  }
+  // --- formatting: UTC always (EVLive.utc), € for money -------------------------------------
 
   function celsius(t) {
     return typeof t === "number" ? `${t.toFixed(1)} °C` : "—";
@@ -74,7 +59,7 @@
     const reads = {
       "/api/v1/cps": (b) => replaceTiles(b),
       "/api/v1/requests": (b) => renderRequests(b),
-      "/api/v1/messages": (b) => replaceLog(b),
+      "/api/v1/messages": (b) => log.replace(b),
       "/api/v1/weather": (b) => showWeather(b),
       "/api/v1/health": (b) => showHealth(b),
       "/api/v1/drivers": (b) => renderDrivers(b),
@@ -86,48 +71,26 @@
     return results.some((r) => r.status === "fulfilled"); // false: Central did not answer at all
   }
 
-  function streamUrl() {
-    return `${central.replace(/^http/, "ws")}/api/v1/stream`;
-  }
-
-  function connect() {
-    clearTimeout(retryTimer);
-    retryTimer = null;
-    if (!socketOpen) setConn("connecting", "Connecting to Central…");
-    let ws;
-    try {
-      ws = new WebSocket(streamUrl());
-    } catch {
-      lost();
-      return;
-    }
-    socket = ws;
-    ws.onopen = () => {
-      if (socket !== ws) return;
-      attempt = 0;
+  const socket = liveSocket({
+    url: () => `${central.replace(/^http/, "ws")}/api/v1/stream`,
+    onConnecting: () => {
+      if (!socketOpen) setConn("connecting", "Connecting to Central…");
+    },
+    onOpen: () => {
       socketOpen = true;
       everFailed = false;
       setConn("live", `Live: connected to Central (${central})`);
       refreshSoon(0); // drivers and transactions are read by REST; the stream brings the rest
-    };
-    ws.onmessage = (event) => onFrame(event.data);
-    ws.onclose = () => {
-      if (socket !== ws) return;
-      socket = null;
-      lost();
-    };
-    ws.onerror = () => ws.close();
-  }
+    },
+    onMessage: (data) => onFrame(data),
+    onLost: (delay) => lost(delay),
+  });
 
-  // Central unreachable: said at once, in the banner; then reconnect with backoff.
-  function lost() {
+  // Central unreachable: said at once, in the banner; the socket reconnects with backoff.
+  function lost(delay) {
     socketOpen = false;
     everFailed = true;
-    const delay = Math.min(10000, 500 * 2 ** attempt) + Math.floor(Math.random() * 250);
-    attempt += 1;
     retryAt = Date.now() + delay;
-    clearTimeout(retryTimer);
-    retryTimer = setTimeout(connect, delay);
     setConn("unreachable", `Central unreachable: reconnecting in ${Math.max(1, Math.round(delay / 1000))} s…`);
     renderModules();
     renderAlerts();
@@ -140,12 +103,7 @@
       showHealth(await getJson("/api/v1/health"));
       refreshSoon(0);
     } catch {
-      if (socket) {
-        const ws = socket;
-        socket = null;
-        ws.close();
-        lost();
-      }
+      socket.drop();
     }
   }
 
@@ -163,40 +121,19 @@
     cps: (m) => m.charging_points.forEach(renderTile),
     requests: (m) => renderRequests(m.requests),
     request_changes: (m) => changeRequests(m.changed, m.removed),
-    messages: (m) => replaceLog(m.messages),
-    message: (m) => addLog(m),
+    messages: (m) => log.replace(m.messages),
+    message: (m) => log.add(m),
     kafka: (m) => showKafka(m),
     weather: (m) => showWeather(m),
     health: (m) => showHealth(m),
   };
 
-  function onFrame(data) {
-    let msg;
-    try {
-      msg = JSON.parse(data);
-    } catch {
-      return;
-    }
-    const handler = handlers[msg.type];
-    if (!handler) return; // a frame this page does not know: nothing to show
-    handler(msg);
-    if (typeof msg.ts === "number") {
-      window.evDelays.push(Date.now() - msg.ts);
-      if (window.evDelays.length > MAX_DELAYS) window.evDelays.shift();
-    }
-  }
+  const onFrame = dispatcher(handlers); // a frame this page does not know: nothing to show
 
   // --- charging points ------------------------------------------------------------------------
 
   function replaceTiles(views) {
-    const seen = new Set(views.map((v) => v.id));
-    for (const [id, tile] of tiles) {
-      if (!seen.has(id)) {
-        tile.remove();
-        tiles.delete(id);
-        cps.delete(id);
-      }
-    }
+    for (const id of dropTilesNotIn(tiles, views)) cps.delete(id);
     views.forEach(renderTile);
     soon(renderAlerts);
     soon(summarise);
@@ -213,12 +150,7 @@
     const before = cps.get(cp.id);
     cps.set(cp.id, cp);
     const tile = tiles.get(cp.id) || createTile(cp.id);
-    const part = (name) => tile.querySelector(`[data-part="${name}"]`);
-    tile.dataset.state = cp.state;
-    tile.className = `tile ${cp.tone || "off"}`;
-    part("state").textContent = cp.caption && cp.caption !== cp.state ? `${cp.caption} · ${cp.state}` : cp.state;
-    part("location").textContent = cp.location;
-    part("price").textContent = cp.price_eur_per_kwh;
+    const part = fillTile(tile, cp); // state, tone, location, price, key, session, supply
     const reasons = [];
     if (cp.stop_reason) reasons.push(`Out of service: ${cp.stop_reason}`);
     if (cp.fault_reason) reasons.push(`Fault: ${cp.fault_reason}`);
@@ -229,17 +161,8 @@
     const [active, activeText] = activation(cp.state);
     part("activation").textContent = activeText;
     tile.dataset.activation = active;
-    part("key").textContent = cp.key || "no key";
-    tile.dataset.keys = cp.keys_revoked ? "revoked" : "held";
     renderTileWeather(cp, part("weather"), tile);
-    const waiting = cp.session_status === "authorised";
-    part("session").hidden = !waiting;
-    part("session").textContent = waiting ? `Authorised for ${cp.driver_id}: waiting for plug-in` : "";
-    part("supply").hidden = !cp.session_id || waiting;
-    part("driver").textContent = cp.driver_id || "—";
-    part("kw").textContent = cp.kw ?? "0";
-    part("kwh").textContent = cp.energy_kwh ?? "0";
-    part("eur").textContent = cp.amount_eur ?? "0.00";
+    part("supply").hidden = !cp.session_id || cp.session_status === "authorised";
     updateTransaction(cp);
     if (!before || before.session_id !== cp.session_id || before.session_status !== cp.session_status) {
       refreshSoon();
@@ -285,17 +208,11 @@
       node.dataset.testid = `cp-${id}-${node.dataset.part}`;
     }
     tile.querySelector('[data-part="id"]').textContent = id;
-    const after = [...tiles.keys()].sort().find((other) => other > id);
-    $("#tiles").insertBefore(tile, after ? tiles.get(after) : null);
-    tiles.set(id, tile);
-    return tile;
+    return placeTile(tiles, "#tiles", id, tile);
   }
 
   function summarise() {
-    const counts = {};
-    for (const cp of cps.values()) counts[cp.state] = (counts[cp.state] || 0) + 1;
-    const parts = Object.keys(counts).sort().map((s) => `${counts[s]} ${s}`);
-    $("#summary").textContent = `${cps.size} CPs: ${parts.join(" · ")}`;
+    $("#summary").textContent = stateSummary([...cps.values()].map((cp) => cp.state));
   }
 
   // --- alerts: Central unreachable, modules down, CPs out of action ---------------------------
@@ -482,20 +399,9 @@
     }
   }
 
-  function row(testid, cells) {
-    const tr = el("tr");
-    if (testid) tr.dataset.testid = testid;
-    for (const [label, value] of Object.entries(cells)) {
-      const td = el("td", { textContent: value ?? "—" });
-      td.dataset.label = label;
-      tr.append(td);
-    }
-    return tr;
-  }
-
   function renderDrivers(list) {
     const rows = list.map((d) =>
-      Object.assign(row("driver-row", { Driver: d.id, State: d.state, CP: d.cp_id || "—" }), {
+      Object.assign(row({ Driver: d.id, State: d.state, CP: d.cp_id || "—" }, "driver-row"), {
         className: d.state === "idle" ? "" : "busy",
       }),
     );
@@ -508,16 +414,19 @@
   function renderTransactions(list) {
     txRows.clear();
     for (const t of list) {
-      const tr = row(`tx-${t.cp_id}`, {
-        Started: utc(t.started_at),
-        CP: t.cp_id,
-        Driver: t.driver_id,
-        Status: t.status,
-        "€/kWh": t.price_eur_per_kwh,
-        kW: t.kw ?? "0",
-        kWh: t.energy_kwh,
-        "€": `${t.amount_eur} €`,
-      });
+      const tr = row(
+        {
+          Started: utc(t.started_at),
+          CP: t.cp_id,
+          Driver: t.driver_id,
+          Status: t.status,
+          "€/kWh": t.price_eur_per_kwh,
+          kW: t.kw ?? "0",
+          kWh: t.energy_kwh,
+          "€": `${t.amount_eur} €`,
+        },
+        `tx-${t.cp_id}`,
+      );
       tr.dataset.session = t.session_id;
       txRows.set(t.session_id, tr);
     }
@@ -538,54 +447,14 @@
 
   // --- requests and messages ------------------------------------------------------------------
 
-  const requestRows = new Map(); // row key -> <tr>
-
-  function requestRow(r) {
-    return row(null, { Date: r.date, Start: r.start, Driver: r.driver_id, CP: r.cp_id, Status: r.status });
-  }
-
-  function renderRequests(rows) {
-    requestRows.clear();
-    rows.forEach((r, i) => requestRows.set(r.key ?? `row-${i}`, requestRow(r)));
-    $("#requests-body").replaceChildren(...requestRows.values());
-    $("#requests-empty").hidden = requestRows.size > 0;
+  function renderRequests(list) {
+    requests.replace(list);
     refreshSoon();
   }
 
   function changeRequests(changed, removed) {
-    const body = $("#requests-body");
-    for (const key of removed) {
-      requestRows.get(key)?.remove();
-      requestRows.delete(key);
-    }
-    for (const r of changed) {
-      const tr = requestRow(r);
-      const old = requestRows.get(r.key);
-      if (old) old.replaceWith(tr);
-      else body.append(tr);
-      requestRows.set(r.key, tr);
-    }
-    $("#requests-empty").hidden = requestRows.size > 0;
+    requests.change(changed, removed);
     refreshSoon();
-  }
-
-  function logItem(m) {
-    const li = el("li", { className: `level-${m.level}` });
-    li.dataset.level = m.level;
-    const time = el("time", { dateTime: m.at, textContent: utc(m.at) });
-    li.append(time, " ", el("span", { textContent: m.text }));
-    if (m.level !== "info") li.prepend(el("b", { textContent: "! " }));
-    return li;
-  }
-
-  function replaceLog(items) {
-    $("#messages").replaceChildren(...items.slice(-MAX_LOG).reverse().map(logItem));
-  }
-
-  function addLog(m) {
-    const log = $("#messages");
-    log.prepend(logItem(m));
-    while (log.children.length > MAX_LOG) log.lastElementChild.remove();
   }
 
   // --- start ------------------------------------------------------------------------------------
@@ -599,8 +468,8 @@
       setConn("unreachable", "EV_Front did not say where Central is: reload the page.");
       return;
     }
-    if (!(await firstPicture())) lost();
-    else connect();
+    if (!(await firstPicture())) socket.lost();
+    else socket.connect();
     setInterval(watch, WATCH_EVERY_MS);
     setInterval(() => {
       if (!socketOpen) renderAlerts(); // the countdown to the next attempt
