@@ -24,6 +24,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
 WEATHER_TOKEN = "weather-office-token-for-the-flow-test"
 INTERVAL = 4.0  # the statement's cycle
+FAST = 1.0  # where the cycle's length is not what a test shows (outages and recoveries)
 
 
 class Weather:
@@ -65,7 +66,7 @@ class Weather:
         self.service.wait_for("EV_WeatherService on http://", timeout=30)
         return self.service
 
-    def start_office(self) -> Proc:
+    def start_office(self, interval: float = INTERVAL) -> Proc:
         self.office = self.net.start(
             f"ev-w-{len(self.net.procs)}",
             "EV_W",
@@ -80,7 +81,7 @@ class Weather:
             "--api-key-file",
             str(self.key_file),
             "--interval",
-            str(INTERVAL),
+            str(interval),
         )
         return self.office
 
@@ -119,7 +120,7 @@ def wait_reports(net: Network, count: int) -> None:
     """`count` further EV_W reports reached Central (cycles went by)."""
     for _ in range(count):
         before = reports(net)
-        wait_until(lambda before=before: reports(net) not in (None, before), 3 * INTERVAL + 10)
+        wait_until(lambda before=before: reports(net) not in (None, before), 30)
 
 
 def test_a_freezing_city_ends_the_supply_normally_then_stops_the_cp_and_thaw_restores_it(
@@ -127,7 +128,7 @@ def test_a_freezing_city_ends_the_supply_normally_then_stops_the_cp_and_thaw_res
 ) -> None:
     net = network
     net.central("--weather-token", WEATHER_TOKEN)
-    engine, _ = net.charging_point("ALC01", "--auto-plug", "--supply-seconds", "10")
+    engine, _ = net.charging_point("ALC01", "--auto-plug", "--supply-seconds", "14")
     net.charging_point("VLC01")
     net.charging_point("MAD01")
     weather = Weather(
@@ -197,8 +198,8 @@ def test_ev_w_or_its_provider_down_is_shown_and_changes_no_cp_and_both_resume(
         net, {"Alicante": -3.0, "Valencia": 16.0}, {"ALC01": "Alicante", "VLC01": "Valencia"}
     )
     service = weather.start_service()
-    office = weather.start_office()
-    net.wait_state("ALC01", "Parado", timeout=3 * INTERVAL + 10)
+    office = weather.start_office(FAST)
+    net.wait_state("ALC01", "Parado", timeout=30)
     wait_module(net, "weather_provider", "up")
     before = states(net, "ALC01", "VLC01")
 
@@ -215,8 +216,8 @@ def test_ev_w_or_its_provider_down_is_shown_and_changes_no_cp_and_both_resume(
 
     # Back: EV_W resumes, reads 8 ºC, and the CP comes back.
     weather.start_service()
-    wait_module(net, "weather_provider", "up", timeout=3 * INTERVAL + 20)
-    net.wait_state("ALC01", "Activado", timeout=3 * INTERVAL + 20)
+    wait_module(net, "weather_provider", "up", timeout=30)
+    net.wait_state("ALC01", "Activado", timeout=30)
 
     # EV_W killed outright: Central notices when its reports stop; no CP changes meanwhile.
     office.kill()
@@ -232,9 +233,9 @@ def test_ev_w_or_its_provider_down_is_shown_and_changes_no_cp_and_both_resume(
     }
 
     # EV_W back: it resumes and Valencia's frost stops VLC01.
-    office = weather.start_office()
-    wait_module(net, "ev_w", "up", timeout=3 * INTERVAL + 10)
-    net.wait_state("VLC01", "Parado", timeout=3 * INTERVAL + 10)
+    office = weather.start_office(FAST)
+    wait_module(net, "ev_w", "up", timeout=30)
+    net.wait_state("VLC01", "Parado", timeout=30)
 
     # A clean stop (SIGTERM) tells Central at once.
     office.stop_by(signal.SIGTERM)
