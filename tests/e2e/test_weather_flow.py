@@ -223,6 +223,8 @@ def test_ev_w_or_its_provider_down_is_shown_and_changes_no_cp_and_both_resume(
     office.kill()
     down = wait_module(net, "ev_w", "down", timeout=30)
     assert down["detail"]
+    said = [m["text"] for m in v1(net, "/messages") if m["level"] == "warning"]
+    assert any(text.startswith("EV_W (weather office) down") for text in said), said
     weather.set(Valencia=-4.0)
     wait_until(
         lambda: any(row["action"] == "module.down" for row in net.audit(action="module.down"))

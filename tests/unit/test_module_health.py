@@ -65,3 +65,16 @@ def test_unknown_and_assumed_states_are_not_audited() -> None:
     health.set(Module.WEATHER_PROVIDER, Health.UNKNOWN, "EV_W is down")
     assert sink.rows == []
     assert health.get(Module.WEATHER_PROVIDER).since is None
+
+
+def test_a_change_is_told_where_the_owner_says_once_and_a_new_detail_is_not() -> None:
+    said: list[tuple[str, str]] = []
+    health = ModuleHealth(Audit([Sink()]), say=lambda text, level: said.append((text, level)))
+    health.set(Module.EV_W, Health.UP, "reporting every 4 s")
+    health.set(Module.EV_W, Health.DOWN, "no report for 12 s")
+    health.set(Module.EV_W, Health.DOWN, "no report for 16 s")  # the same state: not told again
+    health.set(Module.KAFKA, Health.DOWN, "unreachable", said=True)  # its watch logged it
+    assert said == [
+        ("EV_W (weather office) up: reporting every 4 s", "info"),
+        ("EV_W (weather office) down: no report for 12 s", "warning"),
+    ]

@@ -280,7 +280,7 @@ class CentralApp:
             repo.close()
             raise
         publisher.start_in_background()
-        health = ModuleHealth(audit)
+        health = ModuleHealth(audit, say=service.say)  # Central's messages: panel and pages
         weather = WeatherDesk(service, Roles(cfg.admin_token, cfg.weather_token), health, audit)
         app = create_app(
             service,

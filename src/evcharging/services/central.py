@@ -208,6 +208,11 @@ class CentralService:
         for listener in self._listeners:
             listener(change)
 
+    def say(self, text: str, level: str = "info") -> None:
+        """A message about the network from outside the service's own work (a module that
+        stops or starts answering): shown where Central's own messages are."""
+        self._say(text, level)
+
     def _say(self, text: str, level: str = "info") -> None:
         """An application message: logged, kept for the panel, pushed to dashboards."""
         message = MessageView(self._now(), level, text)

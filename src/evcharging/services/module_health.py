@@ -81,9 +81,17 @@ Listener = Callable[[HealthJson], None]
 
 
 class ModuleHealth:
-    def __init__(self, audit: Audit, now: Callable[[], datetime] = lambda: datetime.now(UTC)):
+    def __init__(
+        self,
+        audit: Audit,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        say: Callable[[str, str], None] | None = None,
+    ):
+        """`say(text, level)`: where a change is told (Central's messages, which its panel and
+        every page show); none: the log."""
         self.audit = audit
         self._now = now
+        self._say = say
         start = now()
         self._modules = {
             Module.CENTRAL: ModuleState(Module.CENTRAL, Health.UP, start, "answering"),
@@ -131,7 +139,11 @@ class ModuleHealth:
         if moved and state is not Health.UNKNOWN:
             text = f"{LABEL[name]} {state.value}: {detail}"
             if audited and not said:
-                log.log(logging.WARNING if state is Health.DOWN else logging.INFO, "%s", text)
+                down = state is Health.DOWN
+                if self._say is not None:
+                    self._say(text, "warning" if down else "info")
+                else:
+                    log.log(logging.WARNING if down else logging.INFO, "%s", text)
             if audited:
                 self.audit.record(
                     AuditAction.MODULE_DOWN if state is Health.DOWN else AuditAction.MODULE_UP,
