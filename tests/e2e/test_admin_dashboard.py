@@ -498,7 +498,7 @@ def weather_frame(office: str, provider: str, alerts: list[dict[str, Any]]) -> d
 def test_weather_alerts_on_the_tiles_and_the_weather_and_health_banners(
     network: Network, browser: Browser, screenshots: Path
 ) -> None:
-    """Issue 15: Central holds weather alerts for ALC01 (Teruel, -3 ºC; its Monitor connects:
+    """Issue 15: Central holds weather alerts for ALC01 (Teruel, -3 °C; its Monitor connects:
     Parado) and MAD01 (no Monitor: Desconectado), kept in its database as across a restart. The
     tiles say why, from the real views; the `weather` and `health` frames raise their banners;
     a frame type the page does not know changes nothing."""
@@ -524,18 +524,18 @@ def test_weather_alerts_on_the_tiles_and_the_weather_and_health_banners(
     )
     expect_state(page, "ALC01", "Parado", "Out of Order")
     expect(page.get_by_test_id("tile-ALC01-stop-reason")).to_have_text(
-        "Out of service: weather alert (Teruel, -3 ºC)", timeout=WAIT_MS
+        "Out of service: weather alert (Teruel, -3 °C)", timeout=WAIT_MS
     )
     expect(page.get_by_test_id("tile-ALC01-weather")).to_be_hidden()
     expect_state(page, "MAD01", "Desconectado")
     expect(page.get_by_test_id("tile-MAD01-weather")).to_have_text(
-        "Weather alert (Madrid, -1.5 ºC)"
+        "Weather alert (Madrid, -1.5 °C)"
     )
     expect(page.get_by_test_id("tile-MAD01-stop-reason")).to_be_hidden()
     expect(page.get_by_test_id("tile-ALC02-weather")).to_be_hidden()
     # Central's own first `weather` frame: the alerts in force (EV_W not heard yet: no warning).
     expect(page.get_by_test_id("weather-alerts")).to_have_text(
-        "Weather alert at ALC01 (Teruel, -3 ºC), MAD01 (Madrid, -1.5 ºC)."
+        "Weather alert at ALC01 (Teruel, -3 °C), MAD01 (Madrid, -1.5 °C)."
     )
     expect(page.get_by_test_id("weather-banner")).to_have_attribute("data-tone", "info")
     expect(page.get_by_test_id("health-banner")).to_be_hidden()  # nothing down, Registry unknown
@@ -556,12 +556,12 @@ def test_weather_alerts_on_the_tiles_and_the_weather_and_health_banners(
     }
     feed.push({"type": "cps", "charging_points": [supplying]})
     expect(page.get_by_test_id("tile-ALC01-weather")).to_have_text(
-        "Weather alert (Teruel, -3 ºC): out of service once this supply ends"
+        "Weather alert (Teruel, -3 °C): out of service once this supply ends"
     )
     expect(page.get_by_test_id("tile-ALC01-stop-reason")).to_be_hidden()
     feed.push({"type": "cps", "charging_points": [net.cp("ALC01")]})  # back to Central's own
     expect(page.get_by_test_id("tile-ALC01-stop-reason")).to_have_text(
-        "Out of service: weather alert (Teruel, -3 ºC)"
+        "Out of service: weather alert (Teruel, -3 °C)"
     )
 
     alerts = [
@@ -573,7 +573,7 @@ def test_weather_alerts_on_the_tiles_and_the_weather_and_health_banners(
     expect(banner).to_be_visible()
     expect(banner).to_have_attribute("data-tone", "info")
     expect(page.get_by_test_id("weather-alerts")).to_have_text(
-        "Weather alert at ALC01 (Teruel, -3 ºC), MAD01 (Madrid, -1.5 ºC)."
+        "Weather alert at ALC01 (Teruel, -3 °C), MAD01 (Madrid, -1.5 °C)."
     )
     expect(page.get_by_test_id("weather-office")).to_be_hidden()
 

@@ -167,7 +167,7 @@ def test_a_freezing_city_ends_the_supply_normally_then_stops_the_cp_and_thaw_res
     wait_until(lambda: net.cp("VLC01")["weather_alert"], 3 * INTERVAL, what=net.tails())
     assert net.cp("VLC01")["stop_reason"] == "stopped by Central; weather alert"
 
-    # Thaw: back above 0 ºC, ALC01 is Activado again; VLC01 stays stopped by Central.
+    # Thaw: back above 0 °C, ALC01 is Activado again; VLC01 stays stopped by Central.
     weather.set(Alicante=4.0, Valencia=5.0)
     net.wait_state("ALC01", "Activado", timeout=3 * INTERVAL)
     wait_until(lambda: not net.cp("VLC01")["weather_alert"], 3 * INTERVAL)
@@ -214,7 +214,7 @@ def test_ev_w_or_its_provider_down_is_shown_and_changes_no_cp_and_both_resume(
     assert locations["Alicante"]["temperature_c"] is None
     assert locations["Alicante"]["error"]
 
-    # Back: EV_W resumes, reads 8 ºC, and the CP comes back.
+    # Back: EV_W resumes, reads 8 °C, and the CP comes back.
     weather.start_service()
     wait_module(net, "weather_provider", "up", timeout=30)
     net.wait_state("ALC01", "Activado", timeout=30)

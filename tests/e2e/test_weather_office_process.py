@@ -125,7 +125,7 @@ def test_a_freezing_city_is_alerted_within_a_cycle_and_the_menu_moves_cps_live(
 
 def test_at_start_ev_w_reconciles_with_the_alerts_central_already_has(office: Office) -> None:
     office.central.alerts = {
-        "CP01": {"cp_id": "CP01", "city": "Madrid", "temperature_c": -1.0},  # now 10 ºC
+        "CP01": {"cp_id": "CP01", "city": "Madrid", "temperature_c": -1.0},  # now 10 °C
         "CP77": {"cp_id": "CP77", "city": "Lugo", "temperature_c": -1.0},  # not watched
     }
     office.start_ev_w()

@@ -485,12 +485,12 @@ async def test_a_cp_stopped_by_a_weather_alert_says_so_with_its_city_within_80_c
     lines = frame(render(central), 80, 24)
     assert all(len(line) <= 80 for line in lines)
     alc01 = next(line for line in lines if line.startswith("ALC01"))
-    assert alc01.rstrip().endswith("weather alert (Teruel, -3 ºC)")
+    assert alc01.rstrip().endswith("weather alert (Teruel, -3 °C)")
     alc02 = next(line for line in lines if line.startswith("ALC02"))
     assert alc02.rstrip().endswith("stopped by Central; weather alert")  # no room for the city
     roomy = frame(render(central), 150, 45)
     tiles = [line.split("│")[1:4:2] for line in roomy if line.startswith("│")]
-    assert [" ".join(pair[0].split()) for pair in tiles[3:5]] == ["weather alert", "Teruel, -3 ºC"]
+    assert [" ".join(pair[0].split()) for pair in tiles[3:5]] == ["weather alert", "Teruel, -3 °C"]
     assert [" ".join(pair[1].split()) for pair in tiles[3:5]] == [
         "stopped by Central",
         "weather alert (Alcoy de l…",

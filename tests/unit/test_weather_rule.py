@@ -1,4 +1,4 @@
-"""The weather rule: below 0 ºC an alert, above 0 ºC its end, at 0 ºC the last decision."""
+"""The weather rule: below 0 °C an alert, above 0 °C its end, at 0 °C the last decision."""
 
 from __future__ import annotations
 

@@ -23,8 +23,14 @@ from urllib.parse import quote
 
 import httpx
 
-from evcharging.adapters.openweather import quiet_http_logs, redact
-from evcharging.adapters.outbound_http import base_url, one_line, root_cause, tls_context
+from evcharging.adapters.openweather import redact
+from evcharging.adapters.outbound_http import (
+    base_url,
+    one_line,
+    quiet_http_logs,
+    root_cause,
+    tls_context,
+)
 from evcharging.services.weather_office import CentralAlert, CentralRefused, CentralUnavailable
 
 log = logging.getLogger(__name__)

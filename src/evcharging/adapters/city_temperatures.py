@@ -59,7 +59,7 @@ class Cycle:
 
 
 class CityTable:
-    """City -> temperature in ºC; names are matched without regard to case (as OpenWeather)."""
+    """City -> temperature in °C; names are matched without regard to case (as OpenWeather)."""
 
     def __init__(
         self,
@@ -71,7 +71,7 @@ class CityTable:
         self.cycles = {c.city.casefold(): c for c in cycles}
         self._clock = clock
         self._t0 = clock()
-        self._temps: dict[str, tuple[str, float]] = {}  # folded name -> (name, ºC)
+        self._temps: dict[str, tuple[str, float]] = {}  # folded name -> (name, °C)
         self._stamp: Stamp | None = None
         self._said = ""  # the file problem last logged (said once)
         self.faults: dict[str, str] = {}  # folded name -> one of FAULTS
@@ -104,13 +104,13 @@ class CityTable:
         if self.file is None:
             return
         mapping = {name: temp for name, temp in sorted(self._temps.values())}
-        write_yaml_mapping(self.file, mapping, "EV_WeatherService: temperature of each city, ºC")
+        write_yaml_mapping(self.file, mapping, "EV_WeatherService: temperature of each city, °C")
         self._stamp = stamp(self.file)
 
     # --- reading and setting ----------------------------------------------------------------
 
     def lookup(self, query: str) -> tuple[str, float] | None:
-        """OpenWeather's `q` ('Madrid', 'madrid,ES') -> (the city's name, ºC); None: unknown."""
+        """OpenWeather's `q` ('Madrid', 'madrid,ES') -> (the city's name, °C); None: unknown."""
         self.refresh()
         folded = query.split(",")[0].strip().casefold()
         cycle = self.cycles.get(folded)
@@ -171,6 +171,6 @@ def _table(file: Path, data: dict[object, object]) -> dict[str, tuple[str, float
             or not isinstance(value, int | float)
             or not math.isfinite(value)
         ):
-            raise LocationsFileError(f"{file}: {name}'s temperature must be a number (ºC)")
+            raise LocationsFileError(f"{file}: {name}'s temperature must be a number (°C)")
         table[name.casefold()] = (name, float(value))
     return table

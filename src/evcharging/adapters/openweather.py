@@ -1,7 +1,7 @@
 """EV_W's client of OpenWeather's Current Weather Data (or the local EV_WeatherService, which
 answers the same request with the same JSON).
 
-    GET {provider}/data/2.5/weather?q=CITY&appid=KEY&units=metric   -> main.temp in ºC
+    GET {provider}/data/2.5/weather?q=CITY&appid=KEY&units=metric   -> main.temp in °C
 
 Why the rules here: a temperature decides whether CPs stop, so anything that is not a number in
 `main.temp` of a 200 answer (an HTTP error, a timeout, a refused connection, a body that is not
@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from evcharging.adapters.outbound_http import base_url, root_cause
+from evcharging.adapters.outbound_http import base_url, quiet_http_logs, root_cause
 from evcharging.services.weather_office import Reading
 
 log = logging.getLogger(__name__)
@@ -30,12 +30,6 @@ DEFAULT_PROVIDER = "https://api.openweathermap.org"
 WEATHER_PATH = "/data/2.5/weather"
 REDACTED = "***"
 _APPID = re.compile(r"(appid=)[^&\s\"']*", re.IGNORECASE)
-
-
-def quiet_http_logs() -> None:
-    """httpx logs every request's URL at INFO, and OpenWeather's URL holds the API key."""
-    for name in ("httpx", "httpcore"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def redact(text: str, *secrets: str | None) -> str:

@@ -8,9 +8,17 @@ person can act on ("connection refused", "certificate verify failed").
 
 from __future__ import annotations
 
+import logging
 import ssl
 from pathlib import Path
 from urllib.parse import urlsplit
+
+
+def quiet_http_logs() -> None:
+    """httpx logs every request's URL at INFO: noise every few seconds (Central's Registry probe,
+    EV_W's cycle), and a URL may hold a secret (OpenWeather's API key)."""
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def base_url(value: str, *, https_only: bool = False) -> str:

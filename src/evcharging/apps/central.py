@@ -132,6 +132,7 @@ def build_router(service: CentralService) -> EventRouter:
     return router
 
 
+HTTP_GRACE = 2  # seconds the HTTP server gives requests under way when Central stops
 REGISTRY_POLL = 1.0  # seconds between two reads of the Registry's change feed
 
 
@@ -324,7 +325,11 @@ class CentralApp:
                 for task in done:
                     task.result()
         finally:
+            # Requests under way (EV_W saying it stops, a page's last read) are answered before
+            # the rest is cancelled: a request cut by the cancel is a traceback in the log.
             http.should_exit = True
+            serving = [t for t in tasks if t.get_name() == "http"]
+            await asyncio.wait(serving, timeout=HTTP_GRACE + 1)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -344,6 +349,7 @@ def http_config(app: FastAPI, cfg: CentralSettings) -> uvicorn.Config:
         port=cfg.http_port,
         log_level="warning",
         lifespan="off",
+        timeout_graceful_shutdown=HTTP_GRACE,
         ssl_certfile=cfg.https_cert,
         ssl_keyfile=cfg.https_key,
     )

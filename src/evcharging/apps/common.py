@@ -25,6 +25,7 @@ from typing import Any, NoReturn
 from evcharging.adapters.db import CannotOpenDatabase, sqlite_path
 from evcharging.adapters.kafka.watch import quiet_client_logs
 from evcharging.adapters.listening import CannotListen
+from evcharging.adapters.outbound_http import quiet_http_logs
 from evcharging.contracts.fields import ID_RULE, is_valid_id
 from evcharging.contracts.topics import NAMESPACE_RULE
 
@@ -388,6 +389,7 @@ def setup_logging(component: str, level: str = "INFO") -> None:
     if chosen != "DEBUG":  # a broker outage is said once by the program's KafkaWatch
         quiet_client_logs()
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    quiet_http_logs()  # at DEBUG too: a request line may carry a secret in its URL
 
 
 async def stdin_lines() -> AsyncIterator[str]:

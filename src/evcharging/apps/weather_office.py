@@ -30,7 +30,6 @@ from evcharging.adapters.locations_file import LocationsFileError, Stamp, city_p
 from evcharging.adapters.openweather import (
     DEFAULT_PROVIDER,
     OpenWeatherClient,
-    quiet_http_logs,
     redact,
 )
 from evcharging.adapters.outbound_http import base_url, tls_context
@@ -341,7 +340,6 @@ def parse_args(argv: list[str] | None = None) -> WeatherOfficeSettings:
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     setup_logging("EV_W", cfg.log_level)
-    quiet_http_logs()
     secrets = SecretFilter(cfg.token, cfg.api_key)
     for handler in logging.getLogger().handlers:
         handler.addFilter(secrets)

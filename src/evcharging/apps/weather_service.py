@@ -140,7 +140,7 @@ def parse_args(argv: list[str] | None = None) -> WeatherServiceSettings:
         env="EV_WEATHER_CITIES",
         type=path,
         metavar="FILE",
-        help="YAML `Madrid: 12.5` (ºC), re-read when it changes; `set` writes to it",
+        help="YAML `Madrid: 12.5` (°C), re-read when it changes; `set` writes to it",
     )
     p.option(
         "--api-key",

@@ -31,8 +31,8 @@ class AuditAction(StrEnum):
     KEY_ISSUED = "key.issued"  # a CP was given a new symmetric key at authentication
     KEYS_REVOKED = "key.revoked"  # an operator revoked a CP's keys ("restaurar claves")
     KEYS_ROTATED = "key.rotated"  # an operator asked every connected CP for a new key
-    WEATHER_ALERT = "weather.alert"  # EV_W: a CP's city is below 0 ºC (the CP stops)
-    WEATHER_CLEARED = "weather.cleared"  # EV_W: above 0 ºC again (the CP comes back)
+    WEATHER_ALERT = "weather.alert"  # EV_W: a CP's city is below 0 °C (the CP stops)
+    WEATHER_CLEARED = "weather.cleared"  # EV_W: above 0 °C again (the CP comes back)
     WEATHER_REFUSED = "weather.refused"  # a weather write refused (bad token, unknown CP, input)
     MODULE_DOWN = "module.down"  # a module stopped answering (Kafka, EV_Registry, EV_W, ...)
     MODULE_UP = "module.up"  # and answers again

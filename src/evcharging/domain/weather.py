@@ -1,7 +1,7 @@
 """The weather rule of the Weather Control Office (EV_W): when a city's temperature puts its CPs
 out of service, and when it gives them back.
 
-The statement: below 0 ºC an alert, above 0 ºC again its cancellation. At exactly 0 ºC the last
+The statement: below 0 °C an alert, above 0 °C again its cancellation. At exactly 0 °C the last
 decision stands, so a reading that hovers at zero does not stop and restart a CP every 4 s.
 """
 

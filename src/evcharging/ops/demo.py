@@ -400,7 +400,7 @@ class Demo:
             f"  EV_Registry:     https://{cfg.host}:{cfg.registry_port}/docs",
             *urls,
             f"  full logs:       {cfg.workdir}/logs/",
-            f"  weather:         {FREEZING_CITY} {low:g} ºC / {high:g} ºC, turns every "
+            f"  weather:         {FREEZING_CITY} {low:g} °C / {high:g} °C, turns every "
             f"{seconds // 2} s ({frozen})",
         ]
         if plan.shared:

@@ -118,7 +118,7 @@ def plan_network(
 
 FREEZING_CITY = "Teruel"  # the demo's one city that freezes and thaws
 FREEZING_LOCATION = "Teruel - Plaza del Torico"
-# At -4 ºC for 20 s, then 6 ºC for 20 s: a supply (6-12 s) that the alert catches finishes, the
+# At -4 °C for 20 s, then 6 °C for 20 s: a supply (6-12 s) that the alert catches finishes, the
 # CP is Parado "weather alert" for a while, then Activado again, all within the first minute.
 FREEZING_CYCLE = (-4.0, 6.0, 40)
 

@@ -1064,7 +1064,7 @@ class CentralService:
     async def weather_alert(
         self, cp_id: str, city: str, temperature_c: float, who: Who = CENTRAL
     ) -> tuple[CPView, bool]:
-        """EV_W: the CP's city is below 0 ºC. The CP goes out of service ("weather alert") at
+        """EV_W: the CP's city is below 0 °C. The CP goes out of service ("weather alert") at
         once, or, with a session authorised or running, when that session ends normally. A
         repeated alert only updates its reading (False: nothing new); every call is audited."""
         cp = self._cp(cp_id)
@@ -1074,7 +1074,7 @@ class CentralService:
             cp.record, weather_alert=True, weather_city=city, weather_temperature_c=temperature_c
         )
         cp.facts = cp.facts.with_(weather_alert=True)
-        where = f"{city}, {temperature_c:g} ºC"
+        where = f"{city}, {temperature_c:g} °C"
         self.audit.record(
             AuditAction.WEATHER_ALERT,
             actor=who.actor,
@@ -1098,7 +1098,7 @@ class CentralService:
         return await self._changed(cp), new
 
     async def weather_cleared(self, cp_id: str, who: Who = CENTRAL) -> CPView:
-        """EV_W: above 0 ºC again. The CP comes back only if nothing else stops it (an admin
+        """EV_W: above 0 °C again. The CP comes back only if nothing else stops it (an admin
         stop stays). Conflict when the CP has no weather alert."""
         cp = self._cp(cp_id)
         if not cp.facts.weather_alert:

@@ -55,7 +55,7 @@ class _Body(BaseModel):
 
 
 class AlertBody(_Body):
-    """A CP's city is below 0 ºC: the reading behind the alert."""
+    """A CP's city is below 0 °C: the reading behind the alert."""
 
     city: Location
     temperature_c: Temperature

@@ -41,7 +41,7 @@ REFUSED_RETRY = 60.0  # seconds before a write Central refused is tried again
 
 @dataclass(frozen=True)
 class Reading:
-    """One city's answer: a temperature in ºC, or the reason there is none."""
+    """One city's answer: a temperature in °C, or the reason there is none."""
 
     city: str
     temperature_c: float | None = None

@@ -105,17 +105,17 @@ def render(service: CentralService, messages: Iterable[Line] | None = None) -> M
 
 
 def _weather_where(view: CPView) -> str | None:
-    """The city and reading of the CP's weather alert: "Teruel, -3 ºC" (None: no alert)."""
+    """The city and reading of the CP's weather alert: "Teruel, -3 °C" (None: no alert)."""
     note = view.json["weather"]
     if note is None:
         return None
     temperature = note["temperature_c"]
-    return note["city"] if temperature is None else f"{note['city']}, {temperature:g} ºC"
+    return note["city"] if temperature is None else f"{note['city']}, {temperature:g} °C"
 
 
 def _stop_reasons(view: CPView, detail: bool = True) -> list[str]:
     """Why a Parado CP is out of service, one item per reason; a weather alert with its city
-    and reading when `detail`: "weather alert (Teruel, -3 ºC)"."""
+    and reading when `detail`: "weather alert (Teruel, -3 °C)"."""
     if not view.stop_reason:
         return []
     where = _weather_where(view) if detail else None
@@ -127,7 +127,7 @@ def _stop_reasons(view: CPView, detail: bool = True) -> list[str]:
 
 def _live_figures(view: CPView) -> list[str]:
     """What a CP is doing beyond its state: live figures, a reservation, a fault's reason or why
-    it is stopped ("keys revoked", "weather alert (Teruel, -3 ºC)")."""
+    it is stopped ("keys revoked", "weather alert (Teruel, -3 °C)")."""
     if view.state is CPState.SUMINISTRANDO:
         return [
             f"{view.kw} kW",

@@ -260,7 +260,7 @@ def v1_router(
         responses={**WEATHER_ONLY, **UNKNOWN_CP},
     )
     async def put_alert(cp_id: CpId, body: AlertBody, caller: EvW) -> CPJson:
-        """The CP's city is below 0 ºC: out of service ("weather alert") at once, or when its
+        """The CP's city is below 0 °C: out of service ("weather alert") at once, or when its
         supply under way ends. Idempotent (a repeat updates the reading)."""
         return (await weather.alert(caller, cp_id, body)).json
 
@@ -270,7 +270,7 @@ def v1_router(
         responses={**WEATHER_ONLY, **UNKNOWN_CP, 409: _answer("The CP has no weather alert")},
     )
     async def delete_alert(cp_id: CpId, caller: EvW) -> CPJson:
-        """Above 0 ºC again: the CP comes back unless something else stops it."""
+        """Above 0 °C again: the CP comes back unless something else stops it."""
         return (await weather.cleared(caller, cp_id)).json
 
     @r.put("/weather/report", name=WEATHER_REPORT, status_code=204, responses=WEATHER_ONLY)

@@ -2,7 +2,7 @@
 
     GET /data/2.5/weather?q=CITY&appid=KEY[&units=standard|metric|imperial]
 
-As OpenWeather: Kelvin by default, ºC with `units=metric`, ºF with `units=imperial`; an unknown
+As OpenWeather: Kelvin by default, °C with `units=metric`, ºF with `units=imperial`; an unknown
 city is 404 `{"cod": "404", "message": "city not found"}`; a wrong key 401 `{"cod": 401,
 "message": "Invalid API key. ..."}`; no `q` 400 `{"cod": "400", "message": "Nothing to
 geocode"}`.  Only the temperature is set from the table; the other fields are plausible

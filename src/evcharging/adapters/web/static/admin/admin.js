@@ -50,11 +50,11 @@
   const MODULES = { central: "EV_Central", registry: "EV_Registry", ev_w: "EV_W (weather office)", weather_provider: "the weather provider" };
   const OWN_BANNER = new Set(["kafka", "ev_w", "weather_provider"]); // said by their own banners
 
-  // "Teruel, -3 ºC" (the city alone when the alert came without a reading).
+  // "Teruel, -3 °C" (the city alone when the alert came without a reading).
   function where(w) {
     return w.temperature_c === null || w.temperature_c === undefined
       ? w.city
-      : `${w.city}, ${w.temperature_c} ºC`;
+      : `${w.city}, ${w.temperature_c} °C`;
   }
 
   // A module down: Kafka has the banner above; EV_W and its provider the weather banner.
