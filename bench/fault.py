@@ -46,7 +46,7 @@ async def run(ctx: Context, params: FaultParams) -> dict[str, Any]:
         running_central(ctx, net, "fault") as central,
         connected_cps(ctx, central, net) as gen,
     ):
-        dashboard = Dashboard(central.ws_url, net.cp_ids)
+        dashboard = Dashboard(central.ws_url, net.cp_ids, ADMIN_TOKEN)
         inbox = DriverInbox(ctx.kafka)
         publisher = EventPublisher(ctx.kafka, "bench-drivers")
         await dashboard.start()

@@ -290,7 +290,8 @@ class Central:
                     f"EV_Central not loaded within {within}s:\n{self.output()[-3000:]}"
                 )
             await asyncio.sleep(0.1)
-        async with httpx.AsyncClient(timeout=5) as http:
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        async with httpx.AsyncClient(timeout=5, headers=headers) as http:
             while True:
                 with contextlib.suppress(httpx.HTTPError):
                     if (await http.get(f"{self.api}/api/requests")).status_code == 200:

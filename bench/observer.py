@@ -29,14 +29,17 @@ def energy_wh(view: View) -> int:
 
 
 class Dashboard:
-    """Central's `/ws` as an operator's page gets it: the first `all_cps`, then `cps` pushes.
+    """Central's `/ws` as an operator's page gets it: logged in with `token` (a page that has not
+    logged in gets driver ids masked), the `all_cps` after that, then `cps` pushes.
 
     Keeps each CP's latest state and energy; while `recording`, also every energy each CP showed
     and when (for the telemetry join), the delay of each `cps` frame after Central's `ts`, and
     the CPs shown Desconectado while `watch_disconnects` is on (none should be)."""
 
-    def __init__(self, url: str, cp_ids: Sequence[str]) -> None:
+    def __init__(self, url: str, cp_ids: Sequence[str], token: str | None = None) -> None:
         self.url = url
+        self.token = token
+        self.logged_in = token is None
         self.index = {cp_id: i for i, cp_id in enumerate(cp_ids)}
         n = len(cp_ids)
         self.state: list[str | None] = [None] * n
@@ -74,6 +77,8 @@ class Dashboard:
 
     async def _run(self) -> None:
         async with connect(self.url, max_size=None, ping_interval=None) as ws:
+            if self.token is not None:
+                await ws.send(json.dumps({"type": "login", "token": self.token}))
             async for message in ws:
                 self._on_frame(json.loads(message), time.time())
 
@@ -83,7 +88,12 @@ class Dashboard:
         if kind == "all_cps":
             for view in frame["charging_points"]:
                 self._on_view(view, t)
-            self.snapshot.set()
+            if self.logged_in:  # the whole state the operator sees (right after `logged_in`)
+                self.snapshot.set()
+        elif kind == "logged_in":
+            self.logged_in = True
+        elif kind == "error":
+            log.error("Central refused the observer's frame: %s", frame.get("reason"))
         elif kind == "cps":
             if self.recording:
                 self.push_delay_s.append(max(0.0, t - frame["ts"] / 1000))

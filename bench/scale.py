@@ -32,6 +32,7 @@ import httpx
 
 from bench.context import Context, cp_specs, running_central
 from bench.harness import (
+    ADMIN_TOKEN,
     BENCH_SECRET,
     RESULTS,
     Central,
@@ -199,7 +200,7 @@ async def measure(ctx: Context, n: int, params: ScaleParams, tag: str = "") -> R
             params.workers_for(n),
             ctx.workdir,
         )
-        dashboard = Dashboard(central.ws_url, net.cp_ids)
+        dashboard = Dashboard(central.ws_url, net.cp_ids, ADMIN_TOKEN)
         try:
             await dashboard.start()
             await workers.start()
@@ -465,7 +466,8 @@ async def _billing(
 
 async def _ended_sessions(central: Central, net: Network) -> dict[str, dict[str, Any]]:
     """Ended sessions by id, from the API (which pages by at most 1000: per driver beyond that)."""
-    async with httpx.AsyncClient(base_url=central.api, timeout=30) as http:
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}  # the unversioned /api: the operator's
+    async with httpx.AsyncClient(base_url=central.api, headers=headers, timeout=30) as http:
         if net.size <= 1000:
             rows = (
                 await http.get("/api/sessions", params={"status": "ended", "limit": 1000})

@@ -119,28 +119,44 @@ def test_admin_dashboard_live_stop_resume_error_fix_reload(
     expect_buttons(page, "MAD01", stop=True, resume=False, error=False, fix=False)
     expect(page.get_by_test_id("resume-all")).to_be_disabled()  # nothing is stopped
 
-    # A supply shows live on its tile and in the requests table.
+    # A supply shows live on its tile and in the requests table; before the page logs in, with
+    # the driver masked as the public sees it (no driver id anywhere on the page).
     net.driver("D001", "--cp", "ALC01")
     expect_state(page, "ALC01", "Suministrando")
-    expect(page.get_by_test_id("tile-ALC01-driver")).to_have_text("D001")
+    driver = page.get_by_test_id("tile-ALC01-driver")
+    expect(driver).to_have_text("D**1")
+    expect(page.get_by_test_id("requests")).to_contain_text("D**1")
+    expect(page.locator("body")).not_to_contain_text("D001")
     expect(page.get_by_test_id("tile-ALC01-kw")).not_to_have_text("0", timeout=WAIT_MS)
     kwh = page.get_by_test_id("tile-ALC01-kwh")
     expect(kwh).not_to_have_text("0.000", timeout=WAIT_MS)
     first = kwh.inner_text()
     expect(kwh).not_to_have_text(first, timeout=WAIT_MS)  # the meter runs, pushed every tick
     expect(page.get_by_test_id("tile-ALC01-eur")).not_to_have_text("0.00")
-    expect(page.get_by_test_id("requests")).to_contain_text("D001")
     expect(page.get_by_test_id("requests")).to_contain_text("supplying")
-    page.screenshot(path=str(screenshots / "admin-1280-supplying.png"), full_page=True)
+    page.screenshot(path=str(screenshots / "admin-1280-supplying-masked.png"), full_page=True)
 
-    # A wrong token is refused with the reason, and nothing changes.
+    # A wrong token is refused with the reason, and nothing changes (still masked).
     log_in(page, "not-the-token")
     expect(page.get_by_test_id("login-state")).to_have_text("Wrong token", timeout=WAIT_MS)
     page.get_by_test_id("stop-all").click()
     page.get_by_test_id("confirm-yes").click()
     expect(page.get_by_test_id("notice")).to_contain_text("admin token required")
+    expect(driver).to_have_text("D**1")
+    # Logged in: the real driver, on the tile and in the requests.
     log_in(page, net.admin_token)
     expect(page.get_by_test_id("login-state")).to_have_text("Logged in", timeout=WAIT_MS)
+    expect(driver).to_have_text("D001", timeout=WAIT_MS)
+    expect(page.get_by_test_id("requests")).to_contain_text("D001")
+    expect(page.get_by_test_id("requests")).not_to_contain_text("D**1")
+    page.screenshot(path=str(screenshots / "admin-1280-supplying.png"), full_page=True)
+    # Log out: the page reconnects as the public, masked again; logged in again, whole.
+    page.get_by_test_id("token-clear").click()
+    expect(driver).to_have_text("D**1", timeout=WAIT_MS)
+    expect(page.get_by_test_id("ws-status")).to_have_attribute("data-status", "connected")
+    log_in(page, net.admin_token)
+    expect(page.get_by_test_id("login-state")).to_have_text("Logged in", timeout=WAIT_MS)
+    expect(driver).to_have_text("D001", timeout=WAIT_MS)
     page.screenshot(path=str(screenshots / "admin-1280-activado.png"), full_page=True)
 
     delays: dict[str, list[float]] = {"click": [], "rest": []}

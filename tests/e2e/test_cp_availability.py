@@ -35,7 +35,7 @@ class Watch:
 
 
 async def poll_api(net: Network, watch: Watch, stop: asyncio.Event) -> None:
-    async with httpx.AsyncClient(base_url=net.api, timeout=2) as client:
+    async with httpx.AsyncClient(base_url=net.api, headers=net.auth, timeout=2) as client:
         while not stop.is_set():
             view = (await client.get(f"/api/cps/{CP}")).json()
             watch.api.append((view["state"], view["available"]))

@@ -8,7 +8,7 @@ import asyncio
 import json
 import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -25,6 +25,7 @@ from evcharging.adapters.web.embedded import EmbeddedServer
 from evcharging.apps import central as central_app
 from evcharging.contracts import events as ev
 from evcharging.contracts.audit import AuditAction
+from evcharging.contracts.end_reasons import SupplyEndReason
 from evcharging.ops import certs
 from evcharging.services.audit import AuditEntry, AuditQuery
 from evcharging.services.central import CentralService
@@ -236,6 +237,57 @@ async def test_the_audit_log_is_the_admins_alone(
     assert (await client.get("/api/v1/audit?limit=0", headers=bearer(ADMIN))).status_code == 422
     found = (await client.get("/api/v1/audit?action=admin.refused", headers=bearer(ADMIN))).json()
     assert [(r["ip"], r["outcome"]) for r in found][:2] == [(IP, "denied"), (IP, "denied")]
+
+
+# --- the older unversioned reads: the operator's --------------------------------------------
+
+OPERATOR_READS = [
+    "/api/cps",
+    "/api/cps/CP2",
+    "/api/drivers/DRV001",
+    "/api/sessions",
+    "/api/requests",
+    "/api/messages",
+]
+FAR_IP = "10.20.30.40"  # another host than the tests' own
+
+
+async def test_the_unversioned_reads_need_the_admin_token(
+    app: FastAPI, central: CentralService
+) -> None:
+    """No token or an unknown one: 401, and an `admin.refused` row with the caller's IP; the
+    weather token: 403 (audited too); the admin token: the whole data, and no row."""
+    transport = httpx.ASGITransport(app=app, client=(FAR_IP, 41000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://central") as far:
+        for path in OPERATOR_READS:
+            for headers, status in (({}, 401), (bearer(UNKNOWN), 401), (bearer(WEATHER), 403)):
+                answer = await far.get(path, headers=headers)
+                assert answer.status_code == status, (path, headers)
+                no_personal_data(answer.text)
+                if status == 401:
+                    assert answer.headers["WWW-Authenticate"] == "Bearer"
+        refused = rows(central, AuditAction.ADMIN_REFUSED)
+        assert len(refused) == 3 * len(OPERATOR_READS)
+        assert {(r.actor, r.ip, r.outcome.value) for r in refused} == {
+            ("anonymous", FAR_IP, "denied")
+        }
+        assert sorted({r.detail for r in refused}) == [
+            "admin token required",
+            "the weather office's token cannot do admin actions",
+            "wrong admin token",
+        ]
+
+        full = {
+            path: (await far.get(path, headers={"X-Admin-Token": ADMIN})) for path in OPERATOR_READS
+        }
+    assert {path: a.status_code for path, a in full.items()} == dict.fromkeys(OPERATOR_READS, 200)
+    assert len(rows(central, AuditAction.ADMIN_REFUSED)) == 3 * len(OPERATOR_READS)
+    assert rows(central, AuditAction.ADMIN_ACTION) == []  # a read with the token: not audited
+    assert full["/api/drivers/DRV001"].json()["balance_eur"] == "12.34"
+    assert full["/api/cps/CP2"].json()["driver_id"] == "DRV001"
+    assert "DRV002" in full["/api/sessions"].text
+    assert "DRV001" in full["/api/requests"].text
+    assert "balance" in full["/api/messages"].text  # DRV002's ticket, whole
 
 
 # --- the weather office's writes ---------------------------------------------------------
@@ -568,9 +620,12 @@ async def test_cors_lets_any_origin_read_and_none_write(client: httpx.AsyncClien
 STREAM_FIRST = ["all_cps", "requests", "messages", "kafka", "weather", "health"]
 
 
-async def frames_until(ws: Dashboard, kind: str) -> list[dict[str, Any]]:
+async def frames_until(
+    ws: Dashboard, kind: str, also: Callable[[dict[str, Any]], bool] = lambda _: True
+) -> list[dict[str, Any]]:
+    """Frames received up to the first of type `kind` for which `also` holds (included)."""
     frames = [await ws.receive_json()]
-    while frames[-1]["type"] != kind:
+    while frames[-1]["type"] != kind or not also(frames[-1]):
         frames.append(await ws.receive_json())
     return frames
 
@@ -617,11 +672,121 @@ async def test_the_admin_feed_gets_weather_and_health(
     ws = Dashboard(app, "/ws")
     await ws.open()
     try:
+        [await ws.receive_json() for _ in STREAM_FIRST]
+        await ws.send_text(json.dumps({"type": "login", "token": ADMIN}))
+        assert (await ws.receive_json())["type"] == "logged_in"
         first = [await ws.receive_json() for _ in STREAM_FIRST]
         assert first[0]["charging_points"][1]["driver_id"] == "DRV001"  # not masked
         await client.put("/api/v1/weather/report", json=REPORT, headers=bearer(WEATHER))
         seen = {(await ws.receive_json())["type"] for _ in range(2)}
         assert seen == {"weather", "health"}
+    finally:
+        await ws.close()
+
+
+async def a_supply(central: CentralService, driver: str, cp: str) -> None:
+    """A whole supply, as Central hears it: request, start, two readings, the end (a ticket)."""
+    await central.on_authorization_request(ev.AuthorizationRequest(driver_id=driver, cp_id=cp))
+    view = central.cp(cp)
+    assert view is not None
+    assert view.session_id is not None
+    session = view.session_id
+    await central.on_supply_started(
+        ev.SupplyStarted(cp_id=cp, session_id=session, driver_id=driver)
+    )
+    for seq in (1, 2):
+        await central.on_telemetry(
+            ev.CpTelemetry(
+                cp_id=cp,
+                session_id=session,
+                driver_id=driver,
+                seq=seq,
+                kw=Decimal("22"),
+                energy_kwh=Decimal(seq),
+                amount_eur=Decimal("0.45") * seq,
+            )
+        )
+    await central.on_supply_ended(
+        ev.SupplyEnded(
+            cp_id=cp,
+            session_id=session,
+            driver_id=driver,
+            energy_kwh=Decimal("2"),
+            reason=SupplyEndReason.UNPLUGGED,
+        )
+    )
+
+
+async def reading(central: CentralService, cp: str, driver: str, seq: int) -> None:
+    view = central.cp(cp)
+    assert view is not None
+    assert view.session_id is not None
+    await central.on_telemetry(
+        ev.CpTelemetry(
+            cp_id=cp,
+            session_id=view.session_id,
+            driver_id=driver,
+            seq=seq,
+            kw=Decimal("22"),
+            energy_kwh=Decimal(seq),
+            amount_eur=Decimal("0.40") * seq,
+        )
+    )
+
+
+async def supply_frames(ws: Dashboard, central: CentralService) -> list[dict[str, Any]]:
+    """The frames a page gets while DRV002 charges at CP3 from request to ticket."""
+    await a_supply(central, "DRV002", "CP3")
+    return await frames_until(ws, "message", lambda f: "2.000 kWh" in f["text"])
+
+
+async def test_the_admin_feed_is_masked_until_the_page_logs_in(
+    app: FastAPI, central: CentralService
+) -> None:
+    ws = Dashboard(app, "/ws")
+    await ws.open()
+    try:
+        first = [await ws.receive_json() for _ in STREAM_FIRST]
+        assert [f["type"] for f in first] == STREAM_FIRST
+        assert {v["id"]: v["driver_id"] for v in first[0]["charging_points"]}["CP2"] == "D****1"
+        seen = first + await supply_frames(ws, central)
+        assert {"cps", "request_changes", "message"} <= {f["type"] for f in seen}
+        no_personal_data(json.dumps(seen))
+
+        await ws.send_text(json.dumps({"type": "login", "token": UNKNOWN}))
+        seen = await frames_until(ws, "error")
+        assert seen[-1]["reason"] == "wrong admin token"
+        await reading(central, "CP2", "DRV001", 2)
+        seen += await frames_until(ws, "cps")
+        assert seen[-1]["charging_points"][0]["driver_id"] == "D****1"
+        no_personal_data(json.dumps(seen))
+
+        await ws.send_text(json.dumps({"type": "login", "token": ADMIN}))
+        no_personal_data(json.dumps(await frames_until(ws, "logged_in")))
+        full = [await ws.receive_json() for _ in STREAM_FIRST]  # at once: the whole state
+        assert [f["type"] for f in full] == STREAM_FIRST
+        cps = {v["id"]: v for v in full[0]["charging_points"]}
+        assert cps["CP2"]["driver_id"] == "DRV001"
+        assert "DRV002" in json.dumps(full[1:3])  # the requests and the messages, whole
+        assert "balance" in json.dumps(full[2])
+        await reading(central, "CP2", "DRV001", 3)
+        pushed = (await frames_until(ws, "cps"))[-1]
+        assert pushed["charging_points"][0]["driver_id"] == "DRV001"
+        assert "DRV002" in json.dumps(await supply_frames(ws, central))
+    finally:
+        await ws.close()
+
+
+async def test_an_admin_action_with_the_token_also_unmasks_the_socket(app: FastAPI) -> None:
+    ws = Dashboard(app, "/ws")
+    await ws.open()
+    try:
+        first = [await ws.receive_json() for _ in STREAM_FIRST]
+        no_personal_data(json.dumps(first))
+        await ws.send_text(json.dumps({"type": "stop_cp", "cp_id": "CP1", "token": ADMIN}))
+        assert (await frames_until(ws, "cp_stopped"))[-1]["cp_id"] == "CP1"
+        full = [await ws.receive_json() for _ in STREAM_FIRST]
+        assert {v["id"]: v["driver_id"] for v in full[0]["charging_points"]}["CP2"] == "DRV001"
     finally:
         await ws.close()
 

@@ -131,13 +131,13 @@ async def test_a_fastapi_422_is_audited_with_the_ip_and_answered_as_before(
     assert answer.status_code == 422
     [problem] = answer.json()["detail"]  # FastAPI's own shape, unchanged
     assert (problem["loc"], problem["type"]) == (["body", "id"], "string_pattern_mismatch")
-    bad_query = await client.get("/api/sessions", params={"limit": "0"})
+    bad_query = await client.get("/api/sessions", params={"limit": "0"}, headers=admin())
     assert bad_query.status_code == 422
     assert bad_query.json()["detail"][0]["loc"] == ["query", "limit"]
 
     refused = await audit(client, action="admin.refused")
     assert [(r["actor"], r["ip"], r["params"]["command"]) for r in refused] == [
-        ("anonymous", CLIENT_IP, "sessions"),  # a read: no token was given
+        ("admin", CLIENT_IP, "sessions"),  # a read (the operator's: with the token)
         ("admin", CLIENT_IP, "register_cp"),
     ]
     assert refused[1]["detail"].startswith("invalid fields: body.id: String should match")

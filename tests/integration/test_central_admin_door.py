@@ -252,10 +252,13 @@ async def test_the_panel_the_api_and_the_websocket_show_the_same_cp_figures(
     await central.monitor_auth("CP2", object())
     await central.stop_cp("CP2")
 
-    by_api = (await client.get("/api/cps")).json()
+    by_api = (await client.get("/api/cps", headers={"X-Admin-Token": TOKEN})).json()
     ws = Dashboard(create_app(central, TOKEN))
     await ws.open()
-    first = [await ws.receive_json() for _ in FULL_STATE]
+    [await ws.receive_json() for _ in FULL_STATE]  # masked: the page has not logged in yet
+    await ws.send_text(json.dumps({"type": "login", "token": TOKEN}))
+    assert (await ws.receive_json())["type"] == "logged_in"
+    first = [await ws.receive_json() for _ in FULL_STATE]  # then the whole state, unmasked
     await ws.close()
     by_ws = first[0]["charging_points"]
     by_panel = [v.json for v in snapshot(central).cps]
@@ -277,7 +280,7 @@ async def test_the_panel_the_api_and_the_websocket_show_the_same_cp_figures(
     line = cp_line(snapshot(central).cps[0], 80).plain
     for figure in ("22 kW", "1.500 kWh", "0.53 €", "driver D1"):
         assert figure in line
-    requests = (await client.get("/api/requests")).json()
+    requests = (await client.get("/api/requests", headers={"X-Admin-Token": TOKEN})).json()
     assert (
         requests
         == [r.json for r in central.requests()]

@@ -67,19 +67,33 @@ def snapshot(central: CentralService, repo: SqliteRepository) -> tuple[Any, ...]
     return (central.cps(), repo.list_cps(), sent(central), central.messages())
 
 
-async def test_reads_need_no_token(client: httpx.AsyncClient) -> None:
-    cps = (await client.get("/api/cps")).json()
+OPERATOR_READS = [
+    "/api/cps",
+    "/api/cps/{cp_id}",
+    "/api/drivers/{driver_id}",
+    "/api/sessions",
+    "/api/requests",
+    "/api/messages",
+]
+
+
+async def test_reads_with_the_admin_token(client: httpx.AsyncClient) -> None:
+    cps = (await client.get("/api/cps", headers=admin())).json()
     assert [(c["id"], c["state"], c["price_eur_per_kwh"]) for c in cps] == [
         ("CP1", "Desconectado", "0.35"),
         ("CP2", "Activado", "0.39"),
     ]
-    assert (await client.get("/api/drivers/D1")).json()["balance_eur"] == "12.34"
-    assert (await client.get("/api/drivers/NOPE")).status_code == 404
-    assert (await client.get("/api/cps/NOPE")).json() == {"detail": "unknown CP NOPE"}
-    assert (await client.get("/api/sessions?driver_id=D1&status=ended")).json() == []
-    assert (await client.get("/api/sessions?status=bogus")).status_code == 422
-    assert (await client.get("/api/sessions?offset=5")).json() == []
-    assert (await client.get("/api/sessions?offset=-1")).status_code == 422
+    assert (await client.get("/api/drivers/D1", headers=admin())).json()["balance_eur"] == "12.34"
+    assert (await client.get("/api/drivers/NOPE", headers=admin())).status_code == 404
+    assert (await client.get("/api/cps/NOPE", headers=admin())).json() == {
+        "detail": "unknown CP NOPE"
+    }
+    assert (
+        await client.get("/api/sessions?driver_id=D1&status=ended", headers=admin())
+    ).json() == []
+    assert (await client.get("/api/sessions?status=bogus", headers=admin())).status_code == 422
+    assert (await client.get("/api/sessions?offset=5", headers=admin())).json() == []
+    assert (await client.get("/api/sessions?offset=-1", headers=admin())).status_code == 422
     assert (await client.get("/docs")).status_code == 200
     assert "/api/cps/{cp_id}/simulate-error" in (await client.get("/openapi.json")).json()["paths"]
 
@@ -167,7 +181,10 @@ async def test_simulate_error_on_a_desconectado_cp_no_longer_claims_averiado(
     assert answer.status_code == 409
     assert not any("Averiado" in m.text for m in central.messages())
     assert not repo.get_cp("CP1").error_simulated  # type: ignore[union-attr]
-    assert (await client.get("/api/cps/CP1")).json()["actions"] == ["stop_cp", "revoke_keys"]
+    assert (await client.get("/api/cps/CP1", headers=admin())).json()["actions"] == [
+        "stop_cp",
+        "revoke_keys",
+    ]
 
 
 async def test_stop_all_and_resume_all_act_where_it_makes_sense_and_say_what_they_skipped(
@@ -193,7 +210,7 @@ async def test_stop_all_and_resume_all_act_where_it_makes_sense_and_say_what_the
 
 async def test_the_view_says_which_actions_make_sense(client: httpx.AsyncClient) -> None:
     async def actions(cp_id: str) -> list[str]:
-        return list((await client.get(f"/api/cps/{cp_id}")).json()["actions"])
+        return list((await client.get(f"/api/cps/{cp_id}", headers=admin())).json()["actions"])
 
     assert await actions("CP2") == ["stop_cp", "simulate_error", "revoke_keys"]
     await client.post("/api/cps/CP2/stop", headers=admin())
@@ -233,7 +250,7 @@ async def test_registering_an_existing_cp_is_409_and_changes_nothing(
     assert answer.status_code == 409
     assert answer.json()["detail"].startswith("CP CP2 is already registered: nothing changed")
     assert snapshot(central, repo) == was
-    cp = (await client.get("/api/cps/CP2")).json()
+    cp = (await client.get("/api/cps/CP2", headers=admin())).json()
     assert (cp["location"], cp["price_eur_per_kwh"], cp["state"]) == (
         "Valencia",
         "0.39",
@@ -330,8 +347,14 @@ async def test_openapi_declares_the_bearer_scheme_and_the_error_answers(
         assert set(operation["responses"]) == answers, (method, path)
         assert {"AdminBearer": []} in operation["security"]
         assert {"AdminTokenHeader": []} in operation["security"]
-    assert "security" not in paths["/api/cps"]["get"]  # reads are open
+    # the reads are the operator's too (the public, masked ones are /api/v1's)
+    for path in OPERATOR_READS:
+        operation = paths[path]["get"]
+        assert {"200", "401", "403"} <= set(operation["responses"]), path
+        assert {"AdminBearer": []} in operation["security"]
+        assert {"AdminTokenHeader": []} in operation["security"]
     assert set(paths["/api/cps/{cp_id}"]["get"]["responses"]) >= {"200", "404"}
+    assert "Reads need no token" not in spec["info"]["description"]
 
 
 async def test_admin_outcomes_are_audit_rows_with_the_callers_ip(
@@ -362,15 +385,17 @@ async def test_cp_views_say_whether_the_cp_is_registered(
     client: httpx.AsyncClient, repo: SqliteRepository, central: CentralService
 ) -> None:
     """Issue 13: registered iff the CP has credentials (from EV_Registry)."""
-    assert [(c["id"], c["registered"]) for c in (await client.get("/api/cps")).json()] == [
+    assert [
+        (c["id"], c["registered"]) for c in (await client.get("/api/cps", headers=admin())).json()
+    ] == [
         ("CP1", False),
         ("CP2", False),
     ]
     verifier = make_verifier(new_secret(), n=2**4)
     assert repo.enrol_cp("ELX01", "Elche", Decimal("0.30"), verifier)
-    assert (await client.get("/api/cps/ELX01")).status_code == 404  # not read yet
+    assert (await client.get("/api/cps/ELX01", headers=admin())).status_code == 404  # not read yet
     await central.follow_registry()
-    view = (await client.get("/api/cps/ELX01")).json()
+    view = (await client.get("/api/cps/ELX01", headers=admin())).json()
     assert (view["state"], view["registered"]) == ("Desconectado", True)
 
 
@@ -394,7 +419,7 @@ async def test_revoke_keys_ends_the_supply_stops_the_cp_and_says_why(
         "keys revoked",
     )
     assert (view["keys_revoked"], view["key_version"], view["session_id"]) == (True, None, None)
-    assert (await client.get("/api/cps/CP2")).json() == view
+    assert (await client.get("/api/cps/CP2", headers=admin())).json() == view
     ended = repo.get_session(session_id)
     assert ended is not None
     assert ended.end_reason is not None
@@ -416,13 +441,15 @@ async def test_revoke_keys_ends_the_supply_stops_the_cp_and_says_why(
     assert snapshot(central, repo) == was
 
     await central.issue_key("CP2")  # the Monitor authenticated again
-    back = (await client.get("/api/cps/CP2")).json()
+    back = (await client.get("/api/cps/CP2", headers=admin())).json()
     assert (back["state"], back["keys_revoked"], back["stop_reason"]) == ("Activado", False, None)
 
 
 async def test_a_cp_stopped_by_central_and_revoked_says_both(client: httpx.AsyncClient) -> None:
     await client.post("/api/cps/CP2/stop", headers=admin())
-    assert (await client.get("/api/cps/CP2")).json()["stop_reason"] == "stopped by Central"
+    assert (await client.get("/api/cps/CP2", headers=admin())).json()[
+        "stop_reason"
+    ] == "stopped by Central"
     view = (await client.post("/api/cps/CP2/revoke-keys", headers=admin())).json()
     assert view["stop_reason"] == "stopped by Central; keys revoked"
 
@@ -436,7 +463,9 @@ async def test_rotate_keys_asks_every_connected_cp_with_keys(
     beat = central.heartbeat_now("CP2", MONITOR, engine_ok=True)
     assert beat is not None
     assert beat.reason == ErrReason.REKEY
-    assert (await client.get("/api/cps/CP2")).json()["state"] == "Activado"  # nothing stopped
+    assert (await client.get("/api/cps/CP2", headers=admin())).json()[
+        "state"
+    ] == "Activado"  # nothing stopped
 
 
 async def test_key_actions_are_audited_with_the_admins_ip(
@@ -478,9 +507,14 @@ async def test_a_central_without_keys_refuses_key_actions_with_a_reason(
 async def test_views_show_the_version_of_the_key_in_use(
     client: httpx.AsyncClient, central: CentralService
 ) -> None:
-    assert (await client.get("/api/cps/CP2")).json()["key"] == "key v1"
-    assert (await client.get("/api/cps/CP1")).json()["key"] == "no key"  # never authenticated
+    assert (await client.get("/api/cps/CP2", headers=admin())).json()["key"] == "key v1"
+    assert (await client.get("/api/cps/CP1", headers=admin())).json()[
+        "key"
+    ] == "no key"  # never authenticated
     await central.issue_key("CP2")  # a re-authentication, after a rotation
-    view = (await client.get("/api/cps/CP2")).json()
+    view = (await client.get("/api/cps/CP2", headers=admin())).json()
     assert (view["key"], view["key_version"]) == ("key v2", 2)
-    assert [v["key"] for v in (await client.get("/api/cps")).json()] == ["no key", "key v2"]
+    assert [v["key"] for v in (await client.get("/api/cps", headers=admin())).json()] == [
+        "no key",
+        "key v2",
+    ]

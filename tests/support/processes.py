@@ -250,14 +250,19 @@ class Network:
     def api(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
+    @property
+    def auth(self) -> dict[str, str]:
+        """The admin token's header: the unversioned `/api/...` is the operator's, reads too."""
+        return {"Authorization": f"Bearer {self.admin_token}"}
+
     def _api_up(self) -> bool:
         try:
-            return httpx.get(f"{self.api}/api/cps", timeout=1).status_code == 200
+            return httpx.get(f"{self.api}/api/cps", headers=self.auth, timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
 
     def get(self, path: str) -> Any:
-        response = httpx.get(f"{self.api}{path}", timeout=5)
+        response = httpx.get(f"{self.api}{path}", headers=self.auth, timeout=5)
         response.raise_for_status()
         return response.json()
 
@@ -270,7 +275,7 @@ class Network:
 
     def wait_state(self, cp_id: str, state: str, timeout: float = 20.0) -> dict[str, Any]:
         def seen() -> dict[str, Any] | bool:
-            response = httpx.get(f"{self.api}/api/cps/{cp_id}", timeout=5)
+            response = httpx.get(f"{self.api}/api/cps/{cp_id}", headers=self.auth, timeout=5)
             if response.status_code == 404:  # not registered yet: the Registry's feed adds it
                 return False
             response.raise_for_status()
@@ -288,7 +293,7 @@ class Network:
         response = httpx.get(
             f"{self.api}/api/audit",
             params={"limit": "500", **query},
-            headers={"Authorization": f"Bearer {self.admin_token}"},
+            headers=self.auth,
             timeout=10,
         )
         response.raise_for_status()

@@ -420,7 +420,8 @@ class Demo:
         log.warning("not every CP is Activado after %ss; starting the drivers anyway", timeout)
 
     def _cps(self) -> list[dict[str, Any]]:
-        url = f"http://{self.cfg.host}:{self.cfg.http_port}/api/cps"
+        """The CPs' states, from API_Central's public reads (nothing personal is needed here)."""
+        url = f"http://{self.cfg.host}:{self.cfg.http_port}/api/v1/cps"
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 found: list[dict[str, Any]] = json.loads(response.read())

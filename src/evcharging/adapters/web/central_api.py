@@ -1,9 +1,10 @@
 """EV_Central's HTTP server (FastAPI): API_Central v1 under `/api/v1` (api_v1.py, docs/api.md),
-the older unversioned REST API under `/api` that the admin dashboard uses (reads, and admin
-actions with the admin token), the admin dashboard page at `/` with its assets under `/static/admin/`, and its live
-WebSocket feed at `/ws` (see central_feed.py and docs/dashboards.md). Admin actions go
-through Central's one admin front door (`services/admin.py`), as the WebSocket's do; every
-outcome, a 401 or a 422 included, reaches the audit log there, which `GET /api/audit` reads."""
+the older unversioned REST API under `/api`, the operator's (reads and admin actions, all with
+the admin token; the public reads are v1's), the admin dashboard page at `/` with its assets
+under `/static/admin/`, and its live WebSocket feed at `/ws`, masked until the page logs in (see
+central_feed.py and docs/dashboards.md). Admin actions go through Central's one admin front door
+(`services/admin.py`), as the WebSocket's do; every outcome, a 401 or a 422 included, reaches the
+audit log there, which `GET /api/audit` reads."""
 
 from __future__ import annotations
 
@@ -65,14 +66,17 @@ no names or balances; whole with the admin token), the weather office's writes w
 token (**WeatherBearer**), the admin's with the admin token, and the push channel
 `/api/v1/stream` (WebSocket). A known token of the wrong role is answered 403.
 
-The unversioned `/api/...` below is the admin dashboard's. Reads need no token. Admin operations (marked with a lock) need Central's admin
-token (`EV_Central --admin-token`), as `Authorization: Bearer <token>` or `X-Admin-Token: <token>`:
-press **Authorize** and give it once. An admin action that makes no sense in the CP's state (stop a
+The unversioned `/api/...` below is the operator's (the admin dashboard's): every operation, reads
+included, needs Central's admin token (`EV_Central --admin-token`), as `Authorization: Bearer
+<token>` or `X-Admin-Token: <token>`: press **Authorize** and give it once. Without it (or with an
+unknown one) the answer is 401, with the weather office's token 403; anyone may read the public,
+masked views of `/api/v1`. An admin action that makes no sense in the CP's state (stop a
 stopped CP, resume an active one, simulate an error on a Desconectado CP, fix a CP with no
 simulated error, register an id twice, revoke keys already revoked) is answered 409 with the
 reason, and changes nothing.
-Every admin outcome, done or refused (401, 404, 409, 422), is written to Central's audit log, with
-the caller's IP (never the token); admins read it with `GET /api/audit`."""
+Every admin action, done or refused (401, 403, 404, 409, 422), and every refused read is written to
+Central's audit log, with the caller's IP (never the token); admins read it with `GET /api/audit`
+(a read with the token is not recorded)."""
 
 
 class Problem(BaseModel):
@@ -86,6 +90,10 @@ def _answer(description: str) -> dict[str, Any]:
 
 
 UNAUTHORISED: dict[int | str, dict[str, Any]] = {401: _answer("Missing or wrong admin token")}
+ADMIN_READ: dict[int | str, dict[str, Any]] = {
+    **UNAUTHORISED,
+    403: _answer("A token of another role (the weather office's)"),
+}
 UNKNOWN_CP: dict[int | str, dict[str, Any]] = {404: _answer("Unknown CP")}
 CONFLICT: dict[int | str, dict[str, Any]] = {
     409: _answer("Makes no sense in the CP's state: nothing changed (`detail` says why)")
@@ -221,25 +229,33 @@ def create_app(
             desk.invalid(_caller(request), name, reason)
         return await request_validation_exception_handler(request, exc)
 
-    @app.get("/api/cps")
+    # The operator's reads: the admin token (the same check and audit as the admin writes; a
+    # read with it is not audited, as `GET /api/audit` is not). The public reads are /api/v1's.
+    admin_only = [Depends(admitted)]
+
+    @app.get("/api/cps", dependencies=admin_only, responses=ADMIN_READ)
     async def list_cps() -> list[CPJson]:
         return [view.json for view in service.cps()]
 
-    @app.get("/api/cps/{cp_id}", responses=UNKNOWN_CP)
+    @app.get("/api/cps/{cp_id}", dependencies=admin_only, responses={**ADMIN_READ, **UNKNOWN_CP})
     async def get_cp(cp_id: str) -> CPJson:
         view = service.cp(cp_id)
         if view is None:
             raise HTTPException(status_code=404, detail=UnknownCP(cp_id).reason)
         return view.json
 
-    @app.get("/api/drivers/{driver_id}", responses={404: _answer("Unknown driver")})
+    @app.get(
+        "/api/drivers/{driver_id}",
+        dependencies=admin_only,
+        responses={**ADMIN_READ, 404: _answer("Unknown driver")},
+    )
     async def get_driver(driver_id: str) -> DriverJson:
         view = service.driver(driver_id)
         if view is None:
             raise HTTPException(status_code=404, detail=f"unknown driver {driver_id}")
         return view.json
 
-    @app.get("/api/sessions")
+    @app.get("/api/sessions", dependencies=admin_only, responses=ADMIN_READ)
     async def sessions(
         driver_id: str | None = None,
         cp_id: str | None = None,
@@ -253,11 +269,11 @@ def create_app(
         )
         return [view.json for view in found]
 
-    @app.get("/api/requests")
+    @app.get("/api/requests", dependencies=admin_only, responses=ADMIN_READ)
     async def requests() -> list[RequestJson]:
         return [view.json for view in service.requests()]
 
-    @app.get("/api/messages")
+    @app.get("/api/messages", dependencies=admin_only, responses=ADMIN_READ)
     async def messages() -> list[MessageJson]:
         return [view.json for view in service.messages()]
 

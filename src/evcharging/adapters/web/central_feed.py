@@ -4,6 +4,12 @@ and, in its public mode, API_Central's push channel (`/api/v1/stream`): the same
 driver id masked and no balance (`services/public_views.py`), read only (anything sent to it is
 ignored, and logged once per socket).
 
+On `/ws`, a socket is public until it proves the admin token: until then it gets exactly what the
+public stream gets (masked frames); once a `login` (or any admin action) carries the token, the
+socket is the admin's for as long as it stays open: the reply, then at once the whole state
+unmasked, then unmasked pushes. Whatever was still queued for it masked is dropped (that state
+covers it).
+
 A new socket first gets the whole picture (`all_cps`, `requests`, `messages`, `kafka`, and with a
 weather desk and module health, `weather` and `health`); after that the hub pushes only what
 changed (a `weather` or `health` frame carries the whole body again: they are small). It subscribes once to `CentralService`; every client has a bounded queue
@@ -145,6 +151,8 @@ class _Client:
     queue: asyncio.Queue[Item]
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     behind: bool = False
+    admin: bool = False  # proved the admin token: unmasked views from then on
+    epoch: int = 0  # bumped at login: a batch taken before it is covered by the new snapshot
 
     def offer(self, item: Item) -> None:
         """Never blocks: a full queue is dropped and replaced by a request for the full state."""
@@ -183,8 +191,8 @@ def _public(change: Change) -> Change:
 
 
 class DashboardHub:
-    """Pushes Central's changes to every open socket and, unless `public`, runs the admin actions
-    they send. `weather` and `health`: where the `weather` and `health` frames come from (None:
+    """Pushes Central's changes to every open socket (masked to any that has not proved the admin
+    token) and, unless `public`, runs the admin actions they send. `weather` and `health`: where the `weather` and `health` frames come from (None:
     none are sent)."""
 
     def __init__(
@@ -238,8 +246,6 @@ class DashboardHub:
         loop = self._loop
         if loop is None or not self._clients:
             return
-        if self.public:
-            change = _public(change)
         item: Item = (change, now_ms())
         try:
             running = asyncio.get_running_loop()
@@ -252,14 +258,23 @@ class DashboardHub:
                 loop.call_soon_threadsafe(self._fan_out, item)
 
     def _fan_out(self, item: Item) -> None:
-        for client in tuple(self._clients):
-            client.offer(item)
+        """Each socket gets the change as it may see it: masked once for every public one."""
+        clients = tuple(self._clients)
+        masked: Item | None = None
+        for client in clients:
+            if client.admin:
+                client.offer(item)
+                continue
+            if masked is None:
+                masked = (_public(item[0]), item[1])
+            client.offer(masked)
 
-    def snapshot(self) -> list[Frame]:
+    def snapshot(self, *, full: bool = False) -> list[Frame]:
+        """The whole state, masked unless `full` (a public hub's is always masked)."""
         ts = now_ms()
         svc = self.service
         cps, requests, messages = svc.cps(), svc.requests(), svc.messages()
-        if self.public:
+        if self.public or not full:
             cps = [public_cp(v) for v in cps]
             requests = [public_request(v) for v in requests]
             messages = [public_message(v) for v in messages]
@@ -307,16 +322,17 @@ class DashboardHub:
         return f"#{next(self._ids)} {peer}"
 
     async def _push(self, client: _Client, first: list[Frame]) -> None:
-        if not await self._send(client, first):
+        if not await self._send(client, first, 0):
             return
         while True:
             batch = await client.next_batch()
+            epoch = client.epoch
             if any(isinstance(change, _Resync) for change, _ in batch):
                 client.behind = False
-                frames = self.snapshot()
+                frames = self.snapshot(full=client.admin)
             else:
                 frames = coalesce(batch)
-            if not await self._send(client, frames):
+            if not await self._send(client, frames, epoch):
                 return
 
     async def _read(self, client: _Client) -> None:
@@ -331,25 +347,48 @@ class DashboardHub:
                 said = True
                 continue
             reply = await self.admin.handle(message.get("text"), client.name, client.ip)
-            if not await self._send(client, [{**reply, "ts": now_ms()}]):
+            if not await self._reply(client, {**reply, "ts": now_ms()}):
                 return
 
-    async def _send(self, client: _Client, frames: list[Frame]) -> bool:
-        """Send in order, one writer at a time; False when the client is gone or too slow."""
+    async def _reply(self, client: _Client, reply: Frame) -> bool:
+        """The reply to the socket's own frame; the first one that shows the admin token was
+        accepted makes the socket the admin's, and is followed by the whole state unmasked."""
+        if client.admin or reply.get("type") == "error":
+            return await self._send(client, [reply])
+        async with client.lock:  # no masked frame slips in between: the pusher waits here
+            client.admin = True
+            client.epoch += 1  # a batch the pusher already took is covered by this snapshot
+            while not client.queue.empty():
+                client.queue.get_nowait()
+            client.behind = False
+            frames = [reply, *self.snapshot(full=True)]
+            log.info("%s %s: admin logged in: unmasked views", self.label, client.name)
+            return await self._send_locked(client, frames)
+
+    async def _send(self, client: _Client, frames: list[Frame], epoch: int | None = None) -> bool:
+        """Send in order, one writer at a time; False when the client is gone or too slow.
+        `epoch`: the client's when the frames were made; frames made before a login are dropped
+        (the login's snapshot, already sent, covers them)."""
         async with client.lock:
-            for frame in frames:
-                try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel
-                    async with asyncio.timeout(self.send_timeout):
-                        await client.ws.send_text(encode(frame))
-                except TimeoutError:
-                    log.warning(
-                        "ws %s: client took over %gs to take a frame: disconnected",
-                        client.name,
-                        self.send_timeout,
-                    )
-                    return False
-                except _SEND_ERRORS:
-                    return False
+            if epoch is not None and epoch != client.epoch:
+                return True
+            return await self._send_locked(client, frames)
+
+    async def _send_locked(self, client: _Client, frames: list[Frame]) -> bool:
+        """Send in order; the caller holds the client's lock."""
+        for frame in frames:
+            try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel
+                async with asyncio.timeout(self.send_timeout):
+                    await client.ws.send_text(encode(frame))
+            except TimeoutError:
+                log.warning(
+                    "ws %s: client took over %gs to take a frame: disconnected",
+                    client.name,
+                    self.send_timeout,
+                )
+                return False
+            except _SEND_ERRORS:
+                return False
         return True
 
     async def _close(self, client: _Client) -> None:

@@ -298,6 +298,7 @@
     $("#token-clear").addEventListener("click", () => {
       sessionStorage.removeItem(TOKEN_KEY);
       setLogin(false, "Not logged in");
+      socket.drop(); // the socket was the admin's: a new one sees the masked views again
     });
     $("#stop-all").addEventListener("click", askStopAll);
     $("#confirm-no").addEventListener("click", () => {
