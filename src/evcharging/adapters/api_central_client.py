@@ -26,6 +26,7 @@ import httpx
 from evcharging.adapters.openweather import redact
 from evcharging.adapters.outbound_http import (
     base_url,
+    fastapi_detail,
     one_line,
     quiet_http_logs,
     root_cause,
@@ -134,7 +135,10 @@ class CentralClient:
         status = response.status_code
         if status < 300:
             return response
-        said = self._shown(f"{method} {V1}{path}: HTTP {status}" + _detail(response))
+        detail = fastapi_detail(response)
+        said = self._shown(
+            f"{method} {V1}{path}: HTTP {status}" + (f" ({detail})" if detail else "")
+        )
         if status in (401, 403):
             raise CentralUnavailable(f"Central refuses the weather token ({said})", status)
         if status >= 500 or (status in (404, 405) and not path.startswith("/weather/alerts/")):
@@ -159,16 +163,3 @@ class CentralClient:
 
 def _seg(cp_id: str) -> str:
     return quote(cp_id, safe="")
-
-
-def _detail(response: httpx.Response) -> str:
-    """FastAPI's `detail` (a text, or a list of field errors), as ' (...)'."""
-    try:
-        detail = response.json().get("detail")
-    except (ValueError, AttributeError):
-        return ""
-    if isinstance(detail, str):
-        return f" ({' '.join(detail.split())[:160]})"
-    if isinstance(detail, list) and detail and isinstance(detail[0], dict):
-        return f" ({' '.join(str(detail[0].get('msg', 'invalid')).split())[:160]})"
-    return ""

@@ -13,6 +13,8 @@ import ssl
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
+
 
 def quiet_http_logs() -> None:
     """httpx logs every request's URL at INFO: noise every few seconds (Central's Registry probe,
@@ -65,3 +67,22 @@ def root_cause(exc: BaseException) -> BaseException:
 def one_line(exc: BaseException) -> str:
     """The exception's text on one line, or its type when it has none."""
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def fastapi_detail(response: httpx.Response) -> str:
+    """A FastAPI answer's `detail` on one line: its text, or (422) up to three field errors as
+    'field: message; ...'; "" when there is none."""
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        return ""
+    if isinstance(detail, str):
+        return " ".join(detail.split())[:200]
+    if isinstance(detail, list):
+        fields = []
+        for item in detail[:3]:
+            if isinstance(item, dict):
+                where = [str(p) for p in item.get("loc", ()) if p not in ("body", "path", "query")]
+                fields.append(f"{'.'.join(where) or 'request'}: {item.get('msg', 'invalid')}")
+        return "; ".join(fields)[:200]
+    return ""

@@ -20,7 +20,13 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from evcharging.adapters.outbound_http import base_url, one_line, root_cause, tls_context
+from evcharging.adapters.outbound_http import (
+    base_url,
+    fastapi_detail,
+    one_line,
+    root_cause,
+    tls_context,
+)
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +153,7 @@ class RegistryClient:
 
     def _refusal(self, response: httpx.Response, cp_id: str) -> RegistryError:
         status = response.status_code
-        detail = _detail(response)
+        detail = fastapi_detail(response)
         if status == 409:
             reason = (
                 f"{cp_id} is already registered: deregister first or prove it "
@@ -186,21 +192,3 @@ def _seconds(value: str | None) -> float | None:
         return max(0.0, float(value)) if value is not None else None
     except ValueError:
         return None
-
-
-def _detail(response: httpx.Response) -> str:
-    """FastAPI's `detail`: a text, or (422) a list of field errors -> 'field: message; ...'."""
-    try:
-        detail = response.json().get("detail")
-    except (ValueError, AttributeError):
-        return ""
-    if isinstance(detail, str):
-        return " ".join(detail.split())[:200]
-    if isinstance(detail, list):
-        fields = []
-        for item in detail[:3]:
-            if isinstance(item, dict):
-                where = [str(p) for p in item.get("loc", ()) if p not in ("body", "path", "query")]
-                fields.append(f"{'.'.join(where) or 'request'}: {item.get('msg', 'invalid')}")
-        return "; ".join(fields)[:200]
-    return ""

@@ -10,16 +10,14 @@ the caller's IP. Only HTTP is here: paths, verbs, bodies, and the status of each
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict
 
-from evcharging.adapters.audit_file import as_json
+from evcharging.adapters.web.audit_filter import AuditFilter, audit_rows
 from evcharging.adapters.web.central_feed import DashboardHub
-from evcharging.contracts.audit import AuditAction
 from evcharging.contracts.fields import ID_PATTERN, Location, Price
 from evcharging.domain.admin_rules import UnknownCP
 from evcharging.services.admin import (
@@ -29,7 +27,7 @@ from evcharging.services.admin import (
     ErrorDetails,
     Transport,
 )
-from evcharging.services.audit import UNKNOWN_IP, AuditQuery
+from evcharging.services.audit import UNKNOWN_IP
 from evcharging.services.central import CentralService
 from evcharging.services.central_views import AuditJson, BulkJson, CPJson, MessageJson, RequestJson
 from evcharging.services.module_health import HealthJson, ModuleHealth
@@ -236,21 +234,9 @@ def v1_router(
         return health.json
 
     @r.get("/audit", responses=ADMIN_ONLY)
-    async def audit_log(
-        caller: Admin,
-        since: Annotated[datetime | None, Query(description="from (ISO 8601)")] = None,
-        until: Annotated[datetime | None, Query(description="before (ISO 8601)")] = None,
-        cp: Annotated[str | None, Query(description="only rows about this CP id")] = None,
-        action: Annotated[AuditAction | None, Query(description="only this action")] = None,
-        ip: Annotated[str | None, Query(description="only rows from this address")] = None,
-        limit: Annotated[int, Query(ge=1, le=500)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
-    ) -> list[AuditJson]:
+    async def audit_log(caller: Admin, query: AuditFilter) -> list[AuditJson]:
         """Central's audit log, newest first (admin only)."""
-        query = AuditQuery(
-            since=since, until=until, cp_id=cp, action=action, ip=ip, limit=limit, offset=offset
-        )
-        return [cast(AuditJson, as_json(e)) for e in service.audit_rows(query)]
+        return audit_rows(service, query)
 
     # --- the weather office's writes -----------------------------------------------------
 

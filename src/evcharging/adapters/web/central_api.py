@@ -9,9 +9,8 @@ audit log there, which `GET /api/audit` reads."""
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exception_handlers import request_validation_exception_handler
@@ -23,11 +22,10 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 
-from evcharging.adapters.audit_file import as_json
 from evcharging.adapters.web.api_v1 import WEATHER_WRITES, mount_v1
+from evcharging.adapters.web.audit_filter import AuditFilter, audit_rows
 from evcharging.adapters.web.central_feed import DashboardHub
 from evcharging.adapters.web.pages import page
-from evcharging.contracts.audit import AuditAction
 from evcharging.domain.admin_rules import UnknownCP
 from evcharging.services.admin import (
     AdminDesk,
@@ -40,7 +38,7 @@ from evcharging.services.admin import (
     RegisterCP,
     Transport,
 )
-from evcharging.services.audit import UNKNOWN_IP, Audit, AuditQuery
+from evcharging.services.audit import UNKNOWN_IP, Audit
 from evcharging.services.central import CentralService
 from evcharging.services.central_views import (
     AuditJson,
@@ -143,13 +141,6 @@ def _invalid_fields(exc: RequestValidationError) -> str:
         f"{'.'.join(map(str, e.get('loc', ()))) or 'body'}: {e.get('msg', 'invalid')}"
         for e in exc.errors()
     )
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    """A time without an offset is UTC (the audit log's clock)."""
-    if moment is None:
-        return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def admitted(
@@ -278,30 +269,10 @@ def create_app(
         return [view.json for view in service.messages()]
 
     @app.get("/api/audit", responses=UNAUTHORISED)
-    async def audit_log(
-        caller: Admin,
-        since: Annotated[
-            datetime | None, Query(description="from (ISO 8601; no offset: UTC)")
-        ] = None,
-        until: Annotated[datetime | None, Query(description="before (ISO 8601)")] = None,
-        cp: Annotated[str | None, Query(description="only rows about this CP id")] = None,
-        action: Annotated[AuditAction | None, Query(description="only this action")] = None,
-        ip: Annotated[str | None, Query(description="only rows from this address")] = None,
-        limit: Annotated[int, Query(ge=1, le=500)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
-    ) -> list[AuditJson]:
+    async def audit_log(caller: Admin, query: AuditFilter) -> list[AuditJson]:
         """Central's audit log, newest first, `limit` rows at a time (`offset` pages on): who
         did what, from which IP, when (UTC). Admin only; reading it is not itself recorded."""
-        query = AuditQuery(
-            since=_utc(since),
-            until=_utc(until),
-            cp_id=cp,
-            action=action,
-            ip=ip,
-            limit=limit,
-            offset=offset,
-        )
-        return [cast(AuditJson, as_json(entry)) for entry in service.audit_rows(query)]
+        return audit_rows(service, query)
 
     @app.post(
         "/api/cps",
