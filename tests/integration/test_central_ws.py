@@ -42,7 +42,7 @@ from evcharging.services.cp_keys import MasterKey
 from evcharging.services.module_health import ModuleHealth
 from evcharging.services.roles import Roles
 from evcharging.services.weather_desk import WeatherDesk
-from tests.support.asgi_websocket import Dashboard
+from tests.support.asgi_websocket import PUSHED, Dashboard
 from tests.support.builders import a_cp, a_driver, a_repo
 from tests.support.fakes import RecordingPublisher
 
@@ -50,17 +50,6 @@ pytestmark = pytest.mark.timeout(60)
 
 TOKEN = "s3cret-admin-token"
 WRONG = "not-the-token-123"
-PUSHED = {
-    "all_cps",
-    "cps",
-    "requests",
-    "request_changes",
-    "messages",
-    "message",
-    "kafka",
-    "weather",
-    "health",
-}
 FULL_STATE = ["all_cps", "requests", "messages", "kafka", "weather", "health"]
 NOON = datetime(2026, 11, 27, 12, tzinfo=UTC)
 MONITOR = object()  # stands for the Monitor connection that authenticated a CP

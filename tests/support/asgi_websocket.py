@@ -6,6 +6,19 @@ import asyncio
 import json
 from typing import Any
 
+# The frames the hub pushes unasked (the full state and changes), as opposed to replies.
+PUSHED = {
+    "all_cps",
+    "cps",
+    "requests",
+    "request_changes",
+    "messages",
+    "message",
+    "kafka",
+    "weather",
+    "health",
+}
+
 
 class Dashboard:
     """A WebSocket client speaking ASGI to the app: what a browser tab does, minus the network."""

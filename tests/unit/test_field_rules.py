@@ -24,24 +24,13 @@ from evcharging.apps import cp_monitor
 from evcharging.contracts import events as ev
 from evcharging.contracts.fields import ID_PATTERN, MAX_ID, MAX_LOCATION, is_valid_id
 from evcharging.services.central import CentralService
-from tests.support.asgi_websocket import Dashboard
+from tests.support.asgi_websocket import PUSHED, Dashboard
 from tests.support.builders import a_cp, a_repo
 from tests.support.fakes import RecordingPublisher
 
 pytestmark = pytest.mark.timeout(60)
 
 TOKEN = "field-rules-token"
-PUSHED = {
-    "all_cps",
-    "cps",
-    "requests",
-    "request_changes",
-    "messages",
-    "message",
-    "kafka",
-    "weather",
-    "health",
-}
 CP = {"cp_id": "CP9", "price": "0.35", "location": "Alicante"}  # good values, one varied per case
 
 CASES = [  # (field, value, accepted)
