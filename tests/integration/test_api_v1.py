@@ -36,6 +36,7 @@ from evcharging.services.roles import Roles
 from evcharging.services.weather_desk import WeatherDesk
 from tests.support.asgi_websocket import Dashboard
 from tests.support.builders import a_cp, a_repo
+from tests.support.clock import Clock
 from tests.support.fakes import RecordingPublisher
 from tests.support.waiting import eventually
 
@@ -46,14 +47,6 @@ WEATHER = "weather-token-456"
 UNKNOWN = "nobody-knows-789"
 IP = "127.0.0.1"  # httpx's ASGI transport: the client's address
 PERSONAL = ("DRV001", "DRV002", "Alice Example", "Bob Example", "12.34", "50.00")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 @pytest.fixture
@@ -462,10 +455,10 @@ async def test_evw_silent_too_long_is_down(
         await client.put("/api/v1/weather/report", json=report, headers=bearer(WEATHER))
     ).status_code == 204
     desk: WeatherDesk = app.state.weather_desk
-    clock.t += 9.9
+    clock.now += 9.9
     desk.check()
     assert (await client.get("/api/v1/weather")).json()["office"]["state"] == "up"
-    clock.t += 0.2
+    clock.now += 0.2
     checker = asyncio.create_task(desk.keep_checking(every=0.01))  # Central's task
     try:
         await eventually(lambda: desk.health.get(Module.EV_W).state.value == "down")

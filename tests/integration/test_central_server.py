@@ -23,6 +23,7 @@ from evcharging.services.cp_auth import Prover, b64, new_nonce, signature_matche
 from evcharging.services.cp_keys import CpKey, Exchange, KeyGrant, MasterKey, open_grant
 from evcharging.services.cp_login import CPLogin
 from tests.support.builders import a_cp, a_driver, a_repo
+from tests.support.clock import Clock
 from tests.support.cp_credentials import enrol
 from tests.support.fakes import RecordingPublisher
 from tests.support.relay import relay_to
@@ -32,16 +33,6 @@ pytestmark = pytest.mark.timeout(30)
 
 WAIT = 5.0
 SECRETS = {"CP1": "CP1-secret-never-on-the-wire", "CP2": "CP2-secret-never-on-the-wire"}
-
-
-class Clock:
-    """The throttle's clock: tests move time instead of sleeping."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Monitor:

@@ -20,17 +20,10 @@ from evcharging.services.central_keys import CentralKeys
 from evcharging.services.cp_auth import make_verifier, new_secret
 from evcharging.services.cp_keys import CpKey, CpTopicCodec, KeyRing, MasterKey, RecordRejected
 from tests.support.builders import a_cp, a_driver, a_repo
+from tests.support.clock import Clock
 from tests.support.fakes import RecordingPublisher
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 @pytest.fixture
@@ -280,11 +273,11 @@ async def test_a_silent_monitor_makes_the_cp_desconectado_and_ends_its_supply(
 ) -> None:
     token = await connect(central, "CP1")
     await supplying(central)
-    clock.t += 2.0
+    clock.now += 2.0
     await central.check_heartbeats()
     assert state(central, "CP1") == "Suministrando"
     await central.heartbeat("CP1", token, engine_ok=True)
-    clock.t += 3.5
+    clock.now += 3.5
     await central.check_heartbeats()
     assert state(central, "CP1") == "Desconectado"
     assert pub(central).of(ev.ChargingTicket)[-1].end_reason == "monitor_lost"

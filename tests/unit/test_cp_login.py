@@ -20,18 +20,11 @@ from evcharging.services.cp_auth import (
 )
 from evcharging.services.cp_keys import Exchange
 from evcharging.services.cp_login import CPLogin, Denied
+from tests.support.clock import Clock
 
 SECRET = "the-right-secret-for-CP1"
 PEER = "10.0.0.7:51234"
 FAST_N = 2**10  # unit tests only: the production cost is cp_auth.SCRYPT_N
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -27,17 +27,10 @@ from evcharging.services.registry import (
     Unreadable,
 )
 from tests.support.builders import a_cp
+from tests.support.clock import Clock
 
 IP = "10.0.0.7"
 ADMIN_TOKEN = "admin-token-for-tests"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from evcharging.services.weather_office import (
     Reading,
     WeatherOffice,
 )
+from tests.support.clock import Clock
 
 
 class FakeProvider:
@@ -80,14 +81,6 @@ class FakeCentral:
         done = [c for c in self.calls if c[0] in ("PUT", "DELETE")]
         self.calls.clear()
         return done
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def office(
