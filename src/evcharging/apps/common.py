@@ -392,6 +392,22 @@ def setup_logging(component: str, level: str = "INFO") -> None:
     quiet_http_logs()  # at DEBUG too: a request line may carry a secret in its URL
 
 
+async def answer_menu(
+    lines: AsyncIterator[str],
+    handle: Callable[[str], list[str]],
+    help_text: str,
+    who: str,
+    said_by: logging.Logger,
+) -> None:
+    """A menu whose commands answer with lines to show (`said_by` the program's logger): help
+    first, each answer logged, and the end of stdin only ends the menu (`who` keeps running)."""
+    said_by.info(help_text)
+    async for line in lines:
+        for said in handle(line):
+            said_by.info("%s", said)
+    said_by.info("stdin closed: menu disabled, %s keeps running", who)
+
+
 async def stdin_lines() -> AsyncIterator[str]:
     """Lines of stdin for a program's menu, without blocking the loop: a daemon thread reads, so
     exit never waits on it; the iteration ends with stdin (a closed pipe, Ctrl+D)."""

@@ -35,6 +35,7 @@ from evcharging.adapters.openweather import (
 from evcharging.adapters.outbound_http import base_url, tls_context
 from evcharging.apps.common import (
     Parser,
+    answer_menu,
     env,
     path,
     positive_seconds,
@@ -126,7 +127,13 @@ class WeatherOfficeApp:
             log.info(
                 "%s does not exist yet: add CPs from the menu (add CP01 Madrid)", cfg.locations
             )
-        menu = asyncio.create_task(self._menu(lines), name="EV_W menu") if lines else None
+        menu = (
+            asyncio.create_task(
+                answer_menu(lines, self.handle, HELP, "EV_W", log), name="EV_W menu"
+            )
+            if lines
+            else None
+        )
         try:
             await self._cycles()
         except asyncio.CancelledError:
@@ -177,13 +184,6 @@ class WeatherOfficeApp:
         return ""
 
     # --- the menu -----------------------------------------------------------------------------
-
-    async def _menu(self, lines: AsyncIterator[str]) -> None:
-        log.info(HELP)
-        async for line in lines:
-            for said in self.handle(line):
-                log.info("%s", said)
-        log.info("stdin closed: menu disabled, EV_W keeps running")
 
     def handle(self, line: str) -> list[str]:
         """One menu line -> what to show."""

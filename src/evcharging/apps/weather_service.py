@@ -28,7 +28,15 @@ from evcharging.adapters.listening import bind
 from evcharging.adapters.locations_file import LocationsFileError, city_problem
 from evcharging.adapters.web.embedded import EmbeddedServer
 from evcharging.adapters.web.weather_service_api import create_app
-from evcharging.apps.common import Parser, path, port, run, setup_logging, stdin_lines
+from evcharging.apps.common import (
+    Parser,
+    answer_menu,
+    path,
+    port,
+    run,
+    setup_logging,
+    stdin_lines,
+)
 
 log = logging.getLogger("evcharging.weather_service")
 
@@ -89,7 +97,11 @@ class WeatherServiceApp:
         )
         for line in self.table.listing():
             log.info("  %s", line)
-        menu = asyncio.create_task(self._menu(lines)) if lines is not None else None
+        menu = (
+            asyncio.create_task(answer_menu(lines, self.handle, HELP, "the service", log))
+            if lines is not None
+            else None
+        )
         try:
             await http.serve([listener])
         finally:
@@ -98,13 +110,6 @@ class WeatherServiceApp:
             if menu is not None:
                 menu.cancel()
         return 0
-
-    async def _menu(self, lines: AsyncIterator[str]) -> None:
-        log.info(HELP)
-        async for line in lines:
-            for said in self.handle(line):
-                log.info("%s", said)
-        log.info("stdin closed: menu disabled, the service keeps running")
 
     def handle(self, line: str) -> list[str]:
         words = line.split()

@@ -33,7 +33,7 @@ from evcharging.services.admin import Caller, Refusal
 from evcharging.services.audit import Audit
 from evcharging.services.central import CentralService
 from evcharging.services.central_views import CPView
-from evcharging.services.module_health import Health, Module, ModuleHealth, ModuleJson
+from evcharging.services.module_health import Health, Module, ModuleHealth
 from evcharging.services.roles import WHO, Role, Roles
 
 log = logging.getLogger(__name__)
@@ -302,9 +302,6 @@ class WeatherDesk:
             "locations": self._locations(last) if last else [],
             "alerts": self.alerts(),
         }
-
-    def office(self) -> ModuleJson:
-        return self.health.get(Module.EV_W).json
 
     @staticmethod
     def _locations(last: _Last) -> list[LocationJson]:
