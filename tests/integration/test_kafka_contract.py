@@ -79,6 +79,8 @@ def sample_events(tag: str) -> list[ev.Event]:
         ev.StopSupply(cp_id=cp, session_id=sid, reason="stopped_by_driver"),
         ev.CpStop(cp_id=cp),
         ev.CpResume(cp_id=cp),
+        ev.CpReportStatus(cp_id=cp),
+        ev.CpReset(cp_id=cp, hard=True),
         ev.SupplyStarted(cp_id=cp, session_id=sid, driver_id=d),
         ev.CpTelemetry(cp_id=cp, session_id=sid, driver_id=d, seq=1, kw=Decimal("22"), **money),
         ev.SupplyEnded(

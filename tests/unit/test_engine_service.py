@@ -20,6 +20,8 @@ from evcharging.apps.cp_engine import EngineMenu, build_router, parse_args
 from evcharging.contracts.events import (
     EVENT_TYPES,
     AuthorizationRequest,
+    CpReportStatus,
+    CpReset,
     CpResume,
     CpStop,
     CpTelemetry,
@@ -621,7 +623,15 @@ def test_every_session_ends_at_most_once_and_readings_never_go_back(actions: lis
 def test_every_cp_command_has_a_handler() -> None:
     router = build_router(Rig().engine)
     commands = {cls for cls in EVENT_TYPES if cls.TOPIC == CP_COMMANDS}
-    assert commands == {SupplyAuthorised, RequestDenied, StopSupply, CpStop, CpResume}
+    assert commands == {
+        SupplyAuthorised,
+        RequestDenied,
+        StopSupply,
+        CpStop,
+        CpResume,
+        CpReportStatus,
+        CpReset,
+    }
     assert router.handled | router.ignored == commands
 
 

@@ -46,6 +46,8 @@ from evcharging.apps.common import (
     stdin_lines,
 )
 from evcharging.contracts.events import (
+    CpReportStatus,
+    CpReset,
     CpResume,
     CpStop,
     RequestDenied,
@@ -114,6 +116,14 @@ def build_router(service: EngineService) -> EventRouter:
     @router.on(CpResume)
     async def cp_resume(ev: CpResume) -> None:
         service.on_cp_resume(ev)
+
+    @router.on(CpReportStatus)
+    async def report_status(ev: CpReportStatus) -> None:
+        service.on_report_status(ev)
+
+    @router.on(CpReset)
+    async def reset(ev: CpReset) -> None:
+        service.on_reset(ev)
 
     return router
 

@@ -303,6 +303,27 @@ class CpResume(Event):
     cp_id: Id
 
 
+class CpReportStatus(Event):
+    """The admin asks a CP to report its state now (an OCPP charger: TriggerMessage
+    StatusNotification; our own Engine: its status line, and its Monitor's next heartbeat)."""
+
+    TOPIC = CP_COMMANDS
+    KEY_FIELD = "cp_id"
+    event_type: Literal["CP_REPORT_STATUS"] = "CP_REPORT_STATUS"
+    cp_id: Id
+
+
+class CpReset(Event):
+    """The admin asks a CP to restart (an OCPP charger: Reset, Soft or `hard`); a running supply
+    ends the way the charger reports it."""
+
+    TOPIC = CP_COMMANDS
+    KEY_FIELD = "cp_id"
+    event_type: Literal["CP_RESET"] = "CP_RESET"
+    cp_id: Id
+    hard: bool = False
+
+
 # --- cp-events: Engine -> Central, keyed by CP id ------------------------------------------
 
 
@@ -361,6 +382,8 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     StopSupply,
     CpStop,
     CpResume,
+    CpReportStatus,
+    CpReset,
     SupplyStarted,
     CpTelemetry,
     SupplyEnded,

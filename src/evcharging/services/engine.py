@@ -37,6 +37,8 @@ from pydantic import ValidationError
 from evcharging.contracts.end_reasons import SupplyEndReason
 from evcharging.contracts.events import (
     AuthorizationRequest,
+    CpReportStatus,
+    CpReset,
     CpResume,
     CpStop,
     CpTelemetry,
@@ -492,6 +494,22 @@ class EngineService:
             self._stopped = False
             log.info("cp=%s: resumed by Central", ev.cp_id)
         self._changed()
+
+    def on_report_status(self, ev: CpReportStatus) -> None:
+        """The admin asks for the CP's state: the screen shows it (the Monitor's heartbeats
+        already carry the Engine's health to Central every second)."""
+        if self._mine(ev.cp_id, None, "CP_REPORT_STATUS"):
+            log.info("cp=%s: status asked by Central: %s", ev.cp_id, self.status_line())
+
+    def on_reset(self, ev: CpReset) -> None:
+        """A reset is a real charger's restart (OCPP Reset); the simulated Engine has no
+        firmware to restart, so it says so and changes nothing."""
+        if self._mine(ev.cp_id, None, "CP_RESET"):
+            log.info(
+                "cp=%s: %s reset asked by Central: nothing to restart in a simulated Engine",
+                ev.cp_id,
+                "hard" if ev.hard else "soft",
+            )
 
     def _mine(self, cp_id: str, session_id: UUID | None, what: str) -> bool:
         if cp_id != self._cp_id:
