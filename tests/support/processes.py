@@ -112,6 +112,7 @@ class Network:
     broker: Any = None  # the BrokerConfig, for tests that stop and restart Kafka
     namespace: str = ""  # the Kafka namespace every program of this network uses
     db_path: Path | None = None  # Central's SQLite file, once Central was started
+    ocpp_port: int = 0  # EV_OCPP's port, once started
 
     def start(
         self, name: str, *args: str, env: dict[str, str] | None = None, netns: str | None = None
@@ -240,6 +241,27 @@ class Network:
         )
         proc.wait_for("EV_Registry on https://", timeout=30)  # its socket listens already
         return proc, port
+
+    def ocpp_gateway(self, *extra: str, port: int | None = None, name: str = "ocpp") -> Proc:
+        """EV_OCPP on loopback, talking to this network's Central (start Central first); the
+        chargers' URL is `ws://127.0.0.1:{port}/CP_ID` (`ocpp_port`), once it says it serves."""
+        assert self.central_port, "start Central before EV_OCPP"
+        self.ocpp_port = port or self.ocpp_port or free_port()
+        proc = self.start(
+            name,
+            "EV_OCPP",
+            self.kafka,
+            f"127.0.0.1:{self.central_port}",
+            "--listen",
+            f"127.0.0.1:{self.ocpp_port}",
+            "--name",
+            f"{name}-{self.workdir.name}",
+            "--retry-interval",
+            "1",
+            *extra,
+        )
+        proc.wait_for("OCPP 1.6J central system at", timeout=40)
+        return proc
 
     def driver(self, driver_id: str, *extra: str, name: str | None = None) -> Proc:
         return self.start(name or f"driver-{driver_id}", "EV_Driver", self.kafka, driver_id, *extra)

@@ -36,6 +36,9 @@ class AuditAction(StrEnum):
     WEATHER_REFUSED = "weather.refused"  # a weather write refused (bad token, unknown CP, input)
     MODULE_DOWN = "module.down"  # a module stopped answering (Kafka, EV_Registry, EV_W, ...)
     MODULE_UP = "module.up"  # and answers again
+    OCPP_REFUSED = "ocpp.refused"  # EV_OCPP refused a charger's connection (credentials, id, ...)
+    OCPP_BOOT = "ocpp.boot"  # EV_OCPP accepted or rejected a charger's BootNotification
+    OCPP_SECURITY_EVENT = "ocpp.security_event"  # a charger's SecurityEventNotification
     MESSAGE_REJECTED = "message.rejected"  # a malformed frame or event, or a forged record
     ERROR = "error"  # an internal error someone must look at
 

@@ -245,6 +245,87 @@ class EngineControls(Protocol):
         ...
 
 
+# --- EV_OCPP, the OCPP 1.6J gateway ------------------------------------------------------------
+
+
+class LoginState(StrEnum):
+    ACCEPTED = "accepted"  # Central authenticated the CP (and granted its key)
+    DENIED = "denied"  # Central refused it: not registered, wrong credential, throttled
+    UNREACHABLE = "unreachable"  # no answer from Central in time
+
+
+@dataclass(frozen=True, slots=True)
+class LoginOutcome:
+    state: LoginState
+    reason: str = ""
+
+
+class CentralLogins(Protocol):
+    """The gateway's Monitor side: one authenticated link to Central per charger it holds, with a
+    heartbeat every second carrying the charger's health (the socket protocol, SCRAM and all)."""
+
+    async def login(self, cp_id: str, secret: str) -> LoginOutcome:
+        """Authenticate the CP at Central with its Registry secret and keep its link up; an
+        already authenticated CP is ACCEPTED at once."""
+        ...
+
+    def health(self, cp_id: str, ok: bool, reason: str = "") -> None:
+        """What the CP's heartbeats say from now on (KO: Averiado at Central)."""
+        ...
+
+    async def logout(self, cp_id: str) -> None:
+        """Close the CP's link (Central: Desconectado at once). Idempotent."""
+        ...
+
+
+class ChargerControls(Protocol):
+    """The gateway's calls to a connected charger (OCPP CALLs); each returns the charger's answer
+    as OCPP words (e.g. "Accepted", "Rejected", "Scheduled"), or a sentence starting with
+    "failed" when it did not answer in time, refused with a CALLERROR, or is not connected."""
+
+    async def remote_start(self, cp_id: str, id_tag: str, connector_id: int) -> str: ...
+    async def remote_stop(self, cp_id: str, transaction_id: int) -> str: ...
+    async def change_availability(self, cp_id: str, operative: bool) -> str: ...
+    async def trigger_status(self, cp_id: str) -> str: ...
+    async def reset(self, cp_id: str, hard: bool) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionRecord:
+    """One OCPP transaction the gateway numbered; what a restarted gateway needs to bill its
+    StopTransaction: the session it supplies (None: Central refused it, it bills nothing), the
+    driver, the meter at its start."""
+
+    transaction_id: int
+    cp_id: str
+    connector_id: int
+    id_tag: str
+    meter_start_wh: int
+    started_at: str  # the charger's timestamp, as it sent it (a replay sends the same)
+    session_id: str | None = None
+    price_eur_per_kwh: Decimal | None = None
+    meter_stop_wh: int | None = None  # set by StopTransaction: the record is kept until its
+    end_reason: SupplyEndReason | None = None  # SUPPLY_ENDED is delivered, then forgotten
+
+    @property
+    def ended(self) -> bool:
+        return self.meter_stop_wh is not None
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayState:
+    next_transaction_id: int = 1
+    transactions: tuple[TransactionRecord, ...] = ()
+    inoperative: frozenset[str] = frozenset()  # CPs the gateway last told Inoperative
+
+
+class GatewayStore(Protocol):
+    """Where the gateway's transactions live between runs (a JSON file in the program)."""
+
+    def load(self) -> GatewayState: ...
+    def save(self, state: GatewayState) -> None: ...
+
+
 # --- the Driver -------------------------------------------------------------------------------
 
 

@@ -110,6 +110,7 @@ class EventConsumer:
         on_rejected: Callable[[Rejected], None] | None = None,
         codec: CpTopicCodec | None = None,
         await_keys: float = 0.0,
+        accept_key: Callable[[str], bool] | None = None,
     ) -> None:
         """`static_member`: a stable name for this reader in its group (Kafka's static
         membership), so a restarted process takes its partitions over at once instead of waiting
@@ -117,7 +118,9 @@ class EventConsumer:
         `on_rejected`: told of every malformed message skipped (Central's audit log), once each.
         `codec`: opens the sealed records of cp-events/cp-commands (without one, plain JSON).
         `await_keys`: seconds to hold a record sealed with a key not held *yet* (an Engine
-        reading a command sealed with the key its Monitor is about to hand over); 0: refuse."""
+        reading a command sealed with the key its Monitor is about to hand over); 0: refuse.
+        `accept_key`: with a subscription, which record keys concern this reader (EV_OCPP reads
+        the commands of the CPs it holds); the others are skipped unread, before decoding."""
         if bool(topics) == bool(keyed):
             raise ValueError("give either topics (subscription) or keyed reads, not both")
         self.bootstrap = bootstrap
@@ -131,6 +134,7 @@ class EventConsumer:
         self._on_rejected = on_rejected
         self._codec = codec
         self._await_keys = await_keys
+        self._accept_key = accept_key
         self._quiet_until: dict[str, float] = {}  # per kind of rejection: no log line before
         self._quieted: dict[str, int] = {}  # rejections not logged meanwhile
         self._static_member = namespaced(static_member) if static_member else None
@@ -296,6 +300,10 @@ class EventConsumer:
     async def _handle(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
         wanted = self._keys.get(tp)
         if wanted is not None and record.key not in wanted:
+            return
+        if self._accept_key is not None and not self._accept_key(
+            (record.key or b"").decode("utf-8", "replace")
+        ):
             return
         try:
             event = await self._decode(tp, record)
