@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: install kafka-jars test test-fast lint demo bench clean postgres
+.PHONY: install kafka-jars ocpp-go-cp test test-fast lint demo bench clean postgres
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,16 @@ kafka/lib/.fetched: kafka/pom.xml
 
 kafka-jars: kafka/lib/.fetched
 
+# The independent OCPP 1.6J charge point (ocpp-go's example CP, a Go program) that EV_OCPP's
+# tests and benchmark talk to; built from the Go module proxy into .cache/ocpp-go (git-ignored).
+OCPP_GO_STAMP := .cache/ocpp-go/cp16.version
+
+$(OCPP_GO_STAMP): scripts/build-ocpp-go-cp.sh
+	scripts/build-ocpp-go-cp.sh
+	touch $(OCPP_GO_STAMP)
+
+ocpp-go-cp: $(OCPP_GO_STAMP)
+
 lint: install
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
@@ -35,7 +45,7 @@ lint: install
 # broker, and every end-to-end test its own Kafka namespace.
 TEST_WORKERS ?= 4
 
-test: install kafka-jars
+test: install kafka-jars ocpp-go-cp
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy src
 	$(VENV)/bin/lint-imports

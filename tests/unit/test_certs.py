@@ -1,7 +1,9 @@
-"""`evcharging certs`: the local CA and server certificates the Registry's HTTPS uses."""
+"""`evcharging certs`: the local CA, the server certificates the Registry's HTTPS uses, and the
+client certificates of OCPP chargers on security profile 3."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import ssl
 import stat
@@ -10,7 +12,14 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.verification import (
+    Criticality,
+    ExtensionPolicy,
+    PolicyBuilder,
+    Store,
+    VerificationError,
+)
 
 from evcharging.apps import cli
 from evcharging.ops import certs
@@ -153,3 +162,102 @@ def test_the_cli_refuses_a_bad_address_in_one_line(capsys: pytest.CaptureFixture
     err = capsys.readouterr().err
     assert "not an IP address" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def verify_client(folder: Path, leaf: Path) -> x509.Certificate:
+    """The chain check a TLS server makes of a client's certificate, clientAuth required (the
+    Web PKI's rule that a leaf names itself in a SubjectAltName is a server's rule: a charger is
+    named by its subject CN, as the OCPP 1.6 security whitepaper says)."""
+    ee = ExtensionPolicy.webpki_defaults_ee().may_be_present(
+        x509.SubjectAlternativeName, Criticality.AGNOSTIC, None
+    )
+    verifier = (
+        PolicyBuilder()
+        .store(Store([load(folder / "ca.pem")]))
+        .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=ee)
+        .build_client_verifier()
+    )
+    chain = verifier.verify(load(leaf), []).chain
+    return chain[0]
+
+
+def test_client_issues_a_charger_certificate_named_by_its_cp_id(tmp_path: Path) -> None:
+    certs.init(tmp_path)
+    files = certs.issue_client(tmp_path, "CP-7:a_b")
+    assert (files.cert.name, files.key.name) == ("cp-CP-7:a_b.pem", "cp-CP-7:a_b.key")
+    assert [m.path for m in files.made] == [files.cert, files.key]
+    assert mode(files.key) == 0o600
+    assert mode(files.cert) == 0o644
+    leaf = verify_client(tmp_path, files.cert)
+    [cn] = leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    assert cn.value == "CP-7:a_b"
+    usage = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(usage) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    assert not leaf.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    now = datetime.now(UTC)
+    assert leaf.not_valid_before_utc < now < leaf.not_valid_after_utc
+    assert (leaf.not_valid_after_utc - now).days <= certs.CLIENT_DAYS
+    assert isinstance(leaf.public_key(), type(load(tmp_path / "server.pem").public_key()))
+    # a server certificate is no client's, nor a client certificate a server's
+    with pytest.raises(VerificationError):
+        verify_client(tmp_path, tmp_path / "server.pem")
+    with pytest.raises(VerificationError):
+        verify(tmp_path, files.cert, x509.DNSName("localhost"))
+
+
+def test_client_refuses_a_bad_id_no_ca_and_overwriting(tmp_path: Path) -> None:
+    with pytest.raises(certs.CertsError, match="run certs init"):
+        certs.issue_client(tmp_path, "CP1")
+    certs.init(tmp_path)
+    with pytest.raises(certs.CertsError, match="not a CP id"):
+        certs.issue_client(tmp_path, "../CP1")
+    first = certs.issue_client(tmp_path, "CP1").cert.read_bytes()
+    with pytest.raises(certs.CertsError, match="already exist; --force replaces them"):
+        certs.issue_client(tmp_path, "CP1")
+    assert certs.issue_client(tmp_path, "CP1", force=True).cert.read_bytes() != first
+    other = tmp_path / "other"
+    certs.init(other)
+    with pytest.raises(VerificationError):
+        verify_client(other, tmp_path / "cp-CP1.pem")
+
+
+async def test_a_tls_server_that_requires_client_certificates_sees_the_cp_id(
+    tmp_path: Path,
+) -> None:
+    """What EV_OCPP does on profile 3: Python's ssl, CERT_REQUIRED against ca.pem, CN = the id."""
+    certs.init(tmp_path)
+    files = certs.issue_client(tmp_path, "CP9")
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=tmp_path / "ca.pem")
+    server_ctx.load_cert_chain(tmp_path / "server.pem", tmp_path / "server.key")
+    server_ctx.verify_mode = ssl.CERT_REQUIRED
+    seen: list[object] = []
+
+    async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(writer.get_extra_info("peercert")["subject"])
+        writer.close()
+
+    server = await asyncio.start_server(on_client, "127.0.0.1", 0, ssl=server_ctx)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        client_ctx = ssl.create_default_context(cafile=tmp_path / "ca.pem")
+        client_ctx.load_cert_chain(files.cert, files.key)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_ctx)
+        await reader.read()
+        writer.close()
+    assert seen == [((("organizationName", "EVCharging Network"),), (("commonName", "CP9"),))]
+
+
+def test_the_cli_issues_a_client_certificate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "certs"
+    certs.init(folder)
+    assert cli.main(["certs", "client", "--dir", str(folder), "--cp", "CP5"]) == 0
+    out = capsys.readouterr().out
+    assert "cp-CP5.pem: client certificate for CP CP5" in out
+    assert "PRIVATE KEY" not in out
+    verify_client(folder, folder / "cp-CP5.pem")
+    with pytest.raises(SystemExit) as info:
+        cli.main(["certs", "client", "--dir", str(folder), "--cp", "a b"])
+    assert info.value.code == 2
+    assert "not an id" in capsys.readouterr().err

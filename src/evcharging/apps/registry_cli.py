@@ -1,4 +1,5 @@
-"""`evcharging certs ...` (the local CA for the Registry's HTTPS) and `evcharging cp enrol`
+"""`evcharging certs ...` (the local CA for the Registry's HTTPS and the OCPP chargers' client
+certificates) and `evcharging cp enrol`
 (an operator registers a CP offline, at the database, and hands it its credentials file)."""
 
 from __future__ import annotations
@@ -63,6 +64,10 @@ def _certs_init(args: argparse.Namespace) -> int:
 
 def _certs_server(args: argparse.Namespace) -> int:
     return _report(lambda: certs.issue(args.dir, args.name, args.hosts, args.ips, force=args.force))
+
+
+def _certs_client(args: argparse.Namespace) -> int:
+    return _report(lambda: list(certs.issue_client(args.dir, args.cp_id, force=args.force).made))
 
 
 def _report(make: Any) -> int:
@@ -136,6 +141,17 @@ def add_registry_commands(sub: Any) -> None:
     )
     _names(server)
     server.set_defaults(func=_certs_server)
+    client = commands.add_parser(
+        "client",
+        help="a charger's client certificate (cp-ID.pem, cp-ID.key; CN = the CP id) for OCPP "
+        "security profile 3, from the folder's CA",
+    )
+    client.option("--dir", type=path, default=Path(".evcharging/certs"), help="the CA's folder")
+    client.add_argument(
+        "--cp", dest="cp_id", type=_typed(ident), required=True, help="the CP id", metavar="ID"
+    )
+    client.add_argument("--force", action="store_true", help="replace files that already exist")
+    client.set_defaults(func=_certs_client)
 
     cp = sub.add_parser("cp", help="charging points' credentials").add_subparsers(
         dest="cp_command", required=True

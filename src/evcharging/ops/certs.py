@@ -1,4 +1,4 @@
-"""A small local certificate authority for the Registry's HTTPS (`evcharging certs ...`).
+"""A small local certificate authority for the network's TLS (`evcharging certs ...`).
 
 Why our own CA: the network runs on machines without public DNS names, so no public CA can
 certify them; a CA made here, whose `ca.pem` is copied to every Monitor (`--ca-file`), lets the
@@ -7,9 +7,13 @@ with `cryptography`: EC P-256 keys (small, fast handshakes, what browsers and Py
 everywhere), a CA certificate limited to signing certificates, and server certificates whose
 SubjectAltNames name every host and address the server is reached by.
 
-Files in the folder: `ca.pem`, `ca.key` (0600), and per server `NAME.pem`, `NAME.key` (0600);
-`init` makes the CA and the server `server`.  Nothing is overwritten without `force`; a key is
-never printed.
+The same CA also issues client certificates: an OCPP charger on security profile 3 proves who it
+is by a certificate whose subject CN is its CP id (OCPP 1.6 Security Whitepaper), checked by
+EV_OCPP against this CA.
+
+Files in the folder: `ca.pem`, `ca.key` (0600), per server `NAME.pem`, `NAME.key` (0600), and
+per charger `cp-ID.pem`, `cp-ID.key` (0600); `init` makes the CA and the server `server`.
+Nothing is overwritten without `force`; a key is never printed.
 """
 
 from __future__ import annotations
@@ -27,8 +31,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from evcharging.contracts.fields import ID_RULE, is_valid_id
+
 CA_DAYS = 5 * 365 + 1  # the CA outlives several server certificates
 SERVER_DAYS = 397  # what browsers accept for a server certificate; renew with `certs server`
+CLIENT_DAYS = 397  # a charger's certificate, renewed like a server's (`certs client --force`)
 BACKDATE = timedelta(minutes=5)  # a host whose clock is a little behind still accepts them
 ALWAYS_HOSTS = ("localhost",)
 ALWAYS_IPS = ("127.0.0.1",)
@@ -142,6 +149,21 @@ class CertFolder:
     def key(self, name: str) -> Path:
         return self.dir / f"{name}.key"
 
+    def client_pem(self, cp_id: str) -> Path:
+        return self.dir / f"cp-{cp_id}.pem"
+
+    def client_key(self, cp_id: str) -> Path:
+        return self.dir / f"cp-{cp_id}.key"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientFiles:
+    """A charger's certificate and key as written, and the operator's summary of them."""
+
+    cert: Path
+    key: Path
+    made: tuple[Made, ...]
+
 
 def init(
     folder: Path,
@@ -192,6 +214,28 @@ def issue(
     _refuse_overwrite([where.pem(name), where.key(name)], force)
     ca_key, ca_cert = load_ca(where)
     return _issue(where, name, names, ca_key, ca_cert, now or datetime.now(UTC))
+
+
+def issue_client(
+    folder: Path, cp_id: str, *, force: bool = False, now: datetime | None = None
+) -> ClientFiles:
+    """A client certificate for the charger `cp_id` (subject CN = the id, extended key usage
+    clientAuth: OCPP security profile 3) signed by the folder's existing CA."""
+    if not is_valid_id(cp_id):
+        raise CertsError(f"not a CP id ({ID_RULE}): {cp_id!r}")
+    where = CertFolder(folder)
+    pem, key_path = where.client_pem(cp_id), where.client_key(cp_id)
+    _refuse_overwrite([pem, key_path], force)
+    ca_key, ca_cert = load_ca(where)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _client_certificate(key, cp_id, ca_key, ca_cert, now or datetime.now(UTC))
+    _write_key(key_path, key)
+    _write_cert(pem, cert)
+    made = (
+        Made(pem, f"client certificate for CP {cp_id} (CN={cp_id}, clientAuth), {_validity(cert)}"),
+        Made(key_path, "client private key (mode 0600; give it to that charger only)"),
+    )
+    return ClientFiles(pem, key_path, made)
 
 
 def load_ca(where: CertFolder) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
@@ -282,13 +326,44 @@ def _server_certificate(
     ca_cert: x509.Certificate,
     at: datetime,
 ) -> x509.Certificate:
+    return (
+        _leaf(key, names.hosts[0], ca_cert, at, SERVER_DAYS)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(names.sans(), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+
+def _client_certificate(
+    key: ec.EllipticCurvePrivateKey,
+    cp_id: str,
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_cert: x509.Certificate,
+    at: datetime,
+) -> x509.Certificate:
+    return (
+        _leaf(key, cp_id, ca_cert, at, CLIENT_DAYS)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+
+def _leaf(
+    key: ec.EllipticCurvePrivateKey,
+    common_name: str,
+    ca_cert: x509.Certificate,
+    at: datetime,
+    days: int,
+) -> x509.CertificateBuilder:
+    """What a server's and a charger's certificates share: not a CA, signing only, the CA's key
+    identifier, and never outliving the CA."""
     subject = x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANISATION),
-            x509.NameAttribute(NameOID.COMMON_NAME, names.hosts[0]),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
         ]
     )
-    not_after = min(at + timedelta(days=SERVER_DAYS), ca_cert.not_valid_after_utc)
+    not_after = min(at + timedelta(days=days), ca_cert.not_valid_after_utc)
     ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     return (
         x509.CertificateBuilder()
@@ -313,13 +388,10 @@ def _server_certificate(
             ),
             critical=True,
         )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(names.sans(), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
         )
-        .sign(ca_key, hashes.SHA256())
     )
 
 
