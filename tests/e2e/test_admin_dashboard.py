@@ -414,10 +414,11 @@ def test_revoke_keys_from_the_page_shows_parado_keys_revoked_and_the_audit_row(
 ) -> None:
     """Issue 14, "restaurar claves" from the admin page: confirmed in the page's dialog, the
     tile is Parado, "keys revoked", within a second of the click; the audit panel shows the
-    key.revoked row (who, IP); "Rotate all keys" asks the CPs still connected."""
+    key.revoked row (who, IP); "Rotate all keys" asks the CPs still connected. Issue 16 first:
+    "Report status" and "Reset" (confirmed, hard) reach ALC01's Engine and are audited."""
     net = network
     net.central()
-    net.charging_point("ALC01")
+    engine, _ = net.charging_point("ALC01")
     net.charging_point("ALC02")
     page = open_dashboard(browser, net.api + "/")
     for cp_id in CPS:
@@ -429,9 +430,25 @@ def test_revoke_keys_from_the_page_shows_parado_keys_revoked_and_the_audit_row(
     log_in(page, net.admin_token)
     expect(page.get_by_test_id("login-state")).to_have_text("Logged in", timeout=WAIT_MS)
 
+    # Issue 16: the admin asks ALC01 to report its status, then to reset; its Engine hears both.
+    notice = page.get_by_test_id("notice")
+    page.get_by_test_id("report-ALC01").click()
+    expect(notice).to_contain_text("CP ALC01 asked to report its status", timeout=WAIT_MS)
+    engine.wait_for("cp=ALC01: status asked by Central")
+    page.get_by_test_id("reset-ALC01").click()
+    expect(page.get_by_test_id("confirm-title")).to_have_text("Reset ALC01?")
+    expect(page.get_by_test_id("confirm-yes")).to_have_text("Soft reset")
+    expect(page.get_by_test_id("confirm-alt")).to_have_text("Hard reset")
+    page.screenshot(path=str(screenshots / "admin-confirm-reset.png"), full_page=True)
+    page.get_by_test_id("confirm-alt").click()
+    expect(notice).to_contain_text("CP ALC01 asked to reset (hard)", timeout=WAIT_MS)
+    engine.wait_for("cp=ALC01: hard reset asked by Central")
+    expect_state(page, "ALC01", "Activado")  # an ask changes nothing at Central
+
     # Asked first; Cancel sends nothing (a stop sent after it on the same socket is the proof).
     page.get_by_test_id("revoke-ALC01").click()
     expect(page.get_by_test_id("confirm-title")).to_have_text("Revoke the keys of ALC01?")
+    expect(page.get_by_test_id("confirm-alt")).to_be_hidden()  # the reset's second choice
     expect(page.get_by_test_id("confirm-text")).to_contain_text(
         'ALC01 will be out of service (Parado, "keys revoked") until its Monitor authenticates'
     )
@@ -452,6 +469,9 @@ def test_revoke_keys_from_the_page_shows_parado_keys_revoked_and_the_audit_row(
     )
     expect(page.get_by_test_id("tile-ALC01-key")).to_have_text("keys revoked")
     expect(page.get_by_test_id("revoke-ALC01")).to_be_disabled()
+    for ask in ("report", "reset"):  # nothing Central sends reaches it now
+        expect(page.get_by_test_id(f"{ask}-ALC01")).to_be_disabled()
+    expect(page.get_by_test_id("reset-ALC02")).to_be_enabled()
     expect(page.get_by_test_id("notice")).to_contain_text(
         "CP ALC01 keys revoked: out of service until its Monitor authenticates again"
     )
@@ -472,6 +492,11 @@ def test_revoke_keys_from_the_page_shows_parado_keys_revoked_and_the_audit_row(
     expect(cells.nth(3)).to_have_text("127.0.0.1")
     expect(cells.nth(4)).to_have_text("ALC01")
     expect(rows.filter(has_text="key.rotated")).to_have_count(1)
+    for detail in ("CP ALC01 asked to report its status", "CP ALC01 asked to reset (hard)"):
+        asked = rows.filter(has_text=detail).locator("td")
+        expect(asked.nth(1)).to_have_text("admin.action")
+        expect(asked.nth(3)).to_have_text("127.0.0.1")
+        expect(asked.nth(4)).to_have_text("ALC01")
     page.screenshot(path=str(screenshots / "admin-audit-key-revoked.png"), full_page=True)
     assert net.cp("ALC01")["stop_reason"] == "keys revoked"
 

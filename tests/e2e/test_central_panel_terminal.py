@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 TITLE = "*** EV CHARGING SOLUTION. MONITORING PANEL ***"
 SECTIONS = ("*** ON-GOING DRIVERS REQUESTS ***", "*** APPLICATION MESSAGES ***")
 CPS = [f"{city}0{n}" for city in ("ALC", "BCN", "MAD", "VLC") for n in (1, 2, 3)]
-PROMPT = "> type a command: revoke CP · rotate keys · stop CP|all · resume CP|all · help"
+PROMPT = "> stop|resume CP|all · report CP · reset CP [hard] · revoke CP · rotate keys"
 LIVE_SUPPLY = ("Suministrando", "0.35 €/kWh", " kW ", " kWh ", " € ", "driver D001")
 
 

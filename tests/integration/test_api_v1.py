@@ -509,6 +509,9 @@ ADMIN_WRITES: list[tuple[str, str, Any, tuple[str, str] | None, bool]] = [
     ("DELETE", "/api/v1/network/out-of-service", None, None, False),
     ("POST", "/api/v1/network/key-rotation", None, None, False),
     ("PUT", "/api/v1/cps/CP3", {"location": "Teruel", "price_eur_per_kwh": "0.5"}, None, False),
+    # issue 16: asks, not changes: asking twice is no conflict
+    ("POST", "/api/v1/cps/CP3/status-report", None, None, False),
+    ("POST", "/api/v1/cps/CP3/reset", {"hard": True}, None, False),
 ]
 
 
@@ -548,6 +551,73 @@ async def test_admin_writes(
     assert len(refused) == 3 + (2 if conflicts else 0)
     actions = [r for r in rows(central, AuditAction.ADMIN_ACTION) if r.actor == "admin"]
     assert [r.ip for r in actions] == [IP] * (2 if before else 1)
+
+
+def asks(central: CentralService) -> list[tuple[str, str, bool | None]]:
+    """The CP_REPORT_STATUS and CP_RESET sent: (type, CP, hard)."""
+    assert isinstance(central.publisher, RecordingPublisher)
+    return [
+        (e.event_type, e.cp_id, getattr(e, "hard", None))
+        for e in central.publisher.sent
+        if isinstance(e, (ev.CpReportStatus, ev.CpReset))
+    ]
+
+
+async def test_the_admin_asks_a_cp_to_report_its_status_or_to_reset(
+    client: httpx.AsyncClient, central: CentralService
+) -> None:
+    """Issue 16: the CP answers with its view (unchanged: an ask changes nothing at Central); a
+    Desconectado CP (CP1) is a 409 with the reason, an unknown one a 404; all audited with the IP."""
+    admin = bearer(ADMIN)
+    report = await client.post("/api/v1/cps/CP2/status-report", headers=admin)
+    assert (report.status_code, report.json()["id"], report.json()["state"]) == (
+        200,
+        "CP2",
+        "Suministrando",
+    )
+    soft = await client.post("/api/v1/cps/CP2/reset", headers=admin)
+    hard = await client.post("/api/v1/cps/CP3/reset", json={"hard": True}, headers=admin)
+    assert (soft.status_code, hard.status_code) == (200, 200)
+    assert soft.json()["state"] == "Suministrando"  # the CP ends its supply itself, if it does
+    assert asks(central) == [
+        ("CP_REPORT_STATUS", "CP2", None),
+        ("CP_RESET", "CP2", False),
+        ("CP_RESET", "CP3", True),
+    ]
+    said = [m.text for m in central.messages()[-3:]]
+    assert said == [
+        "CP CP2 asked to report its status",
+        "CP CP2 asked to reset (soft)",
+        "CP CP3 asked to reset (hard)",
+    ]
+    done = [r for r in rows(central, AuditAction.ADMIN_ACTION) if r.actor == "admin"]
+    assert [(r.ip, r.cp_id, r.params["command"], r.detail) for r in reversed(done)] == [
+        (IP, "CP2", "report_status", said[0]),
+        (IP, "CP2", "reset_cp", said[1]),
+        (IP, "CP3", "reset_cp", said[2]),
+    ]
+
+    for path in ("/api/v1/cps/CP1/status-report", "/api/v1/cps/CP1/reset"):
+        refused = await client.post(path, headers=admin)
+        assert (refused.status_code, refused.json()) == (
+            409,
+            {"detail": "CP CP1 is Desconectado: no Monitor link, so nobody would hear the request"},
+        )
+        unknown = await client.post(path.replace("CP1", "NOPE"), headers=admin)
+        assert (unknown.status_code, unknown.json()) == (404, {"detail": "unknown CP NOPE"})
+    bad = await client.post("/api/v1/cps/CP2/reset", json={"hard": "very"}, headers=admin)
+    assert bad.status_code == 422
+    extra = await client.post("/api/v1/cps/CP2/reset", json={"soft": True}, headers=admin)
+    assert extra.status_code == 422
+    assert len(asks(central)) == 3  # nothing more sent
+    refusals = [r for r in rows(central, AuditAction.ADMIN_REFUSED) if r.actor == "admin"]
+    assert sorted((r.params["command"], r.cp_id, r.ip) for r in refusals if r.cp_id) == [
+        ("report_status", "CP1", IP),
+        ("report_status", "NOPE", IP),
+        ("reset_cp", "CP1", IP),
+        ("reset_cp", "NOPE", IP),
+    ]
+    assert len(refusals) == 6  # and the two invalid bodies
 
 
 async def test_put_cp_registers_then_edits(

@@ -143,6 +143,12 @@ WAYS: dict[Command, tuple[tuple[str, str, Any], dict[str, Any], str | None]] = {
         "simulate_error",
     ),
     Command.REVOKE_KEYS: (("POST", "/api/cps/CP1/revoke-keys", None), {"cp_id": "CP1"}, None),
+    Command.REPORT_STATUS: (("POST", "/api/cps/CP1/report-status", None), {"cp_id": "CP1"}, None),
+    Command.RESET_CP: (
+        ("POST", "/api/cps/CP1/reset", {"hard": True}),
+        {"cp_id": "CP1", "hard": True},
+        None,
+    ),
     Command.STOP_ALL: (("POST", "/api/cps/stop-all", None), {}, None),
     Command.RESUME_ALL: (("POST", "/api/cps/resume-all", None), {}, "stop_cp"),
     Command.ROTATE_KEYS: (("POST", "/api/cps/rotate-keys", None), {}, None),

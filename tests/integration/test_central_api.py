@@ -108,7 +108,21 @@ ADMIN_ACTIONS = [
     ("/api/cps/CP2/fix-error", "/api/cps/CP2/simulate-error"),
     ("/api/cps/CP2/revoke-keys", None),
     ("/api/cps/rotate-keys", None),
+    ("/api/cps/CP2/report-status", None),
+    ("/api/cps/CP2/reset", None),
 ]
+
+
+# every per-CP action of the unversioned API (POST /api/cps/{cp_id}/...)
+PER_CP = (
+    "stop",
+    "resume",
+    "simulate-error",
+    "fix-error",
+    "revoke-keys",
+    "report-status",
+    "reset",
+)
 
 
 @pytest.mark.parametrize(("path", "before"), ADMIN_ACTIONS)
@@ -129,7 +143,7 @@ async def test_admin_actions_need_the_admin_token(
 
 
 async def test_actions_on_an_unknown_cp_are_404(client: httpx.AsyncClient) -> None:
-    for action in ("stop", "resume", "simulate-error", "fix-error", "revoke-keys"):
+    for action in PER_CP:
         answer = await client.post(f"/api/cps/NOPE/{action}", headers=admin())
         assert (answer.status_code, answer.json()) == (404, {"detail": "unknown CP NOPE"})
 
@@ -152,6 +166,10 @@ async def test_actions_on_an_unknown_cp_are_404(client: httpx.AsyncClient) -> No
             "CP CP2 already has a simulated error: fix it first",
         ),
         ([], "/api/cps/CP1/fix-error", "CP CP1 has no simulated error to fix (Desconectado)"),
+        # issue 16: an ask nobody would hear
+        ([], "/api/cps/CP1/report-status", "CP CP1 is Desconectado: no Monitor link, so nobody"),
+        ([], "/api/cps/CP1/reset", "CP CP1 is Desconectado: no Monitor link, so nobody"),
+        (["/api/cps/CP2/revoke-keys"], "/api/cps/CP2/reset", "CP CP2 has its keys revoked"),
     ],
 )
 async def test_a_senseless_action_is_409_with_the_reason_and_changes_nothing(
@@ -212,11 +230,12 @@ async def test_the_view_says_which_actions_make_sense(client: httpx.AsyncClient)
     async def actions(cp_id: str) -> list[str]:
         return list((await client.get(f"/api/cps/{cp_id}", headers=admin())).json()["actions"])
 
-    assert await actions("CP2") == ["stop_cp", "simulate_error", "revoke_keys"]
+    asks = ["report_status", "reset_cp"]  # CP2 is connected: something hears them
+    assert await actions("CP2") == ["stop_cp", "simulate_error", "revoke_keys", *asks]
     await client.post("/api/cps/CP2/stop", headers=admin())
-    assert await actions("CP2") == ["resume_cp", "simulate_error", "revoke_keys"]
+    assert await actions("CP2") == ["resume_cp", "simulate_error", "revoke_keys", *asks]
     await client.post("/api/cps/CP2/simulate-error", headers=admin())
-    assert await actions("CP2") == ["resume_cp", "fix_error", "revoke_keys"]
+    assert await actions("CP2") == ["resume_cp", "fix_error", "revoke_keys", *asks]
     await client.post("/api/cps/CP2/revoke-keys", headers=admin())
     assert await actions("CP2") == ["resume_cp", "fix_error"]
 
@@ -340,7 +359,7 @@ async def test_openapi_declares_the_bearer_scheme_and_the_error_answers(
         ("post", "/api/cps/rotate-keys"): {"200", "401", "409"},
         ("get", "/api/audit"): {"200", "401", "422"},
     }
-    for action in ("stop", "resume", "simulate-error", "fix-error", "revoke-keys"):
+    for action in PER_CP:
         expected[("post", f"/api/cps/{{cp_id}}/{action}")] = {"200", "401", "404", "409", "422"}
     for (method, path), answers in expected.items():
         operation = paths[path][method]
@@ -486,6 +505,36 @@ async def test_key_actions_are_audited_with_the_admins_ip(
         ("admin.refused", "admin", "127.0.0.1", "CP2", "denied", "revoke_keys"),
         ("key.rotated", "admin", "127.0.0.1", None, "ok", None),
         ("admin.action", "admin", "127.0.0.1", None, "ok", "rotate_keys"),
+    ]
+
+
+async def test_report_status_and_reset_ask_the_cp_and_are_audited_with_the_admins_ip(
+    client: httpx.AsyncClient, central: CentralService, repo: SqliteRepository
+) -> None:
+    """Issue 16: the CP's view comes back unchanged, the ask goes out on cp-commands keyed by
+    the CP, the reset is soft unless the body says `{"hard": true}`."""
+    report = await client.post("/api/cps/CP2/report-status", headers=admin())
+    assert (report.status_code, report.json()["state"]) == (200, "Activado")
+    assert (await client.post("/api/cps/CP2/reset", headers=admin())).status_code == 200
+    hard = await client.post("/api/cps/CP2/reset", json={"hard": True}, headers=admin())
+    assert hard.json() == report.json()
+    bad = await client.post("/api/cps/CP2/reset", json={"hard": "yes please"}, headers=admin())
+    assert bad.status_code == 422
+    out = [e for e in sent(central) if isinstance(e, (ev.CpReportStatus, ev.CpReset))]
+    assert [(e.event_type, e.TOPIC.base, e.key(), getattr(e, "hard", None)) for e in out] == [
+        ("CP_REPORT_STATUS", "cp-commands", "CP2", None),
+        ("CP_RESET", "cp-commands", "CP2", False),
+        ("CP_RESET", "cp-commands", "CP2", True),
+    ]
+    rows = [
+        (r.action.value, r.ip, r.cp_id, r.params.get("command"), r.detail)
+        for r in reversed(repo.find_audit(AuditQuery(limit=50)))
+        if r.action.value.startswith("admin.") and r.cp_id
+    ]
+    assert rows == [
+        ("admin.action", "127.0.0.1", "CP2", "report_status", "CP CP2 asked to report its status"),
+        ("admin.action", "127.0.0.1", "CP2", "reset_cp", "CP CP2 asked to reset (soft)"),
+        ("admin.action", "127.0.0.1", "CP2", "reset_cp", "CP CP2 asked to reset (hard)"),
     ]
 
 

@@ -251,6 +251,8 @@ ACTIONS = [
     ({"type": "resume_all"}, "all_resumed"),
     ({"type": "revoke_keys", "cp_id": "CP1"}, "keys_revoked"),
     ({"type": "rotate_keys"}, "keys_rotated"),
+    ({"type": "report_status", "cp_id": "CP1"}, "status_asked"),
+    ({"type": "reset_cp", "cp_id": "CP1", "hard": True}, "reset_asked"),
     (
         {"type": "register_cp", "cp_id": "CP9", "location": "Murcia", "price_eur_per_kwh": "0.31"},
         "cp_registered",
@@ -354,6 +356,10 @@ async def test_seed_flow_2_simulate_and_fix_error_replies_and_events(
             {"type": "register_cp", "cp_id": "CP1", "location": "X", "price_eur_per_kwh": "9.99"},
             "CP CP1 is already registered: nothing changed",
         ),
+        # issue 16: an ask nobody would hear
+        ([], {"type": "report_status", "cp_id": "CP2"}, "CP CP2 is Desconectado: no Monitor"),
+        ([], {"type": "reset_cp", "cp_id": "CP2"}, "CP CP2 is Desconectado: no Monitor"),
+        ([], {"type": "reset_cp", "cp_id": "NOPE"}, "unknown CP NOPE"),
     ],
 )
 async def test_a_senseless_action_is_refused_with_the_reason_and_changes_nothing(
@@ -671,3 +677,48 @@ async def test_kafka_going_and_coming_back_is_pushed(app: FastAPI) -> None:
         5.0,
     )
     assert up["up"] is True
+
+
+async def test_report_status_and_reset_from_a_page_ask_the_cp_and_are_audited(
+    app: FastAPI, central: CentralService, repo: SqliteRepository
+) -> None:
+    """Issue 16: the reply names the CP, says what was asked (a reset says which), carries the
+    CP's unchanged view; the ask goes to the CP's Engine (or EV_OCPP) on cp-commands."""
+    sink = central.publisher
+    assert isinstance(sink, RecordingPublisher)
+    async with dashboard(app) as ws:
+        report = await reply_to(ws, {"type": "report_status", "cp_id": "CP1", "token": TOKEN})
+        soft = await reply_to(ws, {"type": "reset_cp", "cp_id": "CP1", "token": TOKEN})
+        hard = await reply_to(
+            ws, {"type": "reset_cp", "cp_id": "CP1", "hard": True, "token": TOKEN}
+        )
+        bad = await reply_to(ws, {"type": "reset_cp", "cp_id": "CP1", "hard": 2, "token": TOKEN})
+    assert (report["type"], report["cp_id"], report["message"]) == (
+        "status_asked",
+        "CP1",
+        "CP CP1 asked to report its status",
+    )
+    assert report["cp"]["state"] == "Activado"
+    assert [(r["type"], r["hard"], r["message"]) for r in (soft, hard)] == [
+        ("reset_asked", False, "CP CP1 asked to reset (soft)"),
+        ("reset_asked", True, "CP CP1 asked to reset (hard)"),
+    ]
+    assert bad["type"] == "error"
+    assert bad["reason"].startswith("invalid fields: hard: ")
+    asked = [e for e in sink.sent if isinstance(e, ev.CpReportStatus | ev.CpReset)]
+    assert [(e.event_type, e.key(), getattr(e, "hard", None)) for e in asked] == [
+        ("CP_REPORT_STATUS", "CP1", None),
+        ("CP_RESET", "CP1", False),
+        ("CP_RESET", "CP1", True),
+    ]
+    rows = [
+        (r.action.value, r.ip, r.cp_id, r.params["command"], r.params["transport"])
+        for r in reversed(repo.find_audit(AuditQuery(limit=50)))
+        if r.action.value.startswith("admin.")
+    ]
+    assert rows == [
+        ("admin.action", "127.0.0.1", "CP1", "report_status", "websocket"),
+        ("admin.action", "127.0.0.1", "CP1", "reset_cp", "websocket"),
+        ("admin.action", "127.0.0.1", "CP1", "reset_cp", "websocket"),
+        ("admin.refused", "127.0.0.1", None, "reset_cp", "websocket"),
+    ]

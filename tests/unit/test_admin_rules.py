@@ -6,16 +6,17 @@ import itertools
 
 import pytest
 
-from evcharging.domain.admin_rules import AdminAction, allowed_actions, refusal
+from evcharging.domain.admin_rules import ASKS, AdminAction, allowed_actions, refusal
 from evcharging.domain.cp_state import CPFacts, CPState, derive_state
 
 CONNECTED = CPFacts(monitor_connected=True)
+ASK = ("report_status", "reset_cp")
 ALL_FACTS = [  # every combination of the seven facts: 128
     CPFacts(*flags)
     for flags in itertools.product([False, True], repeat=len(CPFacts.__dataclass_fields__))
 ]
 
-# What each action changes: "makes sense" means it changes it.
+# What each action changes: "makes sense" means it changes it (the asks change nothing here).
 EFFECT = {
     AdminAction.STOP: {"admin_stopped": True},
     AdminAction.RESUME: {"admin_stopped": False},
@@ -50,6 +51,18 @@ EFFECT = {
             CONNECTED.with_(keys_revoked=True),
             "CP X already has its keys revoked: its Monitor must authenticate again",
         ),
+        # the asks: nobody would hear them
+        (
+            AdminAction.REPORT_STATUS,
+            CPFacts(),
+            "CP X is Desconectado: no Monitor link, so nobody would hear the request",
+        ),
+        (AdminAction.RESET, CPFacts(admin_stopped=True), "CP X is Desconectado: no Monitor link"),
+        (
+            AdminAction.RESET,
+            CONNECTED.with_(keys_revoked=True),
+            "CP X has its keys revoked: nothing Central sends can reach it until its Monitor",
+        ),
     ],
 )
 def test_a_senseless_action_is_refused_with_its_reason(
@@ -65,15 +78,16 @@ def test_a_senseless_action_is_refused_with_its_reason(
     [
         # Desconectado: it can be kept stopped for when it connects, its keys revoked at once
         (CPFacts(), ("stop_cp", "revoke_keys")),
-        (CONNECTED, ("stop_cp", "simulate_error", "revoke_keys")),
+        # connected: it can also be asked to report its status or to reset
+        (CONNECTED, ("stop_cp", "simulate_error", "revoke_keys", *ASK)),
         (
             CONNECTED.with_(supplying=True, reserved=True),
-            ("stop_cp", "simulate_error", "revoke_keys"),
+            ("stop_cp", "simulate_error", "revoke_keys", *ASK),
         ),
-        (CONNECTED.with_(admin_stopped=True), ("resume_cp", "simulate_error", "revoke_keys")),
-        (CONNECTED.with_(error_simulated=True), ("stop_cp", "fix_error", "revoke_keys")),
+        (CONNECTED.with_(admin_stopped=True), ("resume_cp", "simulate_error", "revoke_keys", *ASK)),
+        (CONNECTED.with_(error_simulated=True), ("stop_cp", "fix_error", "revoke_keys", *ASK)),
         (CPFacts(error_simulated=True), ("stop_cp", "fix_error", "revoke_keys")),  # kept in DB
-        (CONNECTED.with_(engine_ok=False), ("stop_cp", "simulate_error", "revoke_keys")),
+        (CONNECTED.with_(engine_ok=False), ("stop_cp", "simulate_error", "revoke_keys", *ASK)),
         # keys revoked: Parado until its Monitor authenticates again (which is no admin action)
         (CONNECTED.with_(keys_revoked=True), ("stop_cp", "simulate_error")),
     ],
@@ -88,7 +102,7 @@ def test_allowed_is_exactly_not_refused() -> None:
 
 
 def test_an_allowed_action_always_changes_the_cp() -> None:
-    for facts, action in itertools.product(ALL_FACTS, AdminAction):
+    for facts, action in itertools.product(ALL_FACTS, set(AdminAction) - ASKS):
         if refusal(action, "X", facts) is None:
             assert facts.with_(**EFFECT[action]) != facts, (facts, action)
 
@@ -106,3 +120,11 @@ def test_a_simulated_error_that_is_allowed_shows_averiado() -> None:
     for facts in ALL_FACTS:
         if refusal(AdminAction.SIMULATE_ERROR, "X", facts) is None:
             assert derive_state(facts.with_(error_simulated=True)) is CPState.AVERIADO, facts
+
+
+def test_an_ask_is_allowed_exactly_when_a_monitor_is_linked_and_its_keys_stand() -> None:
+    """Report status and reset change nothing at Central: they only make sense when the CP
+    can hear them, whatever its state (Averiado and Parado included: a reset may be the cure)."""
+    for facts, action in itertools.product(ALL_FACTS, ASKS):
+        heard = facts.monitor_connected and not facts.keys_revoked
+        assert (refusal(action, "X", facts) is None) == heard, (facts, action)

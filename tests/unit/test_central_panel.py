@@ -403,10 +403,60 @@ async def test_typed_commands_go_through_the_admin_front_door_and_are_audited() 
     ]
 
 
+async def test_report_and_reset_typed_at_the_terminal_ask_the_cp_through_the_front_door() -> None:
+    """Issue 16: `report CP` and `reset CP [hard]`, with the same replies and audit rows as the
+    HTTP API and the dashboard; a Desconectado CP is refused (nobody would hear it)."""
+    central, repo = await keyed_central()
+    commands = PanelCommands(AdminDesk(central, None))
+    assert await commands.run("report alc01") == Answer(True, "CP ALC01 asked to report its status")
+    assert await commands.run("report status ALC02") == Answer(
+        True, "CP ALC02 asked to report its status"
+    )
+    assert await commands.run("reset ALC01") == Answer(True, "CP ALC01 asked to reset (soft)")
+    assert await commands.run("RESET alc02 HARD") == Answer(True, "CP ALC02 asked to reset (hard)")
+    assert await commands.run("reset MAD01") == Answer(
+        False,
+        "Refused: CP MAD01 is Desconectado: no Monitor link, so nobody would hear the request",
+    )
+    assert isinstance(central.publisher, RecordingPublisher)
+    asks = [
+        (e.event_type, e.cp_id, getattr(e, "hard", None))
+        for e in central.publisher.sent
+        if isinstance(e, (ev.CpReportStatus, ev.CpReset))
+    ]
+    assert asks == [
+        ("CP_REPORT_STATUS", "ALC01", None),
+        ("CP_REPORT_STATUS", "ALC02", None),
+        ("CP_RESET", "ALC01", False),
+        ("CP_RESET", "ALC02", True),
+    ]
+    rows = [
+        (r.action.value, r.cp_id, r.params.get("command"), r.params.get("transport"))
+        for r in reversed(repo.find_audit(AuditQuery(limit=100)))
+        if r.action.value.startswith("admin.")
+    ]
+    assert rows == [
+        ("admin.action", "ALC01", "report_status", "terminal"),
+        ("admin.action", "ALC02", "report_status", "terminal"),
+        ("admin.action", "ALC01", "reset_cp", "terminal"),
+        ("admin.action", "ALC02", "reset_cp", "terminal"),
+        ("admin.refused", "MAD01", "reset_cp", "terminal"),
+    ]
+
+
+def test_the_help_line_names_every_command_within_80_columns() -> None:
+    assert len(f"> {HELP}") <= 80
+    for command in ("stop", "resume", "report", "reset", "hard", "revoke", "rotate keys"):
+        assert command in HELP
+
+
 @pytest.mark.parametrize(
     ("typed", "answer"),
     [
         ("help", Answer(True, HELP)),
+        ("report", Answer(False, "say which CP: report CP_ID")),
+        ("reset", Answer(False, "say which CP: reset CP_ID (or reset CP_ID hard)")),
+        ("reset ALC01 now", Answer(False, "say which CP: reset CP_ID (or reset CP_ID hard)")),
         ("revoke", Answer(False, "say which CP: revoke CP_ID")),
         ("stop", Answer(False, "say which CP: stop CP_ID (or stop all)")),
         ("rotate everything", Answer(False, f"unknown command 'rotate': {HELP}")),
@@ -437,7 +487,7 @@ async def test_the_terminals_desk_admits_no_remote_caller() -> None:
 @pytest.mark.parametrize(
     ("prompt", "last_line"),
     [
-        (Prompt(), f"> type a command: {HELP}"),
+        (Prompt(), f"> {HELP}"),
         (Prompt("revoke ALC0"), "> revoke ALC0"),
         (Prompt(running="revoke ALC01"), "> revoke ALC01  … running"),
         (Prompt(answer=Answer(False, "Refused: unknown CP X")), "Refused: unknown CP X"),
@@ -510,7 +560,7 @@ async def test_keys_typed_at_the_terminal_are_not_echoed_and_revoke_a_cps_keys(
         assert termios.tcgetattr(tty)[3] & termios.ECHO
         with CentralPanel(central, console, refresh_per_second=20, input_fd=tty):
             assert not termios.tcgetattr(tty)[3] & (termios.ECHO | termios.ICANON)
-            await eventually(lambda: term.text().endswith(f"> type a command: {HELP}"))
+            await eventually(lambda: term.text().endswith(f"> {HELP}"))
             os.write(keyboard, b"revoke alc0")
             await eventually(lambda: term.text().endswith("> revoke alc0"), what="the typing")
             os.write(keyboard, b"1\r")

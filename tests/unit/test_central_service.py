@@ -19,6 +19,7 @@ from evcharging.services.central import Answer, CentralService, Who
 from evcharging.services.central_keys import CentralKeys
 from evcharging.services.cp_auth import make_verifier, new_secret
 from evcharging.services.cp_keys import CpKey, CpTopicCodec, KeyRing, MasterKey, RecordRejected
+from evcharging.services.ports import Delivery
 from tests.support.builders import a_cp, a_driver, a_repo
 from tests.support.clock import Clock
 from tests.support.fakes import RecordingPublisher
@@ -1068,3 +1069,85 @@ async def test_an_alert_cancelled_before_the_supply_ends_never_stops_the_cp(
     await central.on_charging_stopped(ev.ChargingStopped(driver_id="D1", cp_id="CP1"))
     assert (state(central, "CP1"), stop_reason(central)) == ("Activado", None)
     assert not [e for e in cp_commands(central) if isinstance(e, (ev.CpStop, ev.CpResume))]
+
+
+# --- issue 16: the admin asks a CP to report its status or to reset -----------------------------
+
+
+def said(central: CentralService) -> list[str]:
+    return [m.text for m in central.messages()]
+
+
+async def test_report_status_asks_the_cp_and_changes_nothing_here(
+    central: CentralService, repo
+) -> None:
+    await connect(central, "CP1")
+    before = len(pub(central).sent)
+    view = await central.report_status("CP1", Who("admin", "10.0.0.7"))
+    assert (view.id, view.state.value) == ("CP1", "Activado")
+    [asked] = pub(central).sent[before:]  # the ask alone: no CP_STATUS, no stop
+    assert isinstance(asked, ev.CpReportStatus)
+    assert (asked.TOPIC.base, asked.key(), asked.cp_id) == ("cp-commands", "CP1", "CP1")
+    assert said(central)[-1] == "CP CP1 asked to report its status"
+    assert rows(repo, AuditAction.CP_STATE, cp="CP1")[-1].detail == "Desconectado -> Activado"
+
+
+async def test_reset_asks_the_cp_soft_or_hard_and_lets_its_supply_run(
+    central: CentralService,
+) -> None:
+    await connect(central, "CP1")
+    sid = await supplying(central)
+    soft = await central.reset_cp("CP1")
+    hard = await central.reset_cp("CP1", hard=True, who=Who("admin", "10.0.0.7"))
+    resets = pub(central).of(ev.CpReset)
+    assert [(e.cp_id, e.hard, e.key()) for e in resets] == [
+        ("CP1", False, "CP1"),
+        ("CP1", True, "CP1"),
+    ]
+    assert said(central)[-2:] == ["CP CP1 asked to reset (soft)", "CP CP1 asked to reset (hard)"]
+    # the CP ends the supply itself if it must (SUPPLY_ENDED): Central ends nothing
+    assert soft.state.value == hard.state.value == "Suministrando"
+    assert hard.session_id == str(sid)
+    assert not pub(central).of(ev.StopSupply)
+
+
+async def test_asks_to_an_unknown_or_desconectado_cp_are_refused_and_nothing_is_sent(
+    central: CentralService,
+) -> None:
+    before = (len(pub(central).sent), said(central))
+    with pytest.raises(UnknownCP):
+        await central.report_status("NOPE")
+    with pytest.raises(UnknownCP):
+        await central.reset_cp("NOPE", hard=True)
+    with pytest.raises(Conflict, match="CP CP1 is Desconectado: no Monitor link, so nobody would"):
+        await central.report_status("CP1")
+    with pytest.raises(Conflict, match="CP CP1 is Desconectado: no Monitor link"):
+        await central.reset_cp("CP1")
+    assert (len(pub(central).sent), said(central)) == before
+
+
+async def test_asks_to_a_cp_whose_keys_are_revoked_are_refused(central_k: CentralService) -> None:
+    await authenticated(central_k)
+    await central_k.revoke_keys("CP1")
+    before = len(sealing(central_k).sent)
+    for ask in (central_k.report_status("CP1"), central_k.reset_cp("CP1")):
+        with pytest.raises(Conflict, match="CP CP1 has its keys revoked: nothing Central sends"):
+            await ask
+    assert len(sealing(central_k).sent) == before
+
+
+class KeylessPublisher(RecordingPublisher):
+    """Central's publisher for a CP that holds no key yet: a command is not sent."""
+
+    async def publish(self, event, *, on_delivered=None):  # type: ignore[no-untyped-def]
+        await super().publish(event, on_delivered=on_delivered)
+        return Delivery.NOT_SENT_NO_KEY
+
+
+async def test_an_ask_that_could_not_be_sealed_is_a_conflict_not_a_claim(repo, clock) -> None:
+    central = CentralService(repo, KeylessPublisher(), now=lambda: NOW, monotonic=clock)
+    await central.load()
+    await connect(central, "CP1")
+    with pytest.raises(Conflict, match="CP CP1 holds no key from Central yet: the request was not"):
+        await central.reset_cp("CP1")
+    assert not [m for m in said(central) if "asked to reset" in m]

@@ -4,6 +4,10 @@ One rule for every way an operator acts on a CP: the HTTP API and the dashboard'
 answer a senseless action with its reason (and change nothing), the bulk actions skip the CPs it
 refuses, and the admin page enables a tile's buttons by it. Before it, simulating an error on a
 Desconectado CP logged "-> Averiado" and changed nothing visible.
+
+Two actions (`ASKS`) change none of Central's facts: they ask the CP itself to do something (an
+OCPP charger behind EV_OCPP: TriggerMessage StatusNotification, Reset). They make sense only
+when something would hear them: a Monitor link, and keys Central can seal the command with.
 """
 
 from __future__ import annotations
@@ -22,6 +26,12 @@ class AdminAction(StrEnum):
     SIMULATE_ERROR = "simulate_error"
     FIX_ERROR = "fix_error"
     REVOKE_KEYS = "revoke_keys"  # "restaurar claves": out of service until it re-authenticates
+    REPORT_STATUS = "report_status"  # asks the CP to report its state now (CP_REPORT_STATUS)
+    RESET = "reset_cp"  # asks the CP to restart, soft or hard (CP_RESET)
+
+
+ASKS = frozenset({AdminAction.REPORT_STATUS, AdminAction.RESET})
+"""The actions that ask the CP for something and change nothing Central knows of it."""
 
 
 class Conflict(Exception):
@@ -58,6 +68,15 @@ def _why_not(action: AdminAction, facts: CPFacts) -> str | None:
         if not facts.monitor_connected:
             return f"is {state}: an error can only be simulated on a connected CP"
         return "already has a simulated error: fix it first" if facts.error_simulated else None
+    if action in ASKS:
+        if not facts.monitor_connected:
+            return f"is {state}: no Monitor link, so nobody would hear the request"
+        if facts.keys_revoked:
+            return (
+                "has its keys revoked: nothing Central sends can reach it until its Monitor "
+                "authenticates again"
+            )
+        return None
     if action is AdminAction.REVOKE_KEYS:
         if facts.keys_revoked:
             return "already has its keys revoked: its Monitor must authenticate again"

@@ -35,6 +35,8 @@ from evcharging.services.central import (
     Who,
     error_fixed_text,
     error_simulated_text,
+    reset_asked_text,
+    status_asked_text,
 )
 from evcharging.services.central_views import BulkJson, BulkOutcome, CPJson, CPView
 from evcharging.services.roles import WHO, Role, Roles
@@ -89,6 +91,8 @@ class Command(StrEnum):
     SIMULATE_ERROR = AdminAction.SIMULATE_ERROR.value
     FIX_ERROR = AdminAction.FIX_ERROR.value
     REVOKE_KEYS = AdminAction.REVOKE_KEYS.value
+    REPORT_STATUS = AdminAction.REPORT_STATUS.value
+    RESET_CP = AdminAction.RESET.value
     STOP_ALL = "stop_all"
     RESUME_ALL = "resume_all"
     ROTATE_KEYS = "rotate_keys"
@@ -148,6 +152,26 @@ class RevokeKeys(_Fields):
     cp_id: Id
 
 
+class ReportStatus(_Fields):
+    """The CP asked to report its state now (an OCPP charger: TriggerMessage)."""
+
+    name: ClassVar[Command] = Command.REPORT_STATUS
+    cp_id: Id
+
+
+class ResetDetails(_Fields):
+    """Which reset (the HTTP body; optional): soft unless `hard`."""
+
+    hard: bool = False
+
+
+class ResetCP(ResetDetails):
+    """The CP asked to restart (an OCPP charger: Reset Soft, or Hard)."""
+
+    name: ClassVar[Command] = Command.RESET_CP
+    cp_id: Id
+
+
 class RotateKeys(_Fields):
     """Every connected CP asked to authenticate again, for a new key."""
 
@@ -182,6 +206,8 @@ AdminCommand = (
     | FixError
     | SimulateError
     | RevokeKeys
+    | ReportStatus
+    | ResetCP
     | StopAll
     | ResumeAll
     | RotateKeys
@@ -277,6 +303,16 @@ async def _revoke_keys(svc: CentralService, c: RevokeKeys, who: Who) -> AdminRep
     return AdminReply(c, "keys_revoked", text, view)
 
 
+async def _report_status(svc: CentralService, c: ReportStatus, who: Who) -> AdminReply:
+    view = await svc.report_status(c.cp_id, who)
+    return AdminReply(c, "status_asked", status_asked_text(c.cp_id), view)
+
+
+async def _reset_cp(svc: CentralService, c: ResetCP, who: Who) -> AdminReply:
+    view = await svc.reset_cp(c.cp_id, c.hard, who)
+    return AdminReply(c, "reset_asked", reset_asked_text(c.cp_id, c.hard), view)
+
+
 async def _rotate_keys(svc: CentralService, c: RotateKeys, who: Who) -> AdminReply:
     _keys_held(svc)
     asked = tuple(svc.rotate_all_keys(who))
@@ -314,6 +350,8 @@ TABLE: dict[Command, _Entry] = {
     Command.SIMULATE_ERROR: _Entry(SimulateError, _simulate_error),
     Command.FIX_ERROR: _Entry(FixError, _fix_error),
     Command.REVOKE_KEYS: _Entry(RevokeKeys, _revoke_keys),
+    Command.REPORT_STATUS: _Entry(ReportStatus, _report_status),
+    Command.RESET_CP: _Entry(ResetCP, _reset_cp),
     Command.STOP_ALL: _Entry(StopAll, _stop_all),
     Command.RESUME_ALL: _Entry(ResumeAll, _resume_all),
     Command.ROTATE_KEYS: _Entry(RotateKeys, _rotate_keys),

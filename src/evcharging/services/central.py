@@ -32,6 +32,8 @@ from evcharging.contracts.events import (
     ChargingTicket,
     CpErrorFixed,
     CpErrorSimulated,
+    CpReportStatus,
+    CpReset,
     CpResume,
     CpStatus,
     CpStop,
@@ -80,7 +82,13 @@ from evcharging.services.central_views import (
     session_view,
 )
 from evcharging.services.cp_keys import CpKey
-from evcharging.services.ports import Publisher, RegistryChange, RegistryChangeKind, Repository
+from evcharging.services.ports import (
+    Delivery,
+    Publisher,
+    RegistryChange,
+    RegistryChangeKind,
+    Repository,
+)
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +122,14 @@ def error_simulated_text(cp_id: str, error_type: str) -> str:
 
 def error_fixed_text(cp_id: str) -> str:
     return f"Error fixed at {cp_id}"
+
+
+def status_asked_text(cp_id: str) -> str:
+    return f"CP {cp_id} asked to report its status"
+
+
+def reset_asked_text(cp_id: str, hard: bool) -> str:
+    return f"CP {cp_id} asked to reset ({'hard' if hard else 'soft'})"
 
 
 class CentralService:
@@ -1028,6 +1044,36 @@ class CentralService:
         )
         cp.affected_driver = None
         return await self._changed(cp)
+
+    async def report_status(self, cp_id: str, who: Who = CENTRAL) -> CPView:
+        """Asks the CP to report its state now (CP_REPORT_STATUS: an OCPP charger's
+        TriggerMessage StatusNotification). Changes nothing here: the answer comes back the way
+        the CP's state always does. Conflict when nothing would hear it."""
+        cp = self._cp(cp_id, AdminAction.REPORT_STATUS)
+        await self._ask(cp, CpReportStatus(cp_id=cp_id), who)
+        self._say(status_asked_text(cp_id))
+        return self._view(cp)
+
+    async def reset_cp(self, cp_id: str, hard: bool = False, who: Who = CENTRAL) -> CPView:
+        """Asks the CP to restart, soft or `hard` (CP_RESET: an OCPP charger's Reset). A supply
+        under way ends the way the CP then reports it; Central changes nothing itself.
+        Conflict when nothing would hear it."""
+        cp = self._cp(cp_id, AdminAction.RESET)
+        await self._ask(cp, CpReset(cp_id=cp_id, hard=hard), who)
+        self._say(reset_asked_text(cp_id, hard))
+        return self._view(cp)
+
+    async def _ask(self, cp: LiveCP, event: CpReportStatus | CpReset, who: Who) -> None:
+        """Sends an ask to the CP; Conflict if it could not be sent (no key to seal it with)."""
+        delivery = await self.publisher.publish(event)
+        log.debug(
+            "%s for CP %s (%s at %s): %s", event.event_type, cp.cp_id, who.actor, who.ip, delivery
+        )
+        if delivery is Delivery.NOT_SENT_NO_KEY:
+            raise Conflict(
+                f"CP {cp.cp_id} holds no key from Central yet: the request was not sent "
+                "(ask again once its Monitor has authenticated)"
+            )
 
     async def register_cp(self, cp_id: str, location: str, price: Decimal) -> CPView:
         """A new CP, Desconectado until its Monitor connects. An id already registered is a

@@ -279,7 +279,7 @@ def prompt_line(prompt: Prompt, width: int) -> Text:
     elif prompt.answer is not None:
         line = Text(prompt.answer.text, style="green" if prompt.answer.ok else "yellow")
     else:
-        line = Text.assemble(("> ", "bold"), (f"type a command: {HELP}", "dim"))
+        line = Text.assemble(("> ", "bold"), (HELP, "dim"))
     line.truncate(width, overflow="ellipsis", pad=True)
     line.no_wrap = True
     return line

@@ -9,9 +9,11 @@ one the HTTP API and the dashboards use: the same rules, refusals, messages and 
 `key.revoked`, `key.rotated`, `cp.blocked` ...). Typing at Central's terminal needs no token: whoever
 can type there started Central.
 
+    stop CP01|all      resume CP01|all
+    report CP01        the CP asked to report its state now (an OCPP charger: TriggerMessage)
+    reset CP01 [hard]  the CP asked to restart, soft unless "hard" (an OCPP charger: Reset)
     revoke CP01        "restaurar claves": the CP's keys deleted, Parado until it re-authenticates
     rotate keys        every connected CP asked to authenticate again, for a new key
-    stop CP01|all      resume CP01|all
     help
 """
 
@@ -25,7 +27,8 @@ from evcharging.services.admin import AdminDesk, AdminRefusal, Command, at_termi
 
 log = logging.getLogger(__name__)
 
-HELP = "revoke CP · rotate keys · stop CP|all · resume CP|all · help"
+# What can be typed, on the panel's last line: "> " and it fit 80 columns ("help" shows it too).
+HELP = "stop|resume CP|all · report CP · reset CP [hard] · revoke CP · rotate keys"
 MAX_LINE = 70  # characters of a command (the longest CP id is 64)
 
 _ERASE = {"\x7f", "\x08"}  # Backspace (DEL on most terminals, BS on some)
@@ -130,6 +133,21 @@ class PanelCommands:
             if len(args) == 1:
                 return Command.REVOKE_KEYS, {"cp_id": self._cp_id(args[0])}
             return Answer(False, "say which CP: revoke CP_ID")
+        if verb == "report":
+            if args[:1] and args[0].lower() == "status":
+                args = args[1:]
+            if len(args) == 1:
+                return Command.REPORT_STATUS, {"cp_id": self._cp_id(args[0])}
+            return Answer(False, "say which CP: report CP_ID")
+        if verb == "reset":
+            if len(args) == 2 and args[1].lower() in ("hard", "soft"):
+                return Command.RESET_CP, {
+                    "cp_id": self._cp_id(args[0]),
+                    "hard": args[1].lower() == "hard",
+                }
+            if len(args) == 1:
+                return Command.RESET_CP, {"cp_id": self._cp_id(args[0])}
+            return Answer(False, "say which CP: reset CP_ID (or reset CP_ID hard)")
         if verb in ("stop", "resume"):
             if len(args) != 1:
                 return Answer(False, f"say which CP: {verb} CP_ID (or {verb} all)")

@@ -25,6 +25,7 @@ from evcharging.services.admin import (
     Caller,
     Command,
     ErrorDetails,
+    ResetDetails,
     Transport,
 )
 from evcharging.services.audit import UNKNOWN_IP
@@ -337,6 +338,27 @@ def v1_router(
         """ "Restaurar claves": out of service until its Monitor authenticates again. 409 if
         already revoked."""
         return await on_cp(caller, Command.REVOKE_KEYS, cp_id)
+
+    @r.post(
+        "/cps/{cp_id}/status-report",
+        name=Command.REPORT_STATUS.value,
+        responses={**ADMIN_ONLY, **UNKNOWN_CP, **CONFLICT},
+    )
+    async def report_status(cp_id: CpId, caller: Admin) -> CPJson:
+        """Asks the CP to report its state now (an OCPP charger: TriggerMessage
+        StatusNotification). 409 if nothing would hear it (Desconectado, or keys revoked)."""
+        return await on_cp(caller, Command.REPORT_STATUS, cp_id)
+
+    @r.post(
+        "/cps/{cp_id}/reset",
+        name=Command.RESET_CP.value,
+        responses={**ADMIN_ONLY, **UNKNOWN_CP, **CONFLICT},
+    )
+    async def reset_cp(cp_id: CpId, caller: Admin, body: ResetDetails | None = None) -> CPJson:
+        """Asks the CP to restart (an OCPP charger: Reset), soft unless `{"hard": true}`. 409
+        if nothing would hear it (Desconectado, or keys revoked)."""
+        details = body.model_dump() if body else {}
+        return await on_cp(caller, Command.RESET_CP, cp_id, **details)
 
     @r.put("/network/out-of-service", name=Command.STOP_ALL.value, responses=ADMIN_ONLY)
     async def stop_all(caller: Admin) -> BulkJson:

@@ -36,6 +36,7 @@ from evcharging.services.admin import (
     ErrorDetails,
     Refusal,
     RegisterCP,
+    ResetDetails,
     Transport,
 )
 from evcharging.services.audit import UNKNOWN_IP, Audit
@@ -70,8 +71,8 @@ included, needs Central's admin token (`EV_Central --admin-token`), as `Authoriz
 unknown one) the answer is 401, with the weather office's token 403; anyone may read the public,
 masked views of `/api/v1`. An admin action that makes no sense in the CP's state (stop a
 stopped CP, resume an active one, simulate an error on a Desconectado CP, fix a CP with no
-simulated error, register an id twice, revoke keys already revoked) is answered 409 with the
-reason, and changes nothing.
+simulated error, register an id twice, revoke keys already revoked, ask a Desconectado CP to
+report its status or to reset) is answered 409 with the reason, and changes nothing.
 Every admin action, done or refused (401, 403, 404, 409, 422), and every refused read is written to
 Central's audit log, with the caller's IP (never the token); admins read it with `GET /api/audit`
 (a read with the token is not recorded)."""
@@ -347,6 +348,21 @@ def create_app(
     async def fix_error(cp_id: str, caller: Admin) -> CPJson:
         """Clears a simulated error (CP_ERROR_FIXED goes out). 409 if none is simulated."""
         return await on_cp(caller, Command.FIX_ERROR, {"cp_id": cp_id})
+
+    @app.post("/api/cps/{cp_id}/report-status", responses=ON_CP)
+    async def report_status(cp_id: str, caller: Admin) -> CPJson:
+        """Asks the CP to report its state now (CP_REPORT_STATUS; an OCPP charger behind EV_OCPP:
+        TriggerMessage StatusNotification); its answer shows the way its state always does.
+        409 if nothing would hear it (Desconectado, or its keys revoked)."""
+        return await on_cp(caller, Command.REPORT_STATUS, {"cp_id": cp_id})
+
+    @app.post("/api/cps/{cp_id}/reset", responses=ON_CP)
+    async def reset_cp(cp_id: str, caller: Admin, body: ResetDetails | None = None) -> CPJson:
+        """Asks the CP to restart (CP_RESET; an OCPP charger: Reset), soft unless the body says
+        `{"hard": true}`; a supply under way ends the way the CP then reports it. 409 if nothing
+        would hear it (Desconectado, or its keys revoked)."""
+        details = body.model_dump() if body else {}
+        return await on_cp(caller, Command.RESET_CP, {"cp_id": cp_id, **details})
 
     mount_v1(app, service, desk, weather, health)
     mount_dashboard(app, DashboardHub(service, desk, weather=weather, health=health))

@@ -17,6 +17,7 @@ from evcharging.services.admin import (
     AdminReply,
     Caller,
     Command,
+    ResetCP,
     SimulateError,
     Transport,
 )
@@ -70,6 +71,8 @@ def reply_frame(reply: AdminReply) -> Frame:
     }
     if isinstance(reply.command, SimulateError):
         frame["error_type"] = reply.command.error_type
+    elif isinstance(reply.command, ResetCP):
+        frame["hard"] = reply.command.hard
     return frame
 
 

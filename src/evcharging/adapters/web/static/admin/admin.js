@@ -125,7 +125,7 @@
   // Central's answers to the page's own admin actions (services/admin.py names them).
   const REPLIES = [
     "error_simulated", "error_fixed", "cp_stopped", "cp_resumed", "all_stopped", "all_resumed",
-    "keys_revoked", "keys_rotated",
+    "keys_revoked", "keys_rotated", "status_asked", "reset_asked",
   ];
 
   const handlers = {
@@ -218,6 +218,11 @@
     if (action === "resume_cp") return "Not stopped";
     if (action === "fix_error") return "No simulated error to fix";
     if (action === "revoke_keys") return "Keys already revoked: its Monitor must authenticate again";
+    if (action === "report_status" || action === "reset_cp") {
+      return cp.keys_revoked
+        ? "Keys revoked: nothing reaches it until its Monitor authenticates again"
+        : `${cp.state}: no Monitor link, nothing would hear it`;
+    }
     return cp.error_simulated ? "An error is already simulated" : `${cp.state}: not connected`;
   }
 
@@ -239,6 +244,8 @@
       simulate_error: "error",
       fix_error: "fix",
       revoke_keys: "revoke",
+      report_status: "report",
+      reset_cp: "reset",
     };
     for (const button of el.querySelectorAll("[data-action]")) {
       button.dataset.testid = `${ids[button.dataset.action]}-${id}`;
@@ -311,8 +318,15 @@
       $("#confirm").close();
       if (action) send(action);
     });
+    $("#confirm-alt").addEventListener("click", () => {
+      const action = confirmingAlt;
+      confirming = null;
+      $("#confirm").close();
+      if (action) send(action);
+    });
     $("#confirm").addEventListener("close", () => {
       confirming = null; // Esc: nothing is sent
+      confirmingAlt = null;
     });
     $("#resume-all").addEventListener("click", () => send({ type: "resume_all" }));
     $("#rotate-keys").addEventListener("click", () => send({ type: "rotate_keys" }));
@@ -322,6 +336,7 @@
       const action = { type: button.dataset.action, cp_id: button.closest(".tile").dataset.cpId };
       if (action.type === "simulate_error") action.error_type = "fault";
       if (action.type === "revoke_keys") askRevoke(action);
+      else if (action.type === "reset_cp") askReset(action);
       else send(action);
     });
     $("#register").addEventListener("submit", (event) => {
@@ -442,13 +457,18 @@
 
   // The destructive actions are confirmed in the page's own dialog first: the action to send on
   // "yes" waits here (Cancel, Esc or a closed dialog send nothing).
+  // `alt`, when given, is a second way to say yes ({ action, label }), on its own button.
   let confirming = null;
+  let confirmingAlt = null;
 
-  function confirmThen(action, title, text, yes) {
+  function confirmThen(action, title, text, yes, alt = null) {
     confirming = action;
+    confirmingAlt = alt ? alt.action : null;
     $("#confirm-title").textContent = title;
     $("#confirm-text").textContent = text;
     $("#confirm-yes").textContent = yes;
+    $("#confirm-alt").hidden = !alt;
+    $("#confirm-alt").textContent = alt ? alt.label : "";
     $("#confirm").showModal();
   }
 
@@ -478,6 +498,20 @@
         `${action.cp_id} will be out of service (Parado, "keys revoked") until its Monitor ` +
         "authenticates again; anything still sent with its old key is refused.",
       "Revoke keys",
+    );
+  }
+
+  // A reset restarts the charger (an OCPP charger: Reset): soft, or hard on the second button.
+  function askReset(action) {
+    const supplying = tiles.get(action.cp_id)?.dataset.state === "Suministrando";
+    confirmThen(
+      { ...action, hard: false },
+      `Reset ${action.cp_id}?`,
+      `${action.cp_id} will be asked to restart` +
+        (supplying ? "; its supply in progress ends the way the charger reports it." : ".") +
+        " A soft reset lets the charger stop cleanly; a hard reset restarts it at once.",
+      "Soft reset",
+      { action: { ...action, hard: true }, label: "Hard reset" },
     );
   }
 
