@@ -303,6 +303,14 @@ async def test_auto_availability_is_scheduled_during_a_transaction_and_trigger_r
             "TriggerMessage",
         ]
 
+        again = await cp.start(1, "D3")
+        assert (await central.call(call.Reset(type="Soft"))).status == "Accepted"
+        await cp.idle()
+        assert central.of("StopTransaction")[-1]["transaction_id"] == again.transaction_id
+        assert central.of("StopTransaction")[-1]["reason"] == "SoftReset"
+        assert [a for a, _ in central.got[-2:]] == ["BootNotification", "StatusNotification"]
+        assert central.statuses()[-1] == "Available"
+
 
 async def test_without_auto_answers_are_configurable_and_nothing_follows(stub: Stub) -> None:
     answers: dict[str, Any] = {
