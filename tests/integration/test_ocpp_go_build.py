@@ -21,7 +21,7 @@ from tests.support.ocpp_go import GO_CP_STAMP, GO_CP_VERSION, go_cp, go_cp_binar
 from tests.support.ports import free_port
 from tests.support.waiting import eventually
 
-QUIET = logging.getLogger("ocpp.test-central")
+QUIET = logging.getLogger("ocpp.go-test-central")
 QUIET.setLevel(logging.WARNING)
 
 
