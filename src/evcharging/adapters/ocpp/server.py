@@ -71,6 +71,21 @@ class Refused(Exception):
         self.status, self.reason, self.cp_id = status, reason, cp_id
 
 
+class HidesCredentials(logging.Filter):
+    """websockets logs every request header at DEBUG: a charger's Basic credential (its secret)
+    is replaced before any handler sees the line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 2 and str(args[0]).lower() == "authorization":
+            record.args = (args[0], "[hidden]")
+        return True
+
+
+WEBSOCKET_LOG = logging.getLogger("evcharging.ocpp.websocket")
+WEBSOCKET_LOG.addFilter(HidesCredentials())
+
+
 def tls_context(cert: Path, key: Path, client_ca: Path | None) -> ssl.SSLContext:
     """wss: the gateway's certificate, and (with `client_ca`) client certificates from that CA
     verified when a charger presents one (profile 3); a charger without one uses Basic auth."""
@@ -169,7 +184,7 @@ class OcppServer:
             max_size=MAX_MESSAGE,
             ping_interval=self.ping_interval,
             ping_timeout=self.ping_interval,
-            logger=logging.getLogger("evcharging.ocpp.websocket"),
+            logger=WEBSOCKET_LOG,
         )
         self.port = next(iter(self._server.sockets)).getsockname()[1]
         log.info(
