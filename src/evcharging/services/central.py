@@ -545,7 +545,7 @@ class CentralService:
             await self._answer(ev, None, seen)
             return
         who = f"driver {ev.driver_id} at CP {ev.cp_id}" + (
-            " (CP menu)" if ev.origin == "cp" else ""
+            " (at the CP)" if ev.origin == "cp" else ""
         )
         self._say(f"Request from {who}: checking")
         cp = self._cps.get(ev.cp_id)
