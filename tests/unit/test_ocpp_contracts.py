@@ -110,7 +110,8 @@ def test_any_value_is_a_reading_or_a_bad_meter_value(
         wh = register_wh(sampled(one))
     except BadMeterValue:
         return
-    assert isinstance(wh, int) and wh >= 0
+    assert isinstance(wh, int)
+    assert wh >= 0
 
 
 @given(wh=st.integers(min_value=0, max_value=2**31 - 1))

@@ -136,7 +136,8 @@ async def test_boot_is_rejected_when_central_refuses_and_pending_when_unreachabl
     assert (answer.status, answer.interval) == (BootStatus.REJECTED, CONFIG.retry_interval)
     assert not rig.service.accepted(CP)
     (row,) = rig.audit.of(AuditAction.OCPP_BOOT)
-    assert row.outcome is Outcome.DENIED and "wrong credential" in row.detail
+    assert row.outcome is Outcome.DENIED
+    assert "wrong credential" in row.detail
 
     rig.logins.outcome = LoginOutcome(LoginState.UNREACHABLE, "Central did not answer in time")
     answer = await rig.service.boot(CP)
@@ -186,7 +187,9 @@ async def test_faulted_is_ko_with_its_error_code() -> None:
     rig.service.status(CP, 1, ChargerStatus.FAULTED, "GroundFailure", "RCD tripped")
     ok, reason = rig.logins.last_health(CP) or (True, "")
     assert not ok
-    assert "Faulted" in reason and "GroundFailure" in reason and "RCD tripped" in reason
+    assert "Faulted" in reason
+    assert "GroundFailure" in reason
+    assert "RCD tripped" in reason
     rig.service.status(CP, 1, ChargerStatus.AVAILABLE, "NoError")
     assert rig.logins.last_health(CP) == (True, "")
 
@@ -196,7 +199,8 @@ async def test_unavailable_not_asked_by_central_is_ko() -> None:
     await rig.connect()
     rig.service.status(CP, 0, ChargerStatus.UNAVAILABLE, "NoError")
     ok, reason = rig.logins.last_health(CP) or (True, "")
-    assert not ok and "Unavailable at the charger" in reason
+    assert not ok
+    assert "Unavailable at the charger" in reason
 
 
 async def test_unavailable_after_cp_stop_is_healthy_and_after_resume_until_the_next_status() -> (
@@ -291,7 +295,8 @@ async def test_a_start_is_bound_to_the_held_session() -> None:
     assert (started.session_id, started.driver_id, started.cp_id) == (session, "D001", CP)
     saved = rig.store.state.transactions
     assert [t.transaction_id for t in saved] == [1000]
-    assert saved[0].session_id == str(session) and saved[0].price_eur_per_kwh == PRICE
+    assert saved[0].session_id == str(session)
+    assert saved[0].price_eur_per_kwh == PRICE
     assert rig.store.state.next_transaction_id == 1001
 
 
@@ -338,11 +343,13 @@ async def test_a_refused_start_is_invalid_with_an_id_and_bills_nothing() -> None
         RequestDenied(cp_id=CP, request_id=request.request_id, driver_id="D005", reason="no")
     )
     answer = await task
-    assert answer.status is IdTagStatus.INVALID and answer.transaction_id > 0
+    assert answer.status is IdTagStatus.INVALID
+    assert answer.transaction_id > 0
     assert rig.service.stop_transaction(CP, answer.transaction_id, 900, "DeAuthorized") is (
         IdTagStatus.INVALID
     )
-    assert await rig.of(SupplyStarted) == [] and await rig.of(SupplyEnded) == []
+    assert await rig.of(SupplyStarted) == []
+    assert await rig.of(SupplyEnded) == []
     assert rig.store.state.transactions == ()  # nothing left to bill after a restart
 
 
@@ -372,7 +379,8 @@ async def test_meter_values_are_telemetry_with_energy_amount_and_power() -> None
         Decimal("0.09"),
         2,
     )
-    assert second.driver_id == "D001" and second.cp_id == CP
+    assert second.driver_id == "D001"
+    assert second.cp_id == CP
     assert await rig.of(CpTelemetry) == [first, second]  # via publish_soon, not the outbox
 
 
@@ -638,10 +646,12 @@ async def test_a_closed_connection_logs_the_cp_out_unless_a_newer_one_took_over(
     second = await rig.connect()
     await rig.service.closed(CP, first)  # the older connection's close, after the new one
     assert rig.logins.logouts == []
-    assert rig.service.connected() == [CP] and rig.service.accepted(CP)
+    assert rig.service.connected() == [CP]
+    assert rig.service.accepted(CP)
     await rig.service.closed(CP, second)
     assert rig.logins.logouts == [CP]
-    assert rig.service.connected() == [] and not rig.service.accepted(CP)
+    assert rig.service.connected() == []
+    assert not rig.service.accepted(CP)
     assert rig.service.holds(CP)  # its commands still concern this gateway
 
 

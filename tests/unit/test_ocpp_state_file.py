@@ -47,7 +47,8 @@ STATE = GatewayState(44, (RUNNING, ENDED, REFUSED), frozenset({"OCPP02", "OCPP09
 def test_a_missing_file_starts_fresh(tmp_path: Path) -> None:
     before = fresh_first_id()
     state = JsonGatewayStore(tmp_path / "state").load()
-    assert state.transactions == () and state.inoperative == frozenset()
+    assert state.transactions == ()
+    assert state.inoperative == frozenset()
     assert before <= state.next_transaction_id <= fresh_first_id()
 
 
