@@ -13,6 +13,7 @@ nothing else).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections.abc import MutableMapping
@@ -226,9 +227,20 @@ class Charger(ChargePoint):
     # --- the central system's CALLs --------------------------------------------------------
 
     async def ask(self, payload: Any) -> str:
-        """One CALL; the answer's status, or why there is none ("failed: ...")."""
+        """One CALL; the answer's status, or why there is none ("failed: ..."). A charger that
+        goes away meanwhile fails it at once (the `ocpp` package waits its whole response
+        timeout, and the charger's next CALLs queue behind it)."""
+        asking = asyncio.ensure_future(self.call(payload, suppress=False))
+        closing = asyncio.ensure_future(self._connection.wait_closed())
         try:
-            result = await self.call(payload, suppress=False)
+            done, _ = await asyncio.wait((asking, closing), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            asking.cancel()  # both: no-ops once done
+            closing.cancel()
+        if asking not in done:
+            return "failed: the connection closed"
+        try:
+            result = asking.result()
         except OCPPError as exc:
             return f"failed: CALLERROR {exc.code}: {exc.description}"
         except TimeoutError:
