@@ -75,7 +75,7 @@ records = st.builds(
 )
 
 
-@settings(max_examples=50, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     next_id=st.integers(1, 2**31 - 1),
     transactions=st.lists(records, max_size=5),
