@@ -53,7 +53,7 @@ class JsonGatewayStore:
                 transactions=tuple(_record(item) for item in body["transactions"]),
                 inoperative=frozenset(str(cp) for cp in body.get("inoperative", [])),
             )
-        except (ValueError, KeyError, TypeError, InvalidOperation) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, InvalidOperation) as exc:
             aside = self.path.with_suffix(".corrupt")
             log.warning(
                 "the gateway's state %s is unreadable (%s: %s); moved to %s",

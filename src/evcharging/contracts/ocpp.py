@@ -80,6 +80,8 @@ def end_reason(ocpp_reason: str | None, asked: SupplyEndReason | None = None) ->
 # their register as Export only, so that is read when Import is absent.
 ENERGY_REGISTERS = ("Energy.Active.Import.Register", "Energy.Active.Export.Register")
 _WH_PER_UNIT = {"Wh": Decimal(1), "kWh": Decimal(1000)}
+MAX_REGISTER_WH = Decimal(10**12)  # 1 TWh: more is no charger's register (and a huge exponent
+# would cost a huge integer, or overflow the decimal context)
 
 
 class BadMeterValue(ValueError):
@@ -112,6 +114,6 @@ def _wh(sampled: Mapping[str, Any]) -> int:
         value = Decimal(str(sampled.get("value")))
     except InvalidOperation:
         raise BadMeterValue(f"energy register {sampled.get('value')!r} is not a number") from None
-    if not value.is_finite() or value < 0:
-        raise BadMeterValue(f"energy register {value} is not a reading")
+    if not value.is_finite() or value < 0 or value > MAX_REGISTER_WH / _WH_PER_UNIT[unit]:
+        raise BadMeterValue(f"energy register {str(value)[:20]} {unit} is not a reading")
     return int(value * _WH_PER_UNIT[unit])

@@ -142,8 +142,8 @@ class _Charger:
     meter: _Meter | None = None
     asked_stop: dict[int, SupplyEndReason] = field(default_factory=dict)  # tx -> why we asked
     stopped: bool = False  # out of service: CP_STOP received (or left Inoperative), no resume
-    stop_told: bool = False  # a CP_STOP arrived since the charger's Boot was accepted
-    resuming: bool = False  # Operative asked, no status from the charger since
+    stop_told: bool = False  # a CP_STOP arrived since the charger's last login at Central
+    resuming: set[int] = field(default_factory=set)  # connectors with no status since Operative
     waiting: dict[str, asyncio.Future[Verdict]] = field(default_factory=dict)  # by driver id
     requests: dict[UUID, str] = field(default_factory=dict)  # request id -> driver id
     calls: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -217,8 +217,16 @@ class GatewayService:
         """A charger's WebSocket is open (its credentials checked as far as the handshake can):
         it replaces an earlier connection of the same CP, which the adapter closes."""
         ch = self._chargers.get(cp_id)
-        if ch is None:
+        if ch is None:  # new here, or the gateway restarted: a transaction may still be running
             ch = self._chargers[cp_id] = _Charger(cp_id, stopped=cp_id in self._inoperative)
+            ch.running = max(
+                (
+                    t.transaction_id
+                    for t in self._txs.values()
+                    if t.cp_id == cp_id and t.session_id is not None and not t.ended
+                ),
+                default=None,
+            )
         ch.connection, ch.ip, ch.secret = connection, ip, secret
         ch.accepted = False
         ch.booted = asyncio.Event()
@@ -252,6 +260,7 @@ class GatewayService:
             return self._rejected(ch, reason, max(retry, int(wait) + 1))
         if ch.secret is None:
             return self._rejected(ch, "no credential for this CP", retry)
+        ch.stop_told = False  # Central's CP_STOP for this login may come before its Boot answer
         outcome = await self._logins.login(cp_id, ch.secret)
         if outcome.state is LoginState.UNREACHABLE:
             log.warning("cp=%s: boot Pending: Central unreachable (%s)", cp_id, outcome.reason)
@@ -281,7 +290,6 @@ class GatewayService:
         if ch is None or not ch.accepted:
             return
         ch.booted.set()
-        ch.stop_told = False
         if cp_id in self._inoperative:
             self._spawn(self._resync(ch, ch.connection))
 
@@ -322,7 +330,7 @@ class GatewayService:
         words = " ".join(w for w in (error_code if error_code != "NoError" else "", info) if w)
         was = ch.statuses.get(connector_id)
         ch.statuses[connector_id] = (status, words)
-        ch.resuming = False
+        ch.resuming.discard(connector_id)
         if was is None or was[0] is not status:
             log.info("cp=%s: connector %s %s %s", cp_id, connector_id, status, words)
         self._report_health(ch)
@@ -331,7 +339,7 @@ class GatewayService:
         for connector, (status, words) in sorted(ch.statuses.items()):
             if status is ChargerStatus.FAULTED:
                 return False, f"charger Faulted ({words or 'no error code'})"
-            if status is ChargerStatus.UNAVAILABLE and not (ch.stopped or ch.resuming):
+            if status is ChargerStatus.UNAVAILABLE and not (ch.stopped or connector in ch.resuming):
                 where = "the charger" if connector == 0 else f"connector {connector}"
                 return False, f"{where} Unavailable at the charger"
         return True, ""
@@ -657,7 +665,7 @@ class GatewayService:
     def _availability(self, ch: _Charger, *, operative: bool) -> None:
         if operative:
             self._inoperative.discard(ch.cp_id)
-            ch.resuming = True
+            ch.resuming = set(ch.statuses)  # each connector's Unavailable stands until it reports
         else:
             self._inoperative.add(ch.cp_id)
         self._persist()

@@ -13,6 +13,7 @@ nothing else).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections.abc import MutableMapping
@@ -32,21 +33,34 @@ log = logging.getLogger(__name__)
 
 
 class FrameLog(logging.LoggerAdapter[logging.Logger]):
-    """The `ocpp` package's logger, tamed: its per-frame lines (INFO) are DEBUG here, and its
-    `exception` calls (a malformed frame, a handler's error) are one warning line, never a
-    traceback a charger's bad input could flood a terminal with."""
+    """The `ocpp` package's logger, tamed: its per-frame lines (INFO) are DEBUG here; its
+    `exception` calls (a malformed frame, a handler's error) and `error` calls (a charger's late
+    answer) are one warning line, never a traceback or an ERROR a charger's bad input could flood
+    a terminal with; a line is cut at `MAX_LINE` characters (a frame may be 256 KB)."""
+
+    MAX_LINE = 500
 
     def process(
         self, msg: Any, kwargs: MutableMapping[str, Any]
     ) -> tuple[Any, MutableMapping[str, Any]]:
         return f"cp={self.extra['cp'] if self.extra else '-'}: {msg}", kwargs
 
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        level = min(level, logging.WARNING)
+        if not self.isEnabledFor(level):
+            return
+        text = str(msg) % args if args else str(msg)  # the frame's text is never a format
+        if len(text) > self.MAX_LINE:
+            text = f"{text[: self.MAX_LINE]}... ({len(text)} characters)"
+        super().log(level, "%s", text, **kwargs)
+
     def info(self, msg: object, *args: object, **kwargs: Any) -> None:
         self.debug(msg, *args, **kwargs)
 
     def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
         problem = sys.exc_info()[1]
-        self.warning(f"{msg} ({type(problem).__name__}: {problem})", *args, **kwargs)
+        text = str(msg) % args if args else str(msg)
+        self.warning("%s (%s: %s)", text, type(problem).__name__, problem, **kwargs)
 
 
 def utc_now() -> str:
@@ -68,6 +82,16 @@ class Charger(ChargePoint):
         super().__init__(cp_id, connection, response_timeout=response_timeout, logger=logger)
         self.service = service
         self._bad_meter_said = False
+
+    async def route_message(self, raw_msg: str | bytes) -> None:
+        """The `ocpp` package's routing, and a frame it cannot read even as a CALL (an action
+        that is not a string, a number past Python's integer limit, nesting past its recursion
+        limit) is one warning, as an unparseable frame is there: the session goes on (it ended
+        with a traceback)."""
+        try:
+            await super().route_message(raw_msg)
+        except (TypeError, ValueError, RecursionError) as exc:
+            log.warning("cp=%s: frame not read (%s: %s)", self.id, type(exc).__name__, exc)
 
     def _accepted(self) -> None:
         if not self.service.accepted(self.id):
@@ -203,9 +227,20 @@ class Charger(ChargePoint):
     # --- the central system's CALLs --------------------------------------------------------
 
     async def ask(self, payload: Any) -> str:
-        """One CALL; the answer's status, or why there is none ("failed: ...")."""
+        """One CALL; the answer's status, or why there is none ("failed: ..."). A charger that
+        goes away meanwhile fails it at once (the `ocpp` package waits its whole response
+        timeout, and the charger's next CALLs queue behind it)."""
+        asking = asyncio.ensure_future(self.call(payload, suppress=False))
+        closing = asyncio.ensure_future(self._connection.wait_closed())
         try:
-            result = await self.call(payload, suppress=False)
+            done, _ = await asyncio.wait((asking, closing), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            asking.cancel()  # both: no-ops once done
+            closing.cancel()
+        if asking not in done:
+            return "failed: the connection closed"
+        try:
+            result = asking.result()
         except OCPPError as exc:
             return f"failed: CALLERROR {exc.code}: {exc.description}"
         except TimeoutError:

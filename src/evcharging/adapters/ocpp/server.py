@@ -229,7 +229,10 @@ class OcppServer:
         if SUBPROTOCOL not in offered:
             raise Refused(HTTPStatus.BAD_REQUEST, f"subprotocol {SUBPROTOCOL} required", cp_id)
         certified = certificate_cp(connection)
-        basic = basic_credentials(request.headers)
+        try:
+            basic = basic_credentials(request.headers)
+        except Refused as exc:  # audited under the CP it tried, as every other refusal
+            raise Refused(exc.status, exc.reason, cp_id) from None
         if basic is not None:
             user, password = basic
             if user != cp_id:
