@@ -61,7 +61,10 @@ PG_PORT ?= 5433
 postgres: install
 	$(VENV)/bin/evcharging postgres start --data-dir .run/postgres --port $(PG_PORT)
 
+# The demo runs a real OCPP charger too (ocpp-go's example CP): built here when Go is there;
+# without Go the script says why, and the demo runs without the charger (it says so too).
 demo: install kafka-jars
+	@scripts/build-ocpp-go-cp.sh || echo "make demo: going on without the OCPP charger"
 	$(VENV)/bin/evcharging demo $(DEMO_ARGS)
 
 bench: install kafka-jars

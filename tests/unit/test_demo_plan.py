@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 import yaml
@@ -12,18 +13,25 @@ from evcharging.ops.demo_plan import (
     DEMO_BALANCE,
     FREEZING_CITY,
     FREEZING_LOCATION,
+    OCPP_CP_ROW,
+    OCPP_ID_TAG,
     PAUSE_SECONDS,
+    RESTART_SECONDS,
     SERVICES_PER_DRIVER,
     SUPPLY_SECONDS,
+    charger_env,
     compact,
     deal,
     plan_network,
     plan_weather,
     render,
+    restart_delay,
     with_freezing_city,
+    with_ocpp_charger,
 )
 from evcharging.services.driver import parse_services
 from evcharging.services.engine import EngineConfig, energy_after
+from tests.support.ocpp_go import go_cp_env
 
 
 def ids(rows: list[dict[str, str]]) -> list[str]:
@@ -154,3 +162,74 @@ def test_the_demo_weather_has_one_freezing_city_with_the_last_cp_and_mild_others
     assert all(t > 0 for t in weather.cities.values())
     assert weather.cycle == f"{FREEZING_CITY}:-4:6:40"
     assert yaml.safe_load(weather.locations_text()) == weather.locations
+
+
+# --- the real OCPP charger --------------------------------------------------------------------
+
+
+def test_the_ocpp_charger_gets_a_cp_of_its_own_and_its_idtag_is_a_driver_with_a_balance() -> None:
+    plain = with_freezing_city(plan_network(5, 3))
+    plan = with_ocpp_charger(plain)
+    assert plan.ocpp is not None
+    assert plan.ocpp.cp_id == "OCPP01"
+    assert plan.ocpp.cp_row == OCPP_CP_ROW
+    assert plan.ocpp.id_tag == OCPP_ID_TAG == "12345"  # ocpp-go's example CP's only idTag
+    # Its driver is seeded (it has no app: the charger asks for it) with the demo's balance...
+    assert ids(plan.seed["drivers"]) == ["D001", "D002", "D003", "12345"]
+    assert plan.seed["drivers"][-1]["balance_eur"] == str(DEMO_BALANCE)
+    assert [d.driver_id for d in plan.drivers] == ["D001", "D002", "D003"]
+    # ... its CP is not one with a Monitor and an Engine, and no driver's services use it.
+    assert plan.cps == plain.cps
+    assert plan.cp_rows == plain.cp_rows
+    assert all("OCPP01" not in d.services for d in plan.drivers)
+    assert plain.ocpp is None
+    assert ids(plain.seed["drivers"]) == ["D001", "D002", "D003"]
+    # EV_W follows its city too, a mild one.
+    weather = plan_weather(plan)
+    assert weather.locations["OCPP01"] == "Valencia"
+    assert weather.cities["Valencia"] > 0
+    assert "OCPP01" not in plan_weather(plain).locations
+
+
+def test_the_charger_env_is_what_the_go_charge_point_reads_and_nothing_inherited() -> None:
+    ca, cert, key = Path("/c/ca.pem"), Path("/c/cp-OCPP01.pem"), Path("/c/cp-OCPP01.key")
+    inherited = {"PATH": "/bin", "CLIENT_ID": "X", "TLS_ENABLED": "false", "CA_CERTIFICATE_X": "y"}
+    env = charger_env(inherited, "OCPP01", "wss://127.0.0.1:9000/", ca=ca, cert=cert, key=key)
+    ours = {k: v for k, v in env.items() if k != "PATH"}
+    # The same variables as the test support that runs the Go CP against EV_OCPP (its e2e test).
+    assert ours == go_cp_env("OCPP01", "wss://127.0.0.1:9000", ca=ca, cert=cert, key=key)
+    assert env["CENTRAL_SYSTEM_URL"] == "wss://127.0.0.1:9000"  # it adds "/" + CLIENT_ID
+    assert env["PATH"] == "/bin"
+    assert "CA_CERTIFICATE_X" not in env
+
+
+def test_the_charger_is_started_again_at_once_after_a_whole_run_and_later_after_quick_exits() -> (
+    None
+):
+    first, longest = RESTART_SECONDS
+    assert restart_delay(330.0, None) == first  # its session, 5 minutes idle, gone
+    assert restart_delay(330.0, 16.0) == first
+    assert restart_delay(0.2, None) == first  # it could not connect: try again
+    waits, delay = [], None
+    for _ in range(8):
+        delay = restart_delay(0.2, delay)
+        waits.append(delay)
+    assert waits == sorted(waits)
+    assert waits[1] == 2 * first
+    assert waits[-1] == longest
+
+
+GO_LINE = 'time="2025-12-02T02:02:02Z" level={level} msg={message}{fields}'
+
+
+def test_compact_reads_the_go_chargers_logrus_lines() -> None:
+    line = GO_LINE.format(
+        level="error", message='"dial tcp 127.0.0.1:9000: connect: refused"', fields=""
+    )
+    assert compact(line, "OCPP01") == "error: dial tcp 127.0.0.1:9000: connect: refused"
+    fatal = GO_LINE.format(
+        level="fatal", message='"got \\"x\\" back"', fields=" logger=ocppj message=boot"
+    )
+    assert compact(fatal) == 'error: got "x" back (logger=ocppj message=boot)'
+    assert compact(GO_LINE.format(level="info", message="connected", fields="")) == "connected"
+    assert compact("panic: runtime error") == "panic: runtime error"

@@ -24,6 +24,7 @@ from evcharging.apps.common import (
 from evcharging.apps.kafka_cli import add_kafka_commands
 from evcharging.apps.postgres_cli import add_postgres_commands
 from evcharging.apps.registry_cli import add_registry_commands
+from evcharging.ops.demo_plan import OCPP_CHARGER
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample_network.yaml"
 log = logging.getLogger("evcharging.cli")
@@ -86,6 +87,8 @@ def _demo(args: argparse.Namespace) -> int:
         registry_port=args.registry_port,
         weather_port=args.weather_port,
         front_port=args.front_port,
+        ocpp_port=args.ocpp_port,
+        ocpp_charger=args.ocpp_charger,
         engine_base_port=args.engine_base_port,
         driver_web_base_port=args.driver_web_base_port,
         admin_token=args.admin_token,
@@ -129,6 +132,7 @@ def build_parser() -> Parser:
         ("--registry-port", 8443, "EV_Registry (HTTPS)"),
         ("--weather-port", 8081, "the local weather service (EV_W asks it)"),
         ("--front-port", 8080, "the public front (EV_Front)"),
+        ("--ocpp-port", 9000, "EV_OCPP, where OCPP chargers connect (wss)"),
         ("--engine-base-port", 7100, "the Engines' Monitor links (one port after it per CP)"),
         ("--driver-web-base-port", 8100, "the driver dashboards (one port after it per driver)"),
     ):
@@ -137,6 +141,14 @@ def build_parser() -> Parser:
         "--admin-token", env="EV_ADMIN_TOKEN", default="demo-admin", help="Central's admin token"
     )
     demo.option("--workdir", type=path, default=Path(".run/demo"), help="logs, database, files")
+    demo.option(
+        "--ocpp-charger",
+        type=path,
+        default=OCPP_CHARGER,
+        help="the real OCPP charger run against EV_OCPP: ocpp-go's example charge point "
+        "(make ocpp-go-cp); the demo runs without it when it is not there",
+        metavar="PROGRAM",
+    )
     demo.set_defaults(func=_demo)
     docs = sub.add_parser("docs", help="generated documentation").add_subparsers(
         dest="docs_command", required=True

@@ -8,6 +8,11 @@ for "CP busy" unless there are more drivers than CPs.  Each driver's services fi
 CPs for longer than a demo runs (`SERVICES_PER_DRIVER`, at least ~11 h), and its balance pays for
 all of them, so the demo stays busy until Ctrl+C or `--for`.
 
+The real charger: EV_OCPP (the OCPP 1.6J gateway) runs too, and one real OCPP charger connects
+to it, ocpp-go's example charge point (a Go program, `OCPP_CHARGER`): its CP is registered at
+EV_Registry like the others, and the one idTag it charges for is seeded as a driver.  It runs one
+scripted session (~35 s), idles 5 minutes and leaves; the demo starts it again each time.
+
 The output: every program logs `DATE TIME,ms PROGRAM LEVEL logger: message`; the merged terminal
 shows `label | message` (what matters within 80 columns), and leaves out the Engines' per-second
 readings, which the drivers' PROGRESS lines repeat.  Each program's full log is kept in a file.
@@ -18,6 +23,7 @@ from __future__ import annotations
 import random
 import re
 import textwrap
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
@@ -50,12 +56,25 @@ class DriverPlan:
 
 
 @dataclass(frozen=True)
+class OcppPlan:
+    """The real OCPP charger's CP: what the demo registers for it, and the driver it charges."""
+
+    cp_row: dict[str, str]  # id, location, price: registered at EV_Registry by the demo
+    id_tag: str  # the driver the charger's sessions bill
+
+    @property
+    def cp_id(self) -> str:
+        return self.cp_row["id"]
+
+
+@dataclass(frozen=True)
 class NetworkPlan:
     seed: dict[str, Any]  # what Central is seeded with: only the drivers the demo starts
     cp_rows: tuple[dict[str, str], ...]  # each CP's id, location, price: what it registers with
     cps: tuple[str, ...]
     supply_seconds: dict[str, int]  # per CP: the Engine's --supply-seconds
     drivers: tuple[DriverPlan, ...]
+    ocpp: OcppPlan | None = None  # the real OCPP charger, when there is one
 
     @property
     def shared(self) -> bool:
@@ -152,11 +171,64 @@ def with_freezing_city(plan: NetworkPlan) -> NetworkPlan:
 
 def plan_weather(plan: NetworkPlan) -> WeatherPlan:
     """Every CP in its location's city; every city mild but the freezing one, which cycles."""
-    locations = {str(row["id"]): city_of(str(row["location"])) for row in plan.cp_rows}
+    rows = [*plan.cp_rows, *([plan.ocpp.cp_row] if plan.ocpp else [])]
+    locations = {str(row["id"]): city_of(str(row["location"])) for row in rows}
     mild = sorted({city for city in locations.values() if city != FREEZING_CITY})
     cities = {city: 14.0 + 2.0 * i for i, city in enumerate(mild)}
     low, high, seconds = FREEZING_CYCLE
     return WeatherPlan(locations, cities, f"{FREEZING_CITY}:{low:g}:{high:g}:{seconds}")
+
+
+# --- the real OCPP charger (EV_OCPP and ocpp-go's example charge point) ---------------------
+
+# Built by scripts/build-ocpp-go-cp.sh (`make ocpp-go-cp`, needs Go); relative to where the demo
+# is started (the repository, for `make demo`).
+OCPP_CHARGER = Path(".cache/ocpp-go/cp16")
+OCPP_CP_ROW = {
+    "id": "OCPP01",
+    "location": "Valencia - OCPP charger",
+    "price_eur_per_kwh": "0.45",
+}
+OCPP_ID_TAG = "12345"  # the only idTag ocpp-go's example charge point charges for
+# After a whole run (its session, then 5 minutes idle) it starts again at once; when it leaves
+# early (it could not connect, or gave up on an answer), each wait is twice the last, to a minute.
+RESTART_SECONDS = (2.0, 60.0)
+WHOLE_RUN = 60.0
+
+
+def with_ocpp_charger(plan: NetworkPlan) -> NetworkPlan:
+    """The same network plus the OCPP charger's CP and its idTag seeded as a driver (with the
+    demo's balance: a session of the example CP costs cents)."""
+    driver = {"id": OCPP_ID_TAG, "name": "OCPP charger's driver", "balance_eur": str(DEMO_BALANCE)}
+    seed = {**plan.seed, "drivers": [*plan.seed["drivers"], driver]}
+    return replace(plan, seed=seed, ocpp=OcppPlan(dict(OCPP_CP_ROW), OCPP_ID_TAG))
+
+
+def charger_env(
+    base: Mapping[str, str], cp_id: str, url: str, *, ca: Path, cert: Path, key: Path
+) -> dict[str, str]:
+    """The environment of ocpp-go's example CP on OCPP security profile 3: it connects to
+    URL + "/" + CLIENT_ID over wss, checks the server against `ca`, and proves who it is with
+    the client certificate `cert`/`key` (CN = the CP id).  Variables of the same families in
+    `base` are dropped, so the demo's own environment cannot change what it does."""
+    own = ("CLIENT_", "CA_", "TLS_", "CENTRAL_SYSTEM_")
+    return {
+        **{k: v for k, v in base.items() if not k.startswith(own)},
+        "CLIENT_ID": cp_id,
+        "CENTRAL_SYSTEM_URL": url.rstrip("/"),
+        "TLS_ENABLED": "true",
+        "CA_CERTIFICATE_PATH": str(ca),
+        "CLIENT_CERTIFICATE_PATH": str(cert),
+        "CLIENT_CERTIFICATE_KEY_PATH": str(key),
+    }
+
+
+def restart_delay(ran: float, previous: float | None) -> float:
+    """Seconds before starting the charger again, after a run of `ran` seconds."""
+    first, longest = RESTART_SECONDS
+    if ran >= WHOLE_RUN or previous is None:
+        return first
+    return min(previous * 2, longest)
 
 
 # --- the merged output ----------------------------------------------------------------------
@@ -168,6 +240,16 @@ _LOG_LINE = re.compile(
 _UUID = re.compile(r"\b([0-9a-f]{8})-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
 _ENGINE_READING = re.compile(r"^cp=\S+ driver=\S+ session=\S+: Suministrando ")
 _LEVELS = {"WARNING": "warning: ", "ERROR": "error: ", "CRITICAL": "error: "}
+# logrus's text lines (the Go charger): time="..." level=error msg="..." key=value ...
+_LOGRUS_LINE = re.compile(
+    r'^time="[^"]*" level=(?P<level>\w+) msg=(?P<message>"(?:[^"\\]|\\.)*"|\S*)(?P<fields>.*)$'
+)
+_LOGRUS_LEVELS = {
+    "warning": "warning: ",
+    "error": "error: ",
+    "fatal": "error: ",
+    "panic": "error: ",
+}
 
 
 def compact(line: str, cp_id: str | None = None) -> str | None:
@@ -179,7 +261,7 @@ def compact(line: str, cp_id: str | None = None) -> str | None:
     """
     match = _LOG_LINE.match(line)
     if match is None:
-        return line
+        return _compact_logrus(line)
     message = match["message"]
     if match["logger"].endswith("services.engine") and _ENGINE_READING.match(message):
         return None
@@ -190,6 +272,19 @@ def compact(line: str, cp_id: str | None = None) -> str | None:
                 message = message[len(prefix) :]
                 break
     return _LEVELS.get(match["level"], "") + message
+
+
+def _compact_logrus(line: str) -> str:
+    """A Go program's logrus line as `level: message fields`; other lines unchanged."""
+    match = _LOGRUS_LINE.match(line)
+    if match is None:
+        return line
+    message = match["message"]
+    if message.startswith('"'):
+        message = message[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    fields = match["fields"].strip()
+    level = _LOGRUS_LEVELS.get(match["level"], "")
+    return level + message + (f" ({fields})" if fields else "")
 
 
 def render(label: str, message: str, label_width: int, width: int | None = None) -> list[str]:
