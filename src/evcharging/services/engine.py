@@ -7,7 +7,7 @@ Rules, in one place:
 
 * Every session the Engine takes (an authorisation it holds, or a supply) ends through `_end`,
   which emits exactly one `SupplyEnded`, whatever the cause (unplug, StopSupply, CpStop, KO).
-* Events leave through an ordered outbox (`flush` / `run_outbox`): a transition never waits for
+* Events leave through the ordered outbox (`services/outbox.py`; `flush` / `run_outbox`): a transition never waits for
   Kafka, so the KO key and health answers stay instant while the broker is away, and Kafka
   receives the events of a CP in the order they happened.
 * A supply's running figures are saved at plug-in and on every tick; once it ends, the record is
@@ -58,6 +58,7 @@ from evcharging.services.cp_keys import (
     KeyRing,
     handover_unwrap,
 )
+from evcharging.services.outbox import Outbox
 from evcharging.services.ports import (
     Accepted,
     EngineOutcome,
@@ -118,12 +119,6 @@ def energy_after(kw: Decimal, seconds: float, speedup: Decimal) -> Decimal:
     return min(kwh(raw), MAX_ENERGY_KWH)
 
 
-@dataclass
-class _Outgoing:
-    event: Event
-    delivered: Callable[[], None] | None = None
-
-
 class EngineService:
     """One CP's Engine: health, CP id, Central's commands, the menu's actions, the ticks."""
 
@@ -155,9 +150,7 @@ class EngineService:
         self._records: dict[str, SupplyRecord] = {}
         self._ended: deque[UUID] = deque(maxlen=_REMEMBERED_SESSIONS)
         self._asked: dict[UUID, tuple[str, float]] = {}  # menu requests: id -> (driver, when)
-        self._outbox: deque[_Outgoing] = deque()
-        self._flushing = asyncio.Lock()
-        self._wake = asyncio.Event()
+        self._outbox = Outbox(publisher)
         self._last_phase: EnginePhase | None = None
         self.cp_known = asyncio.Event()
         self._changed()
@@ -651,25 +644,15 @@ class EngineService:
     # --- the outbox -------------------------------------------------------------------
 
     def _emit(self, event: Event, delivered: Callable[[], None] | None = None) -> None:
-        event = event.model_copy(update={"source": f"EV_CP_E/{self._cp_id}"})
-        self._outbox.append(_Outgoing(event, delivered))
-        self._wake.set()
+        self._outbox.emit(event.model_copy(update={"source": f"EV_CP_E/{self._cp_id}"}), delivered)
 
     async def flush(self) -> None:
-        """Publish everything pending, in order; an event leaves the queue once delivered."""
-        async with self._flushing:
-            while self._outbox:
-                item = self._outbox[0]
-                # `delivered` runs once acked, whichever mode `publish` ran in
-                await self._publisher.publish(item.event, on_delivered=item.delivered)
-                self._outbox.popleft()
+        """Publish everything pending, in order (shutdown, tests)."""
+        await self._outbox.flush()
 
     async def run_outbox(self) -> None:
         """Background task of the program: deliver events as soon as they are emitted."""
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            await self.flush()
+        await self._outbox.run()
 
     # --- helpers ----------------------------------------------------------------------
 

@@ -60,6 +60,7 @@ from evcharging.contracts.ocpp import BootStatus, ChargerStatus, IdTagStatus, en
 from evcharging.domain.money import cost, kwh
 from evcharging.domain.throttle import FailureThrottle
 from evcharging.services.audit import Audit
+from evcharging.services.outbox import Outbox
 from evcharging.services.ports import (
     CentralLogins,
     ChargerControls,
@@ -149,12 +150,6 @@ class _Charger:
     calls: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
-@dataclass
-class _Outgoing:
-    event: Event
-    delivered: Callable[[], None] | None = None
-
-
 class GatewayService:
     """Every charger of one EV_OCPP process."""
 
@@ -183,9 +178,7 @@ class GatewayService:
         self._txs: dict[int, TransactionRecord] = {t.transaction_id: t for t in state.transactions}
         self._inoperative = set(state.inoperative)
         self._ended: deque[int] = deque(maxlen=_REMEMBERED_ENDED)
-        self._outbox: deque[_Outgoing] = deque()
-        self._flushing = asyncio.Lock()
-        self._wake = asyncio.Event()
+        self._outbox = Outbox(publisher)
         self._tasks: set[asyncio.Task[None]] = set()
         for tx in list(self._txs.values()):
             if tx.ended:  # its SUPPLY_ENDED was not delivered before the gateway stopped
@@ -772,23 +765,18 @@ class GatewayService:
     # --- the outbox ---------------------------------------------------------------------
 
     def _emit(self, event: Event, delivered: Callable[[], None] | None = None) -> None:
-        event = event.model_copy(update={"source": f"{SOURCE}/{getattr(event, 'cp_id', '')}"})
-        self._outbox.append(_Outgoing(event, delivered))
-        self._wake.set()
+        self._outbox.emit(
+            event.model_copy(update={"source": f"{SOURCE}/{getattr(event, 'cp_id', '')}"}),
+            delivered,
+        )
 
     async def flush(self) -> None:
-        """Publish everything pending, in order; an event leaves the queue once delivered."""
-        async with self._flushing:
-            while self._outbox:
-                item = self._outbox[0]
-                await self._publisher.publish(item.event, on_delivered=item.delivered)
-                self._outbox.popleft()
+        """Publish everything pending, in order (shutdown, tests)."""
+        await self._outbox.flush()
 
     async def run_outbox(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            await self.flush()
+        """Background task of the program: deliver events as soon as they are emitted."""
+        await self._outbox.run()
 
 
 def _energy(meter_start_wh: int, meter_wh: int) -> Decimal:
