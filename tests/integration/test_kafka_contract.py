@@ -369,3 +369,42 @@ async def test_queued_events_keep_their_order_and_only_the_latest_is_due(
     readings = [e.energy_kwh for e in received]  # type: ignore[attr-defined]
     assert readings == sorted(set(readings))
     assert 1 <= len(readings) <= n  # how many were superseded depends on the broker
+
+
+async def test_an_event_queued_while_a_batch_is_being_sent_goes_out_without_another(
+    kafka_bootstrap: str,
+) -> None:
+    """A reading queued while the previous batch is on its way to the broker is sent after it,
+    not left until the next `publish_soon` (an OCPP charger's last MeterValues before it goes
+    quiet: Central showed the reading before it, for ever)."""
+    driver, sid = unique("D"), uuid4()
+    received: list[ev.Event] = []
+    consumer = collecting_reader(kafka_bootstrap, None, received, ev.ChargingProgress.TOPIC, driver)
+    task = await run_consumer(consumer)
+    publisher = EventPublisher(kafka_bootstrap, "test")
+    await publisher.start()
+
+    def reading(wh: int) -> ev.ChargingProgress:
+        energy = Decimal(wh) / 1000
+        return ev.ChargingProgress(
+            driver_id=driver,
+            cp_id="CP1",
+            session_id=sid,
+            kw=Decimal("22"),
+            energy_kwh=energy,
+            amount_eur=energy,
+        )
+
+    try:
+        await publisher.publish_soon(reading(1))
+        await asyncio.sleep(0)  # the flush task takes it, then waits for Kafka
+        assert not publisher._soon
+        assert publisher._soon_flush is not None
+        await publisher.publish_soon(reading(2))  # while the first one is being sent
+        await eventually(
+            lambda: received and received[-1].energy_kwh == Decimal("0.002"),  # type: ignore[attr-defined]
+            what="the second reading, with no later publish",
+        )
+    finally:
+        await publisher.stop()
+        await stop(task)

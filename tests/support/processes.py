@@ -247,6 +247,9 @@ class Network:
         chargers' URL is `ws://127.0.0.1:{port}/CP_ID` (`ocpp_port`), once it says it serves."""
         assert self.central_port, "start Central before EV_OCPP"
         self.ocpp_port = port or self.ocpp_port or free_port()
+        log = self.workdir / f"{name}.log"
+        # a restart appends to the same log: its "serves" line is looked for after the last run's
+        earlier = len(log.read_text(encoding="utf-8", errors="replace")) if log.exists() else 0
         proc = self.start(
             name,
             "EV_OCPP",
@@ -260,7 +263,7 @@ class Network:
             "1",
             *extra,
         )
-        proc.wait_for("OCPP 1.6J central system at", timeout=40)
+        proc.wait_for("OCPP 1.6J central system at", timeout=40, after=earlier)
         return proc
 
     def driver(self, driver_id: str, *extra: str, name: str | None = None) -> Proc:

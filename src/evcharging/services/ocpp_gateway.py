@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -177,7 +176,7 @@ class GatewayService:
         self._next_tx = state.next_transaction_id
         self._txs: dict[int, TransactionRecord] = {t.transaction_id: t for t in state.transactions}
         self._inoperative = set(state.inoperative)
-        self._ended: deque[int] = deque(maxlen=_REMEMBERED_ENDED)
+        self._ended: dict[int, tuple[str, IdTagStatus]] = {}  # tx -> (CP, its stop's answer)
         self._outbox = Outbox(publisher)
         self._tasks: set[asyncio.Task[None]] = set()
         for tx in list(self._txs.values()):
@@ -471,13 +470,15 @@ class GatewayService:
         if ch.running == transaction_id:
             ch.running, ch.meter = None, None
         if tx is None or tx.cp_id != cp_id:
-            if transaction_id not in self._ended:
-                log.warning(
-                    "cp=%s: StopTransaction for transaction %s, unknown here: acknowledged, "
-                    "nothing billed",
-                    cp_id,
-                    transaction_id,
-                )
+            ended = self._ended.get(transaction_id)
+            if ended is not None and ended[0] == cp_id:  # its end was delivered: the same answer
+                return ended[1]
+            log.warning(
+                "cp=%s: StopTransaction for transaction %s, unknown here: acknowledged, "
+                "nothing billed",
+                cp_id,
+                transaction_id,
+            )
             return None
         if tx.ended:
             return IdTagStatus.ACCEPTED
@@ -753,9 +754,16 @@ class GatewayService:
         self._persist()
 
     def _forget(self, transaction_id: int) -> None:
-        self._ended.append(transaction_id)
-        if self._txs.pop(transaction_id, None) is not None:
-            self._persist()
+        """An ended transaction leaves the state file; its stop's answer is remembered (the
+        latest `_REMEMBERED_ENDED`) for a charger that sends that stop again."""
+        tx = self._txs.pop(transaction_id, None)
+        if tx is None:
+            return
+        answer = IdTagStatus.ACCEPTED if tx.session_id is not None else IdTagStatus.INVALID
+        self._ended[transaction_id] = (tx.cp_id, answer)
+        if len(self._ended) > _REMEMBERED_ENDED:
+            del self._ended[next(iter(self._ended))]
+        self._persist()
 
     def _persist(self) -> None:
         self._store.save(

@@ -264,7 +264,8 @@ class EventPublisher:
 
     async def _flush_soon_when_idle(self) -> None:
         try:
-            await self.flush_soon()
+            while self._soon:  # what was queued while a batch was on its way goes out too
+                await self.flush_soon()
         finally:
             self._soon_flush = None
 
