@@ -76,7 +76,7 @@ def test_a_charger_with_basic_auth_is_billed_from_its_meter(network: Network) ->
     status, _tx, auth = asyncio.run(session(f"ws://127.0.0.1:{net.ocpp_port}", "OCPP01", secret))
     assert (status, auth) == ("Accepted", "Accepted")
     rows = wait_until(
-        lambda: [s for s in net.sessions(cp="OCPP01") if s.get("ended_at")], 30, "ticket"
+        lambda: [s for s in net.sessions(cp_id="OCPP01") if s.get("ended_at")], 30, "ticket"
     )
     assert Decimal(rows[0]["energy_kwh"]) == Decimal("2.234")
     assert Decimal(net.balance("D001")) < before
