@@ -67,7 +67,9 @@ def test_the_ocpp_go_example_charge_point_runs_its_whole_session(
     ) as charger:
         net.wait_state(CP, "Activado", timeout=30)  # what the admin dashboard shows
         ended = wait_until(
-            lambda: [s for s in net.sessions(cp_id=CP) if s.get("ended_at")], 90, "the Go CP's ticket"
+            lambda: [s for s in net.sessions(cp_id=CP) if s.get("ended_at")],
+            90,
+            "the Go CP's ticket",
         )
         driver.wait_for(f"TICKET driver={DRIVER} cp={CP}", timeout=30)
         assert charger.alive, f"the Go CP gave up:\n{charger.output()[-2000:]}"

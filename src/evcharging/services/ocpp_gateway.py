@@ -87,6 +87,7 @@ class GatewayConfig:
     retry_interval: int = 10  # seconds a Rejected or Pending charger waits before booting again
     answer_timeout: float = 10.0  # seconds Central has to answer an Authorize or a start
     connector_id: int = 1  # the connector a RemoteStartTransaction names (one supply per CP)
+    flush_before_logout: float = 2.0  # seconds a hung-up charger's events have to reach Kafka
     resync_after: float = 3.0  # seconds after a Boot to learn whether Central still stops the CP
 
 
@@ -226,15 +227,30 @@ class GatewayService:
 
     async def closed(self, cp_id: str, connection: object) -> None:
         """The WebSocket closed (or was lost): the CP's link to Central closes (Desconectado,
-        and Central ends a supply in progress), unless a newer connection took over."""
+        and Central ends a supply in progress), unless a newer connection took over. What the
+        charger reported is delivered first (for up to `flush_before_logout`): a charger that
+        stops its transaction and hangs up is billed from its StopTransaction, not from an older
+        reading Central would have to correct."""
         ch = self._chargers.get(cp_id)
         if ch is None or ch.connection is not connection:
             return
+        was_a_cp = ch.accepted
         ch.connection, ch.accepted, ch.held = None, False, None
         ch.booted = asyncio.Event()
         for waiter in ch.waiting.values():
             if not waiter.done():
                 waiter.set_result(None)
+        if not was_a_cp:
+            log.info("cp=%s: charger disconnected (its boot was not accepted)", cp_id)
+            await self._logins.logout(cp_id)
+            return
+        try:
+            async with asyncio.timeout(self.config.flush_before_logout):
+                await self.flush()
+        except TimeoutError:
+            log.warning("cp=%s: its last events are not delivered yet (Kafka)", cp_id)
+        if ch.connection is not None:  # it reconnected meanwhile: its link stays
+            return
         log.warning("cp=%s: charger disconnected -> Desconectado at Central", cp_id)
         await self._logins.logout(cp_id)
 
