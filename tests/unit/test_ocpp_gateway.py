@@ -696,3 +696,17 @@ async def test_a_cp_stop_that_arrives_before_the_boot_answer_left_still_counts()
     await rig.service.settle_calls()  # the resync's wait included
     assert rig.controls.calls == [("change_availability", CP, False)]
     assert rig.store.state.inoperative == frozenset({CP})
+
+
+async def test_strangers_that_were_never_accepted_leave_nothing_behind() -> None:
+    """A flood of connections under made-up CP ids must not grow the gateway's memory: a charger
+    whose boot was never accepted is forgotten when it hangs up (its throttling is kept)."""
+    rig = Rig()
+    rig.logins.outcome = LoginOutcome(LoginState.DENIED, "unknown CP")
+    for n in range(50):
+        cp = f"STRANGER{n}"
+        connection = rig.open(cp)
+        assert (await rig.service.boot(cp)).status is BootStatus.REJECTED
+        await rig.service.closed(cp, connection)
+        assert not rig.service.holds(cp)
+    assert rig.service.throttle.failures("ip:10.0.0.9") == 50

@@ -242,6 +242,8 @@ class GatewayService:
                 waiter.set_result(None)
         if not was_a_cp:
             log.info("cp=%s: charger disconnected (its boot was not accepted)", cp_id)
+            if not any(t.cp_id == cp_id for t in self._txs.values()):
+                del self._chargers[cp_id]  # strangers trying ids leave nothing behind
             await self._logins.logout(cp_id)
             return
         try:
