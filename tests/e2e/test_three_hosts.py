@@ -4,20 +4,27 @@ points, EV_W and the weather provider (the local stand-in for OpenWeather); host
 drivers and EV_Registry; each in its own network namespace with its own address.  The Registry on
 C and Central on A share the PostgreSQL database on A; the CPs on B register at the Registry over
 HTTPS (verifying it against the network's CA) and authenticate at Central with the credentials
-they got; EV_W on B tells Central on A of a freezing city over HTTPS with its own token.  Every
-component is given only the other hosts' addresses; nothing crosses through localhost."""
+they got; EV_W on B tells Central on A of a freezing city over HTTPS with its own token.  A real
+OCPP 1.6J charger (ocpp-go's example CP, security profile 3) on C joins through EV_OCPP on B, which
+dials Central's socket and Kafka on A: its session runs alongside the rest and is checked at the
+end.  Every component is given only the other hosts' addresses; nothing crosses through
+localhost."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import yaml
 
 from evcharging.ops import certs
 from tests.support.netns import BIN, Host, can_make_namespaces, http_in, run_in, three_hosts
+from tests.support.ocpp_go import go_cp_binary, go_cp_env
 from tests.support.postgres import scratch_dir
 from tests.support.processes import SAMPLE, Network, wait_until
 
@@ -25,6 +32,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
 
 KAFKA_PORT, CONTROLLER_PORT, CENTRAL_PORT, HTTP_PORT = 9092, 9093, 7000, 8000
 PG_PORT, REGISTRY_PORT, WEATHER_PORT, FRONT_PORT = 5433, 8443, 8081, 8080
+OCPP_PORT = 9000
+GO_CP, GO_DRIVER = "GOCP01", "12345"  # the Go charger's idTag is "12345": a driver of the seed
 TOKEN = "three-hosts-token"
 WEATHER_TOKEN = "three-hosts-weather-token"
 
@@ -62,6 +71,21 @@ def module_states(a: Host, on: Host) -> dict[str, str]:
     assert status == 200, body
     assert isinstance(body, dict)
     return {m["name"]: m["state"] for m in body["modules"]}
+
+
+def seed_with_go_driver(workdir: Path) -> Path:
+    network = yaml.safe_load(SAMPLE.read_text(encoding="utf-8"))
+    network["drivers"].append({"id": GO_DRIVER, "name": "Go", "balance_eur": "50.00"})
+    path = workdir / "seed.yaml"
+    path.write_text(yaml.safe_dump(network), encoding="utf-8")
+    return path
+
+
+def ended_sessions(a: Host, cp_id: str, on: Host) -> list[dict[str, object]]:
+    status, body = http_in(on, "GET", f"{api(a)}/api/sessions?cp_id={cp_id}", TOKEN, CA[0])
+    assert status == 200, body
+    assert isinstance(body, list)
+    return [s for s in body if s.get("ended_at")]
 
 
 def set_cities(cities: Path, text: str) -> None:
@@ -112,8 +136,12 @@ def test_a_network_across_three_hosts(hosts: dict[str, Host], tmp_path: Path) ->
     pg_env = {"PGPASSFILE": str(pg_dir / "pgpass")}  # the password is never on a command line
     certs.init(tmp_path / "certs", hosts=["registry"], ips=[c.address])
     certs.issue(tmp_path / "certs", "central", ips=[a.address])  # API_Central over HTTPS
+    certs.issue(tmp_path / "certs", "ocpp", ips=[b.address])  # EV_OCPP's wss on B
+    charger = certs.issue_client(tmp_path / "certs", GO_CP)  # the Go charger's (profile 3)
+    go_cp = go_cp_binary()  # built before anything starts (make ocpp-go-cp)
     CA[:] = [tmp_path / "certs" / "ca.pem"]
     registry_url = f"https://{c.address}:{REGISTRY_PORT}"
+    ocpp_dir = tmp_path / "ocpp"  # EV_OCPP's folder on B: credentials, state, audit file
     net = Network(kafka=kafka, workdir=tmp_path)
     try:
         central = net.start(
@@ -142,12 +170,71 @@ def test_a_network_across_three_hosts(hosts: dict[str, Host], tmp_path: Path) ->
             "--ui",
             "plain",
             "--seed",
-            str(SAMPLE),
+            str(seed_with_go_driver(tmp_path)),
             env={**pg_env, "EV_WEATHER_TOKEN": WEATHER_TOKEN},
             netns=a.netns,
         )
+        # EV_OCPP on B needs only Kafka until a charger logs in: it starts while Central does.
+        gateway = net.start(
+            "ocpp",
+            "EV_OCPP",
+            kafka,
+            f"{a.address}:{CENTRAL_PORT}",
+            "--listen",
+            f"{b.address}:{OCPP_PORT}",
+            "--tls-cert",
+            str(tmp_path / "certs" / "ocpp.pem"),
+            "--tls-key",
+            str(tmp_path / "certs" / "ocpp.key"),
+            "--client-ca",
+            str(CA[0]),
+            "--credentials-dir",
+            str(ocpp_dir / "credentials"),
+            "--state-dir",
+            str(ocpp_dir / "state"),
+            "--audit-file",
+            str(ocpp_dir / "audit.jsonl"),
+            "--retry-interval",
+            "1",
+            netns=b.netns,
+        )
         wait_until(
             lambda: cp_state(a, "ALC01") == "Desconectado", 40, what=central.output()[-2000:]
+        )
+        # The real charger's CP: enrolled by the operator on A in the shared database; its
+        # secret goes to EV_OCPP's credentials folder on B (copied there, in real life).
+        enrolled = run_in(
+            a,
+            str(BIN / "evcharging"),
+            "cp",
+            "enrol",
+            GO_CP,
+            "--db",
+            db_url,
+            "--location",
+            "Alicante - host B OCPP",
+            "--price",
+            "0.35",
+            "--credentials",
+            str(ocpp_dir / "credentials" / f"cp-{GO_CP}.json"),
+            "--registry",
+            registry_url,
+            env=pg_env,
+        )
+        assert enrolled.returncode == 0, enrolled.stdout + enrolled.stderr
+        # The Go charger on C dials EV_OCPP on B; its ~35 s session runs while the rest goes on.
+        gateway.wait_for("OCPP 1.6J central system at", timeout=40)
+        go = net.start(
+            f"ocpp-go-{GO_CP}",
+            str(go_cp),  # an absolute path: Network.start runs it as it is
+            env=go_cp_env(
+                GO_CP,
+                f"wss://{b.address}:{OCPP_PORT}",
+                ca=CA[0],
+                cert=charger.cert,
+                key=charger.key,
+            ),
+            netns=c.netns,
         )
         registry = net.start(
             "registry",
@@ -300,6 +387,29 @@ def test_a_network_across_three_hosts(hosts: dict[str, Host], tmp_path: Path) ->
         # Killing host B's Monitor shows its CP Desconectado at Central.
         monitors["ALC01"].kill()
         wait_until(lambda: cp_state(a, "ALC01") == "Desconectado", 5, what=central.output()[-2000:])
+
+        # The real charger (C) through EV_OCPP (B): its session billed at Central (A), read from C.
+        ended = wait_until(lambda: ended_sessions(a, GO_CP, on=c), 60, what=net.tails())
+        assert go.alive, f"the Go charger gave up:\n{go.output()[-2000:]}"
+        assert "level=fatal" not in go.output()
+        assert "level=error" not in go.output()
+        assert ended[0]["driver_id"] == GO_DRIVER
+        assert Decimal(str(ended[0]["energy_kwh"])) == Decimal("0.052")  # meterStop 52 Wh - 0
+        wait_until(lambda: cp_view(a, GO_CP, on=c)["state"] == "Activado", 10, what=net.tails())
+        driver = http_in(c, "GET", f"{api(a)}/api/drivers/{GO_DRIVER}", TOKEN, CA[0])[1]
+        assert isinstance(driver, dict)
+        paid = Decimal(str(ended[0]["amount_eur"]))
+        assert paid > 0
+        assert Decimal(str(driver["balance_eur"])) == Decimal("50.00") - paid
+        assert " ERROR " not in gateway.output(), gateway.output()[-3000:]
+        # Central saw the CP log in from the gateway's host; the gateway saw the charger's.
+        audit = http_in(a, "GET", f"{api(a)}/api/audit?cp={GO_CP}", TOKEN, CA[0])
+        assert isinstance(audit[1], list), audit
+        assert {r["ip"] for r in audit[1] if r["action"] == "auth.ok"} == {b.address}
+        rows = [json.loads(line) for line in (ocpp_dir / "audit.jsonl").read_text().splitlines()]
+        boots = [r for r in rows if r["action"] == "ocpp.boot" and r["cp_id"] == GO_CP]
+        assert {r["ip"] for r in boots} == {c.address}, rows  # one boot at least, all from C
+        assert all(r["outcome"] == "ok" for r in boots), boots
         for proc in net.procs:
             assert "127.0.0.1" not in " ".join(proc.popen.args)  # type: ignore[arg-type]
     finally:

@@ -6,6 +6,7 @@ stack. Everything is made and removed by the test (needs root and iproute2)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -91,13 +92,17 @@ def _kill_everything_in(netns: str) -> None:
         subprocess.run(["kill", "-9", pid], capture_output=True, check=False)
 
 
-def run_in(host: Host, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_in(
+    host: Host, *argv: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """A command run to its end on `host`; `env` is added to the test's environment."""
     return subprocess.run(
         ["ip", "netns", "exec", host.netns, *argv],
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
+        env={**os.environ, **env} if env else None,
     )
 
 
