@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [all|auth|fault|telemetry|scale|profile|seal|holds|encryption|report]`.
+"""`python -m bench [--quick] [all|auth|fault|telemetry|scale|profile|seal|holds|encryption|ocpp|report]`.
 
 Starts a Kafka broker of its own on free ports (or uses `--kafka`), runs the benchmarks
 asked for against fresh EV_Central processes, writes docs/bench/<name>.json, then
@@ -8,6 +8,10 @@ Encryption (issue 14): `--encryption on` (the default) or `off` (Central with `-
 off`, the load generator plain too); `both` alternates the two in one sitting (`auth`, `holds`).
 `seal` is the encrypt+decrypt micro-benchmark; `holds` runs each `--n` `--repeat` times per mode;
 `encryption` is the whole comparison in one sitting: seal, auth both, holds both.
+
+`ocpp` (issue 16): OCPP chargers at one MeterValues a second against one EV_OCPP, N stepped up
+until it fails (`--n` to choose, `--py-spy` to profile the gateway); not part of `all` (its ramp
+is one scrypt per charger: minutes at N = 1,000s).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from bench import auth, encryption, fault, report, scale, seal
+from bench import auth, encryption, fault, ocpp, report, scale, seal
 from bench.context import Context
 from bench.harness import REPO, broker, raise_fd_limit, utc_now, warm_up_broker, write_result
 
@@ -37,6 +41,7 @@ COMMANDS = (
     "seal",
     "holds",
     "encryption",
+    "ocpp",
     "report",
 )
 BOTH_OK = ("auth", "holds", "encryption")  # the commands that can run both modes in one sitting
@@ -52,8 +57,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("command", nargs="?", default="all", choices=COMMANDS)
     p.add_argument("--quick", action="store_true", help="small N and short windows: a smoke run")
     p.add_argument("--kafka", help="HOST:PORT of a running broker (default: start one)")
-    p.add_argument("--n", type=int, action="append", help="scale/telemetry/profile: N (repeatable)")
-    p.add_argument("--steady", type=float, help="scale: seconds of steady state per N")
+    p.add_argument(
+        "--n", type=int, action="append", help="scale/telemetry/profile/ocpp: N (repeatable)"
+    )
+    p.add_argument("--steady", type=float, help="scale/ocpp: seconds of steady state per N")
     p.add_argument("--workers", type=int, default=0, help="load generator processes (0: auto)")
     p.add_argument("--requests", type=int, help="auth: requests measured")
     p.add_argument("--samples", type=int, help="fault: samples per path")
@@ -77,6 +84,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="auth/holds/encryption: runs per mode (and per N), counterbalanced: on, off, off, on, ...",
     )
     p.add_argument("--messages", type=int, help="seal: messages timed per path")
+    p.add_argument(
+        "--py-spy", action="store_true", help="ocpp: profile the gateway in the steady window"
+    )
     args = p.parse_args(argv)
     if args.encryption is None:
         args.encryption = "both" if args.command in ("holds", "encryption") else "on"
@@ -84,6 +94,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--encryption both is for {', '.join(BOTH_OK)}; {args.command} runs one mode")
     if args.command == "encryption" and args.encryption != "both":
         p.error("encryption compares both modes: leave out --encryption (or give both)")
+    if args.command == "ocpp" and args.encryption != "on":
+        p.error("ocpp runs with per-CP keys on: the gateway needs Central's key grants")
     if args.repeat < 1:
         p.error("--repeat must be at least 1")
     return args
@@ -152,6 +164,18 @@ async def _run(args: argparse.Namespace, ctx: Context) -> None:
         scale.save([run], params_t, "", merge=True)
     if cmd == "profile":
         await _profile(ctx, replace(_scale_params(args), profile=args.phase))
+    if cmd == "ocpp":
+        await ocpp.sweep(ctx, _ocpp_params(args))
+
+
+def _ocpp_params(args: argparse.Namespace) -> ocpp.OcppParams:
+    params = ocpp.OcppParams.quick() if args.quick else ocpp.OcppParams()
+    params = replace(params, workers=args.workers, profile=args.py_spy)
+    if args.steady:
+        params = replace(params, steady_s=args.steady)
+    if args.n:
+        params = replace(params, sizes=tuple(sorted(args.n)))
+    return params
 
 
 async def _profile(ctx: Context, params: scale.ScaleParams) -> None:

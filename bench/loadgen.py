@@ -816,10 +816,19 @@ class _Proc:
 
 
 class Workers:
-    """The orchestrator's side: K worker processes sharing the CPs, called all at once."""
+    """The orchestrator's side: K worker processes sharing the CPs, called all at once
+    (`module`: the generator they run, `bench.ocpp_load` for the OCPP gateway's benchmark)."""
 
-    def __init__(self, cfg: LoadConfig, cps: list[CpSpec], count: int, workdir: Path) -> None:
+    def __init__(
+        self,
+        cfg: Any,
+        cps: list[CpSpec],
+        count: int,
+        workdir: Path,
+        module: str = "bench.loadgen",
+    ) -> None:
         self.cfg = cfg
+        self.module = module
         self.shards = [cps[k::count] for k in range(count)]
         self.workdir = workdir
         self._procs: list[_Proc] = []
@@ -832,8 +841,9 @@ class Workers:
         from bench.harness import REPO  # the repo root: `bench` and `tests` import from there
 
         for k, shard in enumerate(self.shards):
-            spec = self.workdir / f"loadgen-{k}.json"
-            dump = self.workdir / f"loadgen-{k}.sent"
+            name = self.module.rsplit(".", 1)[-1]
+            spec = self.workdir / f"{name}-{k}.json"
+            dump = self.workdir / f"{name}-{k}.sent"
             spec.write_text(
                 json.dumps(
                     {
@@ -844,11 +854,11 @@ class Workers:
                 ),
                 encoding="utf-8",
             )
-            errors = (self.workdir / f"loadgen-{k}.log").open("ab")
+            errors = (self.workdir / f"{name}-{k}.log").open("ab")
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "bench.loadgen",
+                self.module,
                 "--spec",
                 str(spec),
                 stdin=asyncio.subprocess.PIPE,

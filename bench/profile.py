@@ -21,6 +21,12 @@ _FILE = re.compile(r"\((?P<file>[^()]*?)(?::\d+)?\)$")
 
 # Where a sample's innermost frame lives -> a name a reader knows; first match wins.
 AREAS = (
+    ("jsonschema", "OCPP schema validation (jsonschema)"),
+    ("site-packages/ocpp/", "OCPP library (ocpp)"),
+    ("adapters/ocpp/", "EV_OCPP adapter (charger, server)"),
+    ("services/ocpp_gateway", "EV_OCPP gateway service"),
+    ("adapters/sockets/central_logins", "EV_OCPP links to Central"),
+    ("services/monitor", "EV_OCPP links to Central"),
     ("aiokafka", "Kafka client (aiokafka)"),
     ("kafka/", "Kafka client (aiokafka)"),
     ("sqlite", "SQLite"),

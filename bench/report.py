@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import report_encryption
+from bench import report_encryption, report_ocpp
 from bench.harness import DOCS, RESULTS, read_result, shown
 
 log = logging.getLogger(__name__)
@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 OUT = DOCS / "performance.md"
 PLOT = RESULTS / "scaling.png"
 NOTES = RESULTS / "where-the-time-goes.md"
+WEATHER = RESULTS / "weather-and-front.md"  # issue 15's figures: from its tests, kept by hand
 
 Check = Callable[[dict[str, Any]], float | None]
 
@@ -308,6 +309,11 @@ def _profile_tables(phase: str, profile: dict[str, Any] | None) -> list[str]:
     return [*lines, ""]
 
 
+def _kept(path: Path) -> list[str]:
+    """A section written by hand (figures not from `bench/`), included as it is."""
+    return [path.read_text(encoding="utf-8").strip(), ""] if path.exists() else []
+
+
 def plot(scale: dict[str, Any] | None) -> Path | None:
     """CPU %, RSS and telemetry p99 against N (log scale); failing runs marked with a cross."""
     runs = (scale or {}).get("results", {}).get("runs") or []
@@ -383,6 +389,8 @@ def write() -> Path:
         *scale_section(data["scale"]),
         *memory_section(data["scale"]),
         *report_encryption.section(),
+        *_kept(WEATHER),
+        *report_ocpp.section(),
         *time_section(data["profile-steady"], data["profile-ramp"]),
         "## How to run",
         "",
@@ -394,6 +402,9 @@ def write() -> Path:
         "- `python -m bench encryption`: the whole comparison of issue 14 in one sitting (`seal`, then "
         "`auth --encryption both`, then `holds`); `python -m bench holds --n 3000 --n 5000 [--repeat 3]`: "
         "each N `--repeat` times per mode; `python -m bench seal`: encrypt+decrypt per message.",
+        "- `python -m bench ocpp [--n 500 ...] [--py-spy]`: OCPP chargers against one EV_OCPP "
+        "(issue 16), N stepped up until it fails; not part of `make bench` (its ramp costs one "
+        "scrypt per charger).",
         "- `--kafka HOST:PORT` uses a running broker instead of starting one; `--keep` keeps the work "
         "folder (`.run/bench/...`: Central's and the generator's logs).",
         "",

@@ -72,3 +72,33 @@ def test_the_encryption_sitting_compares_both_modes_and_reports_the_ratios(tmp_p
     report = (tmp_path / "performance.md").read_text(encoding="utf-8")
     assert "## Encryption cost (issue 14)" in report
     assert "| largest N that holds | 50 | 50 | 1.00 |" in report
+
+
+def test_the_ocpp_benchmark_drives_chargers_through_a_gateway(tmp_path: Path) -> None:
+    """`python -m bench ocpp --quick`: 20 OCPP chargers (the `ocpp` package, in a process of
+    their own) boot at a real EV_OCPP, supply and send MeterValues every second; every reading is
+    answered and reaches Central's screen, and the gateway's CPU per message is measured."""
+    run = subprocess.run(
+        [sys.executable, "-m", "bench", "ocpp", "--quick"],
+        cwd=REPO,
+        env={**os.environ, "EV_BENCH_DOCS": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    data = json.loads((tmp_path / "bench" / "ocpp.json").read_text())
+    (only,) = data["results"]["runs"]
+    assert (only["n"], only["supplying"], only["boots"].get("Rejected", 0)) == (20, 20, 0)
+    window = only["meter_values_window"]
+    assert window["sent"] >= 20 * 3
+    assert window["answered"] == window["sent"]
+    assert only["call_to_result"]["n"] == window["sent"]
+    assert only["meter_values_to_screen"]["never_seen"] == 0  # every reading reached Central
+    assert only["gateway_cpu_us_per_meter_values"] > 0
+    assert only["stop_transactions"] == {"stopped": 20}
+    assert only["sessions_ended"] is True
+    assert only["gateway_log"]["tracebacks"] == 0
+    report = (tmp_path / "performance.md").read_text(encoding="utf-8")
+    assert "## OCPP gateway (issue 16)" in report
+    assert "| 20 |" in report
