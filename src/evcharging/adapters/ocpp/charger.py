@@ -20,6 +20,7 @@ from collections.abc import MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
+import ocpp.messages
 from ocpp.exceptions import OCPPError, SecurityError
 from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint, call, call_result
@@ -30,6 +31,12 @@ from evcharging.contracts.ocpp import BadMeterValue, ChargerStatus, register_wh
 from evcharging.services.ocpp_gateway import GatewayService
 
 log = logging.getLogger(__name__)
+
+# Schema validation on the loop, not in its default thread pool (the package's default): it is
+# pure Python (the GIL: no parallelism), the two hops of a MeterValues cost more CPU than the
+# validation, and the logins' scrypt (`asyncio.to_thread`) fill that pool while chargers boot,
+# stalling every other charger's messages behind them. docs/performance.md, OCPP gateway.
+ocpp.messages.ASYNC_VALIDATION = False
 
 
 class FrameLog(logging.LoggerAdapter[logging.Logger]):
