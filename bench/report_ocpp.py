@@ -36,7 +36,8 @@ TABLE = (
     "| MeterValues → Central's screen p50 / p99 / max ms | gateway CPU % "
     "| gateway µs per MeterValues (all / minus heartbeats) | heartbeats only: gateway µs per CP-second "
     "| gateway RSS MB (KB per CP) | ramp s (chargers/s) | Central CPU % | broker CPU % "
-    "| load generator CPU % | other processes CPU % | machine CPU % |\n|" + "---|" * 15
+    "| load generator CPU % | other processes CPU % | machine CPU % "
+    "| all stop at once: StopTransactions/s (CPs Desconectado meanwhile) |\n|" + "---|" * 16
 )
 
 
@@ -52,7 +53,9 @@ def _row(run: dict[str, Any]) -> str:
         f"| {_fmt(run.get('ramp_s'))} ({_fmt(run.get('boots_per_s'))}) "
         f"| {_fmt(run.get('central_cpu_pct'))} | {_fmt(run.get('broker_cpu_pct'))} "
         f"| {_fmt(run.get('loadgen_cpu_pct'))} | {_fmt(run.get('others_cpu_pct'))} "
-        f"| {_fmt(run.get('machine_cpu_pct'))} |"
+        f"| {_fmt(run.get('machine_cpu_pct'))} "
+        f"| {_fmt(run.get('stop_transactions_per_s'))} "
+        f"({_fmt(run.get('desconectado_during_stops'))}) |"
     )
 
 
