@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
 
 from evcharging.contracts.audit import AuditAction
 from evcharging.services.audit import AuditEntry
-from evcharging.services.ports import GatewayState, LoginOutcome, LoginState
+from evcharging.services.ports import GatewayState, LoginOutcome, LoginState, TransactionRecord
 
 
 class FakeLogins:
@@ -84,8 +85,20 @@ class MemoryStore:
     def load(self) -> GatewayState:
         return self.state
 
-    def save(self, state: GatewayState) -> None:
-        self.state = state
+    def put(self, tx: TransactionRecord) -> None:
+        others = tuple(t for t in self.state.transactions if t.transaction_id != tx.transaction_id)
+        self.state = replace(self.state, transactions=(*others, tx))
+        self.saves += 1
+
+    def drop(self, transaction_id: int) -> None:
+        kept = tuple(t for t in self.state.transactions if t.transaction_id != transaction_id)
+        self.state = replace(self.state, transactions=kept)
+        self.saves += 1
+
+    def gateway(self, next_transaction_id: int, inoperative: frozenset[str]) -> None:
+        self.state = replace(
+            self.state, next_transaction_id=next_transaction_id, inoperative=inoperative
+        )
         self.saves += 1
 
 

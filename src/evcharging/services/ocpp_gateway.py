@@ -63,7 +63,6 @@ from evcharging.services.outbox import Outbox
 from evcharging.services.ports import (
     CentralLogins,
     ChargerControls,
-    GatewayState,
     GatewayStore,
     LoginState,
     Publisher,
@@ -680,7 +679,7 @@ class GatewayService:
             ch.resuming = set(ch.statuses)  # each connector's Unavailable stands until it reports
         else:
             self._inoperative.add(ch.cp_id)
-        self._persist()
+        self._store.gateway(self._next_tx, frozenset(self._inoperative))
         word = "Operative" if operative else "Inoperative"
         self._call(
             ch,
@@ -765,11 +764,12 @@ class GatewayService:
 
     def _new_transaction_id(self) -> int:
         tx_id, self._next_tx = self._next_tx, self._next_tx + 1
+        self._store.gateway(self._next_tx, frozenset(self._inoperative))
         return tx_id
 
     def _save_tx(self, tx: TransactionRecord) -> None:
         self._txs[tx.transaction_id] = tx
-        self._persist()
+        self._store.put(tx)
 
     def _forget(self, transaction_id: int) -> None:
         """An ended transaction leaves the state file; its stop's answer is remembered (the
@@ -781,12 +781,7 @@ class GatewayService:
         self._ended[transaction_id] = (tx.cp_id, answer)
         if len(self._ended) > _REMEMBERED_ENDED:
             del self._ended[next(iter(self._ended))]
-        self._persist()
-
-    def _persist(self) -> None:
-        self._store.save(
-            GatewayState(self._next_tx, tuple(self._txs.values()), frozenset(self._inoperative))
-        )
+        self._store.drop(transaction_id)
 
     # --- the outbox ---------------------------------------------------------------------
 

@@ -320,10 +320,23 @@ class GatewayState:
 
 
 class GatewayStore(Protocol):
-    """Where the gateway's transactions live between runs (a JSON file in the program)."""
+    """Where the gateway's transactions live between runs (files in the program). Each change is
+    written alone (a start, a stop, an end delivered), so its cost does not grow with the
+    transactions open."""
 
     def load(self) -> GatewayState: ...
-    def save(self, state: GatewayState) -> None: ...
+
+    def put(self, tx: TransactionRecord) -> None:
+        """A transaction started or stopped."""
+        ...
+
+    def drop(self, transaction_id: int) -> None:
+        """A transaction whose end was delivered: nothing left to bill."""
+        ...
+
+    def gateway(self, next_transaction_id: int, inoperative: frozenset[str]) -> None:
+        """The ids handed out so far, and the CPs the gateway last made Inoperative."""
+        ...
 
 
 # --- the Driver -------------------------------------------------------------------------------
