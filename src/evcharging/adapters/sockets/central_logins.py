@@ -55,13 +55,19 @@ class CentralLinks:
         timing: Timing | None = None,
         auto_reauth: float = 5.0,
         login_timeout: float = 10.0,
+        at_once: int = 2,
     ) -> None:
+        """`at_once`: logins in progress at a time. Each costs one scrypt (the SCRAM proof); a
+        storm of chargers booting together would otherwise queue them all in the thread pool,
+        and Central drops a login that does not answer its challenge in time (measured: Pending
+        boots with 8 at once on a loaded machine)."""
         self.central = central
         self.codec = codec
         self.timing = timing or Timing()
         self.auto_reauth = auto_reauth
         self.login_timeout = login_timeout
         self._links: dict[str, _Link] = {}
+        self._logging_in = asyncio.Semaphore(at_once)
 
     def up(self) -> list[str]:
         return sorted(c for c, k in self._links.items() if k.service.central is CentralLink.UP)
@@ -72,6 +78,10 @@ class CentralLinks:
             return LoginOutcome(LoginState.ACCEPTED)
         if link is not None:
             await self.logout(cp_id)
+        async with self._logging_in:
+            return await self._login(cp_id, secret)
+
+    async def _login(self, cp_id: str, secret: str) -> LoginOutcome:
         changed, wake = asyncio.Event(), asyncio.Event()
 
         def on_change() -> None:
