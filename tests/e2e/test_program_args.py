@@ -132,6 +132,29 @@ CASES = [
     ("evcharging", ["demo", "--for", "soon"], {}, "--for='soon': expected a duration"),
     ("evcharging", ["demo", "--http-port", "99999"], {}, "--http-port='99999'"),
     ("evcharging", [], {}, "the following arguments are required: command"),
+    # EV_OCPP
+    ("EV_OCPP", [KAFKA, "nohostport"], {}, "CENTRAL='nohostport': expected HOST:PORT"),
+    ("EV_OCPP", [KAFKA, "127.0.0.1:7000", "--listen", "9000"], {}, "--listen='9000'"),
+    ("EV_OCPP", [KAFKA, "127.0.0.1:7000"], {"EV_OCPP_LISTEN": "x:y"}, "EV_OCPP_LISTEN='x:y'"),
+    ("EV_OCPP", [KAFKA, "127.0.0.1:7000", "--tls-cert", "c.pem"], {}, "--tls-cert and --tls-key"),
+    (
+        "EV_OCPP",
+        [KAFKA, "127.0.0.1:7000", "--tls-cert", "/nope.pem", "--tls-key", "/nope.key"],
+        {},
+        "--tls-cert='/nope.pem': no such file",
+    ),
+    (
+        "EV_OCPP",
+        [KAFKA, "127.0.0.1:7000", "--tls-cert", "/etc/hostname", "--tls-key", "/etc/hostname"],
+        {},
+        "--tls-cert/--tls-key/--client-ca: not a certificate and its key",
+    ),
+    (
+        "EV_OCPP",
+        [KAFKA, "127.0.0.1:7000", "--client-ca", "ca.pem"],
+        {},
+        "--client-ca needs --tls-cert/--tls-key",
+    ),
 ]
 
 

@@ -41,6 +41,14 @@ def test_engine_with_its_monitor_port_taken(tmp_path: Path, taken: int) -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_ocpp_gateway_with_its_port_taken(tmp_path: Path, taken: int) -> None:
+    done = run(tmp_path, "EV_OCPP", KAFKA, "127.0.0.1:7000", "--listen", f"127.0.0.1:{taken}")
+
+    assert done.returncode == 2
+    assert f"cannot listen for the OCPP endpoint on 127.0.0.1:{taken}" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 @pytest.mark.parametrize("which", ["monitors", "http"])
 def test_central_with_a_port_taken(tmp_path: Path, taken: int, which: str) -> None:
     monitors, http = (taken, free_port()) if which == "monitors" else (free_port(), taken)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import ssl
 import sys
 import time
 from collections.abc import Coroutine
@@ -244,16 +245,23 @@ def parse_args(argv: list[str] | None = None) -> GatewaySettings:
         "--listen",
         env="EV_OCPP_LISTEN",
         type=host_port,
-        default=("0.0.0.0", 9000),
+        default="0.0.0.0:9000",
         metavar="HOST:PORT",
         help="where chargers connect (ws[s]://HOST:PORT/CP_ID)",
     )
-    p.option("--tls-cert", env="EV_OCPP_TLS_CERT", type=path, help="wss://: the server certificate")
-    p.option("--tls-key", env="EV_OCPP_TLS_KEY", type=path, help="wss://: its private key")
+    p.option(
+        "--tls-cert",
+        env="EV_OCPP_TLS_CERT",
+        type=path,
+        metavar="FILE",
+        help="wss://: the server certificate",
+    )
+    p.option("--tls-key", env="EV_OCPP_TLS_KEY", type=path, metavar="FILE", help="wss://: its key")
     p.option(
         "--client-ca",
         env="EV_OCPP_CLIENT_CA",
         type=path,
+        metavar="FILE",
         help="accept client certificates from this CA (OCPP security profile 3)",
     )
     p.option(
@@ -261,6 +269,7 @@ def parse_args(argv: list[str] | None = None) -> GatewaySettings:
         env="EV_OCPP_CREDENTIALS_DIR",
         type=path,
         default=Path(".evcharging"),
+        metavar="DIR",
         help="secrets of chargers with client certificates (cp-ID.json)",
     )
     p.option(
@@ -268,13 +277,15 @@ def parse_args(argv: list[str] | None = None) -> GatewaySettings:
         env="EV_OCPP_STATE_DIR",
         type=path,
         default=Path(".run/ocpp"),
-        help="the transactions' state file",
+        metavar="DIR",
+        help="the transactions' state (DIR/ocpp-gateway/)",
     )
     p.option(
         "--audit-file",
         env="EV_OCPP_AUDIT_FILE",
         type=path,
         default=Path(".run/ocpp/audit.jsonl"),
+        metavar="FILE",
         help="the gateway's audit log (JSON lines)",
     )
     p.option(
@@ -289,6 +300,7 @@ def parse_args(argv: list[str] | None = None) -> GatewaySettings:
         env="EV_OCPP_HEARTBEAT",
         type=whole_number,
         default=60,
+        metavar="SECONDS",
         help="seconds between chargers' OCPP Heartbeats",
     )
     p.option(
@@ -296,6 +308,7 @@ def parse_args(argv: list[str] | None = None) -> GatewaySettings:
         env="EV_OCPP_RETRY",
         type=whole_number,
         default=10,
+        metavar="SECONDS",
         help="seconds a refused or pending charger waits to boot again",
     )
     p.kafka_namespace_option()
@@ -305,10 +318,22 @@ def parse_args(argv: list[str] | None = None) -> GatewaySettings:
         p.error("--tls-cert and --tls-key go together")
     if a.client_ca is not None and a.tls_cert is None:
         p.error("--client-ca needs --tls-cert/--tls-key (client certificates need TLS)")
+    if a.tls_cert is not None:
+        for flag, file in (
+            ("--tls-cert", a.tls_cert),
+            ("--tls-key", a.tls_key),
+            ("--client-ca", a.client_ca),
+        ):
+            if file is not None and not file.is_file():
+                p.error(f"{flag}='{file}': no such file")
+        try:
+            tls_context(a.tls_cert, a.tls_key, a.client_ca)
+        except (OSError, ssl.SSLError) as exc:
+            p.error(f"--tls-cert/--tls-key/--client-ca: not a certificate and its key ({exc})")
     return GatewaySettings(
         kafka=a.kafka,
         central=a.central,
-        listen=a.listen,
+        listen=host_port(a.listen) if isinstance(a.listen, str) else a.listen,  # the default
         tls_cert=a.tls_cert,
         tls_key=a.tls_key,
         client_ca=a.client_ca,
