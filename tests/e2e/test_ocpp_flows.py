@@ -256,7 +256,7 @@ def test_a_driver_starts_and_stops_a_charger_from_the_app_and_a_fault_ends_a_sup
 # --- 2: the admin's stop and resume, one and all; report status and reset -------------------
 
 
-def test_admin_stop_resume_stop_all_report_status_and_reset_reach_the_chargers(
+def test_admin_stop_resume_stop_all_report_status_reset_and_revoke_reach_the_chargers(
     network: Network, chargers: ChargerLoop
 ) -> None:
     net = network
@@ -320,6 +320,20 @@ def test_admin_stop_resume_stop_all_report_status_and_reset_reach_the_chargers(
     assert [a for a, _ in c.sent].count("BootNotification") == 3
     net.wait_state("OCPPAD3", "Activado")
     assert len(net.sessions(cp_id="OCPPAD1")) == 1
+
+    # "Restaurar claves" on a charger: Parado and Inoperative until the gateway logs the CP in
+    # again (5 s later, for a new key); then a driver's request reaches it sealed with that key
+    assert net.admin("/api/cps/OCPPAD2/revoke-keys").status_code == 200
+    assert chargers.wait_call(b, "ChangeAvailability").payload["type"] == "Inoperative"
+    net.wait_state("OCPPAD2", "Parado")
+    assert chargers.wait_call(b, "ChangeAvailability").payload["type"] == "Operative"
+    net.wait_state("OCPPAD2", "Activado")
+    driver_ready(net, "D004", "OCPPAD2")
+    chargers.wait_call(b, "RemoteStartTransaction")
+    chargers.run(b.idle())
+    chargers.run(b.meter_tick(300))
+    live_energy(net, "OCPPAD2", "0.300")
+    assert [r["action"] for r in net.audit(cp="OCPPAD2", action="key.revoked")], "audited"
     assert_clean(gateway)
 
 
